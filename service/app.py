@@ -1,0 +1,100 @@
+"""Composition root: settings → repository → registry → gRPC server + metrics endpoint; lifecycle.
+
+Start-up: bind the port (liveness answers at once), load and warm up the models, then report
+SERVING. On SIGTERM/SIGINT: NOT_SERVING, stop accepting, let in-flight requests finish within
+`grace_seconds`, close the batchers, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from service.config import ServerSettings
+from service.grpc.server import V2_SERVICE, build_server
+from service.grpc.v2 import InferenceServicer
+from service.metrics import Metrics, RequestRecorder
+from service.registry import ModelRegistry
+from service.repository import ModelRepository
+from service.runtime import available_providers, check_device
+
+log = logging.getLogger(__name__)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class App:
+    def __init__(self, settings: ServerSettings) -> None:
+        check_device(settings.device, available_providers())
+        self.settings = settings
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="infer")
+        self.registry = ModelRegistry(
+            ModelRepository(settings.model_repository), self.metrics, self.executor, settings.device
+        )
+        self.health = HealthServicer()
+        self.ready = False
+        self.draining = False
+        self.port = 0
+        self.metrics_port: int | None = None
+        inference = InferenceServicer(self.registry, RequestRecorder(self.metrics), lambda: self.ready)
+        self.services = [V2_SERVICE]
+        self.server, self.port = build_server(settings, inference, self.health, [])
+        self.registry.listeners.append(self._health_changed)
+
+    async def start(self) -> None:
+        s = self.settings
+        await self._set_health(NOT_SERVING)
+        await self.server.start()
+        if s.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+        log.info(
+            "listening",
+            extra={"grpc": f"{s.host}:{self.port}", "metrics": self.metrics_port, "device": s.device.value,
+                   "providers": available_providers()},
+        )  # fmt: skip
+        await self.registry.load_all()
+        self.ready = True
+        await self._set_health(SERVING)
+        loaded = sorted({p.name for p in self.registry.loaded()})
+        log.info("ready", extra={"models": loaded, "repository": str(self.registry.repository.root)})
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.grace_seconds if grace is None else grace
+        self.ready, self.draining = False, True
+        log.info("draining", extra={"grace_seconds": grace})
+        await self._set_health(NOT_SERVING)
+        await self.server.stop(grace)
+        await self.registry.close(timeout=1.0)
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        log.info("stopped")
+
+    async def run_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+    def _health_changed(self) -> None:
+        if self.ready:
+            asyncio.get_running_loop().create_task(self._set_health(SERVING))
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *self.services):
+            await self.health.set(name, status)  # type: ignore[arg-type]
+
+
+def serve(settings: ServerSettings) -> int:
+    async def main() -> None:
+        await App(settings).run_until_signal()  # the gRPC server must be built inside the running loop
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,351 @@
+"""Dynamic batcher: many concurrent requests → few model runs.
+
+One asyncio task per model forms batches; each batch runs in a worker thread (ONNX Runtime releases
+the GIL) while the event loop keeps accepting requests. Up to `instances` batches run at once.
+
+A batch closes when it reaches `max_batch_size` or a preferred size, or when its oldest request has
+waited `max_queue_delay`. Because the queue only forms batches while an instance is free, requests
+that arrive during a run gather on their own, so `max_queue_delay: 0` batches under load yet adds no
+wait when the server is idle. All waiting is on events and timers; time is the loop's monotonic clock.
+
+Every accepted request gets exactly one outcome: its outputs, or an error (queue full, deadline,
+shutdown, model failure). Cancelled and expired requests leave the queue before they cost compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from service.batching.collate import CollateSpec, Tensors, batch_size, concat, own_length, split
+from service.errors import (
+    DeadlineExceededError,
+    DeepserveError,
+    InferenceError,
+    InvalidInputError,
+    QueueFullError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[Tensors], Tensors]
+"""Runs one batch (in a worker thread): feed dict in, all outputs out."""
+
+_QUEUED, _RUNNING, _DONE = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch_size: int
+    """Largest batch (sum of the requests' own batch sizes); 1 with batching off."""
+    max_queue_delay_s: float = 0.0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 1024
+    default_timeout_s: float | None = None
+    instances: int = 1
+    collate: CollateSpec = field(default_factory=lambda: CollateSpec({}, {}))
+    batched: bool = True
+    """False when the model has no batch dimension: every request runs alone, as is."""
+
+
+class BatchObserver(Protocol):
+    """Receives what happened, once per batch (metrics and statistics)."""
+
+    def queue_depth(self, depth: int) -> None: ...
+    def rejected(self, reason: str, count: int = 1) -> None: ...
+    def batch_done(
+        self, items: int, waits: list[float], collate_s: float, infer_s: float, split_s: float, ok: bool
+    ) -> None: ...
+
+
+class _NullObserver:
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def rejected(self, reason: str, count: int = 1) -> None:
+        pass
+
+    def batch_done(
+        self, items: int, waits: list[float], collate_s: float, infer_s: float, split_s: float, ok: bool
+    ) -> None:
+        pass
+
+
+class _Pending:
+    __slots__ = ("inputs", "size", "key", "future", "enqueued", "started", "state", "timer", "length")
+
+    def __init__(self, inputs: Tensors, size: int, key: tuple, future: asyncio.Future, enqueued: float) -> None:
+        self.inputs = inputs
+        self.size = size
+        self.key = key
+        self.future = future
+        self.enqueued = enqueued
+        self.started = enqueued
+        self.state = _QUEUED
+        self.timer: asyncio.TimerHandle | None = None
+        self.length: int | None = None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    pieces: list[Tensors] | None = None
+    error: BaseException | None = None
+    collate_s: float = 0.0
+    infer_s: float = 0.0
+    split_s: float = 0.0
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        run: RunFn,
+        policy: BatchPolicy,
+        executor: Executor,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self._policy = policy
+        self._executor = executor
+        self._observer: BatchObserver = observer or _NullObserver()
+        self._queue: deque[_Pending] = deque()
+        self._live = 0
+        """Requests queued and not dropped (the deque may still hold dropped ones until compaction)."""
+        self._live_items = 0
+        self._free = policy.instances
+        self._running: set[asyncio.Future] = set()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task | None = None
+        self.executions = 0
+        """Model runs so far (tests count them)."""
+
+    # ---- public API -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher:{self.name}")
+
+    @property
+    def queue_depth(self) -> int:
+        return self._live
+
+    async def submit(self, inputs: Tensors, deadline: float | None = None) -> Tensors:
+        """Queue one request (which may carry its own batch) and wait for its outputs.
+
+        `deadline` is a `time.monotonic()` value; past it the request is dropped if it has not started.
+        """
+        if self._closed:
+            raise UnavailableError(f"model '{self.name}' is shutting down; retry on another replica")
+        policy = self._policy
+        size = batch_size(inputs) if policy.batched else 1
+        if size > policy.max_batch_size and policy.batched:
+            raise InvalidInputError(
+                f"batch of {size} exceeds max_batch_size {policy.max_batch_size} of model '{self.name}'"
+            )
+        if self._live >= policy.max_queue_size:
+            self._observer.rejected("queue_full")
+            raise QueueFullError(
+                f"queue full: model '{self.name}' already has {self._live} requests waiting "
+                f"(max_queue_size {policy.max_queue_size}); retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if deadline is None and policy.default_timeout_s is not None:
+            deadline = now + policy.default_timeout_s
+        if deadline is not None and deadline <= now:
+            self._observer.rejected("deadline")
+            raise DeadlineExceededError(f"deadline passed before the request to '{self.name}' was queued")
+        key = policy.collate.key(inputs) if policy.batched else ()
+        item = _Pending(inputs, size, key, loop.create_future(), now)
+        if policy.collate.pad_values:
+            item.length = own_length(inputs, policy.collate)
+        if deadline is not None:
+            item.timer = loop.call_later(deadline - now, self._expire, item)
+        self._queue.append(item)
+        self._live += 1
+        self._live_items += size
+        self._observer.queue_depth(self._live)
+        if self._free:
+            self._wakeup.set()
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            if item.state == _QUEUED:
+                self._drop(item)
+                self._observer.rejected("cancelled")
+            raise
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop accepting; let queued and running batches finish (up to `timeout`), then fail the rest."""
+        self._closed = True
+        self._wakeup.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._live or self._running:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            await asyncio.sleep(min(0.01, remaining) if remaining is not None else 0.01)
+        for item in list(self._queue):
+            if item.state == _QUEUED:
+                self._drop(item)
+                self._fail(item, UnavailableError(f"model '{self.name}' was unloaded before the request ran"))
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    # ---- queue bookkeeping ----------------------------------------------------------------------
+    def _drop(self, item: _Pending) -> None:
+        item.state = _DONE
+        self._live -= 1
+        self._live_items -= item.size
+        if item.timer is not None:
+            item.timer.cancel()
+        self._observer.queue_depth(self._live)
+        if len(self._queue) > 2 * self._live + 64:
+            self._queue = deque(p for p in self._queue if p.state == _QUEUED)
+
+    def _expire(self, item: _Pending) -> None:
+        if item.state == _QUEUED:
+            self._drop(item)
+            self._observer.rejected("deadline")
+            self._fail(item, DeadlineExceededError(f"deadline passed while waiting in the queue of '{self.name}'"))
+
+    @staticmethod
+    def _fail(item: _Pending, error: BaseException) -> None:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+    # ---- batch formation --------------------------------------------------------------------------
+    def _limit(self) -> int:
+        """How many batch items to take now, or 0 to keep waiting for more."""
+        policy = self._policy
+        if not policy.batched:
+            return 1
+        queued = self._live_items
+        if queued >= policy.max_batch_size:
+            return policy.max_batch_size
+        fitting = [p for p in policy.preferred_batch_sizes if p <= queued]
+        if fitting:
+            return fitting[-1]
+        return 0
+
+    def _take(self, limit: int) -> list[_Pending]:
+        """Oldest live request and the compatible ones after it, up to `limit` batch items (FIFO)."""
+        queue = self._queue
+        while queue and queue[0].state != _QUEUED:
+            queue.popleft()
+        head = queue.popleft()
+        batch, items = [head], head.size
+        if self._policy.batched:
+            skipped: list[_Pending] = []
+            while queue and items < limit:
+                nxt = queue[0]
+                if nxt.state != _QUEUED:
+                    queue.popleft()
+                    continue
+                if nxt.key != head.key or items + nxt.size > limit:
+                    if nxt.key == head.key:
+                        break
+                    skipped.append(queue.popleft())
+                    continue
+                batch.append(queue.popleft())
+                items += nxt.size
+            queue.extendleft(reversed(skipped))
+        now = time.monotonic()
+        for item in batch:
+            item.state = _RUNNING
+            item.started = now
+            if item.timer is not None:
+                item.timer.cancel()
+        self._live -= len(batch)
+        self._live_items -= items
+        self._observer.queue_depth(self._live)
+        return batch
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self._policy.max_queue_delay_s
+        while True:
+            while not (self._live and self._free):
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            limit = self._limit()
+            if not limit:
+                oldest = next(p for p in self._queue if p.state == _QUEUED)
+                remaining = oldest.enqueued + delay - time.monotonic()
+                if remaining > 0 and not self._closed:
+                    self._wakeup.clear()
+                    timer = loop.call_later(remaining, self._wakeup.set)
+                    await self._wakeup.wait()
+                    timer.cancel()
+                    continue
+                limit = self._policy.max_batch_size
+            batch = self._take(limit)
+            self._free -= 1
+            done = loop.run_in_executor(self._executor, self._execute, batch)
+            self._running.add(done)
+            done.add_done_callback(lambda fut, batch=batch: self._finish(fut, batch))
+
+    # ---- running --------------------------------------------------------------------------------
+    def _execute(self, batch: list[_Pending]) -> _Outcome:
+        """Worker thread: collate, run, split. Errors are returned, never raised past here."""
+        outcome = _Outcome()
+        spec = self._policy.collate
+        t0 = time.perf_counter()
+        try:
+            feed, padded_len = concat([p.inputs for p in batch], spec)
+            t1 = time.perf_counter()
+            outputs = self._run(feed)
+            t2 = time.perf_counter()
+            outcome.pieces = (
+                split(outputs, [p.size for p in batch], [p.length for p in batch], padded_len, spec)
+                if self._policy.batched
+                else [outputs]
+            )
+            t3 = time.perf_counter()
+            outcome.collate_s, outcome.infer_s, outcome.split_s = t1 - t0, t2 - t1, t3 - t2
+        except BaseException as err:  # noqa: BLE001 - every failure must reach the callers
+            outcome.error = err
+            outcome.infer_s = time.perf_counter() - t0
+        return outcome
+
+    def _finish(self, done: asyncio.Future, batch: list[_Pending]) -> None:
+        self._running.discard(done)
+        self._free += 1
+        self.executions += 1
+        if self._live:
+            self._wakeup.set()
+        outcome: _Outcome = done.result()
+        error = outcome.error
+        if error is not None and not isinstance(error, DeepserveError):
+            log.error(
+                "model run failed",
+                extra={"model": self.name, "batch": len(batch), "error": repr(error)},
+                exc_info=error,
+            )
+            error = InferenceError(f"model '{self.name}' failed to run this batch; the error was logged")
+        waits = [p.started - p.enqueued for p in batch]
+        for i, item in enumerate(batch):
+            item.state = _DONE
+            if item.future.done():
+                continue
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                assert outcome.pieces is not None
+                item.future.set_result(outcome.pieces[i])
+        self._observer.batch_done(
+            sum(p.size for p in batch), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, error is None
+        )

@@ -1,0 +1,54 @@
+"""`deepserve` command line: serve (and, with the task APIs, classify / sentiment / generate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from service.errors import ConfigError
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model repository over gRPC", description="Serve a model repository.")
+    p.add_argument("--model-repository", help="folder of models (env DEEPSERVE_MODEL_REPOSITORY; default models)")
+    p.add_argument("--host", help="address to bind (env DEEPSERVE_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="gRPC port, 0 for any free one (env DEEPSERVE_PORT; default 8001)")
+    p.add_argument("--metrics-port", type=int, help="HTTP /metrics port (env DEEPSERVE_METRICS_PORT; default 8002)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="execution device (env DEEPSERVE_DEVICE)")
+    p.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM (env DEEPSERVE_GRACE_SECONDS)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="env DEEPSERVE_LOG_LEVEL")
+    p.add_argument("--workers", type=int, help="inference threads (env DEEPSERVE_WORKERS; default 4)")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from service import logs
+    from service.app import serve
+    from service.config import ServerSettings
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
+    try:
+        settings = ServerSettings(**flags)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        print(f"deepserve: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        return serve(settings)
+    except (ConfigError, OSError) as err:
+        print(f"deepserve: {err}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deepserve", description="Model serving on ONNX Runtime over gRPC.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _run_serve(args)
+    parser.error(f"unknown command {args.command}")
+    return 2

@@ -1,0 +1,310 @@
+"""Typed settings: the server's flags/env (`ServerSettings`) and each model's `config.yaml` (`ModelConfig`).
+
+Both are validated when they are loaded; a bad value is an error that names the key and says how to fix
+it. This module knows nothing of gRPC, ONNX Runtime or TensorFlow, so `training/` can import it to write
+configs the server accepts.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ModelLoadError
+
+CONFIG_FILE = "config.yaml"
+
+
+class Task(str, enum.Enum):
+    IMAGE_CLASSIFICATION = "image_classification"
+    SENTIMENT = "sentiment"
+    TEXT_GENERATION = "text_generation"
+    RAW = "raw"
+
+
+class Device(str, enum.Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+# Open Inference Protocol datatype strings and the numpy dtype each one maps to.
+DATATYPES: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
+}
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One model input or output, without the batch dimension when `max_batch_size > 0`."""
+
+    name: str = Field(min_length=1)
+    datatype: Datatype
+    dims: tuple[int, ...]
+    """Shape without the batch dimension; -1 marks a variable dimension."""
+    pad_value: float | int | None = None
+    """Value used to pad a variable dimension when requests of different lengths share a batch.
+    Without it, requests are only batched with others of the same shape."""
+
+    @field_validator("dims")
+    @classmethod
+    def _dims_valid(cls, dims: tuple[int, ...]) -> tuple[int, ...]:
+        for d in dims:
+            if d == 0 or d < -1:
+                raise ValueError(f"dims must be positive or -1 (variable), got {list(dims)}")
+        return dims
+
+    @property
+    def variable(self) -> bool:
+        return any(d == -1 for d in self.dims)
+
+
+class DynamicBatching(_Strict):
+    """How requests are grouped into batches (see DESIGN.md, batching semantics)."""
+
+    enabled: bool = True
+    max_queue_delay_ms: float = Field(default=2.0, ge=0, le=10_000)
+    """Longest time the oldest queued request waits for others to join its batch."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Batch sizes the model runs best at; a batch closes early when it reaches one."""
+    max_queue_size: int = Field(default=1024, ge=1)
+    """Requests waiting beyond this are refused at once with UNAVAILABLE "queue full"."""
+    default_timeout_ms: float | None = Field(default=None, gt=0)
+    """Queue timeout for requests that carry no deadline of their own."""
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _sizes_positive(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if any(s < 1 for s in sizes):
+            raise ValueError("preferred_batch_sizes must be positive integers")
+        return tuple(sorted(set(sizes)))
+
+
+class Execution(_Strict):
+    """ONNX Runtime session options for this model."""
+
+    providers: tuple[Literal["cuda", "cpu"], ...] | None = None
+    """Execution providers in order of preference; default follows the server's --device."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """Threads inside one operator; 0 lets ONNX Runtime decide."""
+    inter_op_threads: int = Field(default=0, ge=0)
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    allow_spinning: bool = False
+    """ONNX Runtime worker threads spin while idle by default, which steals CPU from the server on
+    small machines; off unless measured to help."""
+
+
+class VersionPolicy(_Strict):
+    """Which numbered versions to serve: the newest `latest` of them, or exactly `specific`."""
+
+    latest: int | None = Field(default=None, ge=1)
+    specific: tuple[int, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> VersionPolicy:
+        if self.latest is not None and self.specific is not None:
+            raise ValueError("set either version_policy.latest or version_policy.specific, not both")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.specific is not None:
+            return [v for v in ordered if v in self.specific]
+        return ordered[-(self.latest or 1) :]
+
+
+class Normalization(_Strict):
+    """pixel' = (pixel * scale - mean) / std, per channel or one value for all."""
+
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+
+class ImagePreprocessing(_Strict):
+    height: int = Field(ge=1)
+    width: int = Field(ge=1)
+    channels: Literal[1, 3] = 3
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    normalization: Normalization = Normalization()
+    ink: Literal["dark_on_light", "light_on_dark", "any"] = "any"
+    """Polarity the model was trained on. A `light_on_dark` model inverts images whose background
+    is light, so a digit drawn in dark ink on paper looks like its training data."""
+    resize: Literal["stretch", "fit"] = "fit"
+    """`fit` keeps the aspect ratio and pads with the background colour."""
+
+
+class TextPreprocessing(_Strict):
+    tokenizer: str = "tokenizer.json"
+    """Hugging Face `tokenizers` file, relative to the model folder."""
+    max_length: int = Field(ge=1)
+    """Longest token sequence the model accepts; longer texts are truncated (and the response says so)."""
+    pad_id: int = Field(default=0, ge=0)
+    lowercase: bool = False
+
+
+class Generation(_Strict):
+    context_length: int = Field(ge=2)
+    """Positions the model attends over; longer prompts keep their last tokens."""
+    max_active_sequences: int = Field(default=16, ge=1)
+    max_waiting: int = Field(default=256, ge=1)
+    eos_id: int | None = None
+    bos_id: int | None = None
+    default_max_new_tokens: int = Field(default=64, ge=1)
+    max_new_tokens_limit: int = Field(default=512, ge=1)
+
+
+class ModelConfig(_Strict):
+    """`models/<name>/config.yaml`. Unknown keys are errors."""
+
+    name: str | None = None
+    """Defaults to the folder name; when given it must equal it."""
+    task: Task = Task.RAW
+    platform: Literal["onnxruntime"] = "onnxruntime"
+    max_batch_size: int = Field(default=0, ge=0)
+    """Largest batch the model runs; 0 means the model has no batch dimension."""
+    inputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    instances: int = Field(default=1, ge=1, le=64)
+    """Batches run concurrently (worker threads sharing one session)."""
+    execution: Execution = Execution()
+    version_policy: VersionPolicy = VersionPolicy()
+    labels: str | None = None
+    """Text file, one class label per line, relative to the model folder."""
+    image: ImagePreprocessing | None = None
+    text: TextPreprocessing | None = None
+    generation: Generation | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ModelConfig:
+        names = [t.name for t in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"input names must be unique, got {names}")
+        names = [t.name for t in self.outputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"output names must be unique, got {names}")
+        too_big = [s for s in self.dynamic_batching.preferred_batch_sizes if s > self.max_batch_size]
+        if too_big:
+            raise ValueError(
+                f"dynamic_batching.preferred_batch_sizes {too_big} exceed max_batch_size "
+                f"{self.max_batch_size}; raise max_batch_size or drop those sizes"
+            )
+        required = {
+            Task.IMAGE_CLASSIFICATION: ("image", self.image),
+            Task.SENTIMENT: ("text", self.text),
+            Task.TEXT_GENERATION: ("generation", self.generation),
+        }.get(self.task)
+        if required is not None and required[1] is None:
+            raise ValueError(f"task {self.task.value} needs a `{required[0]}` section")
+        if self.task in (Task.IMAGE_CLASSIFICATION, Task.SENTIMENT) and self.labels is None:
+            raise ValueError(f"task {self.task.value} needs `labels` (a file with one class per line)")
+        if self.task is Task.TEXT_GENERATION and self.text is None:
+            raise ValueError("task text_generation needs a `text` section naming its tokenizer")
+        return self
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 0
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.outputs if t.name == name), None)
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key `{key}` (remove it or check its spelling)")
+        else:
+            parts.append(f"`{key}`: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_model_config(data: object, model: str) -> ModelConfig:
+    """Validate an already-parsed config mapping; errors name the model and the key."""
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"model '{model}': {CONFIG_FILE} must be a mapping of keys to values")
+    try:
+        config = ModelConfig.model_validate(data)
+    except ValidationError as err:
+        raise ModelLoadError(f"model '{model}': invalid {CONFIG_FILE}: {_describe(err)}") from None
+    if config.name is not None and config.name != model:
+        raise ModelLoadError(
+            f"model '{model}': `name` is '{config.name}' but the folder is '{model}'; make them equal or drop `name`"
+        )
+    return config
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / CONFIG_FILE
+    model = model_dir.name
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"model '{model}': no {CONFIG_FILE} in {model_dir}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"model '{model}': {CONFIG_FILE} is not valid YAML: {err}") from None
+    return parse_model_config(data, model)
+
+
+def dump_model_config(config: ModelConfig) -> str:
+    """YAML text for a config, leaving out defaults (used by training/ to write repository entries)."""
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ServerSettings(BaseSettings):
+    """`deepserve serve` flags; each has a `DEEPSERVE_<NAME>` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="DEEPSERVE_", extra="forbid", frozen=True)
+
+    model_repository: Path = Path("models")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65535)
+    """gRPC port; 0 picks a free one."""
+    metrics_port: int | None = Field(default=8002, ge=0, le=65535)
+    """HTTP port for /metrics; None disables the endpoint."""
+    device: Device = Device.AUTO
+    grace_seconds: float = Field(default=10.0, ge=0)
+    """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_message_bytes: PositiveInt = 64 * 1024 * 1024
+    """Largest gRPC message accepted or sent; larger requests get RESOURCE_EXHAUSTED."""
+    workers: PositiveInt = 4
+    """Threads that run model inference (ONNX Runtime releases the GIL)."""
+    keepalive_time_s: float = Field(default=30.0, gt=0)
+    max_connection_age_s: float | None = Field(default=300.0, gt=0)
+    """Connections are closed (gracefully) after this age so clients spread over new replicas."""
+    max_connection_age_grace_s: float = Field(default=30.0, ge=0)

@@ -1,0 +1,73 @@
+"""Domain errors. Each carries an `ErrorCode`; `service/grpc/errors.py` maps codes to gRPC statuses.
+
+Messages are written for the user who made the request: say what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+    QUEUE_FULL = "queue_full"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    CANCELLED = "cancelled"
+    TOO_LARGE = "too_large"
+    INTERNAL = "internal"
+
+
+class DeepserveError(Exception):
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(DeepserveError):
+    code = ErrorCode.INVALID_INPUT
+
+
+class ModelNotFoundError(DeepserveError):
+    code = ErrorCode.NOT_FOUND
+
+
+class UnavailableError(DeepserveError):
+    """Model loading or not ready, or the server is draining."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class QueueFullError(DeepserveError):
+    code = ErrorCode.QUEUE_FULL
+
+
+class DeadlineExceededError(DeepserveError):
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class CancelledError(DeepserveError):
+    code = ErrorCode.CANCELLED
+
+
+class PayloadTooLargeError(DeepserveError):
+    code = ErrorCode.TOO_LARGE
+
+
+class InferenceError(DeepserveError):
+    """The model failed on a batch; the details are logged, the user gets a generic message."""
+
+    code = ErrorCode.INTERNAL
+
+
+class ModelLoadError(DeepserveError):
+    """A model could not be loaded: bad config, missing file, graph mismatch. Names the model and the fix."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class ConfigError(Exception):
+    """Server start-up configuration is wrong (e.g. --device cuda without CUDA)."""

@@ -1,0 +1,218 @@
+"""Protobuf ⇄ domain types for the Open Inference Protocol. The only place V2 messages are taken apart."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from service.config import DATATYPES, ModelConfig
+from service.errors import InvalidInputError
+from service.grpc._generated.inference import grpc_service_pb2 as pb
+from service.grpc._generated.inference import model_config_pb2 as mc
+from service.types import InferRequest, InferResponse, ModelStats
+from service.validation import datatype_of
+
+_DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
+# Typed-contents field for each datatype (FP16/BF16 travel only as raw bytes).
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_CONFIG_TYPES = {
+    "BOOL": mc.TYPE_BOOL, "UINT8": mc.TYPE_UINT8, "UINT16": mc.TYPE_UINT16, "UINT32": mc.TYPE_UINT32,
+    "UINT64": mc.TYPE_UINT64, "INT8": mc.TYPE_INT8, "INT16": mc.TYPE_INT16, "INT32": mc.TYPE_INT32,
+    "INT64": mc.TYPE_INT64, "FP16": mc.TYPE_FP16, "FP32": mc.TYPE_FP32, "FP64": mc.TYPE_FP64,
+    "BYTES": mc.TYPE_STRING,
+}  # fmt: skip
+_LEN = struct.Struct("<I")
+
+
+# ---- BYTES tensors --------------------------------------------------------------------------------
+def decode_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
+    """Elements each prefixed by a 4-byte little-endian length."""
+    out = np.empty(count, dtype=object)
+    view = memoryview(raw)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(view):
+            raise InvalidInputError(f"input {name!r}: raw BYTES data ends after {i} of {count} elements")
+        (n,) = _LEN.unpack_from(view, pos)
+        pos += 4
+        if pos + n > len(view):
+            raise InvalidInputError(f"input {name!r}: BYTES element {i} claims {n} bytes but the data ends first")
+        out[i] = bytes(view[pos : pos + n])
+        pos += n
+    if pos != len(view):
+        raise InvalidInputError(f"input {name!r}: {len(view) - pos} bytes left over after {count} BYTES elements")
+    return out
+
+
+def encode_bytes(arr: np.ndarray) -> bytes:
+    parts = []
+    for item in arr.reshape(-1):
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(_LEN.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+# ---- requests ---------------------------------------------------------------------------------
+def _element_count(shape: Iterable[int], name: str) -> int:
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise InvalidInputError(f"input {name!r}: shape dims must be non-negative, got {list(shape)}")
+        count *= d
+    return count
+
+
+def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
+    name, datatype, shape = tensor.name, tensor.datatype, tuple(tensor.shape)
+    dtype = _DTYPES.get(datatype)
+    if dtype is None:
+        raise InvalidInputError(f"input {name!r}: unknown datatype {datatype!r}; use one of {sorted(_DTYPES)}")
+    count = _element_count(shape, name)
+    if raw is not None:
+        if datatype == "BYTES":
+            return decode_bytes(raw, count, name).reshape(shape)
+        expected = count * dtype.itemsize
+        if len(raw) != expected:
+            raise InvalidInputError(
+                f"input {name!r}: raw data is {len(raw)} bytes but shape {list(shape)} of {datatype} needs {expected}"
+            )
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    field = _CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidInputError(f"input {name!r}: {datatype} data must be sent in raw_input_contents")
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidInputError(
+            f"input {name!r}: {len(values)} values in contents.{field} but shape {list(shape)} needs {count}"
+        )
+    if datatype == "BYTES":
+        arr = np.empty(count, dtype=object)
+        arr[:] = list(values)
+        return arr.reshape(shape)
+    return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def _timeout_parameter(request: pb.ModelInferRequest) -> float | None:
+    """Triton's `timeout` request parameter, in microseconds."""
+    param = request.parameters.get("timeout")
+    if param is None:
+        return None
+    kind = param.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param") or getattr(param, kind) <= 0:
+        raise InvalidInputError("parameter 'timeout' must be a positive integer number of microseconds")
+    return float(getattr(param, kind)) / 1e6
+
+
+def decode_infer_request(request: pb.ModelInferRequest, time_remaining: float | None) -> InferRequest:
+    """`time_remaining` is the gRPC deadline's remaining seconds (None without a deadline)."""
+    raw_contents = request.raw_input_contents
+    if raw_contents and len(raw_contents) != len(request.inputs):
+        raise InvalidInputError(
+            f"{len(raw_contents)} raw_input_contents for {len(request.inputs)} inputs; send one per input, or none"
+        )
+    inputs: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        if tensor.name in inputs:
+            raise InvalidInputError(f"input {tensor.name!r} appears twice in the request")
+        inputs[tensor.name] = _decode_tensor(tensor, raw_contents[i] if raw_contents else None)
+    timeout = _timeout_parameter(request) if request.parameters else None
+    limits = [t for t in (time_remaining, timeout) if t is not None]
+    deadline = time.monotonic() + min(limits) if limits else None
+    return InferRequest(
+        model=request.model_name,
+        version=request.model_version,
+        inputs=inputs,
+        outputs=tuple(o.name for o in request.outputs),
+        id=request.id,
+        deadline=deadline,
+    )
+
+
+def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
+    out = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
+    for name, arr in response.outputs.items():
+        datatype = datatype_of(arr)
+        out.outputs.add(name=name, datatype=datatype, shape=arr.shape)
+        out.raw_output_contents.append(encode_bytes(arr) if datatype == "BYTES" else arr.tobytes())
+    return out
+
+
+# ---- metadata, config, statistics ----------------------------------------------------------------
+def _shape(config: ModelConfig, dims: tuple[int, ...]) -> list[int]:
+    return ([-1] if config.batched else []) + list(dims)
+
+
+def model_metadata(name: str, versions: list[str], config: ModelConfig) -> pb.ModelMetadataResponse:
+    tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=name,
+        versions=versions,
+        platform="onnxruntime_onnx",
+        inputs=[tensor(name=t.name, datatype=t.datatype, shape=_shape(config, t.dims)) for t in config.inputs],
+        outputs=[tensor(name=t.name, datatype=t.datatype, shape=_shape(config, t.dims)) for t in config.outputs],
+    )
+
+
+def model_config(name: str, versions: list[str], config: ModelConfig) -> mc.ModelConfig:
+    db = config.dynamic_batching
+    out = mc.ModelConfig(
+        name=name,
+        platform="onnxruntime_onnx",
+        backend="onnxruntime",
+        max_batch_size=config.max_batch_size,
+        input=[mc.ModelInput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.dims) for t in config.inputs],
+        output=[mc.ModelOutput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.dims) for t in config.outputs],
+        instance_group=[mc.ModelInstanceGroup(name=f"{name}_0", count=config.instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+        default_model_filename="model.onnx",
+    )  # fmt: skip
+    out.version_policy.specific.versions.extend(int(v) for v in versions)
+    if config.batched and db.enabled:
+        out.dynamic_batching.preferred_batch_size.extend(db.preferred_batch_sizes)
+        out.dynamic_batching.max_queue_delay_microseconds = int(db.max_queue_delay_ms * 1000)
+        policy = out.dynamic_batching.default_queue_policy
+        policy.max_queue_size = db.max_queue_size
+        if db.default_timeout_ms:
+            policy.default_timeout_microseconds = int(db.default_timeout_ms * 1000)
+            policy.allow_timeout_override = True
+    return out
+
+
+def model_statistics(name: str, version: str, stats: ModelStats) -> pb.ModelStatistics:
+    def duration(d: object) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=d.count, ns=d.ns)  # type: ignore[attr-defined]
+
+    out = pb.ModelStatistics(
+        name=name,
+        version=version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+    )
+    s = out.inference_stats
+    for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+        getattr(s, field).CopyFrom(duration(getattr(stats, field)))
+    for size, b in sorted(stats.batches.items()):
+        out.batch_stats.add(
+            batch_size=size,
+            compute_input=duration(b.compute_input),
+            compute_infer=duration(b.compute_infer),
+            compute_output=duration(b.compute_output),
+        )
+    return out

@@ -1,0 +1,59 @@
+"""Build the gRPC server: one port for V2, the task APIs, health and reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from service.config import ServerSettings
+from service.grpc._generated import _pool
+from service.grpc._generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.grpc.v2 import InferenceServicer
+
+V2_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if settings.max_connection_age_s is not None:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
+        ]
+    return options
+
+
+def build_server(
+    settings: ServerSettings, inference: InferenceServicer, health: HealthServicer, extra_services: list[str]
+) -> tuple[grpc.aio.Server, int]:
+    """The server with every service registered and its port bound (not started). Returns the bound port."""
+    server = grpc.aio.server(options=server_options(settings))
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if health_pb2.DESCRIPTOR.name not in _registered_files():
+        _pool.POOL.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+    names = [V2_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, *extra_services]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=_pool.POOL)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot bind gRPC port {settings.host}:{settings.port} (in use?)")
+    return server, port
+
+
+def _registered_files() -> set[str]:
+    try:
+        _pool.POOL.FindFileByName(health_pb2.DESCRIPTOR.name)
+    except KeyError:
+        return set()
+    return {health_pb2.DESCRIPTOR.name}

@@ -1,0 +1,150 @@
+"""`inference.GRPCInferenceService` (Open Inference Protocol v2 + Triton extensions): thin adapters.
+
+Each method converts protobuf to domain values, calls the registry/pipeline, converts back. Errors are
+mapped to statuses by `errors.status_of` (the one table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from service import __version__
+from service.errors import DeepserveError, InvalidInputError
+from service.grpc import convert
+from service.grpc._generated.inference import grpc_service_pb2 as pb
+from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
+from service.grpc.errors import status_of
+from service.metrics import RequestRecorder
+from service.pipeline import ModelPipeline
+from service.registry import ModelRegistry
+
+UNKNOWN_MODEL = "_unknown"
+EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification_tasks"]
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: object) -> None:
+        self.registry = registry
+        self.recorder = recorder
+        self._is_ready = is_ready
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=bool(self._is_ready()))  # type: ignore[operator]
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.registry.is_ready(request.name, request.version))
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="deepserve", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        pipeline = await self._get(request.name, request.version, context)
+        return convert.model_metadata(pipeline.name, self._versions(pipeline.name), pipeline.config)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        pipeline = await self._get(request.name, request.version, context)
+        config = convert.model_config(pipeline.name, self._versions(pipeline.name), pipeline.config)
+        return pb.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            await self._get(request.name, request.version, context)
+        pipelines = [
+            p for p in self.registry.loaded()
+            if (not request.name or p.name == request.name) and (not request.version or p.version == request.version)
+        ]  # fmt: skip
+        return pb.ModelStatisticsResponse(
+            model_stats=[convert.model_statistics(p.name, p.version, p.observer.stats) for p in pipelines]
+        )
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        entries = self.registry.index()
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[
+                index(name=e.name, version=e.version, state=e.state.value, reason=e.reason)
+                for e in entries
+                if not request.ready or e.state.value == "READY"
+            ]
+        )
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        await self._call(self.registry.load(request.model_name), context)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self._call(self.registry.unload(request.model_name), context)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        start = time.perf_counter()
+        pipeline: ModelPipeline | None = None
+        code = "OK"
+        try:
+            decoded = convert.decode_infer_request(request, context.time_remaining())
+            pipeline = self.registry.get(decoded.model, decoded.version)
+            inflight = pipeline.metrics.inflight
+            inflight.inc()
+            try:
+                response = await pipeline.infer(decoded)
+            finally:
+                inflight.dec()
+            return convert.encode_infer_response(response)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED.name
+            raise
+        except Exception as err:  # noqa: BLE001 - mapped by the one table
+            status, message = status_of(err, request.id)
+            code = status.name
+            await context.abort(status, message)
+            raise  # unreachable: abort raises
+        finally:
+            seconds = time.perf_counter() - start
+            if pipeline is None:
+                self.recorder.record(UNKNOWN_MODEL, "", "v2", code, seconds)
+            else:
+                self.recorder.record(pipeline.name, pipeline.version, "v2", code, seconds)
+                pipeline.observer.request_done(seconds, code == "OK")
+
+    async def ModelStreamInfer(self, request_iterator, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported; use ModelInfer")
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _versions(self, name: str) -> list[str]:
+        return sorted((p.version for p in self.registry.loaded() if p.name == name), key=int)
+
+    async def _get(self, name: str, version: str, context: grpc.aio.ServicerContext) -> ModelPipeline:
+        try:
+            if not name:
+                raise InvalidInputError("the request names no model")
+            return self.registry.get(name, version)
+        except DeepserveError as err:
+            status, message = status_of(err)
+            await context.abort(status, message)
+            raise
+
+    @staticmethod
+    async def _call(awaitable: object, context: grpc.aio.ServicerContext) -> None:
+        try:
+            await awaitable  # type: ignore[misc]
+        except DeepserveError as err:
+            status, message = status_of(err)
+            await context.abort(status, message)

@@ -1,0 +1,129 @@
+"""All Prometheus metrics, on one `CollectorRegistry` (never the global default).
+
+Per model and version children are bound once (`Metrics.for_model`) so the hot path does no label
+lookups. Names are listed in the README; the Grafana dashboard queries only these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Milliseconds to seconds: fine resolution where serving latencies live.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+MODEL = ("model", "version")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.request_duration = Histogram(
+            "deepserve_request_duration_seconds", "Time from receiving a request to its answer.",
+            (*MODEL, "api"), buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.requests = Counter(
+            "deepserve_requests", "Requests answered, by gRPC status code.", (*MODEL, "api", "code"), registry=r
+        )
+        self.queue_duration = Histogram(
+            "deepserve_queue_duration_seconds", "Time a request waited in the batcher's queue.",
+            MODEL, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.compute_duration = Histogram(
+            "deepserve_compute_duration_seconds", "Time one model run (one batch) took.",
+            MODEL, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "deepserve_batch_size", "Batch items per model run.", MODEL, buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("deepserve_queue_depth", "Requests waiting in the queue.", MODEL, registry=r)
+        self.queue_capacity = Gauge(
+            "deepserve_queue_capacity", "Configured max_queue_size.", MODEL, registry=r
+        )
+        self.inflight = Gauge(
+            "deepserve_inflight_requests", "Requests accepted and not yet answered.", MODEL, registry=r
+        )
+        self.rejected = Counter(
+            "deepserve_rejected_requests", "Requests dropped before running, by reason.", (*MODEL, "reason"),
+            registry=r,
+        )  # fmt: skip
+        self.model_ready = Gauge("deepserve_model_ready", "1 when the model version serves.", MODEL, registry=r)
+        self.ttft = Histogram(
+            "deepserve_generation_time_to_first_token_seconds", "Time from request to its first token.",
+            MODEL, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inter_token = Histogram(
+            "deepserve_generation_inter_token_latency_seconds", "Time between consecutive tokens of a stream.",
+            MODEL, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokens = Counter("deepserve_generation_tokens", "Tokens generated.", MODEL, registry=r)
+        self.active_sequences = Gauge(
+            "deepserve_generation_active_sequences", "Sequences in the running batch.", MODEL, registry=r
+        )
+        self.waiting_sequences = Gauge(
+            "deepserve_generation_waiting_sequences", "Sequences waiting for a slot.", MODEL, registry=r
+        )
+
+    def for_model(self, model: str, version: str) -> ModelMetrics:
+        labels = (model, version)
+        return ModelMetrics(
+            queue_duration=self.queue_duration.labels(*labels),
+            compute_duration=self.compute_duration.labels(*labels),
+            batch_size=self.batch_size.labels(*labels),
+            queue_depth=self.queue_depth.labels(*labels),
+            queue_capacity=self.queue_capacity.labels(*labels),
+            inflight=self.inflight.labels(*labels),
+            rejected={r: self.rejected.labels(*labels, r) for r in ("queue_full", "deadline", "cancelled")},
+            ready=self.model_ready.labels(*labels),
+            ttft=self.ttft.labels(*labels),
+            inter_token=self.inter_token.labels(*labels),
+            tokens=self.tokens.labels(*labels),
+            active_sequences=self.active_sequences.labels(*labels),
+            waiting_sequences=self.waiting_sequences.labels(*labels),
+        )
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP `/metrics` endpoint in a daemon thread; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetrics:
+    """Children of each metric bound to one model version."""
+
+    queue_duration: Histogram
+    compute_duration: Histogram
+    batch_size: Histogram
+    queue_depth: Gauge
+    queue_capacity: Gauge
+    inflight: Gauge
+    rejected: dict[str, Counter]
+    ready: Gauge
+    ttft: Histogram
+    inter_token: Histogram
+    tokens: Counter
+    active_sequences: Gauge
+    waiting_sequences: Gauge
+
+
+class RequestRecorder:
+    """Request duration and count by status, with label children cached per (model, version, api, code)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._children: dict[tuple[str, str, str, str], tuple[Histogram, Counter]] = {}
+
+    def record(self, model: str, version: str, api: str, code: str, seconds: float) -> None:
+        key = (model, version, api, code)
+        children = self._children.get(key)
+        if children is None:
+            m = self._metrics
+            children = (m.request_duration.labels(model, version, api), m.requests.labels(model, version, api, code))
+            self._children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()

@@ -1,0 +1,121 @@
+"""One loaded model version: its session behind a dynamic batcher, with statistics and metrics.
+
+`infer` takes decoded tensors (V2 requests; task APIs after their preprocessing) through validation
+and the batcher; the session runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Executor
+
+import numpy as np
+
+from service.batching.batcher import BatchPolicy, DynamicBatcher
+from service.batching.collate import CollateSpec, Tensors
+from service.config import ModelConfig
+from service.metrics import ModelMetrics
+from service.runtime import ModelSession
+from service.types import BatchStat, InferRequest, InferResponse, ModelStats
+from service.validation import validate_inputs, validate_outputs
+
+
+def batch_policy(config: ModelConfig) -> BatchPolicy:
+    """The batcher's policy from config.yaml; with batching off each request runs alone."""
+    db = config.dynamic_batching
+    timeout = db.default_timeout_ms / 1000.0 if db.default_timeout_ms else None
+    common = {"max_queue_size": db.max_queue_size, "default_timeout_s": timeout, "instances": config.instances}
+    if not (config.batched and db.enabled):
+        return BatchPolicy(max_batch_size=max(config.max_batch_size, 1), batched=False, **common)
+    pad_values = {t.name: t.pad_value for t in config.inputs if t.variable and t.pad_value is not None}
+    variable_outputs = {
+        t.name: tuple(i + 1 for i, d in enumerate(t.dims) if d == -1) for t in config.outputs if t.variable
+    }
+    return BatchPolicy(
+        max_batch_size=config.max_batch_size,
+        max_queue_delay_s=db.max_queue_delay_ms / 1000.0,
+        preferred_batch_sizes=db.preferred_batch_sizes,
+        collate=CollateSpec(pad_values, variable_outputs),
+        **common,
+    )
+
+
+class StatsObserver:
+    """Feeds the ModelStatistics counters and the Prometheus metrics from the same events."""
+
+    def __init__(self, metrics: ModelMetrics, capacity: int) -> None:
+        self.stats = ModelStats()
+        self.metrics = metrics
+        self.lock = threading.Lock()
+        metrics.queue_capacity.set(capacity)
+
+    def queue_depth(self, depth: int) -> None:
+        self.metrics.queue_depth.set(depth)
+
+    def rejected(self, reason: str, count: int = 1) -> None:
+        self.metrics.rejected[reason].inc(count)
+
+    def batch_done(
+        self, items: int, waits: list[float], collate_s: float, infer_s: float, split_s: float, ok: bool
+    ) -> None:
+        m, s = self.metrics, self.stats
+        m.batch_size.observe(items)
+        m.compute_duration.observe(collate_s + infer_s + split_s)
+        for w in waits:
+            m.queue_duration.observe(w)
+        with self.lock:
+            if not ok:
+                return
+            s.execution_count += 1
+            s.inference_count += items
+            s.last_inference_ms = int(time.time() * 1000)
+            s.queue.add(sum(waits), len(waits))
+            n = len(waits)
+            s.compute_input.add(collate_s * n, n)
+            s.compute_infer.add(infer_s * n, n)
+            s.compute_output.add(split_s * n, n)
+            b = s.batches.setdefault(items, BatchStat())
+            b.compute_input.add(collate_s)
+            b.compute_infer.add(infer_s)
+            b.compute_output.add(split_s)
+
+    def request_done(self, seconds: float, ok: bool) -> None:
+        with self.lock:
+            (self.stats.success if ok else self.stats.fail).add(seconds)
+
+
+class ModelPipeline:
+    def __init__(
+        self, name: str, version: str, config: ModelConfig, session: ModelSession, executor: Executor,
+        metrics: ModelMetrics,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.version = version
+        self.config = config
+        self.session = session
+        self.metrics = metrics
+        policy = batch_policy(config)
+        self.observer = StatsObserver(metrics, policy.max_queue_size)
+        self.batcher = DynamicBatcher(f"{name}:{version}", self._run, policy, executor, self.observer)
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def close(self, timeout: float | None = None) -> None:
+        await self.batcher.close(timeout)
+
+    def _run(self, feed: Tensors) -> Tensors:
+        return self.session.run(feed)
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        validate_inputs(self.config, self.name, request.inputs)
+        validate_outputs(self.config, self.name, request.outputs)
+        outputs = await self.run(request.inputs, request.deadline)
+        if request.outputs:
+            outputs = {n: outputs[n] for n in request.outputs}
+        return InferResponse(self.name, self.version, outputs, request.id)
+
+    async def run(self, inputs: dict[str, np.ndarray], deadline: float | None = None) -> Tensors:
+        """Tensors through the batcher, without validation (for task APIs that built them)."""
+        return await self.batcher.submit(inputs, deadline)

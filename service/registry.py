@@ -1,0 +1,167 @@
+"""Loaded models by name and version: load, reload, unload at run time; readiness.
+
+A reload builds the new versions completely (session, warmup) before swapping them in, so a failed
+reload leaves the old ones serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from service.config import Device
+from service.errors import DeepserveError, ModelLoadError, ModelNotFoundError, UnavailableError
+from service.metrics import Metrics
+from service.pipeline import ModelPipeline
+from service.repository import ModelEntry, ModelRepository
+from service.runtime import ModelSession, available_providers, check_signature, choose_providers
+from service.types import ModelIndexEntry, ModelState
+
+log = logging.getLogger(__name__)
+
+PipelineFactory = Callable[[ModelEntry, str, ModelSession], ModelPipeline]
+
+
+class ModelRegistry:
+    def __init__(
+        self, repository: ModelRepository, metrics: Metrics, executor: Executor, device: Device = Device.AUTO
+    ) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.executor = executor
+        self.device = device
+        self._models: dict[str, dict[str, ModelPipeline]] = {}
+        self._failed: dict[str, str] = {}
+        self._loading: set[str] = set()
+        self._lock = asyncio.Lock()
+        self.listeners: list[Callable[[], None]] = []
+        """Called after every change (health status follows readiness)."""
+
+    # ---- queries ---------------------------------------------------------------------------------
+    def get(self, name: str, version: str = "") -> ModelPipeline:
+        versions = self._models.get(name)
+        if not versions:
+            if name in self._loading:
+                raise UnavailableError(f"model '{name}' is loading; retry shortly")
+            if name in self._failed:
+                raise UnavailableError(f"model '{name}' failed to load: {self._failed[name]}")
+            raise ModelNotFoundError(f"unknown model '{name}'; available models: {sorted(self._models) or 'none'}")
+        if not version:
+            return versions[max(versions, key=int)]
+        pipeline = versions.get(version)
+        if pipeline is None:
+            raise ModelNotFoundError(
+                f"model '{name}' has no version '{version}' loaded; loaded versions: {sorted(versions, key=int)}"
+            )
+        return pipeline
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except DeepserveError:
+            return False
+        return True
+
+    def loaded(self) -> list[ModelPipeline]:
+        return [p for versions in self._models.values() for p in versions.values()]
+
+    def by_task(self, task: str) -> ModelPipeline:
+        """The default model for a task: the only one with that task, or the first by name."""
+        for name in sorted(self._models):
+            pipeline = self.get(name)
+            if pipeline.config.task.value == task:
+                return pipeline
+        raise ModelNotFoundError(f"no loaded model serves the task '{task}'; name a model in the request")
+
+    def index(self) -> list[ModelIndexEntry]:
+        entries: list[ModelIndexEntry] = []
+        for name in self.repository.names():
+            if name in self._models:
+                entries += [ModelIndexEntry(name, v, ModelState.READY) for v in sorted(self._models[name], key=int)]
+            elif name in self._loading:
+                entries.append(ModelIndexEntry(name, "", ModelState.LOADING))
+            else:
+                entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE, self._failed.get(name, "not loaded")))
+        return entries
+
+    # ---- changes ---------------------------------------------------------------------------------
+    async def load_all(self) -> None:
+        names = self.repository.names()
+        if not self.repository.exists():
+            log.warning("model repository does not exist; serving no models", extra={"path": str(self.repository.root)})
+        elif not names:
+            log.warning("model repository is empty; serving no models", extra={"path": str(self.repository.root)})
+        for name in names:
+            try:
+                await self.load(name)
+            except DeepserveError as err:
+                log.error("model failed to load", extra={"model": name, "error": err.message})
+
+    async def load(self, name: str) -> None:
+        """(Re)load every selected version of `name`; on failure the versions already serving stay."""
+        async with self._lock:
+            self._loading.add(name)
+            try:
+                entry = self.repository.load(name)
+                new = await asyncio.to_thread(self._build, entry)
+            except ModelNotFoundError:
+                raise
+            except DeepserveError as err:
+                self._failed[name] = err.message
+                raise
+            except Exception as err:  # noqa: BLE001 - a broken model file must not take the server down
+                log.exception("unexpected error loading model", extra={"model": name})
+                self._failed[name] = str(err)
+                raise ModelLoadError(f"model '{name}': failed to load: {err}") from None
+            finally:
+                self._loading.discard(name)
+            old = self._models.get(name, {})
+            for pipeline in new.values():
+                pipeline.start()
+                pipeline.metrics.ready.set(1)
+            self._models[name] = new
+            self._failed.pop(name, None)
+            self._notify()
+        for version, pipeline in old.items():
+            if version not in new:
+                pipeline.metrics.ready.set(0)
+            await pipeline.close()
+        log.info("model ready", extra={"model": name, "versions": sorted(new, key=int)})
+
+    async def unload(self, name: str, timeout: float | None = 30.0) -> None:
+        async with self._lock:
+            self.repository.model_dir(name)  # NOT_FOUND for names outside the repository
+            old = self._models.pop(name, {})
+            self._failed.pop(name, None)
+            self._notify()
+        for pipeline in old.values():
+            pipeline.metrics.ready.set(0)
+            await pipeline.close(timeout)
+        log.info("model unloaded", extra={"model": name})
+
+    async def close(self, timeout: float | None = None) -> None:
+        models, self._models = self._models, {}
+        self._notify()
+        await asyncio.gather(*(p.close(timeout) for versions in models.values() for p in versions.values()))
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+    def _build(self, entry: ModelEntry) -> dict[str, ModelPipeline]:
+        """Worker thread: sessions for every selected version, checked against the config and warmed up."""
+        providers = choose_providers(self.device, entry.config.execution.providers, available_providers())
+        built: dict[str, ModelPipeline] = {}
+        for version, path in entry.versions.items():
+            session = ModelSession(path, entry.config, providers)
+            check_signature(session, entry.config, entry.name)
+            session.warmup()
+            log.info(
+                "model version loaded",
+                extra={"model": entry.name, "version": version, "providers": session.providers},
+            )
+            metrics = self.metrics.for_model(entry.name, version)
+            built[version] = ModelPipeline(entry.name, version, entry.config, session, self.executor, metrics)
+        return built

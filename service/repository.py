@@ -1,0 +1,68 @@
+"""The model repository on disk: `<root>/<name>/config.yaml` and `<root>/<name>/<version>/model.onnx`.
+
+Scanning and validating only; loading sessions is `registry.py`'s job. Names that come from requests
+are checked so they can never reach outside the repository.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.config import CONFIG_FILE, ModelConfig, load_model_config
+from service.errors import ModelLoadError, ModelNotFoundError
+
+MODEL_FILE = "model.onnx"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str
+    path: Path
+    config: ModelConfig
+    versions: dict[str, Path]
+    """Selected versions (by the config's version policy) → their model.onnx."""
+
+
+class ModelRepository:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def names(self) -> list[str]:
+        """Folders that hold a config.yaml, sorted."""
+        if not self.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
+
+    def model_dir(self, name: str) -> Path:
+        """The folder of model `name`; NOT_FOUND for names that are not plain folder names in the repository."""
+        if not _NAME.match(name) or name in (".", ".."):
+            raise ModelNotFoundError(
+                f"'{name}' is not a valid model name (letters, digits, '_', '.', '-'; no path separators)"
+            )
+        path = (self.root / name).resolve()
+        if path.parent != self.root or not (path / CONFIG_FILE).is_file():
+            raise ModelNotFoundError(f"model '{name}' is not in the repository {self.root}")
+        return path
+
+    def load(self, name: str) -> ModelEntry:
+        path = self.model_dir(name)
+        config = load_model_config(path)
+        available = {int(p.name): p / MODEL_FILE for p in path.iterdir() if p.name.isdigit() and p.is_dir()}
+        with_file = {v: f for v, f in available.items() if f.is_file()}
+        if not with_file:
+            raise ModelLoadError(
+                f"model '{name}': no version folder with a {MODEL_FILE} (expected {path}/1/{MODEL_FILE})"
+            )
+        selected = config.version_policy.select(sorted(with_file))
+        if not selected:
+            raise ModelLoadError(
+                f"model '{name}': version_policy selects none of the available versions {sorted(with_file)}; "
+                "fix `version_policy.specific`"
+            )
+        return ModelEntry(name, path, config, {str(v): with_file[v] for v in selected})

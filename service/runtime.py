@@ -1,0 +1,175 @@
+"""ONNX Runtime sessions: execution-provider choice, session options, warmup.
+
+Knows nothing of gRPC or batching: a `ModelSession` runs a feed dict and returns named outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.config import DATATYPES, Device, Execution, ModelConfig, TensorSpec
+from service.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+_PROVIDER_NAMES = {"cuda": CUDA, "cpu": CPU}
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+# ONNX tensor element type names (as onnxruntime reports them) → our datatype strings.
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def check_device(device: Device, available: Sequence[str]) -> None:
+    """Fail start-up when `--device cuda` is asked for and CUDA is missing."""
+    if device is Device.CUDA and CUDA not in available:
+        raise ConfigError(
+            "--device cuda was requested but onnxruntime offers no CUDAExecutionProvider "
+            f"(available: {', '.join(available) or 'none'}); install the `gpu` extra (onnxruntime-gpu) "
+            "on a machine with CUDA, or use --device auto|cpu"
+        )
+
+
+def choose_providers(device: Device, preferred: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """Execution providers for one model, most preferred first; CPU is always the last resort.
+
+    `device` is the server-wide choice, `preferred` the model's own `execution.providers` (names
+    `cuda`/`cpu`), `available` what `onnxruntime.get_available_providers()` offers.
+    """
+    if device is Device.CPU:
+        wanted = ["cpu"]
+    elif preferred:
+        wanted = list(preferred)
+    else:
+        wanted = ["cuda", "cpu"]
+    chosen = [_PROVIDER_NAMES[w] for w in wanted if _PROVIDER_NAMES[w] in available]
+    if device is Device.CUDA and CUDA not in chosen and "cuda" in wanted:
+        check_device(device, available)
+    if CPU not in chosen:
+        chosen.append(CPU)
+    return chosen
+
+
+def session_options(execution: Execution) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = execution.intra_op_threads
+    opts.inter_op_num_threads = execution.inter_op_threads
+    opts.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization_level]
+    spin = "1" if execution.allow_spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    opts.log_severity_level = 3
+    return opts
+
+
+class ModelSession:
+    """One `onnxruntime.InferenceSession`, safe to run from several threads at once."""
+
+    def __init__(self, path: Path, config: ModelConfig, providers: list[str]) -> None:
+        self.path = path
+        self.config = config
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=session_options(config.execution), providers=providers
+            )
+        except Exception as err:  # onnxruntime raises its own exception types for bad files
+            raise ModelLoadError(f"model '{path.parent.parent.name}': cannot load {path}: {err}") from None
+        self.providers = self._session.get_providers()
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs else self.output_names
+        results = self._session.run(names, feed)
+        return dict(zip(names, results, strict=True))
+
+    def graph_signature(self) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
+        """Inputs and outputs of the graph: name → (datatype, shape with None/str for symbolic dims)."""
+
+        def describe(args: list) -> dict[str, tuple[str, list]]:
+            return {a.name: (_ORT_TYPES.get(a.type, a.type), list(a.shape)) for a in args}
+
+        return describe(self._session.get_inputs()), describe(self._session.get_outputs())
+
+    def warmup(self) -> None:
+        """Run once on zeros (or pad values) shaped like a batch of one, so the first request is not slow."""
+        feed = {spec.name: warmup_array(spec, self.config.batched) for spec in self.config.inputs}
+        self.run(feed)
+
+
+def warmup_array(spec: TensorSpec, batched: bool) -> np.ndarray:
+    shape = [d if d > 0 else 1 for d in spec.dims]
+    if batched:
+        shape.insert(0, 1)
+    dtype = np.dtype(DATATYPES[spec.datatype])
+    if spec.datatype == "BYTES":
+        return np.full(shape, b"", dtype=object)
+    fill = spec.pad_value if spec.pad_value is not None else 0
+    if spec.name == "attention_mask":
+        fill = 1
+    return np.full(shape, fill, dtype=dtype)
+
+
+def check_signature(session: ModelSession, config: ModelConfig, model: str) -> None:
+    """The config's inputs/outputs must match the ONNX graph: names, datatypes and fixed dims."""
+    graph_inputs, graph_outputs = session.graph_signature()
+    for kind, specs, graph in (("inputs", config.inputs, graph_inputs), ("outputs", config.outputs, graph_outputs)):
+        for spec in specs:
+            if spec.name not in graph:
+                raise ModelLoadError(
+                    f"model '{model}': {kind} `{spec.name}` is not in the ONNX graph, whose {kind} are "
+                    f"{sorted(graph)}; rename it in config.yaml"
+                )
+            datatype, shape = graph[spec.name]
+            if datatype != spec.datatype:
+                raise ModelLoadError(
+                    f"model '{model}': {kind} `{spec.name}` has datatype {spec.datatype} in config.yaml but "
+                    f"{datatype} in the ONNX graph; set `datatype: {datatype}`"
+                )
+            expected = ([-1] if config.batched else []) + list(spec.dims)
+            graph_dims = [d if isinstance(d, int) and d > 0 else -1 for d in shape]
+            mismatch = len(graph_dims) != len(expected) or any(
+                g != -1 and e != -1 and g != e for g, e in zip(graph_dims, expected, strict=False)
+            )
+            if mismatch or (config.batched and graph_dims and graph_dims[0] not in (-1,)):
+                shown = graph_dims[1:] if config.batched else graph_dims
+                raise ModelLoadError(
+                    f"model '{model}': {kind} `{spec.name}` has dims {list(spec.dims)} in config.yaml but the "
+                    f"ONNX graph's shape is {graph_dims}"
+                    + (" (first dim is the batch)" if config.batched else "")
+                    + f"; set `dims: {shown}`"
+                    + ("" if not config.batched or graph_dims[:1] == [-1] else " and export a dynamic batch axis")
+                )
+    missing = [name for name in graph_inputs if config.input(name) is None]
+    if missing:
+        raise ModelLoadError(
+            f"model '{model}': the ONNX graph needs inputs {missing} that config.yaml does not declare; "
+            "add them under `inputs`"
+        )
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())

@@ -1,0 +1,96 @@
+"""Plain values passed between layers. No protobuf and no gRPC in here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ModelState(str, enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """One inference call, already decoded into arrays (one per input name)."""
+
+    model: str
+    version: str
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[str, ...] = ()
+    """Output names asked for; empty means all."""
+    id: str = ""
+    deadline: float | None = None
+    """`time.monotonic()` after which the request is dropped if it has not run."""
+
+
+@dataclass(frozen=True, slots=True)
+class InferResponse:
+    model: str
+    version: str
+    outputs: dict[str, np.ndarray]
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIndexEntry:
+    name: str
+    version: str
+    state: ModelState
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class DurationStat:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, seconds: float, count: int = 1) -> None:
+        self.count += count
+        self.ns += int(seconds * 1e9)
+
+
+@dataclass(slots=True)
+class BatchStat:
+    compute_input: DurationStat = field(default_factory=DurationStat)
+    compute_infer: DurationStat = field(default_factory=DurationStat)
+    compute_output: DurationStat = field(default_factory=DurationStat)
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """Counters behind the ModelStatistics RPC (the same events feed Prometheus)."""
+
+    inference_count: int = 0
+    """Requests' batch items that ran (a request of batch 4 counts 4)."""
+    execution_count: int = 0
+    """Model runs (one per batch)."""
+    last_inference_ms: int = 0
+    success: DurationStat = field(default_factory=DurationStat)
+    fail: DurationStat = field(default_factory=DurationStat)
+    queue: DurationStat = field(default_factory=DurationStat)
+    compute_input: DurationStat = field(default_factory=DurationStat)
+    compute_infer: DurationStat = field(default_factory=DurationStat)
+    compute_output: DurationStat = field(default_factory=DurationStat)
+    batches: dict[int, BatchStat] = field(default_factory=dict)

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny model repositories and a real server running in-process on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.app import App
+from service.config import ServerSettings
+from tests.tiny_models import make_repository
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers by folder: tests/unit → unit, tests/integration → integration, and so on."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "tests" in parts:
+            folder = parts[parts.index("tests") + 1]
+            if folder in ("unit", "integration", "e2e", "training", "ops"):
+                item.add_marker(getattr(pytest.mark, folder))
+
+
+class RunningServer:
+    """An `App` on its own event loop in a background thread (so sync clients can call it)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.app: App = self.call(self._make(settings))
+        self.call(self.app.start())
+        self.address = f"127.0.0.1:{self.app.port}"
+
+    @staticmethod
+    async def _make(settings: ServerSettings) -> App:
+        return App(settings)
+
+    def call(self, coro, timeout: float = 60):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.call(self.app.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def start_server(repo: Path, **overrides: object) -> RunningServer:
+    settings = ServerSettings(model_repository=repo, host="127.0.0.1", port=0, metrics_port=0, **overrides)
+    return RunningServer(settings)
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repository(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def server(model_repo: Path) -> Iterator[RunningServer]:
+    running = start_server(model_repo)
+    yield running
+    running.stop()
