@@ -41,9 +41,7 @@ class Metrics:
             "deepserve_batch_size", "Batch items per model run.", MODEL, buckets=BATCH_BUCKETS, registry=r
         )
         self.queue_depth = Gauge("deepserve_queue_depth", "Requests waiting in the queue.", MODEL, registry=r)
-        self.queue_capacity = Gauge(
-            "deepserve_queue_capacity", "Configured max_queue_size.", MODEL, registry=r
-        )
+        self.queue_capacity = Gauge("deepserve_queue_capacity", "Configured max_queue_size.", MODEL, registry=r)
         self.inflight = Gauge(
             "deepserve_inflight_requests", "Requests accepted and not yet answered.", MODEL, registry=r
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Executor
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,20 +25,25 @@ from service.validation import validate_inputs, validate_outputs
 def batch_policy(config: ModelConfig) -> BatchPolicy:
     """The batcher's policy from config.yaml; with batching off each request runs alone."""
     db = config.dynamic_batching
-    timeout = db.default_timeout_ms / 1000.0 if db.default_timeout_ms else None
-    common = {"max_queue_size": db.max_queue_size, "default_timeout_s": timeout, "instances": config.instances}
+    policy = BatchPolicy(
+        max_batch_size=max(config.max_batch_size, 1),
+        max_queue_size=db.max_queue_size,
+        default_timeout_s=db.default_timeout_ms / 1000.0 if db.default_timeout_ms else None,
+        instances=config.instances,
+        batched=False,
+    )
     if not (config.batched and db.enabled):
-        return BatchPolicy(max_batch_size=max(config.max_batch_size, 1), batched=False, **common)
+        return policy
     pad_values = {t.name: t.pad_value for t in config.inputs if t.variable and t.pad_value is not None}
     variable_outputs = {
         t.name: tuple(i + 1 for i, d in enumerate(t.dims) if d == -1) for t in config.outputs if t.variable
     }
-    return BatchPolicy(
-        max_batch_size=config.max_batch_size,
+    return replace(
+        policy,
+        batched=True,
         max_queue_delay_s=db.max_queue_delay_ms / 1000.0,
         preferred_batch_sizes=db.preferred_batch_sizes,
         collate=CollateSpec(pad_values, variable_outputs),
-        **common,
     )
 
 

@@ -111,7 +111,7 @@ class ModelRegistry:
             except DeepserveError as err:
                 self._failed[name] = err.message
                 raise
-            except Exception as err:  # noqa: BLE001 - a broken model file must not take the server down
+            except Exception as err:
                 log.exception("unexpected error loading model", extra={"model": name})
                 self._failed[name] = str(err)
                 raise ModelLoadError(f"model '{name}': failed to load: {err}") from None

@@ -96,7 +96,7 @@ class ModelSession:
             self._session = ort.InferenceSession(
                 str(path), sess_options=session_options(config.execution), providers=providers
             )
-        except Exception as err:  # onnxruntime raises its own exception types for bad files
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
             raise ModelLoadError(f"model '{path.parent.parent.name}': cannot load {path}: {err}") from None
         self.providers = self._session.get_providers()
         self.output_names = [o.name for o in self._session.get_outputs()]

@@ -51,8 +51,7 @@ def validate_inputs(config: ModelConfig, model: str, inputs: Mapping[str, np.nda
                 )
     if batch is not None and batch > config.max_batch_size:
         raise InvalidInputError(
-            f"batch size {batch} exceeds max_batch_size {config.max_batch_size} of model '{model}'; "
-            "split the request"
+            f"batch size {batch} exceeds max_batch_size {config.max_batch_size} of model '{model}'; split the request"
         )
 
 

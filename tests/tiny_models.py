@@ -30,7 +30,7 @@ def add_sub(path: Path, width: int = 4) -> None:
 
 
 def token_sum(path: Path) -> None:
-    """INT64 token_ids [batch, seq] → total [batch, 1] (sum) and doubled [batch, seq] (ids × 2)."""
+    """INT64 token_ids [batch, seq] → total [batch, 1] (sum) and doubled [batch, seq] (ids times 2)."""
     graph = helper.make_graph(
         [
             helper.make_node("ReduceSum", ["token_ids", "axes"], ["total"], keepdims=1),
@@ -140,7 +140,9 @@ CONFIGS: dict[str, tuple[dict, object]] = {
 }  # fmt: skip
 
 
-def make_repository(root: Path, names: tuple[str, ...] = ("add_sub", "token_sum", "bytes_identity", "fp16_double")) -> Path:
+def make_repository(
+    root: Path, names: tuple[str, ...] = ("add_sub", "token_sum", "bytes_identity", "fp16_double")
+) -> Path:
     for name in names:
         config, build = CONFIGS[name]
         _write(root, name, config, build)

@@ -15,6 +15,7 @@ shutdown, model failure). Cancelled and expired requests leave the queue before 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -79,7 +80,7 @@ class _NullObserver:
 
 
 class _Pending:
-    __slots__ = ("inputs", "size", "key", "future", "enqueued", "started", "state", "timer", "length")
+    __slots__ = ("enqueued", "future", "inputs", "key", "length", "size", "started", "state", "timer")
 
     def __init__(self, inputs: Tensors, size: int, key: tuple, future: asyncio.Future, enqueued: float) -> None:
         self.inputs = inputs
@@ -296,7 +297,7 @@ class DynamicBatcher:
             self._free -= 1
             done = loop.run_in_executor(self._executor, self._execute, batch)
             self._running.add(done)
-            done.add_done_callback(lambda fut, batch=batch: self._finish(fut, batch))
+            done.add_done_callback(functools.partial(self._finish, batch=batch))
 
     # ---- running --------------------------------------------------------------------------------
     def _execute(self, batch: list[_Pending]) -> _Outcome:

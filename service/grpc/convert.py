@@ -179,7 +179,9 @@ def model_config(name: str, versions: list[str], config: ModelConfig) -> mc.Mode
         max_batch_size=config.max_batch_size,
         input=[mc.ModelInput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.dims) for t in config.inputs],
         output=[mc.ModelOutput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.dims) for t in config.outputs],
-        instance_group=[mc.ModelInstanceGroup(name=f"{name}_0", count=config.instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+        instance_group=[
+            mc.ModelInstanceGroup(name=f"{name}_0", count=config.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+        ],
         default_model_filename="model.onnx",
     )  # fmt: skip
     out.version_policy.specific.versions.extend(int(v) for v in versions)

@@ -31,13 +31,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.recorder = recorder
         self._is_ready = is_ready
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=bool(self._is_ready()))  # type: ignore[operator]
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.registry.is_ready(request.name, request.version))
 
     async def ServerMetadata(
@@ -51,7 +57,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         pipeline = await self._get(request.name, request.version, context)
         return convert.model_metadata(pipeline.name, self._versions(pipeline.name), pipeline.config)
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
         pipeline = await self._get(request.name, request.version, context)
         config = convert.model_config(pipeline.name, self._versions(pipeline.name), pipeline.config)
         return pb.ModelConfigResponse(config=config)
@@ -94,7 +102,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._call(self.registry.unload(request.model_name), context)
         return pb.RepositoryModelUnloadResponse()
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         start = time.perf_counter()
         pipeline: ModelPipeline | None = None
         code = "OK"
@@ -111,7 +121,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED.name
             raise
-        except Exception as err:  # noqa: BLE001 - mapped by the one table
+        except Exception as err:
             status, message = status_of(err, request.id)
             code = status.name
             await context.abort(status, message)
