@@ -33,6 +33,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 ENV DEEPSERVE_DEVICE=cuda
 
+# checkov:skip=CKV_DOCKER_7:"os-${VARIANT}" names a stage of this file (os-cpu or os-gpu), not an image; the images are pinned by tag in PYTHON_IMAGE and CUDA_IMAGE.
 FROM os-${VARIANT} AS os
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
