@@ -221,9 +221,8 @@ def main() -> None:
     cpus = os.cpu_count()
     print(f"\nmodel {model} ({size_mb:.1f} MB), {cpus} CPUs, {args.duration:.0f} s per point")
     print("raw ONNX Runtime: " + ", ".join(f"b{b}={v:,.0f}/s" for b, v in raw.items()))
-    print(
-        f"raw best: {raw[best_batch]:,.0f} items/s at batch {best_batch}; batch-1 p50 latency {raw_latency * 1e3:.3f} ms"
-    )
+    best = raw[best_batch]
+    print(f"raw best: {best:,.0f} items/s at batch {best_batch}; batch-1 p50 latency {raw_latency * 1e3:.3f} ms")
     print()
     header = f"{'batching':<9}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'mean batch':>12}{'÷ raw best':>12}"
     print(header)
