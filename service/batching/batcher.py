@@ -1,7 +1,8 @@
 """Dynamic batcher: many concurrent requests → few model runs.
 
-One asyncio task per model forms batches; each batch runs in a worker thread (ONNX Runtime releases
-the GIL) while the event loop keeps accepting requests. Up to `instances` batches run at once.
+Batches form on the event loop, in callbacks (a request arrives, a batch finishes, the oldest request's
+delay runs out); each batch runs in a worker thread (ONNX Runtime releases the GIL) while the event loop
+keeps accepting requests. Up to `instances` batches run at once.
 
 A batch closes when it reaches `max_batch_size` or a preferred size, or when its oldest request has
 waited `max_queue_delay`. Because the queue only forms batches while an instance is free, requests
@@ -122,17 +123,17 @@ class DynamicBatcher:
         """Requests queued and not dropped (the deque may still hold dropped ones until compaction)."""
         self._live_items = 0
         self._free = policy.instances
-        self._running: set[asyncio.Future] = set()
-        self._wakeup = asyncio.Event()
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._task: asyncio.Task | None = None
         self.executions = 0
         """Model runs so far (tests count them)."""
 
     # ---- public API -------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher:{self.name}")
+        """Nothing to start: batches form in callbacks. Kept so owners can treat all batchers alike."""
 
     @property
     def queue_depth(self) -> int:
@@ -173,9 +174,10 @@ class DynamicBatcher:
         self._queue.append(item)
         self._live += 1
         self._live_items += size
+        self._idle.clear()
         self._observer.queue_depth(self._live)
         if self._free:
-            self._wakeup.set()
+            self._pump()
         try:
             return await item.future
         except asyncio.CancelledError:
@@ -187,24 +189,17 @@ class DynamicBatcher:
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting; let queued and running batches finish (up to `timeout`), then fail the rest."""
         self._closed = True
-        self._wakeup.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._live or self._running:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            await asyncio.sleep(min(0.01, remaining) if remaining is not None else 0.01)
+        self._pump()  # a request waiting for its batch to fill need not wait any longer
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
         for item in list(self._queue):
             if item.state == _QUEUED:
                 self._drop(item)
                 self._fail(item, UnavailableError(f"model '{self.name}' was unloaded before the request ran"))
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
 
     # ---- queue bookkeeping ----------------------------------------------------------------------
     def _drop(self, item: _Pending) -> None:
@@ -216,6 +211,11 @@ class DynamicBatcher:
         self._observer.queue_depth(self._live)
         if len(self._queue) > 2 * self._live + 64:
             self._queue = deque(p for p in self._queue if p.state == _QUEUED)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self._live and not self._running:
+            self._idle.set()
 
     def _expire(self, item: _Pending) -> None:
         if item.state == _QUEUED:
@@ -275,29 +275,29 @@ class DynamicBatcher:
         self._observer.queue_depth(self._live)
         return batch
 
-    async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        delay = self._policy.max_queue_delay_s
-        while True:
-            while not (self._live and self._free):
-                self._wakeup.clear()
-                await self._wakeup.wait()
+    def _pump(self) -> None:
+        """Start every batch that can start now; otherwise wake up when the oldest request's delay is over."""
+        while self._live and self._free:
             limit = self._limit()
             if not limit:
                 oldest = next(p for p in self._queue if p.state == _QUEUED)
-                remaining = oldest.enqueued + delay - time.monotonic()
+                remaining = oldest.enqueued + self._policy.max_queue_delay_s - time.monotonic()
                 if remaining > 0 and not self._closed:
-                    self._wakeup.clear()
-                    timer = loop.call_later(remaining, self._wakeup.set)
-                    await self._wakeup.wait()
-                    timer.cancel()
-                    continue
+                    if self._timer is None:  # an armed timer is never later than the oldest's delay
+                        self._timer = asyncio.get_running_loop().call_later(remaining, self._on_timer)
+                    return
                 limit = self._policy.max_batch_size
-            batch = self._take(limit)
-            self._free -= 1
-            done = loop.run_in_executor(self._executor, self._execute, batch)
-            self._running.add(done)
-            done.add_done_callback(functools.partial(self._finish, batch=batch))
+            self._launch(self._take(limit))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _launch(self, batch: list[_Pending]) -> None:
+        self._free -= 1
+        self._running += 1
+        done = asyncio.get_running_loop().run_in_executor(self._executor, self._execute, batch)
+        done.add_done_callback(functools.partial(self._finish, batch=batch))
 
     # ---- running --------------------------------------------------------------------------------
     def _execute(self, batch: list[_Pending]) -> _Outcome:
@@ -323,11 +323,10 @@ class DynamicBatcher:
         return outcome
 
     def _finish(self, done: asyncio.Future, batch: list[_Pending]) -> None:
-        self._running.discard(done)
         self._free += 1
+        self._running -= 1
         self.executions += 1
-        if self._live:
-            self._wakeup.set()
+        self._pump()  # start the next batch before answering this one's callers
         outcome: _Outcome = done.result()
         error = outcome.error
         if error is not None and not isinstance(error, DeepserveError):
@@ -350,3 +349,4 @@ class DynamicBatcher:
         self._observer.batch_done(
             sum(p.size for p in batch), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, error is None
         )
+        self._check_idle()
