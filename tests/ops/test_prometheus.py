@@ -1,0 +1,266 @@
+"""The monitoring files against real processes: a `deepserve serve` subprocess with traffic, and the
+Prometheus binary (loopback only, temporary data directory) scraping it with deploy/prometheus's scrape
+job and rules. Every PromQL query of the Grafana dashboard, every recording and alert rule, and the
+prometheus-adapter rule behind the HPA must evaluate without error and return data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+from tritonclient.grpc import service_pb2
+
+from tests.ops.servers import ROOT, Server, add_sub_request, check_add_sub, free_port, v2_stub
+from tests.tiny_models import make_repository
+
+pytestmark = pytest.mark.ops
+
+PROMETHEUS = shutil.which("prometheus")
+DASHBOARD = ROOT / "deploy/grafana/dashboards/deepserve.json"
+PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
+RULES = sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
+ADAPTER_VALUES = ROOT / "k8s/prometheus-adapter/values.yaml"
+# Grafana's variables, as Grafana would expand them for "All" models and a 1s scrape interval.
+GRAFANA_VARS = {"$model": ".*", "$__rate_interval": "1m"}
+GENERATION = "deepserve_generation_"
+
+if PROMETHEUS is None:
+    pytest.skip(
+        "the `prometheus` binary is not installed (Debian: apt-get install prometheus)", allow_module_level=True
+    )
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, target: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = self._config(target)
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "prometheus.log"
+        cmd = [
+            str(PROMETHEUS), f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def _config(target: str) -> dict[str, Any]:
+        """deploy/prometheus/prometheus.yml with the deepserve job pointed at the test server and 1s intervals."""
+        config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+        config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+        config["rule_files"] = [str(p) for p in RULES]
+        jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+        job = jobs["deepserve"]
+        job.pop("dns_sd_configs")
+        job["static_configs"] = [{"targets": [target]}]
+        config["scrape_configs"] = [job]
+        return config
+
+    def get(self, path: str, **params: str) -> Any:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            body = json.load(reply)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        return self.get("/api/v1/query", query=expr)["result"]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            try:
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(self.log_path.read_text())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def send_traffic(address: str) -> None:
+    """Concurrent V2 requests to add_sub and token_sum (so batches form), and requests add_sub refuses with
+    INVALID_ARGUMENT (for the error panels). Counter series appear at their first increment, so one of each
+    goes first and the rest after Prometheus has scraped that: rate() then sees an increase."""
+    with grpc.insecure_channel(address) as channel:
+        stub = v2_stub(channel)
+
+        def one(i: int) -> None:
+            check_add_sub(stub.ModelInfer(add_sub_request(float(i)), timeout=10), float(i))
+            ids = np.arange(1 + i % 5, dtype=np.int64).reshape(1, -1)
+            tensor = service_pb2.ModelInferRequest.InferInputTensor(name="token_ids", datatype="INT64", shape=ids.shape)
+            request = service_pb2.ModelInferRequest(model_name="token_sum", inputs=[tensor])
+            request.raw_input_contents.append(ids.tobytes())
+            reply = stub.ModelInfer(request, timeout=10)
+            assert np.frombuffer(reply.raw_output_contents[0], dtype=np.int64).item() == ids.sum()
+
+        def refused() -> None:
+            bad = add_sub_request(1.0)
+            for tensor in bad.inputs:
+                tensor.datatype = "INT32"  # same byte count, wrong type for the model
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(bad, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        one(0)
+        refused()
+        time.sleep(2.5)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(300)))
+        for _ in range(4):
+            refused()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    root = tmp_path_factory.mktemp("prometheus")
+    repo = make_repository(root / "models", ("add_sub", "token_sum"))
+    server = Server(repo, root / "deepserve.log").start()
+    prom: Prometheus | None = None
+    try:
+        server.wait_serving()
+        prom = Prometheus(root, f"127.0.0.1:{server.metrics_port}")
+        prom.wait_ready()
+        # Prometheus starts scraping new targets a few seconds after it is ready.
+        wait_until(lambda: prom.query('up{job="deepserve"} == 1'), 30)
+        send_traffic(server.address)
+        # Enough scrapes after the traffic for rate() over the 1m window and for every rule to be evaluated.
+        wait_until(lambda: prom.query('sum(deepserve_requests_total{code="INVALID_ARGUMENT"}) >= 5'), 30)
+        time.sleep(3)
+        yield prom
+    finally:
+        if prom is not None:
+            prom.stop()
+        server.kill()
+
+
+def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.5)
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (f"{panel['title']} [{target['refId']}]", target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def expand(expr: str, **overrides: str) -> str:
+    for name, value in {**GRAFANA_VARS, **overrides}.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"unexpanded Grafana variable in {expr}"
+    return expr
+
+
+def values(result: list[dict[str, Any]]) -> list[float]:
+    return [float(r["value"][1]) for r in result]
+
+
+@pytest.mark.parametrize(("panel", "expr"), dashboard_queries(), ids=[p for p, _ in dashboard_queries()])
+def test_dashboard_query_returns_data(prometheus: Prometheus, panel: str, expr: str) -> None:
+    result = prometheus.query(expand(expr))
+    assert result, f"{panel}: no data for {expand(expr)}"
+    if GENERATION not in expr:
+        # Served models saw traffic: real numbers, not the NaN of an empty histogram.
+        assert any(math.isfinite(v) for v in values(result)), f"{panel}: only NaN: {result}"
+    # The per-model selection works the same with one concrete model.
+    assert prometheus.query(expand(expr, **{"$model": "add_sub"})), f"{panel}: no data for model add_sub"
+
+
+def test_model_variable_lists_served_models(prometheus: Prometheus) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "model")
+    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"]).groups()  # type: ignore[union-attr]
+    models = prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
+    assert {"add_sub", "token_sum"} <= set(models)
+
+
+def all_rules(prometheus: Prometheus) -> list[dict[str, Any]]:
+    return [rule for group in prometheus.get("/api/v1/rules")["groups"] for rule in group["rules"]]
+
+
+def test_rules_are_loaded_and_evaluate_without_error(prometheus: Prometheus) -> None:
+    expected = {
+        rule.get("record") or rule.get("alert")
+        for path in RULES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    wait_until(lambda: all(r.get("lastEvaluation", "").startswith("2") for r in all_rules(prometheus)), 15)
+    rules = all_rules(prometheus)
+    assert {r["name"] for r in rules} == expected
+    broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok" or r.get("lastError")}
+    assert not broken, broken
+
+
+def recording_rules() -> list[tuple[str, str]]:
+    return [
+        (rule["record"], rule["expr"])
+        for path in RULES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    ]
+
+
+@pytest.mark.parametrize(("record", "expr"), recording_rules(), ids=[r for r, _ in recording_rules()])
+def test_recording_rule_has_data(prometheus: Prometheus, record: str, expr: str) -> None:
+    assert prometheus.query(expr), f"{record}: expression returns no data"
+    wait_until(lambda: prometheus.query(record), 15)
+    if GENERATION not in expr:
+        assert any(math.isfinite(v) for v in values(prometheus.query(record))), record
+
+
+def test_alert_expressions_evaluate(prometheus: Prometheus) -> None:
+    """Alert expressions are valid PromQL over real series (they return nothing while all is well)."""
+    alerts = [r for r in all_rules(prometheus) if r["type"] == "alerting"]
+    assert alerts
+    for alert in alerts:
+        prometheus.query(alert["query"])  # raises on a PromQL error
+    firing = {a["name"] for a in alerts if a["state"] != "inactive"}
+    assert not firing, f"healthy test traffic must not fire alerts: {firing}"
+
+
+def test_prometheus_adapter_rules_return_per_target_values(prometheus: Prometheus) -> None:
+    """The HPA's custom metric: prometheus-adapter's metricsQuery, with its template filled in the way the
+    adapter does for one scrape target (here `instance` stands in for `pod`)."""
+    rules = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
+    assert any(r["name"]["as"] == "deepserve_inflight_requests" for r in rules)
+    for rule in rules:
+        series = re.match(r"\w+", rule["seriesQuery"].strip("'\"")).group(0)  # type: ignore[union-attr]
+        query = (
+            rule["metricsQuery"]
+            .replace("<<.Series>>", series)
+            .replace("<<.LabelMatchers>>", 'job="deepserve"')
+            .replace("<<.GroupBy>>", "instance")
+        )
+        result = prometheus.query(query)
+        assert len(result) == 1 and set(result[0]["metric"]) == {"instance"}, (query, result)
