@@ -94,3 +94,17 @@ class ModelStats:
     compute_infer: DurationStat = field(default_factory=DurationStat)
     compute_output: DurationStat = field(default_factory=DurationStat)
     batches: dict[int, BatchStat] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How the next token of a generated text is chosen (validated by `tasks.text_generation`)."""
+
+    temperature: float = 1.0
+    """0 is greedy: always the most probable token."""
+    top_k: int = 0
+    """Sample among the k most probable tokens; 0 means no limit."""
+    top_p: float = 1.0
+    """Sample among the most probable tokens whose probabilities sum to top_p; 1 means no limit."""
+    seed: int | None = None
+    """Seed of the request's own random generator; None picks one at random."""

@@ -1,0 +1,413 @@
+"""Continuous batching for text generation: iteration-level scheduling over a `forward` callable.
+
+One loop per model repeats three phases (vLLM's v1 engine has the same shape):
+
+- `schedule()`: retire sequences that were cancelled or whose deadline passed, then admit waiting
+  ones (first come, first served) up to `max_active_sequences`. Returns a plain `StepPlan`.
+- execute: one forward pass over every running sequence (right-padded `token_ids` + `attention_mask`),
+  each sequence's logits at its last real position, and its next token (`sampling.sample`), all in a
+  worker thread of the shared executor so the event loop stays free.
+- `_update()`: append each token, stream its text to the request's queue, retire finished sequences
+  (max_new_tokens, end-of-text token, stop sequence, context full).
+
+New requests join and finished or cancelled ones leave between steps, so a short request never waits
+for a long one to end. There is no KV cache: every step recomputes each sequence in full, so a token
+never depends on what else shares the batch, and a seed reproduces the same text alone or under load.
+
+Knows nothing of gRPC, ONNX Runtime or tokenizers: it takes `forward(token_ids, attention_mask) ->
+logits` of shape (batch, length, vocab) and, per request, a `Detokenizer` that turns tokens into text and
+spots stop sequences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.batching.sampling import sample
+from service.errors import (
+    DeadlineExceededError,
+    DeepserveError,
+    InferenceError,
+    InvalidInputError,
+    QueueFullError,
+    UnavailableError,
+)
+from service.types import SamplingParams
+
+log = logging.getLogger(__name__)
+
+ForwardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(token_ids int64 (batch, length), attention_mask int64 (batch, length)) → logits (batch, length, vocab)."""
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class FinishReason(str, enum.Enum):
+    LENGTH = "length"
+    STOP = "stop"
+    EOS = "eos"
+    CONTEXT = "context"
+    CANCELLED = "cancelled"
+    DEADLINE = "deadline"
+    ERROR = "error"
+
+
+class Detokenizer(Protocol):
+    """Turns one request's generated tokens into text, one token at a time."""
+
+    def add(self, token_id: int) -> tuple[str, bool]:
+        """Text that became final with this token, and whether a stop sequence appeared (the text then
+        ends just before it)."""
+        ...
+
+    def flush(self) -> str:
+        """Text held back so far (e.g. a possible start of a stop sequence), released at the end."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: FinishReason
+    prompt_tokens: int
+    generated_tokens: int
+
+
+Event = TextChunk | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    context_length: int
+    """Longest sequence (prompt + generated) the model attends over."""
+    max_active_sequences: int = 16
+    max_waiting: int = 256
+    eos_id: int | None = None
+    """End-of-text token; None never stops on a token."""
+    pad_id: int = 0
+
+
+class GenerationObserver(Protocol):
+    """Receives what happened (metrics)."""
+
+    def sequences(self, active: int, waiting: int) -> None: ...
+    def step(self, batch: int, seconds: float) -> None: ...
+    def token(self, seconds: float, first: bool) -> None: ...
+    def rejected(self, reason: str) -> None: ...
+
+
+class _NullObserver:
+    def sequences(self, active: int, waiting: int) -> None:
+        pass
+
+    def step(self, batch: int, seconds: float) -> None:
+        pass
+
+    def token(self, seconds: float, first: bool) -> None:
+        pass
+
+    def rejected(self, reason: str) -> None:
+        pass
+
+
+class SequenceState:
+    """One request, owned by the scheduler loop: its tokens, sampling state and event queue."""
+
+    __slots__ = (
+        "arrived", "deadline", "detokenizer", "events", "finish_reason", "id", "last_token_at", "max_new_tokens",
+        "prompt_tokens", "rng", "sampling", "status", "tokens",
+    )  # fmt: skip
+
+    def __init__(
+        self, seq_id: int, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingParams,
+        detokenizer: Detokenizer, deadline: float | None, now: float,
+    ) -> None:  # fmt: skip
+        self.id = seq_id
+        self.tokens = list(prompt_ids)
+        self.prompt_tokens = len(self.tokens)
+        self.max_new_tokens = max_new_tokens
+        self.sampling = sampling
+        self.rng = np.random.default_rng(sampling.seed)
+        self.detokenizer = detokenizer
+        self.deadline = deadline
+        self.status = RequestStatus.WAITING
+        self.finish_reason: FinishReason | None = None
+        self.events: asyncio.Queue[Event | DeepserveError] = asyncio.Queue()
+        self.arrived = now
+        self.last_token_at: float | None = None
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - self.prompt_tokens
+
+    @property
+    def finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What runs this step."""
+
+    running: list[SequenceState]
+    admitted: list[SequenceState]
+
+
+class GenerationStream:
+    """The caller's side of one request: `async for event in stream`; `cancel()` frees its slot.
+
+    Yields `TextChunk`s and then one `Finished`; raises the request's error (deadline, model failure,
+    model unloaded) instead when there is one.
+    """
+
+    def __init__(self, sequence: SequenceState, scheduler: GenerationScheduler) -> None:
+        self.sequence = sequence
+        self._scheduler = scheduler
+        self._done = False
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        event = await self.sequence.events.get()
+        if isinstance(event, DeepserveError):
+            self._done = True
+            raise event
+        if isinstance(event, Finished):
+            self._done = True
+        return event
+
+    def cancel(self) -> None:
+        """Stop generating (no effect once finished); the sequence leaves the batch at the next step."""
+        self._scheduler.abort(self.sequence)
+
+
+class GenerationScheduler:
+    def __init__(
+        self, name: str, forward: ForwardFn, config: SchedulerConfig, executor: Executor,
+        observer: GenerationObserver | None = None,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.config = config
+        self._forward = forward
+        self._executor = executor
+        self._observer: GenerationObserver = observer or _NullObserver()
+        self._waiting: deque[SequenceState] = deque()
+        self._running: list[SequenceState] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+        self._task: asyncio.Task | None = None
+        self._ids = itertools.count()
+        self.steps = 0
+        """Forward passes so far (tests count them)."""
+        self.last_step: tuple[int, ...] = ()
+        """Ids of the sequences in the most recent forward pass."""
+
+    # ---- public API -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"generation:{self.name}")
+
+    @property
+    def active(self) -> int:
+        return sum(1 for s in self._running if not s.finished)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for s in self._waiting if not s.finished)
+
+    def submit(
+        self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingParams, detokenizer: Detokenizer,
+        deadline: float | None = None,
+    ) -> GenerationStream:  # fmt: skip
+        """Queue one request; its events arrive on the returned stream. `deadline` is `time.monotonic()`."""
+        if self._closed:
+            raise UnavailableError(f"model '{self.name}' is shutting down; retry on another replica")
+        context = self.config.context_length
+        if not prompt_ids:
+            raise InvalidInputError("the prompt has no tokens")
+        if len(prompt_ids) >= context:
+            raise InvalidInputError(
+                f"a prompt of {len(prompt_ids)} tokens leaves no room to generate in the context of {context}; "
+                f"keep at most {context - 1} tokens"
+            )
+        if max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        waiting = self.waiting
+        if waiting >= self.config.max_waiting:
+            self._observer.rejected("queue_full")
+            raise QueueFullError(
+                f"queue full: model '{self.name}' already has {waiting} generation requests waiting "
+                f"(max_waiting {self.config.max_waiting}); retry with backoff"
+            )
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            self._observer.rejected("deadline")
+            raise DeadlineExceededError(f"deadline passed before the request to '{self.name}' was queued")
+        seq = SequenceState(next(self._ids), prompt_ids, max_new_tokens, sampling, detokenizer, deadline, now)
+        self._waiting.append(seq)
+        self._idle.clear()
+        self._publish()
+        self._wakeup.set()
+        return GenerationStream(seq, self)
+
+    def abort(self, seq: SequenceState) -> None:
+        """Cancel a request (client gone): it is not computed again and leaves at the next step."""
+        if not seq.finished:
+            self._observer.rejected("cancelled")
+            self._finish(seq, FinishReason.CANCELLED)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop accepting; let sequences finish (up to `timeout`), then fail the rest with UNAVAILABLE."""
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        error = UnavailableError(f"model '{self.name}' was unloaded before the generation ended; retry")
+        for seq in [*self._running, *self._waiting]:
+            if not seq.finished:
+                self._finish(seq, FinishReason.CANCELLED, error)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._running, self._waiting = [], deque()
+        self._publish()
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def schedule(self) -> StepPlan:
+        """Retire cancelled and expired sequences, then admit waiting ones up to max_active_sequences."""
+        now = time.monotonic()
+        for seq in [*self._running, *self._waiting]:
+            if not seq.finished and seq.deadline is not None and now >= seq.deadline:
+                where = (
+                    "while waiting for a slot"
+                    if seq.status is RequestStatus.WAITING
+                    else (f"after {seq.generated} generated tokens")
+                )
+                self._observer.rejected("deadline")
+                self._finish(seq, FinishReason.DEADLINE, DeadlineExceededError(f"deadline passed {where}"))
+        self._running = [s for s in self._running if not s.finished]
+        waiting = deque(s for s in self._waiting if not s.finished)
+        admitted = []
+        while waiting and len(self._running) < self.config.max_active_sequences:
+            seq = waiting.popleft()
+            seq.status = RequestStatus.RUNNING
+            self._running.append(seq)
+            admitted.append(seq)
+        self._waiting = waiting
+        self._publish()
+        if not self._running and not self._waiting:
+            self._idle.set()
+        return StepPlan(list(self._running), admitted)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            plan = self.schedule()
+            if not plan.running:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = plan.running
+            start = time.perf_counter()
+            try:
+                tokens = await loop.run_in_executor(self._executor, self._execute, batch)
+                self._observer.step(len(batch), time.perf_counter() - start)
+                self._update(batch, tokens)
+            except Exception as err:  # noqa: BLE001 - the loop must outlive any failure
+                self._fail(batch, err)
+
+    def _execute(self, batch: list[SequenceState]) -> list[int]:
+        """Worker thread: one forward pass over the batch and the next token of every sequence."""
+        self.steps += 1
+        self.last_step = tuple(s.id for s in batch)
+        token_ids, mask, lengths = collate([s.tokens for s in batch], self.config.pad_id)
+        logits = np.asarray(self._forward(token_ids, mask))
+        if logits.ndim != 3 or logits.shape[:2] != token_ids.shape:
+            raise InferenceError(f"model returned logits of shape {logits.shape} for a batch of {token_ids.shape}")
+        last = logits[np.arange(len(batch)), lengths - 1]
+        return [sample(last[i], seq.sampling, seq.rng) for i, seq in enumerate(batch)]
+
+    def _update(self, batch: list[SequenceState], tokens: list[int]) -> None:
+        now = time.monotonic()
+        for seq, token in zip(batch, tokens, strict=True):
+            if seq.finished:  # cancelled or expired while the step ran
+                continue
+            seq.tokens.append(token)
+            self._observer.token(now - (seq.last_token_at or seq.arrived), first=seq.last_token_at is None)
+            seq.last_token_at = now
+            if token == self.config.eos_id:
+                self._finish(seq, FinishReason.EOS)
+                continue
+            text, stopped = seq.detokenizer.add(token)
+            if text:
+                seq.events.put_nowait(TextChunk(text))
+            if stopped:
+                self._finish(seq, FinishReason.STOP)
+            elif seq.generated >= seq.max_new_tokens:
+                self._finish(seq, FinishReason.LENGTH)
+            elif len(seq.tokens) >= self.config.context_length:
+                self._finish(seq, FinishReason.CONTEXT)
+
+    # ---- bookkeeping ------------------------------------------------------------------------------
+    def _finish(self, seq: SequenceState, reason: FinishReason, error: DeepserveError | None = None) -> None:
+        seq.status = RequestStatus.FINISHED
+        seq.finish_reason = reason
+        if error is not None:
+            seq.events.put_nowait(error)
+            return
+        if reason in (FinishReason.LENGTH, FinishReason.EOS, FinishReason.CONTEXT):
+            rest = seq.detokenizer.flush()
+            if rest:
+                seq.events.put_nowait(TextChunk(rest))
+        seq.events.put_nowait(Finished(reason, seq.prompt_tokens, seq.generated))
+
+    def _fail(self, batch: list[SequenceState], err: Exception) -> None:
+        if not isinstance(err, DeepserveError) or isinstance(err, InferenceError):
+            log.error("generation step failed", extra={"model": self.name, "batch": len(batch)}, exc_info=err)
+            err = InferenceError(f"model '{self.name}' failed during generation; the error was logged")
+        for seq in batch:
+            if not seq.finished:
+                self._finish(seq, FinishReason.ERROR, err)
+
+    def _publish(self) -> None:
+        self._observer.sequences(self.active, self.waiting)
+
+
+def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded int64 token_ids and attention_mask (1 for real tokens), and each sequence's length."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    token_ids = np.full((len(sequences), int(lengths.max())), pad_id, dtype=np.int64)
+    mask = np.zeros_like(token_ids)
+    for row, seq in enumerate(sequences):
+        token_ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return token_ids, mask, lengths

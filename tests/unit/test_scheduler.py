@@ -1,0 +1,329 @@
+"""The generation scheduler alone, with hand-made forward functions (no ONNX Runtime, no tokenizer)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batching.scheduler import (
+    Finished,
+    FinishReason,
+    GenerationScheduler,
+    GenerationStream,
+    SchedulerConfig,
+    TextChunk,
+    collate,
+)
+from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, QueueFullError, UnavailableError
+from service.types import SamplingParams
+
+VOCAB = 26
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class Letters:
+    """Detokenizer: token i is the letter chr(97 + i); stops when `stop` appears (the text ends before it)."""
+
+    def __init__(self, stop: str = "") -> None:
+        self.text, self.sent, self.stop = "", 0, stop
+
+    def add(self, token_id: int) -> tuple[str, bool]:
+        self.text += chr(97 + token_id)
+        end, stopped = len(self.text), False
+        if self.stop and self.stop in self.text:
+            end, stopped = self.text.index(self.stop), True
+        delta, self.sent = self.text[self.sent : end], max(self.sent, end)
+        return delta, stopped
+
+    def flush(self) -> str:
+        delta, self.sent = self.text[self.sent :], len(self.text)
+        return delta
+
+
+class Recorder:
+    """forward(): next token = current token + 1 (mod VOCAB); records every batch it is given."""
+
+    def __init__(self, delay: float = 0.0, table: np.ndarray | None = None) -> None:
+        self.delay = delay
+        self.table = table
+        self.batches: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.batches.append(token_ids.copy())
+        self.masks.append(mask.copy())
+        self.threads.add(threading.current_thread().name)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.table is not None:
+            return self.table[token_ids]
+        logits = np.zeros((*token_ids.shape, VOCAB), dtype=np.float32)
+        np.put_along_axis(logits, ((token_ids + 1) % VOCAB)[..., None], 10.0, axis=-1)
+        return logits
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(2, thread_name_prefix="infer")
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def make(forward: Recorder, executor: ThreadPoolExecutor, start: bool = True, **config: object) -> GenerationScheduler:
+    settings = {"context_length": 64, "max_active_sequences": 4, "max_waiting": 8, **config}
+    scheduler = GenerationScheduler("test", forward, SchedulerConfig(**settings), executor)  # type: ignore[arg-type]
+    if start:
+        scheduler.start()
+    return scheduler
+
+
+async def collect(stream: GenerationStream) -> tuple[str, Finished]:
+    text, last = "", None
+    async for event in stream:
+        if isinstance(event, TextChunk):
+            text += event.text
+        else:
+            last = event
+    assert isinstance(last, Finished)
+    return text, last
+
+
+def submit(scheduler: GenerationScheduler, prompt: list[int], max_new: int, **kwargs: object) -> GenerationStream:
+    sampling = kwargs.pop("sampling", GREEDY)
+    return scheduler.submit(prompt, max_new, sampling, Letters(str(kwargs.pop("stop", ""))), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_generates_until_max_new_tokens(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(), executor)
+    text, done = await collect(submit(scheduler, [0, 1], 5))
+    assert text == "cdefg"
+    assert done == Finished(FinishReason.LENGTH, prompt_tokens=2, generated_tokens=5)
+    await scheduler.close()
+
+
+async def test_end_of_text_token_finishes_without_text(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(), executor, eos_id=5)
+    text, done = await collect(submit(scheduler, [3], 10))
+    assert (text, done.reason, done.generated_tokens) == ("e", FinishReason.EOS, 2)
+    await scheduler.close()
+
+
+async def test_stop_sequence_ends_the_text_before_it(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(), executor)
+    text, done = await collect(submit(scheduler, [2], 10, stop="f"))
+    assert (text, done.reason, done.generated_tokens) == ("de", FinishReason.STOP, 3)
+    await scheduler.close()
+
+
+async def test_context_full_ends_generation(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(), executor, context_length=6)
+    text, done = await collect(submit(scheduler, [0, 1, 2, 3], 10))
+    assert (text, done.reason, done.generated_tokens) == ("ef", FinishReason.CONTEXT, 2)
+    await scheduler.close()
+
+
+async def test_requests_join_and_leave_between_steps(executor: ThreadPoolExecutor) -> None:
+    forward = Recorder()
+    scheduler = make(forward, executor, max_active_sequences=2)
+    streams = [submit(scheduler, [i], n) for i, n in enumerate([1, 4, 2, 2])]
+    results = await asyncio.gather(*(collect(s) for s in streams))
+    assert [r[1].generated_tokens for r in results] == [1, 4, 2, 2]
+    # A+B; A leaves and C joins at once: B+C twice; C leaves and D joins: B+D; B leaves: D alone.
+    firsts = [tuple(int(row[0]) for row in batch) for batch in forward.batches]
+    assert firsts == [(0, 1), (1, 2), (1, 2), (1, 3), (3,)]
+    assert max(len(b) for b in forward.batches) == 2
+    await scheduler.close()
+
+
+async def test_batch_is_right_padded_and_logits_read_at_each_last_token(executor: ThreadPoolExecutor) -> None:
+    forward = Recorder()
+    scheduler = make(forward, executor, start=False, pad_id=0)
+    short, long = submit(scheduler, [7], 1), submit(scheduler, [3, 4, 5], 1)
+    scheduler.start()
+    (text_short, _), (text_long, _) = await asyncio.gather(collect(short), collect(long))
+    assert (text_short, text_long) == ("i", "g")  # 7 + 1 and 5 + 1: not the padded positions
+    np.testing.assert_array_equal(forward.batches[0], [[7, 0, 0], [3, 4, 5]])
+    np.testing.assert_array_equal(forward.masks[0], [[1, 0, 0], [1, 1, 1]])
+    await scheduler.close()
+
+
+def test_collate() -> None:
+    ids, mask, lengths = collate([[5, 6], [7], [1, 2, 3]], pad_id=9)
+    np.testing.assert_array_equal(ids, [[5, 6, 9], [7, 9, 9], [1, 2, 3]])
+    np.testing.assert_array_equal(mask, [[1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    assert lengths.tolist() == [2, 1, 3] and ids.dtype == np.int64
+
+
+async def test_same_seed_same_text_alone_and_beside_others(executor: ThreadPoolExecutor) -> None:
+    table = np.random.default_rng(0).normal(size=(VOCAB, VOCAB)).astype(np.float32)
+    forward = Recorder(table=table)
+    scheduler = make(forward, executor, max_active_sequences=4)
+    sampling = SamplingParams(temperature=1.0, top_k=10, top_p=0.9, seed=1234)
+    alone, _ = await collect(submit(scheduler, [1, 2], 30, sampling=sampling))
+    others = [submit(scheduler, [i], 10 + i, sampling=SamplingParams(seed=i)) for i in range(3)]
+    mine = submit(scheduler, [1, 2], 30, sampling=sampling)
+    together = await asyncio.gather(collect(mine), *(collect(s) for s in others))
+    assert together[0][0] == alone
+    assert max(len(b) for b in forward.batches) == 4
+    other, _ = await collect(submit(scheduler, [1, 2], 30, sampling=SamplingParams(seed=99)))
+    assert other != alone
+    await scheduler.close()
+
+
+async def test_queue_full_when_too_many_wait(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(), executor, start=False, max_waiting=2)
+    submit(scheduler, [1], 1)
+    submit(scheduler, [1], 1)
+    with pytest.raises(QueueFullError, match="queue full"):
+        submit(scheduler, [1], 1)
+    await scheduler.close(timeout=0)
+
+
+async def test_cancel_frees_the_slot_at_the_next_step(executor: ThreadPoolExecutor) -> None:
+    forward = Recorder(delay=0.01)
+    scheduler = make(forward, executor, max_active_sequences=1)
+    stream = submit(scheduler, [0], 1000)
+    waiting = submit(scheduler, [5], 3)
+    await anext(stream)
+    await anext(stream)
+    cancelled_id = stream.sequence.id
+    stream.cancel()
+    text, done = await collect(waiting)  # the freed slot goes to the waiting request
+    assert (text, done.reason) == ("ghi", FinishReason.LENGTH)
+    ran_with_cancelled = sum(1 for b in forward.batches if b[0][0] == 0)
+    assert ran_with_cancelled <= 3  # the step in flight when cancelled, at most
+    assert cancelled_id not in scheduler.last_step
+    assert scheduler.active == 0 and stream.sequence.finish_reason is FinishReason.CANCELLED
+    await scheduler.close()
+
+
+async def test_deadline_ends_the_stream_with_deadline_exceeded(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(delay=0.01), executor)
+    stream = submit(scheduler, [0], 1000, deadline=time.monotonic() + 0.1)
+    chunks = 0
+    with pytest.raises(DeadlineExceededError, match=r"after \d+ generated tokens"):
+        async for _ in stream:
+            chunks += 1
+    assert chunks > 0
+    assert scheduler.active == 0 or await _eventually(lambda: scheduler.active == 0)
+    await scheduler.close()
+
+
+async def test_deadline_already_passed_is_refused(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(), executor)
+    with pytest.raises(DeadlineExceededError):
+        submit(scheduler, [0], 5, deadline=time.monotonic() - 1)
+    await scheduler.close()
+
+
+async def test_model_failure_fails_the_batch_and_the_loop_survives(executor: ThreadPoolExecutor) -> None:
+    calls = {"n": 0}
+
+    def flaky(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return Recorder()(token_ids, mask)
+
+    scheduler = GenerationScheduler("flaky", flaky, SchedulerConfig(context_length=16), executor)
+    scheduler.start()
+    with pytest.raises(InferenceError, match="failed during generation"):
+        await collect(submit(scheduler, [0], 3))
+    text, _ = await collect(submit(scheduler, [0], 3))
+    assert text == "bcd"
+    await scheduler.close()
+
+
+async def test_wrong_logits_shape_is_an_inference_error(executor: ThreadPoolExecutor) -> None:
+    scheduler = GenerationScheduler("bad", lambda ids, mask: np.zeros((1, 3)), SchedulerConfig(16), executor)
+    scheduler.start()
+    with pytest.raises(InferenceError):
+        await collect(submit(scheduler, [0], 3))
+    await scheduler.close()
+
+
+async def test_forward_runs_in_a_worker_thread_and_the_loop_stays_free(executor: ThreadPoolExecutor) -> None:
+    forward = Recorder(delay=0.2)
+    scheduler = make(forward, executor)
+    stream = submit(scheduler, [0], 2)
+    await asyncio.sleep(0.02)  # the first step is running now
+    start = time.perf_counter()
+    await asyncio.sleep(0.01)
+    assert time.perf_counter() - start < 0.1
+    await collect(stream)
+    assert forward.threads and all(name.startswith("infer") for name in forward.threads)
+    await scheduler.close()
+
+
+async def test_submit_checks_its_arguments(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(), executor, context_length=4)
+    with pytest.raises(InvalidInputError, match="no tokens"):
+        submit(scheduler, [], 3)
+    with pytest.raises(InvalidInputError, match="at most 3 tokens"):
+        submit(scheduler, [1, 2, 3, 4], 3)
+    with pytest.raises(InvalidInputError, match="max_new_tokens"):
+        submit(scheduler, [1], 0)
+    await scheduler.close()
+
+
+async def test_close_fails_unfinished_requests_with_unavailable(executor: ThreadPoolExecutor) -> None:
+    scheduler = make(Recorder(delay=0.01), executor)
+    stream = submit(scheduler, [0], 1000)
+    await anext(stream)
+    await scheduler.close(timeout=0.05)
+    with pytest.raises(UnavailableError, match="unloaded"):
+        await collect(stream)
+    with pytest.raises(UnavailableError, match="shutting down"):
+        submit(scheduler, [0], 1)
+
+
+class Observed:
+    def __init__(self) -> None:
+        self.first: list[float] = []
+        self.gaps: list[float] = []
+        self.counts: list[tuple[int, int]] = []
+        self.steps: list[int] = []
+        self.rejections: list[str] = []
+
+    def sequences(self, active: int, waiting: int) -> None:
+        self.counts.append((active, waiting))
+
+    def step(self, batch: int, seconds: float) -> None:
+        self.steps.append(batch)
+
+    def token(self, seconds: float, first: bool) -> None:
+        (self.first if first else self.gaps).append(seconds)
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.append(reason)
+
+
+async def test_observer_sees_tokens_steps_and_sequence_counts(executor: ThreadPoolExecutor) -> None:
+    seen = Observed()
+    scheduler = GenerationScheduler("obs", Recorder(), SchedulerConfig(64, max_active_sequences=2), executor, seen)
+    scheduler.start()
+    await asyncio.gather(*(collect(submit(scheduler, [i], 3)) for i in range(3)))
+    assert len(seen.first) == 3 and len(seen.gaps) == 6
+    assert max(seen.steps) == 2 and sum(seen.steps) == 9
+    assert (2, 1) in seen.counts and seen.counts[-1] == (0, 0)
+    stream = submit(scheduler, [0], 100)
+    await anext(stream)
+    stream.cancel()
+    assert seen.rejections == ["cancelled"]
+    await scheduler.close()
+
+
+async def _eventually(condition, timeout: float = 2.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
