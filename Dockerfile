@@ -64,15 +64,19 @@ print(chr(10).join(deps))" "$VARIANT" "$ORT_GPU_SPEC" > /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt
 
 # Stubs are generated at build time from protos/. grpcio-tools goes to a side directory that only
-# the codegen step sees, matching the installed grpcio's version, and never reaches the runtime venv.
+# the codegen step sees (it never reaches the runtime venv), resolved against the installed runtime:
+# its bundled protoc must not be newer than the protobuf runtime, or importing the stubs fails with a
+# gencode/runtime VersionError. The import check below (run from / so it loads the installed package,
+# not /src) catches that at build time.
 COPY protos/ protos/
 COPY service/ service/
-RUN pip install --no-deps --target /opt/codegen "grpcio-tools==$(python -c 'import grpc; print(grpc.__version__)')" \
+RUN pip freeze > /tmp/runtime-constraints.txt \
+ && pip install --target /opt/codegen --constraint /tmp/runtime-constraints.txt grpcio-tools \
  && PYTHONPATH=/opt/codegen python -m service.grpc.codegen \
  && pip install --no-deps . \
  && rm -f /opt/venv/bin/deepserve-train \
  && (test "$VARIANT" = gpu || pip check) \
- && python -c "import onnxruntime, service.grpc._generated" \
+ && cd / && python -c "import onnxruntime, service.grpc.server" \
  && deepserve serve --help > /dev/null
 
 # ----------------------------------------------------------------------------------------- runtime
