@@ -1,0 +1,169 @@
+"""Image classification: encoded image files in, top-k labels out, as the model's config.yaml describes.
+
+Preprocessing is the recipe the model was trained with (`training/images.py` writes the same one into
+the `image:` section): decode (PNG, JPEG, BMP, GIF, WebP; first frame), apply the EXIF orientation,
+flatten transparency onto white, convert to the model's colour mode, invert when the model's ink
+polarity asks for it (a `light_on_dark` model gets images whose border is light inverted), resize
+(`fit` keeps the aspect ratio and pads with the background colour, `stretch` does not), scale and
+normalize, and lay out as NHWC or NCHW.
+
+Images are refused from their header, before any pixel is decoded, when they exceed
+`MAX_IMAGE_PIXELS`: far below Pillow's own decompression-bomb limits, so those can never trigger.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.config import ImagePreprocessing, ModelConfig
+from service.errors import InvalidInputError, ModelLoadError
+from service.tasks.assets import read_labels
+
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGES = 256
+"""Images per request; larger jobs are split by the client."""
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    label: str
+    probability: float
+    index: int
+
+
+def decode(data: bytes, what: str = "image") -> Image.Image:
+    """Bytes of an image file → a loaded, upright PIL image; InvalidInputError for anything else."""
+    if not data:
+        raise InvalidInputError(f"{what} is empty (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"{what} is not a PNG, JPEG, BMP, GIF or WebP file") from None
+    except Image.DecompressionBombError as err:
+        raise InvalidInputError(f"{what} is refused as a decompression bomb: {err}") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise InvalidInputError(f"{what} cannot be read: {err}") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidInputError(
+            f"{what} is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} allowed; scale it down first"
+        )
+    try:
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise InvalidInputError(f"{what} is truncated or corrupt ({image.format}): {err}") from None
+    return upright if upright is not None else image
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Grayscale ("L") or "RGB"; transparent pixels become white, 16-bit and float images are rescaled."""
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    elif image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def background_is_light(image: Image.Image) -> bool:
+    """True when the median of the outermost ring of pixels (in grayscale) is above mid-grey."""
+    gray = np.asarray(image.convert("L"), dtype=np.uint8)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border)) > 127.5
+
+
+def resize(image: Image.Image, spec: ImagePreprocessing, background: int | tuple[int, ...]) -> Image.Image:
+    if spec.resize == "stretch":
+        return image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    ratio = min(spec.width / image.width, spec.height / image.height)
+    size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
+    canvas = Image.new(image.mode, (spec.width, spec.height), background)
+    offset = ((spec.width - size[0]) // 2, (spec.height - size[1]) // 2)
+    canvas.paste(image.resize(size, Image.Resampling.BILINEAR), offset)
+    return canvas
+
+
+def prepare(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
+    """A decoded image → float32 (H, W, C) for NHWC or (C, H, W) for NCHW, as the model was trained."""
+    image = to_mode(image, spec.channels)
+    light = background_is_light(image)
+    if (spec.ink == "light_on_dark" and light) or (spec.ink == "dark_on_light" and not light):
+        image, light = ImageOps.invert(image), not light
+    level = 255 if light else 0
+    canvas = resize(image, spec, level if spec.channels == 1 else (level,) * 3)
+    norm = spec.normalization
+    pixels = np.asarray(canvas, dtype=np.float32).reshape(spec.height, spec.width, spec.channels)
+    mean, std = np.asarray(norm.mean, dtype=np.float32), np.asarray(norm.std, dtype=np.float32)
+    array: np.ndarray = (pixels * np.float32(norm.scale) - mean) / std
+    return array.transpose(2, 0, 1) if spec.layout == "NCHW" else array
+
+
+class ImageClassification:
+    """One image_classification model's pre- and post-processing (no I/O beyond its labels file)."""
+
+    def __init__(self, model: str, config: ModelConfig, model_dir: Path) -> None:
+        if config.image is None or not config.batched:
+            raise ModelLoadError(f"model '{model}': the image task needs an `image:` section and max_batch_size > 0")
+        spec = config.image
+        if len(config.inputs) != 1:
+            raise ModelLoadError(f"model '{model}': the image task feeds exactly one input, the config has "
+                                 f"{len(config.inputs)}")  # fmt: skip
+        for name, values in (("mean", spec.normalization.mean), ("std", spec.normalization.std)):
+            if len(values) not in (1, spec.channels):
+                raise ModelLoadError(f"model '{model}': image.normalization.{name} needs 1 or {spec.channels} values")
+        expected = (
+            (spec.height, spec.width, spec.channels)
+            if spec.layout == "NHWC"
+            else (spec.channels, spec.height, spec.width)
+        )
+        self.input = config.inputs[0].name
+        if config.inputs[0].dims != expected:
+            raise ModelLoadError(f"model '{model}': input `{self.input}` has dims {list(config.inputs[0].dims)} but "
+                                 f"the image section describes {list(expected)}")  # fmt: skip
+        out = config.output("probabilities") or config.outputs[0]
+        self.output = out.name
+        self.softmax = out.name == "logits"
+        self.model = model
+        self.spec = spec
+        self.labels = read_labels(model, model_dir, config, out.dims[-1] if out.dims[-1] > 0 else None)
+
+    def top_k(self, requested: int) -> int:
+        """0 means DEFAULT_TOP_K (or every class); more than the classes is an error."""
+        classes = len(self.labels)
+        if requested == 0:
+            return min(DEFAULT_TOP_K, classes)
+        if not 1 <= requested <= classes:
+            raise InvalidInputError(f"top_k must be between 1 and {classes} (the classes of '{self.model}'), "
+                                    f"got {requested}")  # fmt: skip
+        return requested
+
+    @staticmethod
+    def check_count(images: Sequence[bytes]) -> None:
+        if not images:
+            raise InvalidInputError("the request has no images; send at least one")
+        if len(images) > MAX_IMAGES:
+            raise InvalidInputError(f"{len(images)} images in one request; send at most {MAX_IMAGES} per request")
+
+    def preprocess(self, images: Sequence[bytes]) -> list[dict[str, np.ndarray]]:
+        """One feed (a batch of one) per image. CPU work: run it in a thread when the images are large."""
+        self.check_count(images)
+        return [{self.input: prepare(decode(data, f"images[{i}]"), self.spec)[None]} for i, data in enumerate(images)]
+
+    def postprocess(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[LabelScore]:
+        scores = np.asarray(outputs[self.output], dtype=np.float64).reshape(-1)
+        if self.softmax:
+            scores = np.exp(scores - scores.max())
+            scores /= scores.sum()
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [LabelScore(self.labels[i], float(scores[i]), int(i)) for i in order]
