@@ -103,7 +103,7 @@ class ModelSession:
 
     def run(self, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs else self.output_names
-        results = self._session.run(names, feed)
+        results = self._session.run(names, {name: _text_for_ort(arr) for name, arr in feed.items()})
         return dict(zip(names, results, strict=True))
 
     def graph_signature(self) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
@@ -118,6 +118,15 @@ class ModelSession:
         """Run once on zeros (or pad values) shaped like a batch of one, so the first request is not slow."""
         feed = {spec.name: warmup_array(spec, self.config.batched) for spec in self.config.inputs}
         self.run(feed)
+
+
+def _text_for_ort(arr: np.ndarray) -> np.ndarray:
+    """String tensors as `str`: onnxruntime's binding turns `bytes` elements into their repr, b"hi" → "b'hi'"."""
+    if arr.dtype != object:
+        return arr
+    out = np.empty(arr.shape, dtype=object)
+    out.flat[:] = [item.decode("utf-8") if isinstance(item, bytes) else item for item in arr.flat]
+    return out
 
 
 def warmup_array(spec: TensorSpec, batched: bool) -> np.ndarray:

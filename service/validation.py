@@ -40,6 +40,8 @@ def validate_inputs(config: ModelConfig, model: str, inputs: Mapping[str, np.nda
                 f"input {spec.name!r} of model '{model}' must have shape {list(expected)} (-1: any size), "
                 f"the request sent {list(arr.shape)}"
             )
+        if spec.datatype == "BYTES":
+            _check_utf8(arr, spec.name, model)
         if any(s == 0 for s in arr.shape):
             raise InvalidInputError(f"input {spec.name!r} has an empty dimension: shape {list(arr.shape)}")
         if config.batched:
@@ -53,6 +55,19 @@ def validate_inputs(config: ModelConfig, model: str, inputs: Mapping[str, np.nda
         raise InvalidInputError(
             f"batch size {batch} exceeds max_batch_size {config.max_batch_size} of model '{model}'; split the request"
         )
+
+
+def _check_utf8(arr: np.ndarray, name: str, model: str) -> None:
+    """ONNX string tensors hold text: onnxruntime takes them as `str`, so BYTES elements must be UTF-8."""
+    for i, item in enumerate(arr.flat):
+        if isinstance(item, bytes):
+            try:
+                item.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InvalidInputError(
+                    f"input {name!r} of model '{model}': element {i} is not valid UTF-8 "
+                    f"({err.reason} at byte {err.start}); send UTF-8 text"
+                ) from None
 
 
 def validate_outputs(config: ModelConfig, model: str, requested: Sequence[str]) -> None:

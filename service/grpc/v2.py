@@ -109,8 +109,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         pipeline: ModelPipeline | None = None
         code = "OK"
         try:
+            # the model first, so requests that fail to decode are still counted under their model
+            pipeline = self.registry.get(request.model_name, request.model_version)
             decoded = convert.decode_infer_request(request, context.time_remaining())
-            pipeline = self.registry.get(decoded.model, decoded.version)
             inflight = pipeline.metrics.inflight
             inflight.inc()
             try:

@@ -1,0 +1,208 @@
+"""ONNX Runtime layer: provider choice as a pure function, config ⇄ graph checks, sessions on tiny models."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.config import Device, ModelConfig, parse_model_config
+from service.errors import ConfigError, ModelLoadError
+from service.runtime import CPU, CUDA, ModelSession, check_device, check_signature, choose_providers, warmup_array
+from tests.tiny_models import CONFIGS, add_sub, bytes_identity, token_sum
+
+BOTH = [CUDA, CPU]
+CPU_ONLY = [CPU]
+
+
+# ---- provider selection ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("device", "preferred", "available", "expected"),
+    [
+        (Device.AUTO, None, BOTH, [CUDA, CPU]),
+        (Device.AUTO, None, CPU_ONLY, [CPU]),
+        (Device.AUTO, None, ["TensorrtExecutionProvider", *BOTH], [CUDA, CPU]),
+        (Device.CPU, None, BOTH, [CPU]),
+        (Device.CPU, ("cuda",), BOTH, [CPU]),
+        (Device.CUDA, None, BOTH, [CUDA, CPU]),
+        (Device.AUTO, ("cpu",), BOTH, [CPU]),
+        (Device.AUTO, ("cuda",), BOTH, [CUDA, CPU]),
+        (Device.AUTO, ("cuda",), CPU_ONLY, [CPU]),
+        (Device.AUTO, ("cpu", "cuda"), BOTH, [CPU, CUDA]),
+        (Device.CUDA, ("cpu",), BOTH, [CPU]),
+        (Device.AUTO, (), BOTH, [CUDA, CPU]),
+    ],
+)
+def test_choose_providers(
+    device: Device, preferred: tuple[str, ...] | None, available: list[str], expected: list[str]
+) -> None:
+    assert choose_providers(device, preferred, available) == expected
+
+
+@pytest.mark.parametrize("preferred", [None, ("cuda",), ("cuda", "cpu")])
+def test_cuda_requested_without_cuda_is_a_config_error(preferred: tuple[str, ...] | None) -> None:
+    with pytest.raises(ConfigError) as info:
+        choose_providers(Device.CUDA, preferred, CPU_ONLY)
+    assert "no CUDAExecutionProvider" in str(info.value)
+
+
+def test_check_device_message_says_what_is_available_and_how_to_fix() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_device(Device.CUDA, ["CPUExecutionProvider", "AzureExecutionProvider"])
+    message = str(info.value)
+    assert "--device cuda was requested" in message
+    assert "available: CPUExecutionProvider, AzureExecutionProvider" in message
+    assert "onnxruntime-gpu" in message and "--device auto|cpu" in message
+    with pytest.raises(ConfigError, match="available: none"):
+        check_device(Device.CUDA, [])
+
+
+@pytest.mark.parametrize(("device", "available"), [(Device.CUDA, BOTH), (Device.AUTO, CPU_ONLY), (Device.CPU, [])])
+def test_check_device_accepts(device: Device, available: list[str]) -> None:
+    check_device(device, available)
+
+
+# ---- config ⇄ graph -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def add_sub_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("runtime") / "add_sub" / "1" / "model.onnx"
+    add_sub(path)
+    return path
+
+
+def add_sub_config(**changes: object) -> ModelConfig:
+    data = copy.deepcopy(CONFIGS["add_sub"][0])
+    data.update(changes)
+    return parse_model_config(data, "add_sub")
+
+
+def tensor(name: str, datatype: str = "FP32", dims: tuple[int, ...] = (4,)) -> dict:
+    return {"name": name, "datatype": datatype, "dims": list(dims)}
+
+
+def test_matching_config_passes(add_sub_file: Path) -> None:
+    config = add_sub_config()
+    check_signature(ModelSession(add_sub_file, config, [CPU]), config, "add_sub")
+
+
+def test_config_may_declare_a_subset_of_outputs(add_sub_file: Path) -> None:
+    config = add_sub_config(outputs=[tensor("OUTPUT1")])
+    session = ModelSession(add_sub_file, config, [CPU])
+    check_signature(session, config, "add_sub")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        (
+            {"inputs": [tensor("INPUT0"), tensor("IN1")]},
+            ["inputs `IN1` is not in the ONNX graph", "['INPUT0', 'INPUT1']", "rename it in config.yaml"],
+        ),
+        (
+            {"outputs": [tensor("OUTPUT0"), tensor("SUM")]},
+            ["outputs `SUM` is not in the ONNX graph", "rename it in config.yaml"],
+        ),
+        (
+            {"inputs": [tensor("INPUT0", "FP16"), tensor("INPUT1")]},
+            ["inputs `INPUT0` has datatype FP16 in config.yaml but FP32 in the ONNX graph", "set `datatype: FP32`"],
+        ),
+        (
+            {"outputs": [tensor("OUTPUT0", "INT64"), tensor("OUTPUT1")]},
+            ["outputs `OUTPUT0` has datatype INT64", "set `datatype: FP32`"],
+        ),
+        (
+            {"inputs": [tensor("INPUT0", dims=(5,)), tensor("INPUT1")]},
+            ["inputs `INPUT0` has dims [5] in config.yaml", "shape is [-1, 4]", "set `dims: [4]`"],
+        ),
+        (
+            {"inputs": [tensor("INPUT0", dims=(4, 1)), tensor("INPUT1")]},
+            ["inputs `INPUT0` has dims [4, 1]", "(first dim is the batch)", "set `dims: [4]`"],
+        ),
+        (
+            {"max_batch_size": 0, "dynamic_batching": {}},
+            ["`INPUT0` has dims [4] in config.yaml but the ONNX graph's shape is [-1, 4]", "set `dims: [-1, 4]`"],
+        ),
+        (
+            {"inputs": [tensor("INPUT0")]},
+            ["the ONNX graph needs inputs ['INPUT1'] that config.yaml does not declare", "add them under `inputs`"],
+        ),
+    ],
+)
+def test_signature_mismatch_names_model_key_and_fix(add_sub_file: Path, changes: dict, fragments: list[str]) -> None:
+    config = add_sub_config(**changes)
+    session = ModelSession(add_sub_file, config, [CPU])
+    with pytest.raises(ModelLoadError) as info:
+        check_signature(session, config, "add_sub")
+    message = info.value.message
+    assert message.startswith("model 'add_sub': ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_fixed_batch_axis_asks_for_a_dynamic_one(tmp_path: Path) -> None:
+    """A graph exported with batch 1 fixed cannot serve batches: the message says to re-export."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "fixed" / "1" / "model.onnx"
+    path.parent.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    config = parse_model_config(
+        {"max_batch_size": 4, "inputs": [tensor("x")], "outputs": [tensor("y")]},
+        "fixed",
+    )
+    with pytest.raises(ModelLoadError, match="export a dynamic batch axis"):
+        check_signature(ModelSession(path, config, [CPU]), config, "fixed")
+
+
+def test_unreadable_model_file_is_a_load_error_naming_model_and_path(tmp_path: Path) -> None:
+    path = tmp_path / "broken" / "1" / "model.onnx"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not an onnx file")
+    with pytest.raises(ModelLoadError) as info:
+        ModelSession(path, add_sub_config(), [CPU])
+    assert info.value.message.startswith("model 'broken': cannot load ")
+    assert str(path) in info.value.message
+
+
+# ---- sessions -----------------------------------------------------------------------------------------
+def test_session_runs_and_filters_outputs(add_sub_file: Path) -> None:
+    session = ModelSession(add_sub_file, add_sub_config(), [CPU])
+    assert session.providers == [CPU]
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = np.ones((2, 4), dtype=np.float32)
+    out = session.run({"INPUT0": a, "INPUT1": b})
+    np.testing.assert_array_equal(out["OUTPUT0"], a + b)
+    np.testing.assert_array_equal(out["OUTPUT1"], a - b)
+    assert list(session.run({"INPUT0": a, "INPUT1": b}, ["OUTPUT1"])) == ["OUTPUT1"]
+
+
+def test_bytes_elements_reach_the_model_as_text(tmp_path: Path) -> None:
+    """BYTES inputs arrive as `bytes`; onnxruntime would feed the model their repr ("b'hi'")."""
+    path = tmp_path / "bytes_identity" / "1" / "model.onnx"
+    bytes_identity(path)
+    config = parse_model_config(copy.deepcopy(CONFIGS["bytes_identity"][0]), "bytes_identity")
+    session = ModelSession(path, config, [CPU])
+    text = np.empty((3, 1), dtype=object)
+    text[:, 0] = [b"hi", "é".encode(), b""]
+    echo = session.run({"text": text})["echo"]
+    assert [str(e) for e in echo[:, 0]] == ["hi", "é", ""]
+    session.warmup()
+
+
+def test_warmup_arrays_follow_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "token_sum" / "1" / "model.onnx"
+    token_sum(path)
+    config = parse_model_config(copy.deepcopy(CONFIGS["token_sum"][0]), "token_sum")
+    arr = warmup_array(config.inputs[0], batched=True)
+    assert arr.shape == (1, 1) and arr.dtype == np.int64
+    assert warmup_array(config.inputs[0], batched=False).shape == (1,)
+    ModelSession(path, config, [CPU]).warmup()
