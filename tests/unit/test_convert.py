@@ -1,0 +1,111 @@
+"""Protobuf ⇄ arrays for the Open Inference Protocol: typed and raw contents, BYTES framing."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from service.errors import InvalidInputError
+from service.grpc import convert
+from service.grpc._generated.inference import grpc_service_pb2 as pb
+from service.types import InferResponse
+
+
+def framed(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(i)) + i for i in items)
+
+
+def test_bytes_framing_round_trips() -> None:
+    arr = np.empty((2, 2), dtype=object)
+    arr[:] = [[b"", b"a"], ["é".encode(), b"\x00\xff"]]
+    raw = convert.encode_bytes(arr)
+    assert raw == framed(b"", b"a", "é".encode(), b"\x00\xff")
+    assert convert.decode_bytes(raw, 4, "t").tolist() == [b"", b"a", "é".encode(), b"\x00\xff"]
+
+
+def test_str_elements_are_encoded_as_utf8() -> None:
+    assert convert.encode_bytes(np.array(["hé"], dtype=object)) == framed("hé".encode())
+
+
+@pytest.mark.parametrize(
+    ("raw", "count", "fragment"),
+    [
+        (framed(b"ab"), 2, "raw BYTES data ends after 1 of 2 elements"),
+        (struct.pack("<I", 10) + b"abc", 1, "BYTES element 0 claims 10 bytes but the data ends first"),
+        (framed(b"a") + b"zz", 1, "2 bytes left over after 1 BYTES elements"),
+    ],
+)
+def test_malformed_bytes_named(raw: bytes, count: int, fragment: str) -> None:
+    with pytest.raises(InvalidInputError, match=fragment):
+        convert.decode_bytes(raw, count, "t")
+
+
+def request(datatype: str, shape: list[int]) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name="m", model_version="2", id="r1")
+    req.inputs.add(name="x", datatype=datatype, shape=shape)
+    req.outputs.add(name="y")
+    return req
+
+
+def test_typed_and_raw_contents_decode_to_the_same_array() -> None:
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    typed = request("FP32", [2, 3])
+    typed.inputs[0].contents.fp32_contents.extend(values.ravel().tolist())
+    raw = request("FP32", [2, 3])
+    raw.raw_input_contents.append(values.tobytes())
+    for req in (typed, raw):
+        decoded = convert.decode_infer_request(req, None)
+        np.testing.assert_array_equal(decoded.inputs["x"], values)
+        assert decoded.inputs["x"].dtype == np.float32
+        assert (decoded.model, decoded.version, decoded.id, decoded.outputs) == ("m", "2", "r1", ("y",))
+        assert decoded.deadline is None
+
+
+@pytest.mark.parametrize(
+    ("req", "fragment"),
+    [
+        (request("FP8", [1]), "input 'x': unknown datatype 'FP8'"),
+        (request("FP16", [1]), "input 'x': FP16 data must be sent in raw_input_contents"),
+        (request("FP32", [2]), "input 'x': 0 values in contents.fp32_contents but shape [2] needs 2"),
+    ],
+)
+def test_bad_requests_named(req: pb.ModelInferRequest, fragment: str) -> None:
+    with pytest.raises(InvalidInputError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        convert.decode_infer_request(req, None)
+
+
+def test_raw_size_mismatch_named() -> None:
+    req = request("INT64", [2, 2])
+    req.raw_input_contents.append(b"\x00" * 24)
+    with pytest.raises(InvalidInputError, match=r"raw data is 24 bytes but shape \[2, 2\] of INT64 needs 32"):
+        convert.decode_infer_request(req, None)
+
+
+def test_raw_contents_count_must_match_inputs() -> None:
+    req = request("FP32", [1])
+    req.raw_input_contents.extend([b"\x00" * 4, b"\x00" * 4])
+    with pytest.raises(InvalidInputError, match="2 raw_input_contents for 1 inputs"):
+        convert.decode_infer_request(req, None)
+
+
+def test_timeout_parameter_sets_a_deadline() -> None:
+    req = request("FP32", [1])
+    req.inputs[0].contents.fp32_contents.append(1.0)
+    req.parameters["timeout"].int64_param = 250_000
+    assert convert.decode_infer_request(req, None).deadline is not None
+    req.parameters["timeout"].string_param = "soon"
+    with pytest.raises(InvalidInputError, match="parameter 'timeout' must be a positive integer"):
+        convert.decode_infer_request(req, None)
+
+
+def test_response_is_raw_with_datatypes() -> None:
+    text = np.array([[b"ok"]], dtype=object)
+    out = convert.encode_infer_response(
+        InferResponse("m", "1", {"a": np.ones((1, 2), dtype=np.float16), "t": text}, "id-9")
+    )
+    assert (out.model_name, out.model_version, out.id) == ("m", "1", "id-9")
+    assert [(o.name, o.datatype, list(o.shape)) for o in out.outputs] == [("a", "FP16", [1, 2]), ("t", "BYTES", [1, 1])]
+    assert out.raw_output_contents[0] == np.ones((1, 2), dtype=np.float16).tobytes()
+    assert out.raw_output_contents[1] == framed(b"ok")
