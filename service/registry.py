@@ -79,7 +79,10 @@ class ModelRegistry:
         entries: list[ModelIndexEntry] = []
         for name in self.repository.names():
             if name in self._models:
-                entries += [ModelIndexEntry(name, v, ModelState.READY) for v in sorted(self._models[name], key=int)]
+                failed = self._failed.get(name)
+                reason = f"last reload failed, older version serving: {failed}" if failed else ""
+                versions = sorted(self._models[name], key=int)
+                entries += [ModelIndexEntry(name, v, ModelState.READY, reason) for v in versions]
             elif name in self._loading:
                 entries.append(ModelIndexEntry(name, "", ModelState.LOADING))
             else:

@@ -41,7 +41,7 @@ class ModelRepository:
 
     def model_dir(self, name: str) -> Path:
         """The folder of model `name`; NOT_FOUND for names that are not plain folder names in the repository."""
-        if not _NAME.match(name) or name in (".", ".."):
+        if not _NAME.fullmatch(name) or name in (".", ".."):
             raise ModelNotFoundError(
                 f"'{name}' is not a valid model name (letters, digits, '_', '.', '-'; no path separators)"
             )
