@@ -51,7 +51,7 @@ class Server:
             "--device", "cpu", "--grace-seconds", str(self.grace_seconds), "--log-level", "info",
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:  # a restart on the same ports appends to the same log
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
 

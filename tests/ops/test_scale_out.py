@@ -142,3 +142,27 @@ def test_replica_log_shows_drain(replicas: list[Server]) -> None:
     if replicas[0].proc is None or replicas[0].proc.poll() is None:
         pytest.skip("runs after the graceful-stop test")
     assert "draining" in log and "stopped" in log, log
+
+
+def test_rolling_restart_fails_no_request(replicas: list[Server], channel: grpc.Channel) -> None:
+    """Each replica in turn drains, exits and comes back on its address, as in a rolling update, while
+    the client keeps sending: every request succeeds and each restarted replica takes traffic again."""
+    stub = v2_stub(channel)
+    with Sender(stub) as sender:
+        sender.wait_for(100)
+        for server in replicas:
+            if server.proc is not None and server.proc.poll() is None:
+                assert server.terminate() == 0, server.log()
+            server.start().wait_serving()
+            before = ok_requests(server)
+            wait_until(lambda s=server, b=before: ok_requests(s) > b, 30, f"{server.address} got no traffic back")
+            sender.wait_for(100)
+        sent = sender.ok
+    assert not sender.failures, f"{len(sender.failures)} of {sent} requests failed: {sender.failures[:5]}"
+
+
+def wait_until(condition, timeout: float, message: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
