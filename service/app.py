@@ -17,11 +17,14 @@ from grpc_health.v1._async import HealthServicer
 
 from service.config import ServerSettings
 from service.grpc.server import V2_SERVICE, build_server
+from service.grpc.tasks import SERVICES as TASK_SERVICES
+from service.grpc.tasks import add_task_services
 from service.grpc.v2 import InferenceServicer
 from service.metrics import Metrics, RequestRecorder
 from service.registry import ModelRegistry
 from service.repository import ModelRepository
 from service.runtime import available_providers, check_device
+from service.task_apis import TaskAPIs
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -42,9 +45,12 @@ class App:
         self.draining = False
         self.port = 0
         self.metrics_port: int | None = None
-        inference = InferenceServicer(self.registry, RequestRecorder(self.metrics), lambda: self.ready)
-        self.services = [V2_SERVICE]
-        self.server, self.port = build_server(settings, inference, self.health, [])
+        recorder = RequestRecorder(self.metrics)
+        inference = InferenceServicer(self.registry, recorder, lambda: self.ready)
+        self.tasks = TaskAPIs(self.registry, self.executor)
+        self.services = [V2_SERVICE, *TASK_SERVICES]
+        self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES))
+        add_task_services(self.server, self.tasks, recorder)
         self.registry.listeners.append(self._health_changed)
 
     async def start(self) -> None:
@@ -70,6 +76,7 @@ class App:
         log.info("draining", extra={"grace_seconds": grace})
         await self._set_health(NOT_SERVING)
         await self.server.stop(grace)
+        await self.tasks.close(timeout=1.0)
         await self.registry.close(timeout=1.0)
         self.executor.shutdown(wait=True, cancel_futures=False)
         log.info("stopped")
@@ -89,7 +96,9 @@ class App:
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *self.services):
-            await self.health.set(name, status)  # type: ignore[arg-type]
+            task = TASK_SERVICES.get(name)
+            serving = status == SERVING and (task is None or self.tasks.serves(task))
+            await self.health.set(name, SERVING if serving else NOT_SERVING)  # type: ignore[arg-type]
 
 
 def serve(settings: ServerSettings) -> int:

@@ -1,0 +1,178 @@
+"""Typed Python client for the task APIs: ImageClassifier, SentimentAnalyzer, TextGenerator.
+
+    with TaskClient("127.0.0.1:8001") as client:
+        client.classify([Path("digit.png").read_bytes()], top_k=3)
+        client.analyze(["What a wonderful day"])
+        stream = client.generate("Once upon a time", max_new_tokens=32, seed=7)
+        for text in stream:
+            print(text, end="", flush=True)
+        print(stream.summary.finish_reason)
+
+`target` is whatever gRPC accepts: `host:port`, or `dns:///host:port` to spread calls over every address
+the name resolves to (the channel balances round-robin). Failures raise `ClientError` carrying the gRPC
+status code and the server's message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+
+from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
+from service.grpc._generated.deepserve.v1 import image_classifier_pb2_grpc as ic_grpc
+from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
+from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2_grpc as sa_grpc
+from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
+from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc
+
+DEFAULT_TARGET = "127.0.0.1:8001"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ClientError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    label: str
+    probability: float
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Classifications:
+    model: str
+    version: str
+    results: list[list[LabelScore]]
+    """Per image, the top-k labels, most probable first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sentiment:
+    label: str
+    probability: float
+    scores: dict[str, float]
+    tokens: int
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Sentiments:
+    model: str
+    version: str
+    results: list[Sentiment]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSummary:
+    finish_reason: str
+    """length, stop, eos, context or cancelled."""
+    prompt_tokens: int
+    generated_tokens: int
+    prompt_truncated: bool
+    model: str
+    version: str
+
+
+class GenerationStream:
+    """Iterate for the text pieces as they arrive; `summary` is set once the stream has ended."""
+
+    def __init__(self, call: grpc.Call) -> None:
+        self._call = call
+        self.summary: GenerationSummary | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for message in self._call:  # type: ignore[attr-defined]
+                if message.WhichOneof("event") == "delta":
+                    yield message.delta.text
+                else:
+                    f = message.finished
+                    reason = tg.FinishReason.Name(f.finish_reason).removeprefix("FINISH_REASON_").lower()
+                    self.summary = GenerationSummary(
+                        reason, f.prompt_tokens, f.generated_tokens, f.prompt_truncated, f.model_name, f.model_version
+                    )
+        except grpc.RpcError as err:
+            raise _client_error(err) from None
+
+    def text(self) -> str:
+        """The whole generated text (waits for the end)."""
+        return "".join(self)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class TaskClient:
+    def __init__(self, target: str = DEFAULT_TARGET, timeout: float | None = 60.0) -> None:
+        """`timeout` (seconds) applies to each call; None waits as long as it takes."""
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.lb_policy_name", "round_robin"),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._classifier = ic_grpc.ImageClassifierStub(self.channel)
+        self._sentiment = sa_grpc.SentimentAnalyzerStub(self.channel)
+        self._generator = tg_grpc.TextGeneratorStub(self.channel)
+
+    def classify(self, images: Sequence[bytes], top_k: int = 0, model: str = "", version: str = "") -> Classifications:
+        request = ic.ClassifyRequest(images=images, top_k=top_k, model_name=model, model_version=version)
+        try:
+            response = self._classifier.Classify(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise _client_error(err) from None
+        results = [[LabelScore(s.label, s.probability, s.index) for s in c.labels] for c in response.classifications]
+        return Classifications(response.model_name, response.model_version, results)
+
+    def analyze(self, texts: Sequence[str], model: str = "", version: str = "") -> Sentiments:
+        request = sa.AnalyzeRequest(texts=texts, model_name=model, model_version=version)
+        try:
+            response = self._sentiment.Analyze(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise _client_error(err) from None
+        results = [
+            Sentiment(s.label, s.probability, {c.label: c.probability for c in s.scores}, s.tokens, s.truncated)
+            for s in response.sentiments
+        ]
+        return Sentiments(response.model_name, response.model_version, results)
+
+    def generate(
+        self, prompt: str, *, max_new_tokens: int = 0, temperature: float | None = None, top_k: int = 0,
+        top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (), model: str = "",
+        version: str = "",
+    ) -> GenerationStream:  # fmt: skip
+        """Starts generating at once; iterate the result for the text as it is produced."""
+        request = tg.GenerateRequest(
+            prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, stop=stop, model_name=model, model_version=version,
+        )  # fmt: skip
+        return GenerationStream(self._generator.Generate(request, timeout=self.timeout))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> TaskClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _client_error(err: grpc.RpcError) -> ClientError:
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    return ClientError(code, details or code.name.lower())

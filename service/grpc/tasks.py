@@ -1,0 +1,204 @@
+"""The task APIs over gRPC (`deepserve.v1`): ImageClassifier, SentimentAnalyzer, TextGenerator.
+
+Thin adapters: take the request apart, call `TaskAPIs`, build the response. Errors become statuses through
+`errors.status_of` (the one table), applied by one decorator for unary calls and one for streams, which
+also record the request metrics. Requests are parsed by `requests.parser`, so invalid UTF-8 in a text
+field is INVALID_ARGUMENT naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from service.batching.scheduler import FinishReason, TextChunk
+from service.config import Task
+from service.errors import InvalidInputError
+from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
+from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
+from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
+from service.grpc.errors import status_of
+from service.grpc.requests import Unparsable, add_service
+from service.metrics import RequestRecorder
+from service.task_apis import GenerationDone, TaskAPIs
+
+UNKNOWN_MODEL = "_unknown"
+SERVICES: dict[str, Task] = {
+    ic.DESCRIPTOR.services_by_name["ImageClassifier"].full_name: Task.IMAGE_CLASSIFICATION,
+    sa.DESCRIPTOR.services_by_name["SentimentAnalyzer"].full_name: Task.SENTIMENT,
+    tg.DESCRIPTOR.services_by_name["TextGenerator"].full_name: Task.TEXT_GENERATION,
+}
+"""gRPC service → the task its default model must serve (its health follows that model's readiness)."""
+FINISH_REASONS = {
+    FinishReason.LENGTH: tg.FINISH_REASON_LENGTH,
+    FinishReason.STOP: tg.FINISH_REASON_STOP,
+    FinishReason.EOS: tg.FINISH_REASON_EOS,
+    FinishReason.CONTEXT: tg.FINISH_REASON_CONTEXT,
+    FinishReason.CANCELLED: tg.FINISH_REASON_CANCELLED,
+}
+
+
+class _Servicer:
+    def __init__(self, core: TaskAPIs, recorder: RequestRecorder) -> None:
+        self.core = core
+        self.recorder = recorder
+
+    def _record(self, request: Any, model: str, version: str, api: str, code: str, seconds: float) -> None:
+        """Metrics by the model that answered; by the requested one only if it exists (bounded labels)."""
+        if not model and not isinstance(request, Unparsable) and self.core.registry.is_ready(request.model_name):
+            model, version = request.model_name, request.model_version
+        self.recorder.record(model or UNKNOWN_MODEL, version, api, code, seconds)
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, Unparsable):
+        raise InvalidInputError(request.message)
+    return request
+
+
+def unary(api: str) -> Callable:
+    """Error mapping and request metrics for a unary method."""
+
+    def wrap(method: Callable[[Any, Any, Any], Awaitable[Any]]) -> Callable:
+        @functools.wraps(method)
+        async def handler(self: _Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start, code, model, version = time.perf_counter(), "OK", "", ""
+            try:
+                response = await method(self, _parsed(request), context)
+                model, version = response.model_name, response.model_version
+                return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED.name
+                raise
+            except Exception as err:  # noqa: BLE001 - every failure gets a status
+                status, message = status_of(err)
+                code = status.name
+                await context.abort(status, message)
+            finally:
+                self._record(request, model, version, api, code, time.perf_counter() - start)
+
+        return handler
+
+    return wrap
+
+
+def streaming(api: str) -> Callable:
+    """Error mapping and request metrics for a server-streaming method (an async generator)."""
+
+    def wrap(method: Callable[[Any, Any, Any], AsyncGenerator[Any, None]]) -> Callable:
+        @functools.wraps(method)
+        async def handler(self: _Servicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start, code, model, version = time.perf_counter(), "OK", "", ""
+            try:
+                async with contextlib.aclosing(method(self, _parsed(request), context)) as messages:
+                    async for message in messages:
+                        if message.WhichOneof("event") == "finished":
+                            model, version = message.finished.model_name, message.finished.model_version
+                        yield message
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED.name
+                raise
+            except Exception as err:  # noqa: BLE001 - every failure gets a status
+                status, message_text = status_of(err)
+                code = status.name
+                await context.abort(status, message_text)
+            finally:
+                self._record(request, model, version, api, code, time.perf_counter() - start)
+
+        return handler
+
+    return wrap
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ImageClassifierServicer(_Servicer):
+    @unary("classify")
+    async def Classify(self, request: ic.ClassifyRequest, context: grpc.aio.ServicerContext) -> ic.ClassifyResponse:
+        result = await self.core.classify(
+            list(request.images), request.top_k, request.model_name, request.model_version, _deadline(context)
+        )
+        return ic.ClassifyResponse(
+            model_name=result.model,
+            model_version=result.version,
+            classifications=[
+                ic.Classification(labels=[ic.LabelScore(label=s.label, probability=s.probability, index=s.index)
+                                          for s in scores])
+                for scores in result.results
+            ],
+        )  # fmt: skip
+
+
+class SentimentAnalyzerServicer(_Servicer):
+    @unary("sentiment")
+    async def Analyze(self, request: sa.AnalyzeRequest, context: grpc.aio.ServicerContext) -> sa.AnalyzeResponse:
+        result = await self.core.analyze(
+            list(request.texts), request.model_name, request.model_version, _deadline(context)
+        )
+        return sa.AnalyzeResponse(
+            model_name=result.model,
+            model_version=result.version,
+            sentiments=[
+                sa.Sentiment(
+                    label=r.label, probability=r.probability, tokens=r.tokens, truncated=r.truncated,
+                    scores=[sa.ClassScore(label=k, probability=v) for k, v in r.scores.items()],
+                )
+                for r in result.results
+            ],
+        )  # fmt: skip
+
+
+class TextGeneratorServicer(_Servicer):
+    @streaming("generate")
+    async def Generate(
+        self, request: tg.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tg.GenerateResponse]:
+        events = self.core.generate(
+            request.prompt,
+            max_new_tokens=request.max_new_tokens,
+            temperature=request.temperature if request.HasField("temperature") else None,
+            top_k=request.top_k,
+            top_p=request.top_p if request.HasField("top_p") else None,
+            seed=request.seed if request.HasField("seed") else None,
+            stop=list(request.stop),
+            model=request.model_name,
+            version=request.model_version,
+            deadline=_deadline(context),
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield _generate_response(event)
+
+
+def _generate_response(event: TextChunk | GenerationDone) -> tg.GenerateResponse:
+    if isinstance(event, TextChunk):
+        return tg.GenerateResponse(delta=tg.TextDelta(text=event.text))
+    return tg.GenerateResponse(
+        finished=tg.GenerationFinished(
+            finish_reason=FINISH_REASONS[event.reason],
+            prompt_tokens=event.prompt_tokens,
+            generated_tokens=event.generated_tokens,
+            prompt_truncated=event.prompt_truncated,
+            model_name=event.model,
+            model_version=event.version,
+        )
+    )
+
+
+def add_task_services(server: grpc.aio.Server, core: TaskAPIs, recorder: RequestRecorder) -> None:
+    """Register the three task services on `server` (their names for reflection and health: `SERVICES`)."""
+    for servicer, module, name in (
+        (ImageClassifierServicer(core, recorder), ic, "ImageClassifier"),
+        (SentimentAnalyzerServicer(core, recorder), sa, "SentimentAnalyzer"),
+        (TextGeneratorServicer(core, recorder), tg, "TextGenerator"),
+    ):
+        add_service(server, servicer, module.DESCRIPTOR.services_by_name[name], module)

@@ -1,0 +1,161 @@
+"""ImageClassifier over real gRPC: the tiny quadrants model, and the committed digits_cnn when present."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from PIL import Image, ImageDraw
+
+from service.client import ClientError, TaskClient
+from tests.conftest import RunningServer, start_server
+from tests.tiny_task_models import make_task_repository
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def png(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def ink_box(box: tuple[int, int, int, int], size: tuple[int, int] = (200, 200)) -> bytes:
+    """A dark box drawn on white paper."""
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).rectangle(box, fill=0)
+    return png(image)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer) -> Iterator[TaskClient]:
+    with TaskClient(server.address, timeout=30) as c:
+        yield c
+
+
+def test_dark_ink_on_paper_is_classified(client: TaskClient) -> None:
+    result = client.classify([ink_box((120, 20, 180, 80))], model="quadrants")
+    assert (result.model, result.version) == ("quadrants", "1")
+    assert result.results[0][0].label == "top_right"
+    assert result.results[0][0].probability > 0.9
+    assert len(result.results[0]) == 4  # top_k 0: five labels, or every class when fewer
+
+
+def test_default_model_is_the_one_whose_task_matches(client: TaskClient) -> None:
+    assert client.classify([ink_box((20, 120, 80, 180))], top_k=1).model == "quadrants"
+
+
+def test_several_images_keep_their_order_and_top_k(client: TaskClient) -> None:
+    boxes = [(20, 20, 80, 80), (120, 120, 180, 180), (20, 120, 80, 180)]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise: the top-left box shows top-right
+    rotated = png(Image.open(io.BytesIO(ink_box((20, 20, 80, 80)))).convert("RGB"), "JPEG", exif=exif)
+    result = client.classify([ink_box(b) for b in boxes] + [rotated], top_k=2)
+    assert [r[0].label for r in result.results] == ["top_left", "bottom_right", "bottom_left", "top_right"]
+    assert all(len(r) == 2 for r in result.results)
+
+
+def test_concurrent_requests_are_batched(server: RunningServer, client: TaskClient) -> None:
+    stats = server.app.registry.get("quadrants").observer.stats
+    before_runs, before_items = stats.execution_count, stats.inference_count
+    image = ink_box((20, 20, 80, 80))
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: client.classify([image] * 4, top_k=1), range(16)))
+    assert all(r.results[0][0].label == "top_left" for r in results)
+    items, runs = stats.inference_count - before_items, stats.execution_count - before_runs
+    assert items == 64 and runs < items
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "message"),
+    [
+        ([b"not an image"], {}, r"images\[0\] is not a PNG, JPEG, BMP, GIF or WebP file"),
+        ([], {}, "the request has no images"),
+        ([b""], {}, r"images\[0\] is empty"),
+        (["ok", b"\x89PNG\r\n\x1a\n broken"], {}, r"images\[1\]"),
+        (["ok"], {"top_k": 9}, "top_k must be between 1 and 4"),
+        (["ok"], {"model": "tiny_sentiment"}, "serves the task sentiment, not image_classification"),
+    ],
+)
+def test_bad_requests_are_invalid_argument(client: TaskClient, images: list, kwargs: dict, message: str) -> None:
+    images = [ink_box((0, 0, 9, 9)) if i == "ok" else i for i in images]
+    with pytest.raises(ClientError) as caught:
+        client.classify(images, **kwargs)
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(message, caught.value.message), caught.value.message
+
+
+def test_oversized_image_is_refused_from_its_header(client: TaskClient) -> None:
+    huge = png(Image.new("1", (5000, 4000), 1))
+    with pytest.raises(ClientError, match="5000x4000 pixels, more than the") as caught:
+        client.classify([huge])
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_unknown_model_is_not_found(client: TaskClient) -> None:
+    with pytest.raises(ClientError, match="unknown model 'nope'") as caught:
+        client.classify([ink_box((0, 0, 9, 9))], model="nope")
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND
+
+
+def test_metrics_count_requests_by_code(server: RunningServer, client: TaskClient) -> None:
+    registry = server.app.metrics.registry
+    labels = {"model": "quadrants", "version": "1", "api": "classify", "code": "OK"}
+    before = registry.get_sample_value("deepserve_requests_total", labels) or 0
+    client.classify([ink_box((0, 0, 9, 9))])
+    assert registry.get_sample_value("deepserve_requests_total", labels) == before + 1
+
+
+# ---- the committed digits model --------------------------------------------------------------------
+STROKES: dict[int, list[list[tuple[float, float]]]] = {
+    0: [[(0.5, 0.12), (0.28, 0.22), (0.22, 0.5), (0.28, 0.78), (0.5, 0.88), (0.72, 0.78), (0.78, 0.5), (0.72, 0.22),
+         (0.5, 0.12)]],
+    1: [[(0.38, 0.28), (0.55, 0.12), (0.55, 0.88)]],
+    2: [[(0.28, 0.3), (0.38, 0.15), (0.58, 0.12), (0.72, 0.25), (0.7, 0.42), (0.28, 0.86), (0.76, 0.86)]],
+    3: [[(0.28, 0.16), (0.7, 0.16), (0.48, 0.45), (0.7, 0.58), (0.72, 0.76), (0.56, 0.88), (0.28, 0.84)]],
+    4: [[(0.62, 0.88), (0.62, 0.12), (0.24, 0.62), (0.78, 0.62)]],
+    7: [[(0.25, 0.15), (0.75, 0.15), (0.42, 0.88)]],
+}  # fmt: skip
+
+
+def hand_drawn(digit: int, size: int = 200) -> bytes:
+    """A digit drawn as people write it: a dark pen on white paper, on a canvas bigger than the model's input."""
+    image = Image.new("L", (size, size), 250)
+    draw = ImageDraw.Draw(image)
+    for stroke in STROKES[digit]:
+        draw.line([(x * size, y * size) for x, y in stroke], fill=20, width=size // 14, joint="curve")
+    return png(image)
+
+
+@pytest.fixture(scope="module")
+def digits_server() -> Iterator[RunningServer]:
+    if not (MODELS / "digits_cnn" / "config.yaml").is_file():
+        pytest.skip("models/digits_cnn is not in the repository yet (the trainer writes it)")
+    running = start_server(MODELS)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("digit", sorted(STROKES))
+def test_hand_drawn_digit_is_classified(digits_server: RunningServer, digit: int) -> None:
+    with TaskClient(digits_server.address) as client:
+        result = client.classify([hand_drawn(digit)], top_k=3, model="digits_cnn")
+    assert result.results[0][0].label == str(digit), result.results[0]
+
+
+def test_digits_refuse_garbage(digits_server: RunningServer) -> None:
+    with TaskClient(digits_server.address) as client, pytest.raises(ClientError) as caught:
+        client.classify([b"GIF89a but not really"], model="digits_cnn")
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
