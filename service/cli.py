@@ -1,4 +1,4 @@
-"""`deepserve` command line: serve (and, with the task APIs, classify / sentiment / generate)."""
+"""`deepserve` command line: serve; classify / sentiment / generate (the task APIs, see `task_cli`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from service import task_cli
 from service.errors import ConfigError
 
 
@@ -21,6 +22,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM (env DEEPSERVE_GRACE_SECONDS)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="env DEEPSERVE_LOG_LEVEL")
     p.add_argument("--workers", type=int, help="inference threads (env DEEPSERVE_WORKERS; default 4)")
+    p.add_argument(
+        "--max-message-bytes", type=int, help="largest request/response (env DEEPSERVE_MAX_MESSAGE_BYTES; 64 MiB)"
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -47,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deepserve", description="Model serving on ONNX Runtime over gRPC.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    task_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
+    if args.command in task_cli.COMMANDS:
+        return task_cli.run(args)
     parser.error(f"unknown command {args.command}")
     return 2
