@@ -75,6 +75,9 @@ class App:
         self.ready, self.draining = False, True
         log.info("draining", extra={"grace_seconds": grace})
         await self._set_health(NOT_SERVING)
+        # Clients that watch health (or a load balancer's probes) move away before new calls are refused:
+        # calls that reach a stopping gRPC server before their handler starts are cancelled.
+        await asyncio.sleep(min(self.settings.drain_notice_s, grace))
         await self.server.stop(grace)
         await self.tasks.close(timeout=1.0)
         await self.registry.close(timeout=1.0)

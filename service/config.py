@@ -299,6 +299,9 @@ class ServerSettings(BaseSettings):
     device: Device = Device.AUTO
     grace_seconds: float = Field(default=10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
+    drain_notice_s: float = Field(default=1.0, ge=0)
+    """On SIGTERM/SIGINT, how long the server reports NOT_SERVING while still accepting, before it stops
+    taking new calls (part of the grace period)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_message_bytes: PositiveInt = 64 * 1024 * 1024
     """Largest gRPC message accepted or sent; larger requests get RESOURCE_EXHAUSTED."""

@@ -49,6 +49,7 @@ class RunningServer:
 
 
 def start_server(repo: Path, **overrides: object) -> RunningServer:
+    overrides.setdefault("drain_notice_s", 0.0)
     settings = ServerSettings(model_repository=repo, host="127.0.0.1", port=0, metrics_port=0, **overrides)
     return RunningServer(settings)
 

@@ -53,7 +53,9 @@ def test_concurrent_requests_are_really_batched(server):
 
     after = scrape(server.app.metrics_port)
     labels = {"model": "add_sub", "version": "1"}
-    runs = sample(after, "deepserve_batch_size_count", **labels) - sample(before, "deepserve_batch_size_count", **labels)
+    runs = sample(after, "deepserve_batch_size_count", **labels) - sample(
+        before, "deepserve_batch_size_count", **labels
+    )
     items = sample(after, "deepserve_batch_size_sum", **labels) - sample(before, "deepserve_batch_size_sum", **labels)
     assert items == 160
     assert items / runs > 1.0, f"mean batch size in /metrics is {items / runs:.2f}"
