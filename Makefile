@@ -7,7 +7,7 @@ TRAIN_STAMP := $(VENV)/.installed-train
 STUBS  := service/grpc/_generated/inference/grpc_service_pb2.py
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install install-train stubs run test lint typecheck unit train bench clean
+.PHONY: install install-train stubs run test lint typecheck unit train bench ops-check clean
 
 install: $(STAMP) $(STUBS)
 
@@ -49,6 +49,9 @@ train: install-train
 
 bench: install
 	$(BIN)/python bench/serving.py
+
+ops-check:  # static checks of Dockerfile, compose, Prometheus rules and k8s manifests with the real tools
+	scripts/ops-check.sh
 
 clean:
 	rm -rf $(VENV) service/grpc/_generated/inference service/grpc/_generated/deepserve .pytest_cache .mypy_cache
