@@ -36,7 +36,7 @@ from service.errors import DeepserveError, InvalidInputError, UnavailableError
 from service.metrics import ModelMetrics
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
-from service.tasks.image_classification import ImageClassification, LabelScore
+from service.tasks.image_classification import ImageClassification, LabelScore, pixels
 from service.tasks.sentiment import SentimentAnalysis, SentimentResult
 from service.tasks.text_generation import TextGeneration
 
@@ -49,9 +49,11 @@ TASKS: dict[Task, type[TaskProcessing]] = {
     Task.SENTIMENT: SentimentAnalysis,
     Task.TEXT_GENERATION: TextGeneration,
 }
-INLINE_BYTES = 64 * 1024
-"""Images (in total) and prompts up to this size are processed on the event loop (well under a
-millisecond); larger ones in a thread, so one big request never stalls the others."""
+INLINE_PIXELS = 256 * 256
+"""Images with up to this many pixels in total are decoded on the event loop (about a millisecond);
+larger ones in a thread, so one big request never stalls the others. Sizes come from the headers."""
+INLINE_CHARS = 64 * 1024
+"""Texts and prompts up to this many characters in total are tokenized on the event loop."""
 DRAIN_SECONDS = 30.0
 """Generations on an unloaded or replaced model version get this long to finish."""
 
@@ -128,7 +130,7 @@ class TaskAPIs:
         pipeline, task = self._get(Task.IMAGE_CLASSIFICATION, model, version, ImageClassification)
         k = task.top_k(top_k)
         task.check_count(images)
-        feeds = await _maybe_in_thread(sum(map(len, images)), task.preprocess, images)
+        feeds = await _maybe_in_thread(pixels(images) <= INLINE_PIXELS, task.preprocess, images)
         with _tracked(pipeline):
             outputs = await _run_all(pipeline, feeds, deadline)
         return Classified(pipeline.name, pipeline.version, [task.postprocess(o, k) for o in outputs])
@@ -137,7 +139,7 @@ class TaskAPIs:
         self, texts: Sequence[str | bytes], model: str = "", version: str = "", deadline: float | None = None
     ) -> Analyzed:
         pipeline, task = self._get(Task.SENTIMENT, model, version, SentimentAnalysis)
-        prepared = await _maybe_in_thread(sum(map(len, texts)), task.preprocess, texts)
+        prepared = await _maybe_in_thread(sum(map(len, texts)) <= INLINE_CHARS, task.preprocess, texts)
         with _tracked(pipeline):
             outputs = await _run_all(pipeline, [feed for feed, _, _ in prepared], deadline)
         results = [task.postprocess(o, n, cut) for o, (_, n, cut) in zip(outputs, prepared, strict=True)]
@@ -154,7 +156,7 @@ class TaskAPIs:
         scheduler = self._handlers[(pipeline.name, pipeline.version)].scheduler
         assert scheduler is not None
         request = await _maybe_in_thread(
-            len(prompt), task.prepare, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop
+            len(prompt) <= INLINE_CHARS, task.prepare, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop
         )
         stream = scheduler.submit(
             request.prompt_ids, request.max_new_tokens, request.sampling, task.detokenizer(request.stop), deadline
@@ -264,9 +266,9 @@ def _scheduler_config(task: TextGeneration) -> SchedulerConfig:
     )
 
 
-async def _maybe_in_thread(size: int, fn, *args):  # type: ignore[no-untyped-def]
-    """`fn(*args)` here when the input is small, else in a thread (decoding, tokenizing are CPU work)."""
-    if size <= INLINE_BYTES:
+async def _maybe_in_thread(cheap: bool, fn, *args):  # type: ignore[no-untyped-def]
+    """`fn(*args)` here when it is cheap, else in a thread (decoding, tokenizing are CPU work)."""
+    if cheap:
         return fn(*args)
     return await asyncio.to_thread(fn, *args)
 

@@ -39,6 +39,18 @@ class LabelScore:
     index: int
 
 
+def pixels(images: Sequence[bytes]) -> int:
+    """Pixels the images will decode to, read from their headers only (unreadable ones count as none)."""
+    total = 0
+    for data in images:
+        try:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+                total += image.width * image.height
+        except Exception:  # noqa: BLE001 - `decode` reports what is wrong with it
+            continue
+    return total
+
+
 def decode(data: bytes, what: str = "image") -> Image.Image:
     """Bytes of an image file → a loaded, upright PIL image; InvalidInputError for anything else."""
     if not data:

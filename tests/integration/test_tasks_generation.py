@@ -17,11 +17,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from service import task_apis
 from service.client import ClientError, TaskClient
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc
 from tests.conftest import RunningServer, start_server
-from tests.tiny_task_models import EOS_TRIGGER_TEXT, LM_CONTEXT, make_task_repository, write_quadrants
+from tests.tiny_task_models import EOS_TRIGGER_TEXT, LM_CONTEXT, make_task_repository, write_lm, write_quadrants
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 PROMPT = "The quick brown fox"
@@ -308,3 +309,27 @@ def test_transformer_cancel_frees_the_slot(lm_server: RunningServer) -> None:
         steps = scheduler.steps
         time.sleep(0.3)
         assert scheduler.steps == steps
+
+
+def test_unloading_the_model_ends_its_streams_and_its_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_apis, "DRAIN_SECONDS", 0.2)
+    running = start_server(write_lm(tmp_path, "slow_lm", context=1024, slow_repeats=24).parent)
+    try:
+        with TaskClient(running.address) as client, grpc.insecure_channel(running.address) as channel:
+            stream = client.generate(PROMPT, max_new_tokens=2000, temperature=0.0)
+            pieces = iter(stream)
+            next(pieces)
+            running.call(running.app.registry.unload("slow_lm"))
+            with pytest.raises(ClientError, match="was unloaded before the generation ended") as caught:
+                list(pieces)
+            assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+            with pytest.raises(ClientError) as caught:
+                client.generate(PROMPT).text()
+            assert caught.value.code is grpc.StatusCode.NOT_FOUND
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="deepserve.v1.TextGenerator")
+            assert eventually(lambda: health.Check(request).status == health_pb2.HealthCheckResponse.NOT_SERVING)
+            running.call(running.app.registry.load("slow_lm"))
+            assert client.generate(PROMPT, max_new_tokens=3).text() is not None
+    finally:
+        running.stop()

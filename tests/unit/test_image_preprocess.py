@@ -17,6 +17,7 @@ from service.tasks.image_classification import (
     MAX_IMAGE_PIXELS,
     ImageClassification,
     decode,
+    pixels,
     prepare,
 )
 from tests.tiny_task_models import QUADRANTS, quadrants_config
@@ -205,3 +206,8 @@ def test_request_size_limits(tmp_path: Path) -> None:
         task.preprocess([b"x"] * 257)
     feeds = task.preprocess([encode(paper(), "PNG")])
     assert feeds[0]["image"].shape == (1, 32, 32, 1)
+
+
+def test_pixels_are_counted_from_headers() -> None:
+    small, big = encode(paper((64, 32)), "PNG"), png_header(3000, 2000)
+    assert pixels([small, big, b"junk"]) == 64 * 32 + 3000 * 2000
