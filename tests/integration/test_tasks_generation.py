@@ -6,6 +6,7 @@ the committed textgen_transformer when it is present.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service import task_apis
-from service.client import ClientError, TaskClient
+from service.client import ClientError, GenerationStream, TaskClient
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc
 from tests.conftest import RunningServer, start_server
@@ -170,10 +171,21 @@ def test_too_many_waiting_requests_get_queue_full(server: RunningServer) -> None
     scheduler = server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None
     capacity = scheduler.config.max_active_sequences + scheduler.config.max_waiting
-    with TaskClient(server.address) as client:
+
+    def drain(stream: GenerationStream) -> None:
+        with contextlib.suppress(ClientError):
+            for _ in stream:
+                pass
+
+    with TaskClient(server.address) as client, ThreadPoolExecutor(capacity) as readers:
         held = [client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm") for _ in range(capacity)]
+        for stream in held:
+            readers.submit(drain, stream)  # read as a real client would (HTTP/2 flow control)
         try:
-            assert eventually(lambda: scheduler.active + scheduler.waiting == capacity)
+            assert eventually(lambda: scheduler.active + scheduler.waiting == capacity, 20), (
+                scheduler.active,
+                scheduler.waiting,
+            )
             for _ in range(2):
                 with pytest.raises(ClientError, match="queue full") as caught:
                     client.generate(PROMPT, max_new_tokens=5, model="slow_lm").text()
