@@ -126,17 +126,31 @@ STROKES: dict[int, list[list[tuple[float, float]]]] = {
     2: [[(0.28, 0.3), (0.38, 0.15), (0.58, 0.12), (0.72, 0.25), (0.7, 0.42), (0.28, 0.86), (0.76, 0.86)]],
     3: [[(0.28, 0.16), (0.7, 0.16), (0.48, 0.45), (0.7, 0.58), (0.72, 0.76), (0.56, 0.88), (0.28, 0.84)]],
     4: [[(0.62, 0.88), (0.62, 0.12), (0.24, 0.62), (0.78, 0.62)]],
+    5: [[(0.7, 0.14), (0.34, 0.14), (0.3, 0.46), (0.52, 0.4), (0.7, 0.52), (0.72, 0.72), (0.56, 0.87), (0.3, 0.82)]],
+    6: [[(0.66, 0.14), (0.44, 0.28), (0.32, 0.5), (0.3, 0.72), (0.44, 0.87), (0.62, 0.85), (0.7, 0.68), (0.6, 0.52),
+         (0.42, 0.5), (0.32, 0.6)]],
     7: [[(0.25, 0.15), (0.75, 0.15), (0.42, 0.88)]],
+    8: [[(0.5, 0.12), (0.32, 0.22), (0.34, 0.38), (0.5, 0.48), (0.68, 0.6), (0.7, 0.78), (0.5, 0.88), (0.3, 0.78),
+         (0.32, 0.6), (0.5, 0.48), (0.66, 0.38), (0.68, 0.22), (0.5, 0.12)]],
+    9: [[(0.68, 0.36), (0.56, 0.5), (0.38, 0.48), (0.3, 0.32), (0.4, 0.14), (0.6, 0.14), (0.68, 0.3), (0.66, 0.6),
+         (0.6, 0.88)]],
 }  # fmt: skip
 
 
-def hand_drawn(digit: int, size: int = 200) -> bytes:
+def drawing(digit: int, size: int = 200, page: tuple[int, int] | None = None) -> Image.Image:
     """A digit drawn as people write it: a dark pen on white paper, on a canvas bigger than the model's input."""
-    image = Image.new("L", (size, size), 250)
+    width, height = page or (size, size)
+    image = Image.new("L", (width, height), 250)
     draw = ImageDraw.Draw(image)
+    left, top = (width - size) // 2, (height - size) // 2
     for stroke in STROKES[digit]:
-        draw.line([(x * size, y * size) for x, y in stroke], fill=20, width=size // 14, joint="curve")
-    return png(image)
+        points = [(left + x * size, top + y * size) for x, y in stroke]
+        draw.line(points, fill=20, width=max(2, size // 14), joint="curve")
+    return image
+
+
+def hand_drawn(digit: int, size: int = 200) -> bytes:
+    return png(drawing(digit, size))
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +167,30 @@ def test_hand_drawn_digit_is_classified(digits_server: RunningServer, digit: int
     with TaskClient(digits_server.address) as client:
         result = client.classify([hand_drawn(digit)], top_k=3, model="digits_cnn")
     assert result.results[0][0].label == str(digit), result.results[0]
+
+
+@pytest.mark.parametrize("size", [64, 300])
+def test_hand_drawn_digits_of_other_sizes(digits_server: RunningServer, size: int) -> None:
+    with TaskClient(digits_server.address) as client:
+        result = client.classify([hand_drawn(d, size) for d in range(10)], top_k=1, model="digits_cnn")
+    assert [r[0].label for r in result.results] == [str(d) for d in range(10)]
+
+
+def test_digit_in_any_format_polarity_and_page(digits_server: RunningServer) -> None:
+    seven = drawing(7)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored turned 90° clockwise; displayed upright
+    images = [
+        png(seven.convert("RGB"), "JPEG", quality=85),
+        png(seven, "GIF"),
+        png(seven.convert("RGB"), "WEBP"),
+        png(Image.eval(seven, lambda v: 255 - v)),  # light ink on a dark background
+        png(drawing(7, 160, page=(480, 220))),  # a wide page: fit keeps the aspect ratio
+        png(seven.rotate(-90, expand=True).convert("RGB"), "JPEG", exif=exif),
+    ]
+    with TaskClient(digits_server.address) as client:
+        result = client.classify(images, top_k=1, model="digits_cnn")
+    assert [r[0].label for r in result.results] == ["7"] * len(images)
 
 
 def test_digits_refuse_garbage(digits_server: RunningServer) -> None:
