@@ -107,8 +107,18 @@ def rnn_server() -> Iterator[RunningServer]:
     running.stop()
 
 
-POSITIVE = ["I love this, it is wonderful and amazing!", "What a great day, I am so happy :)"]
-NEGATIVE = ["I hate this, it is awful and terrible.", "Worst service ever, I am so angry and sad"]
+POSITIVE = [
+    "I love this, it is wonderful and amazing!",
+    "What a great day, I am so happy :)",
+    "This movie was excellent, best I've seen",
+    "Thank you so much, you made my day!",
+]
+NEGATIVE = [
+    "I hate this, it is awful and terrible.",
+    "Worst service ever, I am so angry and sad",
+    "This is the worst film I have ever seen.",
+    "I am so disappointed and upset.",
+]
 
 
 def test_obvious_sentences_get_the_right_label(rnn_server: RunningServer) -> None:
@@ -116,6 +126,13 @@ def test_obvious_sentences_get_the_right_label(rnn_server: RunningServer) -> Non
         result = client.analyze(POSITIVE + NEGATIVE, model="sentiment_rnn")
     labels = [r.label for r in result.results]
     assert labels == ["positive"] * len(POSITIVE) + ["negative"] * len(NEGATIVE), result.results
+
+
+def test_rnn_truncates_long_texts_to_its_max_length(rnn_server: RunningServer) -> None:
+    with TaskClient(rnn_server.address) as client:
+        result = client.analyze(["I love it! " * 40, "I love it!"], model="sentiment_rnn").results
+    assert result[0].truncated and result[0].tokens == 64
+    assert not result[1].truncated and result[1].label == result[0].label == "positive"
 
 
 def test_rnn_refuses_invalid_utf8(rnn_server: RunningServer) -> None:
