@@ -17,23 +17,23 @@ def tfidf_logreg(
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
     x_train = vectorizer.fit_transform(train[0])
     x_val, x_test = vectorizer.transform(val[0]), vectorizer.transform(test[0])
-    best_c, best_f1, best = TFIDF_C_GRID[0], -1.0, None
+    best_c, best_f1, best = TFIDF_C_GRID[0], -1.0, LogisticRegression()
     for c in TFIDF_C_GRID:
         model = LogisticRegression(C=c, max_iter=3000).fit(x_train, train[1])
         score = f1_score(val[1], model.predict(x_val), average="macro")
         if score > best_f1:
             best_c, best_f1, best = c, score, model
-    predicted = best.predict(x_test)
     return {
         "model": "TF-IDF (word 1-2 grams, sublinear tf, min_df=2) + LogisticRegression",
         "C": best_c,
         "selection": f"C in {list(TFIDF_C_GRID)} by validation macro-F1",
-        "validation_macro_f1": float(best_f1),
-        "test": {
-            "accuracy": float(accuracy_score(test[1], predicted)),
-            "macro_f1": float(f1_score(test[1], predicted, average="macro")),
-        },
+        "validation": _scores(val[1], best.predict(x_val)),
+        "test": _scores(test[1], best.predict(x_test)),
     }
+
+
+def _scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {"accuracy": float(accuracy_score(y, predicted)), "macro_f1": float(f1_score(y, predicted, average="macro"))}
 
 
 class AddOneBigram:

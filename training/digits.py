@@ -150,7 +150,8 @@ def run(settings: DigitsSettings, output: Path, workdir: Path) -> Path:
                 "train_used": len(clean),
             },
             "augmentation": f"{settings.augment_copies} random copies per training image: rotation ±12°, "
-            "shear ±0.2, scale 0.5-1.05, shifts, stroke thinning/thickening/blur, contrast",
+            "shear ±0.2, scale 0.5-1.05 (width x0.55-1.15), shifts, stroke thinning/erosion/thickening/blur, "
+            "contrast, background level",
         },
         "preprocessing": {
             **config.image.model_dump(mode="json"),

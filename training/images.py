@@ -49,9 +49,10 @@ def prepare_image(image: Image.Image, height: int, width: int, channels: int, in
 def augment(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
     """`copies` randomly distorted versions of each (H, W, C) image in [0, 1] (light ink on dark).
 
-    Small rotations, shears, shifts and a wide range of scales (a digit drawn on a page rarely fills the
-    frame), then a random stroke weight (thinner by thresholding, thicker by dilation) and contrast, so a
-    digit drawn with a pen and resized looks like something the model has seen.
+    Small rotations, shears, shifts and a wide range of scales and widths (a digit drawn on a page rarely
+    fills the frame), then a random stroke weight (thinner by thresholding or erosion, thicker by dilation,
+    softer by blur), contrast and background level, so a digit drawn with a pen on not-quite-white paper
+    and resized looks like something the model has seen.
     """
     rng = np.random.default_rng(seed)
     out = np.empty((len(images) * copies, *images.shape[1:]), dtype=np.float32)
@@ -64,7 +65,7 @@ def _distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width, channels = image.shape
     angle = np.deg2rad(rng.uniform(-12, 12))
     shear = rng.uniform(-0.2, 0.2)
-    scale = rng.uniform(0.5, 1.05) * np.array([rng.uniform(0.85, 1.15), rng.uniform(0.7, 1.15)])  # (rows, cols)
+    scale = rng.uniform(0.5, 1.05) * np.array([rng.uniform(0.85, 1.15), rng.uniform(0.55, 1.15)])  # (rows, cols)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     matrix = rotation @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag(scale)
     inverse = np.linalg.inv(matrix)
@@ -76,14 +77,20 @@ def _distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for c in range(channels):
         plane = ndimage.affine_transform(image[..., c], inverse, offset=offset, order=1, mode="constant")
         out[..., c] = _stroke(plane, rng)
-    return np.clip(out * rng.uniform(0.75, 1.0), 0.0, 1.0)
+    out = out * rng.uniform(0.75, 1.0)
+    if rng.random() < 0.5:  # paper that is not quite white becomes a background that is not quite black
+        background = rng.uniform(0.0, 0.12)
+        out = background + (1 - background) * out
+    return np.clip(out, 0.0, 1.0)
 
 
 def _stroke(plane: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    kind = rng.choice(["same", "thin", "thick", "blur"], p=[0.3, 0.35, 0.2, 0.15])
+    kind = rng.choice(["same", "thin", "erode", "thick", "blur"], p=[0.25, 0.3, 0.15, 0.15, 0.15])
     if kind == "thin":
         threshold = rng.uniform(0.2, 0.6)
         return np.clip((plane - threshold) / (1 - threshold), 0, 1) ** rng.uniform(0.5, 1.0)
+    if kind == "erode":
+        return ndimage.grey_erosion(plane, size=(2, 2))
     if kind == "thick":
         return ndimage.grey_dilation(plane, size=(2, 2))
     if kind == "blur":

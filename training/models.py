@@ -45,9 +45,11 @@ def build_cnn(spec: CnnSpec) -> keras.Model:
 class RnnSpec:
     vocab_size: int
     classes: int
-    embedding: int = 128
+    embedding: int = 64
     units: int = 64
     dropout: float = 0.4
+    cell: str = "lstm"
+    """"lstm" or "gru"."""
 
 
 @keras.saving.register_keras_serializable("deepserve")
@@ -69,20 +71,32 @@ class MaskedMaxPooling1D(layers.Layer):
         return None
 
 
-def build_rnn(spec: RnnSpec) -> keras.Model:
-    """Embedding (id 0 is padding and masked) → bidirectional LSTM over the sequence → masked mean and max
-    pooling → softmax over the classes.
+def build_rnn(spec: RnnSpec, name: str = "sentiment_rnn") -> keras.Model:
+    """Embedding (id 0 is padding and masked) → bidirectional LSTM (or GRU) over the sequence → masked mean
+    and max pooling → softmax over the classes.
 
     The mask makes the probabilities independent of right padding, which the server's batcher adds.
     """
     token_ids = keras.Input((None,), dtype="int64", name="token_ids")
     x = layers.Embedding(spec.vocab_size, spec.embedding, mask_zero=True)(token_ids)
     x = layers.SpatialDropout1D(spec.dropout / 2)(x)
-    x = layers.Bidirectional(layers.LSTM(spec.units, return_sequences=True))(x)
+    cell = {"lstm": layers.LSTM, "gru": layers.GRU}[spec.cell]
+    x = layers.Bidirectional(cell(spec.units, return_sequences=True))(x)
     x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), MaskedMaxPooling1D()(x)])
     x = layers.Dropout(spec.dropout)(x)
     probabilities = layers.Dense(spec.classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(token_ids, probabilities, name="sentiment_rnn")
+    return keras.Model(token_ids, probabilities, name=name)
+
+
+def average_ensemble(members: list[keras.Model], name: str) -> keras.Model:
+    """One model whose `probabilities` are the mean of its members' (all take the same `token_ids`)."""
+    token_ids = keras.Input((None,), dtype="int64", name="token_ids")
+    outputs = [member(token_ids) for member in members]
+    if len(outputs) == 1:
+        probabilities = layers.Identity(name="probabilities")(outputs[0])
+    else:
+        probabilities = layers.Average(name="probabilities")(outputs)
+    return keras.Model(token_ids, probabilities, name=name)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ class TextgenSettings:
     data: list[Path] | None = None
     """UTF-8 text files or folders of *.txt; None uses pydoc_data.topics."""
     name: str = NAME
-    epochs: int = 40
-    patience: int = 3
+    epochs: int = 30
+    patience: int = 2
     batch_size: int = 32
     learning_rate: float = 1e-3
     vocab_size: int = 2048

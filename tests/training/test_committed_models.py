@@ -1,0 +1,122 @@
+"""The committed models/ entries: valid for the server, parity with Keras, quality bars, padding invariance."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from service.config import load_model_config
+from tests.training.checks import card, check_entry, reference_parity, session
+from tests.training.conftest import COMMITTED
+
+pytestmark = pytest.mark.training
+
+MAX_REPOSITORY_BYTES = 20 * 1024 * 1024
+
+
+def test_entry_is_valid_for_the_server(committed_entry: Path) -> None:
+    check_entry(committed_entry)
+
+
+def test_onnx_matches_keras_on_held_out_examples(committed_entry: Path) -> None:
+    assert reference_parity(committed_entry) <= 1e-4
+    parity = card(committed_entry)["parity"]
+    assert parity["max_abs_diff"] <= 1e-4 and parity["examples"] >= 100
+
+
+def test_card_records_what_was_built(committed_entry: Path) -> None:
+    info = card(committed_entry)
+    assert info["onnx"]["opset"] >= 13
+    assert info["model"]["parameters"] > 0
+    assert info["training"]["seconds"] > 0 and info["training"]["seed"] is not None
+    assert {"tensorflow-cpu", "keras", "tf2onnx", "onnxruntime"} <= set(info["versions"])
+    assert info["data"]["split"]["sizes" if "sizes" in info["data"]["split"] else "chunks"]["test"] > 0
+    assert info["quality_bar"]["met"], info["quality_bar"]
+
+
+def test_repository_is_small(models_dir: Path) -> None:
+    total = sum(f.stat().st_size for name in COMMITTED for f in (models_dir / name).rglob("*") if f.is_file())
+    assert total < MAX_REPOSITORY_BYTES
+
+
+def test_digits_quality(models_dir: Path) -> None:
+    metrics = card(models_dir / "digits_cnn")["metrics"]
+    assert metrics["test"]["accuracy"] >= 0.97
+    assert metrics["handdrawn"]["accuracy"] >= 0.9
+    assert card(models_dir / "digits_cnn")["model"]["parameters"] >= 500_000
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_digits_read_pen_drawings_through_the_servers_preprocessing(models_dir: Path) -> None:
+    """PNGs of digits drawn dark-on-light, prepared by the server's own code as config.yaml describes."""
+    from service.tasks.image_classification import decode, prepare
+    from training.handdrawn import drawn_digits
+    from training.images import prepare_image
+
+    entry = models_dir / "digits_cnn"
+    spec = load_model_config(entry).image
+    images, labels = drawn_digits(per_digit=5, seed=123)
+    batch = np.stack([prepare(decode(_png(image)), spec) for image in images])
+    ours = np.stack([prepare_image(image, spec.height, spec.width, spec.channels, spec.ink) for image in images])
+    np.testing.assert_allclose(batch, ours, atol=1e-6)  # training and serving preprocess alike
+    predicted = session(entry).run(None, {"image": batch})[0].argmax(axis=1)
+    assert np.mean(predicted == labels) >= 0.9
+
+
+def test_sentiment_beats_tfidf_baseline(models_dir: Path) -> None:
+    info = card(models_dir / "sentiment_rnn")
+    for metric in ("accuracy", "macro_f1"):
+        assert info["metrics"]["test"][metric] > info["baseline"]["test"][metric]
+
+
+def test_sentiment_probabilities_ignore_right_padding(models_dir: Path) -> None:
+    entry = models_dir / "sentiment_rnn"
+    config = load_model_config(entry)
+    tokenizer = Tokenizer.from_file(str(entry / config.text.tokenizer))
+    texts = ["I love this, best flight ever!", "worst service", "the meeting is at noon", "meh"]
+    ids = [tokenizer.encode(t).ids[: config.text.max_length] for t in texts]
+    sess = session(entry)
+    padded = np.full((len(ids), config.text.max_length), config.text.pad_id, dtype=np.int64)
+    for row, seq in zip(padded, ids, strict=True):
+        row[: len(seq)] = seq
+    batched = sess.run(None, {"token_ids": padded})[0]
+    for i, seq in enumerate(ids):
+        alone = sess.run(None, {"token_ids": np.array([seq], dtype=np.int64)})[0][0]
+        assert np.max(np.abs(alone - batched[i])) <= 1e-5
+    assert card(entry)["parity"]["padding_invariance_max_abs_diff"] <= 1e-5
+
+
+def test_textgen_beats_bigram_and_has_samples(models_dir: Path) -> None:
+    info = card(models_dir / "textgen_transformer")
+    assert info["metrics"]["test"]["perplexity"] < info["baseline"]["test"]["perplexity"]
+    assert len(info["samples"]) == 3 and all(s["continuation"] for s in info["samples"])
+    generation = load_model_config(models_dir / "textgen_transformer").generation
+    assert generation.context_length >= 128
+
+
+def test_textgen_logits_ignore_right_padding(models_dir: Path) -> None:
+    entry = models_dir / "textgen_transformer"
+    config = load_model_config(entry)
+    tokenizer = Tokenizer.from_file(str(entry / config.text.tokenizer))
+    prompts = ["The for statement", "A class definition defines a class object", "x"]
+    ids = [[config.generation.bos_id, *tokenizer.encode(p).ids] for p in prompts]
+    longest = max(map(len, ids)) + 5
+    padded = np.full((len(ids), longest), config.text.pad_id, dtype=np.int64)
+    mask = np.zeros_like(padded)
+    for row, row_mask, seq in zip(padded, mask, ids, strict=True):
+        row[: len(seq)], row_mask[: len(seq)] = seq, 1
+    sess = session(entry)
+    batched = sess.run(None, {"token_ids": padded, "attention_mask": mask})[0]
+    for i, seq in enumerate(ids):
+        x = np.array([seq], dtype=np.int64)
+        alone = sess.run(None, {"token_ids": x, "attention_mask": np.ones_like(x)})[0][0]
+        assert np.max(np.abs(alone - batched[i, : len(seq)])) <= 1e-4
