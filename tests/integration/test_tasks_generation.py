@@ -303,24 +303,49 @@ def test_transformer_stop_and_length(lm_server: RunningServer) -> None:
         assert stream.text() == full[: full.index(stop)]
         assert stream.summary is not None and stream.summary.finish_reason == "stop"
         short = client.generate("The for statement", max_new_tokens=3, temperature=0.0)
-        short.text()
-        assert short.summary is not None and short.summary.finish_reason in ("length", "eos")
+        assert full.startswith(short.text())
+        assert short.summary is not None
+        assert (short.summary.finish_reason, short.summary.generated_tokens) == ("length", 3)
+
+
+def test_transformer_long_prompt_is_truncated_and_fills_the_context(lm_server: RunningServer) -> None:
+    prompt = "The while statement is used for repeated execution as long as an expression is true. " * 12
+    with TaskClient(lm_server.address, timeout=120) as client:
+        stream = client.generate(prompt, max_new_tokens=50, temperature=0.0)
+        stream.text()
+    s = stream.summary
+    assert s is not None and s.prompt_truncated
+    assert (s.prompt_tokens, s.generated_tokens, s.finish_reason) == (127, 1, "context")
 
 
 def test_transformer_cancel_frees_the_slot(lm_server: RunningServer) -> None:
     scheduler = lm_server.app.tasks.scheduler("textgen_transformer")
     assert scheduler is not None
     with TaskClient(lm_server.address, timeout=120) as client:
-        stream = client.generate(
-            "The while statement", max_new_tokens=100, temperature=0.0, model="textgen_transformer"
-        )
+        stream = client.generate("The while statement", max_new_tokens=120, temperature=0.0)
         pieces = iter(stream)
         next(pieces)
         stream.cancel()
+        with pytest.raises(ClientError) as caught:
+            list(pieces)
+        assert caught.value.code is grpc.StatusCode.CANCELLED  # it was stopped mid-stream
         assert eventually(lambda: scheduler.active == 0)
         steps = scheduler.steps
         time.sleep(0.3)
         assert scheduler.steps == steps
+        assert stream.summary is None
+
+
+def test_transformer_refuses_bad_parameters(lm_server: RunningServer) -> None:
+    with TaskClient(lm_server.address, timeout=120) as client:
+        for kwargs, message in [
+            ({"max_new_tokens": 513}, "max_new_tokens must be between 1 and 512"),
+            ({"top_k": 5000}, r"top_k must be between 0 \(no limit\) and 2048"),
+            ({"temperature": 11.0}, "temperature must be between 0 and 10"),
+        ]:
+            with pytest.raises(ClientError, match=message) as caught:
+                client.generate("Hello", **kwargs).text()  # type: ignore[arg-type]
+            assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_unloading_the_model_ends_its_streams_and_its_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
