@@ -127,15 +127,20 @@ def _generate(client: TaskClient, args: argparse.Namespace) -> int:
         prompt, max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, stop=args.stop, model=args.model, version=args.model_version,
     )  # fmt: skip
+    printed = False
     try:
         for text in stream:
             if args.json:
                 _print_json({"text": text})
             else:
                 print(text, end="", flush=True)
+                printed = True
     except KeyboardInterrupt:
         stream.cancel()
         raise
+    finally:
+        if printed and stream.summary is None:
+            print(flush=True)  # the error message starts on its own line
     summary = stream.summary
     assert summary is not None
     if args.json:
