@@ -2,8 +2,9 @@
 
     python bench/generation.py [--model-repository models --model textgen_transformer --requests 16]
 
-The same requests (prompts of varied length, max_new_tokens spread over 16..112, seeded sampling, the
-end-of-text token ignored so every request generates exactly its max_new_tokens) run three ways on the
+The same requests (prompts of varied length; max_new_tokens spread from 16 to what the context leaves
+after the longest prompt, at most 128; seeded sampling; the end-of-text token ignored so every request
+generates exactly its max_new_tokens) run three ways on the
 same ONNX Runtime session, worker threads, sampling and detokenizing code, all arriving at once:
 
 - continuous: the server's `GenerationScheduler` with max_active_sequences = the number of requests;

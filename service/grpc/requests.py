@@ -1,10 +1,10 @@
 """Request parsing that answers invalid UTF-8 in a text field with INVALID_ARGUMENT naming the field.
 
 proto3 `string` fields must hold UTF-8, and the protobuf runtime refuses to parse a message whose strings
-do not; grpcio would then answer INTERNAL "Exception deserializing request!", which tells the client
-nothing it can act on. Here a request that fails to parse comes through as `Unparsable`, with a message
-found by parsing it again as its "bytes twin" (the same message with every string field declared bytes)
-and naming the field, the element and the offending byte.
+do not; grpc.aio would then answer UNKNOWN "Unexpected <class '...DecodeError'>: Error parsing message",
+which tells the client nothing it can act on. Here a request that fails to parse comes through as
+`Unparsable`, with a message found by parsing it again as its "bytes twin" (the same message with every
+string field declared bytes) and naming the field, the element and the offending byte.
 """
 
 from __future__ import annotations
