@@ -330,6 +330,9 @@ def test_transformer_cancel_frees_the_slot(lm_server: RunningServer) -> None:
             list(pieces)
         assert caught.value.code is grpc.StatusCode.CANCELLED  # it was stopped mid-stream
         assert eventually(lambda: scheduler.active == 0)
+        gauge = {"model": "textgen_transformer", "version": "1"}
+        registry = lm_server.app.metrics.registry
+        assert eventually(lambda: registry.get_sample_value("deepserve_generation_active_sequences", gauge) == 0)
         steps = scheduler.steps
         time.sleep(0.3)
         assert scheduler.steps == steps
