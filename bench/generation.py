@@ -38,13 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.transformer import write_standin  # noqa: E402
 from service.batching.sampling import sample  # noqa: E402
-from service.batching.scheduler import (  # noqa: E402
-    ForwardFn,
-    GenerationScheduler,
-    SchedulerConfig,
-    TextChunk,
-    collate,
-)
+from service.batching.scheduler import ForwardFn, GenerationScheduler, SchedulerConfig  # noqa: E402
+from service.batching.sequences import TextChunk, collate  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
 from service.runtime import CPU, ModelSession  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402

@@ -23,14 +23,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.batching.scheduler import (
-    Finished,
-    FinishReason,
-    ForwardFn,
-    GenerationScheduler,
-    SchedulerConfig,
-    TextChunk,
-)
+from service.batching.scheduler import ForwardFn, GenerationScheduler, SchedulerConfig
+from service.batching.sequences import Finished, FinishReason, TextChunk
 from service.config import Task
 from service.errors import DeepserveError, InvalidInputError, UnavailableError
 from service.metrics import ModelMetrics

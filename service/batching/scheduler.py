@@ -22,7 +22,6 @@ spots stop sequences.
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import logging
 import time
@@ -35,6 +34,16 @@ from typing import Protocol
 import numpy as np
 
 from service.batching.sampling import sample
+from service.batching.sequences import (
+    Detokenizer,
+    Event,
+    Finished,
+    FinishReason,
+    RequestStatus,
+    SequenceState,
+    TextChunk,
+    collate,
+)
 from service.errors import (
     DeadlineExceededError,
     DeepserveError,
@@ -49,50 +58,6 @@ log = logging.getLogger(__name__)
 
 ForwardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(token_ids int64 (batch, length), attention_mask int64 (batch, length)) → logits (batch, length, vocab)."""
-
-
-class RequestStatus(enum.Enum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    FINISHED = "finished"
-
-
-class FinishReason(str, enum.Enum):
-    LENGTH = "length"
-    STOP = "stop"
-    EOS = "eos"
-    CONTEXT = "context"
-    CANCELLED = "cancelled"
-    DEADLINE = "deadline"
-    ERROR = "error"
-
-
-class Detokenizer(Protocol):
-    """Turns one request's generated tokens into text, one token at a time."""
-
-    def add(self, token_id: int) -> tuple[str, bool]:
-        """Text that became final with this token, and whether a stop sequence appeared (the text then
-        ends just before it)."""
-        ...
-
-    def flush(self) -> str:
-        """Text held back so far (e.g. a possible start of a stop sequence), released at the end."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class TextChunk:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    reason: FinishReason
-    prompt_tokens: int
-    generated_tokens: int
-
-
-Event = TextChunk | Finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,41 +92,6 @@ class _NullObserver:
 
     def rejected(self, reason: str) -> None:
         pass
-
-
-class SequenceState:
-    """One request, owned by the scheduler loop: its tokens, sampling state and event queue."""
-
-    __slots__ = (
-        "arrived", "deadline", "detokenizer", "events", "finish_reason", "id", "last_token_at", "max_new_tokens",
-        "prompt_tokens", "rng", "sampling", "status", "tokens",
-    )  # fmt: skip
-
-    def __init__(
-        self, seq_id: int, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingParams,
-        detokenizer: Detokenizer, deadline: float | None, now: float,
-    ) -> None:  # fmt: skip
-        self.id = seq_id
-        self.tokens = list(prompt_ids)
-        self.prompt_tokens = len(self.tokens)
-        self.max_new_tokens = max_new_tokens
-        self.sampling = sampling
-        self.rng = np.random.default_rng(sampling.seed)
-        self.detokenizer = detokenizer
-        self.deadline = deadline
-        self.status = RequestStatus.WAITING
-        self.finish_reason: FinishReason | None = None
-        self.events: asyncio.Queue[Event | DeepserveError] = asyncio.Queue()
-        self.arrived = now
-        self.last_token_at: float | None = None
-
-    @property
-    def generated(self) -> int:
-        return len(self.tokens) - self.prompt_tokens
-
-    @property
-    def finished(self) -> bool:
-        return self.status is RequestStatus.FINISHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,14 +330,3 @@ class GenerationScheduler:
 
     def _publish(self) -> None:
         self._observer.sequences(self.active, self.waiting)
-
-
-def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Right-padded int64 token_ids and attention_mask (1 for real tokens), and each sequence's length."""
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    token_ids = np.full((len(sequences), int(lengths.max())), pad_id, dtype=np.int64)
-    mask = np.zeros_like(token_ids)
-    for row, seq in enumerate(sequences):
-        token_ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return token_ids, mask, lengths

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from service.batching.scheduler import FinishReason, TextChunk
+from service.batching.sequences import FinishReason, TextChunk
 from service.config import Task
 from service.errors import InvalidInputError
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic

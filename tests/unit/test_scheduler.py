@@ -11,15 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching.scheduler import (
-    Finished,
-    FinishReason,
-    GenerationScheduler,
-    GenerationStream,
-    SchedulerConfig,
-    TextChunk,
-    collate,
-)
+from service.batching.scheduler import GenerationScheduler, GenerationStream, SchedulerConfig
+from service.batching.sequences import Finished, FinishReason, TextChunk, collate
 from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, QueueFullError, UnavailableError
 from service.types import SamplingParams
 
