@@ -50,6 +50,11 @@ class RnnSpec:
     dropout: float = 0.4
     cell: str = "lstm"
     """"lstm" or "gru"."""
+    bigram_buckets: int = 0
+    """Hashed token-bigram embedding table size; 0 for none."""
+    bigram_mode: str = "parallel"
+    """"input": bigram embedding added to each step's token embedding; "parallel": a masked mean of token and
+    bigram embeddings (fastText-style) concatenated with the RNN's pooled features."""
 
 
 @keras.saving.register_keras_serializable("deepserve")
@@ -71,6 +76,34 @@ class MaskedMaxPooling1D(layers.Layer):
         return None
 
 
+@keras.saving.register_keras_serializable("deepserve")
+class HashedBigrams(layers.Layer):
+    """token_ids (batch, length) → id of the bigram (previous token, token) hashed into 1..buckets-1, or 0
+    where either token is padding (id 0) or there is no previous token."""
+
+    def __init__(self, vocab_size: int, buckets: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.buckets = vocab_size, buckets
+
+    def call(self, token_ids):
+        previous = ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
+        hashed = ops.mod(previous * self.vocab_size + token_ids, self.buckets - 1) + 1
+        valid = ops.logical_and(ops.not_equal(previous, 0), ops.not_equal(token_ids, 0))
+        return ops.where(valid, hashed, ops.zeros_like(hashed))
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "buckets": self.buckets}
+
+
+@keras.saving.register_keras_serializable("deepserve")
+class MaskedMean(layers.Layer):
+    """Mean over the time steps whose id is not 0 (0 when there are none)."""
+
+    def call(self, x, ids):
+        keep = ops.cast(ops.expand_dims(ops.not_equal(ids, 0), -1), x.dtype)
+        return ops.sum(x * keep, axis=1) / ops.maximum(ops.sum(keep, axis=1), 1.0)
+
+
 def build_rnn(spec: RnnSpec, name: str = "sentiment_rnn") -> keras.Model:
     """Embedding (id 0 is padding and masked) → bidirectional LSTM (or GRU) over the sequence → masked mean
     and max pooling → softmax over the classes.
@@ -78,12 +111,26 @@ def build_rnn(spec: RnnSpec, name: str = "sentiment_rnn") -> keras.Model:
     The mask makes the probabilities independent of right padding, which the server's batcher adds.
     """
     token_ids = keras.Input((None,), dtype="int64", name="token_ids")
-    x = layers.Embedding(spec.vocab_size, spec.embedding, mask_zero=True)(token_ids)
+    tokens = layers.Embedding(spec.vocab_size, spec.embedding, mask_zero=True)(token_ids)
+    bigram_ids = HashedBigrams(spec.vocab_size, spec.bigram_buckets)(token_ids) if spec.bigram_buckets else None
+    x = tokens
+    if bigram_ids is not None and spec.bigram_mode == "input":
+        bigrams = layers.Embedding(spec.bigram_buckets, spec.embedding)(bigram_ids)
+        x = layers.Add()([x, bigrams])  # id 0 (no bigram) has its own learned vector; padding stays masked
     x = layers.SpatialDropout1D(spec.dropout / 2)(x)
     cell = {"lstm": layers.LSTM, "gru": layers.GRU}[spec.cell]
     x = layers.Bidirectional(cell(spec.units, return_sequences=True))(x)
-    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), MaskedMaxPooling1D()(x)])
-    x = layers.Dropout(spec.dropout)(x)
+    pooled = [layers.GlobalAveragePooling1D()(x), MaskedMaxPooling1D()(x)]
+    if bigram_ids is not None and spec.bigram_mode == "parallel":
+        bigrams = layers.Embedding(spec.bigram_buckets, spec.embedding)(bigram_ids)
+        pooled += [MaskedMean()(tokens, token_ids), MaskedMean()(bigrams, bigram_ids)]
+    x = layers.Dropout(spec.dropout)(layers.Concatenate()(pooled))
+    if bigram_ids is not None and spec.bigram_mode == "wide":
+        logits = [layers.Dense(spec.classes)(x)]
+        for ids, size in ((token_ids, spec.vocab_size), (bigram_ids, spec.bigram_buckets)):
+            logits.append(MaskedMean()(layers.Embedding(size, spec.classes, embeddings_initializer="zeros")(ids), ids))
+        probabilities = layers.Activation("softmax", name="probabilities")(layers.Add()(logits))
+        return keras.Model(token_ids, probabilities, name=name)
     probabilities = layers.Dense(spec.classes, activation="softmax", name="probabilities")(x)
     return keras.Model(token_ids, probabilities, name=name)
 
