@@ -51,10 +51,7 @@ class RnnSpec:
     cell: str = "lstm"
     """"lstm" or "gru"."""
     bigram_buckets: int = 0
-    """Hashed token-bigram embedding table size; 0 for none."""
-    bigram_mode: str = "parallel"
-    """"input": bigram embedding added to each step's token embedding; "parallel": a masked mean of token and
-    bigram embeddings (fastText-style) concatenated with the RNN's pooled features."""
+    """Size of the hashed token-bigram table of the linear ("wide") path; 0 for the RNN alone."""
 
 
 @keras.saving.register_keras_serializable("deepserve")
@@ -106,32 +103,27 @@ class MaskedMean(layers.Layer):
 
 def build_rnn(spec: RnnSpec, name: str = "sentiment_rnn") -> keras.Model:
     """Embedding (id 0 is padding and masked) → bidirectional LSTM (or GRU) over the sequence → masked mean
-    and max pooling → softmax over the classes.
+    and max pooling → class logits. With `bigram_buckets`, a linear path adds to those logits the mean of
+    per-class weights of the text's tokens and of its hashed token bigrams (a "wide & deep" classifier);
+    then softmax.
 
     The mask makes the probabilities independent of right padding, which the server's batcher adds.
     """
     token_ids = keras.Input((None,), dtype="int64", name="token_ids")
-    tokens = layers.Embedding(spec.vocab_size, spec.embedding, mask_zero=True)(token_ids)
-    bigram_ids = HashedBigrams(spec.vocab_size, spec.bigram_buckets)(token_ids) if spec.bigram_buckets else None
-    x = tokens
-    if bigram_ids is not None and spec.bigram_mode == "input":
-        bigrams = layers.Embedding(spec.bigram_buckets, spec.embedding)(bigram_ids)
-        x = layers.Add()([x, bigrams])  # id 0 (no bigram) has its own learned vector; padding stays masked
+    x = layers.Embedding(spec.vocab_size, spec.embedding, mask_zero=True)(token_ids)
     x = layers.SpatialDropout1D(spec.dropout / 2)(x)
     cell = {"lstm": layers.LSTM, "gru": layers.GRU}[spec.cell]
     x = layers.Bidirectional(cell(spec.units, return_sequences=True))(x)
     pooled = [layers.GlobalAveragePooling1D()(x), MaskedMaxPooling1D()(x)]
-    if bigram_ids is not None and spec.bigram_mode == "parallel":
-        bigrams = layers.Embedding(spec.bigram_buckets, spec.embedding)(bigram_ids)
-        pooled += [MaskedMean()(tokens, token_ids), MaskedMean()(bigrams, bigram_ids)]
     x = layers.Dropout(spec.dropout)(layers.Concatenate()(pooled))
-    if bigram_ids is not None and spec.bigram_mode == "wide":
-        logits = [layers.Dense(spec.classes)(x)]
-        for ids, size in ((token_ids, spec.vocab_size), (bigram_ids, spec.bigram_buckets)):
-            logits.append(MaskedMean()(layers.Embedding(size, spec.classes, embeddings_initializer="zeros")(ids), ids))
-        probabilities = layers.Activation("softmax", name="probabilities")(layers.Add()(logits))
+    if not spec.bigram_buckets:
+        probabilities = layers.Dense(spec.classes, activation="softmax", name="probabilities")(x)
         return keras.Model(token_ids, probabilities, name=name)
-    probabilities = layers.Dense(spec.classes, activation="softmax", name="probabilities")(x)
+    logits = [layers.Dense(spec.classes)(x)]
+    bigram_ids = HashedBigrams(spec.vocab_size, spec.bigram_buckets)(token_ids)
+    for ids, size in ((token_ids, spec.vocab_size), (bigram_ids, spec.bigram_buckets)):
+        logits.append(MaskedMean()(layers.Embedding(size, spec.classes, embeddings_initializer="zeros")(ids), ids))
+    probabilities = layers.Activation("softmax", name="probabilities")(layers.Add()(logits))
     return keras.Model(token_ids, probabilities, name=name)
 
 

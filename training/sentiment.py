@@ -180,7 +180,6 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
         settings.units,
         settings.dropout,
         bigram_buckets=settings.bigram_buckets,
-        bigram_mode="wide",
     )
     x_val = pad(ids["val"], PAD_ID, settings.max_length)
     members, results = [], []
