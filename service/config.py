@@ -175,6 +175,20 @@ class Generation(_Strict):
     bos_id: int | None = None
     default_max_new_tokens: int = Field(default=64, ge=1)
     max_new_tokens_limit: int = Field(default=512, ge=1)
+    step_model: str | None = Field(default=None, min_length=1)
+    """File in each version folder (next to model.onnx) with the same weights exported for KV-cache
+    decoding; generation then computes only each sequence's new tokens per step. Without it every step
+    recomputes whole sequences with model.onnx. It must exist when the model loads. Its graph:
+
+    - inputs `token_ids`, `positions` INT64 [batch, new]; `past_mask` INT64 [batch, past] (1 where a
+      cache slot holds an earlier token); and per layer l = 0, 1, ... `past_key_<l>`, `past_value_<l>`
+      FP32 [batch, heads, past, head_dim].
+    - outputs `logits` FP32 [batch, new, vocab] (vocab as model.onnx's logits) and per layer
+      `new_key_<l>`, `new_value_<l>` FP32 [batch, heads, new, head_dim]: the new tokens' keys and values.
+
+    New tokens attend to the valid past slots and causally to each other, so one graph serves prefill
+    (new = prompt length, past = 0) and decoding (new = 1). `deepserve-train transformer` writes it as
+    `decoder_step.onnx` and checks it against model.onnx."""
 
 
 class ModelConfig(_Strict):

@@ -13,6 +13,7 @@ from pathlib import Path
 log = logging.getLogger("training")
 
 RECIPES = ("cnn", "rnn", "transformer")
+STEP = "transformer-step"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +21,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="deepserve-train",
         description="Train the example models offline, export them to ONNX, prove parity, write a model repository.",
     )
-    parser.add_argument("model", choices=[*RECIPES, "all"], help="which model to train (all: the three defaults)")
+    parser.add_argument(
+        "model",
+        choices=[*RECIPES, "all", STEP],
+        help=f"which model to train (all: the three defaults); {STEP}: add the KV-cache step model "
+        "(decoder_step.onnx) to an already trained textgen entry in --output, without retraining",
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -74,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.model == "all" and (args.data or args.name):
         print("deepserve-train: --data and --name need a single model, not `all`", file=sys.stderr)
         return 2
+    if args.model == STEP:
+        from training.textgen_step import add_to_entry
+
+        entry = args.output / (args.name or "textgen_transformer")
+        export = add_to_entry(entry)
+        print(f"{STEP}: wrote {export.path} (max |diff| vs model.onnx {export.max_abs_diff:.3g}); updated "
+              f"{entry / 'config.yaml'} and {entry / 'model_card.json'}")  # fmt: skip
+        return 0
     args.output.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
         settings = _settings(kind, args)

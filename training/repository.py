@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -43,14 +44,18 @@ def config_yaml(config: ModelConfig) -> str:
 
 
 def write_entry(
-    output: Path, name: str, config: ModelConfig, onnx_file: Path, assets: dict[str, str | bytes], card: dict
-) -> Path:
-    """Replace models/<name>/ with a fresh entry and check the server can parse its config."""
+    output: Path, name: str, config: ModelConfig, onnx_file: Path, assets: dict[str, str | bytes], card: dict,
+    version_files: Sequence[Path] = (),
+) -> Path:  # fmt: skip
+    """Replace models/<name>/ with a fresh entry and check the server can parse its config. `version_files`
+    are copied next to model.onnx (e.g. the KV-cache step model)."""
     entry = output / name
     if entry.exists():
         shutil.rmtree(entry)
     (entry / str(VERSION)).mkdir(parents=True)
     shutil.copyfile(onnx_file, entry / str(VERSION) / MODEL_FILE)
+    for extra in version_files:
+        shutil.copyfile(extra, entry / str(VERSION) / extra.name)
     for file_name, content in assets.items():
         target = entry / file_name
         if isinstance(content, bytes):
@@ -58,7 +63,8 @@ def write_entry(
         else:
             target.write_text(content, encoding="utf-8")
     (entry / CONFIG_FILE).write_text(config_yaml(config), encoding="utf-8")
-    card = {**card, "files": {f: (entry / f).stat().st_size for f in [*assets, f"{VERSION}/{MODEL_FILE}"]}}
+    files = [*assets, f"{VERSION}/{MODEL_FILE}", *(f"{VERSION}/{extra.name}" for extra in version_files)]
+    card = {**card, "files": {f: (entry / f).stat().st_size for f in files}}
     (entry / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     load_model_config(entry)
     return entry

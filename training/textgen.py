@@ -14,9 +14,11 @@ import numpy as np
 from service.config import DynamicBatching, Generation, ModelConfig, TensorSpec, TextPreprocessing
 from training import data as datasets
 from training.baselines import AddOneBigram
+from training.decoder_step import STEP_FILE
 from training.export import onnx_predict, parity_reference, session
 from training.models import TransformerSpec, build_transformer
 from training.repository import library_versions, write_entry
+from training.textgen_step import KV_CACHE, card_section, export_step_model
 from training.tokenization import BPE_BOS, BPE_EOS, BPE_PAD, encode, pad, train_byte_bpe
 from training.train import PARITY_EXAMPLES, export_and_verify, fit, set_seed
 
@@ -138,7 +140,13 @@ def _config(settings: TextgenSettings, vocab: int, pad_id: int, bos: int, eos: i
         outputs=(TensorSpec(name="logits", datatype="FP32", dims=(-1, vocab)),),
         dynamic_batching=DynamicBatching(max_queue_delay_ms=2.0),
         text=TextPreprocessing(tokenizer="tokenizer.json", max_length=settings.context_length, pad_id=pad_id),
-        generation=Generation(context_length=settings.context_length, max_active_sequences=16, eos_id=eos, bos_id=bos),
+        generation=Generation(
+            context_length=settings.context_length,
+            max_active_sequences=16,
+            eos_id=eos,
+            bos_id=bos,
+            step_model=STEP_FILE,
+        ),
         description=f"decoder-only Transformer language model trained on {source}",
     )
 
@@ -191,6 +199,8 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
     onnx_path = workdir / settings.name / "model.onnx"
     held_out = parity_inputs(np.concatenate([streams["test"], streams["val"]]), ctx, pad_id)
     exported = export_and_verify(model, onnx_path, held_out)
+    step = export_step_model(onnx_path, onnx_path.parent / STEP_FILE, settings.heads, exported.inputs, ctx,
+                             keras_logits=exported.expected)  # fmt: skip
     sess = session(onnx_path)
     invariance = padding_invariance(sess, streams["test"], (5, 17, 64, ctx - 1), ctx)
     log.info("%s: right-padding invariance max |diff| = %.3g", settings.name, invariance)
@@ -243,7 +253,7 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
         "model": {
             "architecture": "decoder-only Transformer: token + learned position embeddings, pre-LayerNorm "
             "blocks (causal multi-head self-attention with key padding mask, GELU MLP), "
-            "final LayerNorm, logits at every position; no KV cache",
+            f"final LayerNorm, logits at every position; {KV_CACHE}",
             "spec": dataclasses.asdict(spec),
             "parameters": int(model.count_params()),
         },
@@ -277,9 +287,10 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
             "padding_invariance_tolerance": 1e-4,
         },
         "onnx": {"opset": exported.opset, "converter": "tf2onnx.convert.from_function"},
+        "kv_cache": card_section(step),
         "versions": library_versions(),
     }
     last = exported.inputs["attention_mask"].sum(axis=1) - 1
     reference = parity_reference(exported.inputs, exported.expected[np.arange(len(last)), last], last_position=last)
     assets = {"tokenizer.json": tokenizer.to_str(pretty=False), "parity_reference.npz": reference}
-    return write_entry(output, settings.name, config, onnx_path, assets, card)
+    return write_entry(output, settings.name, config, onnx_path, assets, card, version_files=[step.path])

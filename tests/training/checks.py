@@ -44,6 +44,8 @@ def check_entry(entry: Path) -> ModelConfig:
     if config.labels:
         labels = (entry / config.labels).read_text(encoding="utf-8").splitlines()
         assert len(labels) == config.outputs[0].dims[-1]
+    if config.generation and config.generation.step_model:
+        onnx.checker.check_model(str(entry / "1" / config.generation.step_model), full_check=True)
     if config.text:
         from tokenizers import Tokenizer
 
@@ -60,3 +62,23 @@ def reference_parity(entry: Path) -> float:
     if "last_position" in reference.files:
         outputs = outputs[np.arange(len(outputs)), reference["last_position"]]
     return float(np.max(np.abs(outputs - reference["expected"])))
+
+
+def step_parity_on_reference(entry: Path) -> float:
+    """Max |incremental decoding with the step model - model.onnx| at every real position of the committed
+    held-out rows (prefill, then one token at a time; see training/step_parity.py)."""
+    from training.step_parity import step_parity
+
+    config = load_model_config(entry)
+    assert config.generation is not None and config.generation.step_model
+    reference = np.load(entry / "parity_reference.npz")
+    inputs = {k.removeprefix("input_"): reference[k] for k in reference.files if k.startswith("input_")}
+    full = session(entry)
+    expected = np.concatenate(
+        [
+            full.run(None, {k: v[i : i + 20] for k, v in inputs.items()})[0]
+            for i in range(0, len(inputs["token_ids"]), 20)
+        ]
+    )
+    step = ort.InferenceSession(str(entry / "1" / config.generation.step_model), providers=["CPUExecutionProvider"])
+    return step_parity(step, inputs, expected, config.generation.context_length)

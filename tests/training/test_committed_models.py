@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from service.config import load_model_config
-from tests.training.checks import card, check_entry, reference_parity, session
+from tests.training.checks import card, check_entry, reference_parity, session, step_parity_on_reference
 from tests.training.conftest import COMMITTED
 
 pytestmark = pytest.mark.training
@@ -120,3 +120,56 @@ def test_textgen_logits_ignore_right_padding(models_dir: Path) -> None:
         x = np.array([seq], dtype=np.int64)
         alone = sess.run(None, {"token_ids": x, "attention_mask": np.ones_like(x)})[0][0]
         assert np.max(np.abs(alone - batched[i, : len(seq)])) <= 1e-4
+
+
+def test_textgen_step_model_decodes_what_the_full_model_computes(models_dir: Path) -> None:
+    """The committed decoder_step.onnx against the committed model.onnx: prefill then one token at a time
+    reproduces the logits at every position of the 100 held-out rows (no TensorFlow needed)."""
+    entry = models_dir / "textgen_transformer"
+    assert step_parity_on_reference(entry) <= 1e-4
+    info = card(entry)["kv_cache"]
+    assert info["parity"]["max_abs_diff"] <= 1e-4 and info["parity"]["examples"] >= 100
+
+
+def test_textgen_step_model_holds_the_full_models_weights(models_dir: Path, tmp_path: Path) -> None:
+    """Deriving the step graph from the committed model.onnx again gives the committed file's weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    from training.decoder_step import derive_step_model
+
+    entry = models_dir / "textgen_transformer"
+    derived = derive_step_model(
+        entry / "1" / "model.onnx", tmp_path / "step.onnx", card(entry)["model"]["spec"]["heads"]
+    )
+    committed = onnx.load(str(entry / "1" / "decoder_step.onnx"))
+    weights = {t.name: numpy_helper.to_array(t) for t in committed.graph.initializer}
+    assert len(weights) == len(derived.graph.initializer)
+    for tensor in derived.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(tensor), weights[tensor.name])
+
+
+def test_transformer_step_adds_the_step_model_to_an_older_entry(tmp_path: Path, models_dir: Path) -> None:
+    """`deepserve-train transformer-step`: an entry trained before the KV cache existed gets decoder_step.onnx,
+    `generation.step_model` in config.yaml and a `kv_cache` section in its card (no TensorFlow needed)."""
+    import json
+    import shutil
+
+    import yaml
+
+    from training.cli import main
+
+    entry = tmp_path / "textgen_transformer"
+    shutil.copytree(models_dir / "textgen_transformer", entry)
+    (entry / "1" / "decoder_step.onnx").unlink()
+    config = yaml.safe_load((entry / "config.yaml").read_text())
+    del config["generation"]["step_model"]
+    (entry / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    info = card(entry)
+    del info["kv_cache"], info["files"]["1/decoder_step.onnx"]
+    (entry / "model_card.json").write_text(json.dumps(info))
+    assert main(["transformer-step", "--output", str(tmp_path), "-q"]) == 0
+    check_entry(entry)
+    assert load_model_config(entry).generation.step_model == "decoder_step.onnx"
+    assert card(entry)["kv_cache"]["parity"]["max_abs_diff"] <= 1e-4
+    assert step_parity_on_reference(entry) <= 1e-4

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.checks import card, check_entry, reference_parity
+from tests.training.checks import card, check_entry, reference_parity, step_parity_on_reference
 
 pytestmark = pytest.mark.training
 pytest.importorskip("tensorflow", reason="needs the train extra (pip install -e '.[train]')")
@@ -68,9 +68,14 @@ def test_tiny_transformer(tmp_path: Path) -> None:
     from training.textgen import TextgenSettings, run
 
     settings = TextgenSettings(epochs=1, limit=16, vocab_size=300, d_model=16, heads=2, layers=1)
-    info = _check(run(settings, tmp_path / "models", tmp_path / "work"), "textgen_transformer")
+    entry = run(settings, tmp_path / "models", tmp_path / "work")
+    info = _check(entry, "textgen_transformer")
     assert info["parity"]["padding_invariance_max_abs_diff"] <= 1e-4
     assert len(info["samples"]) == 3
+    assert (entry / "1" / "decoder_step.onnx").is_file() and info["kv_cache"]["file"] == "1/decoder_step.onnx"
+    assert info["kv_cache"]["parity"]["max_abs_diff"] <= 1e-4
+    assert info["kv_cache"]["parity"]["max_abs_diff_vs_keras"] <= 1e-4
+    assert step_parity_on_reference(entry) <= 1e-4
 
 
 def test_cli_writes_an_entry(tmp_path: Path) -> None:
