@@ -17,7 +17,7 @@ from service.batching.batcher import BatchPolicy, DynamicBatcher
 from service.batching.collate import CollateSpec, Tensors
 from service.config import ModelConfig
 from service.metrics import ModelMetrics
-from service.runtime import ModelSession
+from service.runtime import ModelSession, StepModel
 from service.types import BatchStat, InferRequest, InferResponse, ModelStats
 from service.validation import validate_inputs, validate_outputs
 
@@ -94,12 +94,14 @@ class StatsObserver:
 class ModelPipeline:
     def __init__(
         self, name: str, version: str, config: ModelConfig, session: ModelSession, executor: Executor,
-        metrics: ModelMetrics,
+        metrics: ModelMetrics, step_model: StepModel | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.version = version
         self.config = config
         self.session = session
+        self.step_model = step_model
+        """The KV-cache decoding graph of a text_generation model (`generation.step_model`), if it has one."""
         self.metrics = metrics
         policy = batch_policy(config)
         self.observer = StatsObserver(metrics, policy.max_queue_size)

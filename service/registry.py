@@ -16,7 +16,13 @@ from service.errors import DeepserveError, ModelLoadError, ModelNotFoundError, U
 from service.metrics import Metrics
 from service.pipeline import ModelPipeline
 from service.repository import ModelEntry, ModelRepository
-from service.runtime import ModelSession, available_providers, check_signature, choose_providers
+from service.runtime import (
+    ModelSession,
+    available_providers,
+    check_signature,
+    choose_providers,
+    load_step_model,
+)
 from service.types import ModelIndexEntry, ModelState
 
 log = logging.getLogger(__name__)
@@ -161,10 +167,12 @@ class ModelRegistry:
             session = ModelSession(path, entry.config, providers)
             check_signature(session, entry.config, entry.name)
             session.warmup()
+            step_file = entry.step_models.get(version)
+            step = load_step_model(step_file, entry.config, providers, entry.name) if step_file else None
             log.info(
                 "model version loaded",
                 extra={"model": entry.name, "version": version, "providers": session.providers},
             )
             metrics = self.metrics.for_model(entry.name, version)
-            built[version] = ModelPipeline(entry.name, version, entry.config, session, self.executor, metrics)
+            built[version] = ModelPipeline(entry.name, version, entry.config, session, self.executor, metrics, step)
         return built

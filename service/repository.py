@@ -7,7 +7,7 @@ are checked so they can never reach outside the repository.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.config import CONFIG_FILE, ModelConfig, load_model_config
@@ -24,6 +24,8 @@ class ModelEntry:
     config: ModelConfig
     versions: dict[str, Path]
     """Selected versions (by the config's version policy) → their model.onnx."""
+    step_models: dict[str, Path] = field(default_factory=dict)
+    """Selected versions → their KV-cache decoding graph (`generation.step_model`), when the config names one."""
 
 
 class ModelRepository:
@@ -65,4 +67,21 @@ class ModelRepository:
                 f"model '{name}': version_policy selects none of the available versions {sorted(with_file)}; "
                 "fix `version_policy.specific`"
             )
-        return ModelEntry(name, path, config, {str(v): with_file[v] for v in selected})
+        versions = {str(v): with_file[v] for v in selected}
+        return ModelEntry(name, path, config, versions, _step_models(name, config, versions))
+
+
+def _step_models(name: str, config: ModelConfig, versions: dict[str, Path]) -> dict[str, Path]:
+    """Each selected version's `generation.step_model` file, which must exist when the config names one."""
+    step = config.generation.step_model if config.generation is not None else None
+    if step is None:
+        return {}
+    files = {version: model.parent / step for version, model in versions.items()}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing or Path(step).name != step:
+        raise ModelLoadError(
+            f"model '{name}': `generation.step_model` is '{step}' but there is no such file in the version folder "
+            f"({', '.join(missing) or 'a plain file name is needed'}); export it (deepserve-train writes "
+            "decoder_step.onnx) or remove the key to decode without a KV cache"
+        )
+    return files

@@ -253,3 +253,25 @@ def make_task_repository(root: Path) -> Path:
     write_lm(root)
     write_lm(root, "slow_lm", context=1024, slow_repeats=24, max_active_sequences=4)
     return root
+
+
+def random_transformer(vocab: int, context: int, d_model: int, layers: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Random `training.decoder_step.TransformerWeights` (for step graphs built with `build_step_graph`)."""
+    from training.decoder_step import Block, Dense, TransformerWeights
+
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def dense(n_in: int, n_out: int) -> Dense:
+        return Dense(w(n_in, n_out), w(n_out, scale=0.05))
+
+    def norm() -> tuple[np.ndarray, np.ndarray]:
+        return 1 + w(d_model, scale=0.1), w(d_model, scale=0.1)
+
+    d = d_model
+    blocks = tuple(
+        Block(norm(), dense(d, 3 * d), dense(d, d), norm(), dense(d, 4 * d), dense(4 * d, d)) for _ in range(layers)
+    )
+    return TransformerWeights(w(vocab, d), w(context, d), blocks, norm(), dense(d, vocab))

@@ -138,3 +138,37 @@ def test_symlink_leaving_the_repository_is_not_followed(tmp_path: Path) -> None:
 def test_dotted_names_inside_the_repository_are_fine(tmp_path: Path) -> None:
     write_model(tmp_path, "resnet-50.v2_int8")
     assert ModelRepository(tmp_path).model_dir("resnet-50.v2_int8") == (tmp_path / "resnet-50.v2_int8").resolve()
+
+
+GENERATION = {
+    "task": "text_generation",
+    "text": {"max_length": 16},
+    "generation": {"context_length": 16, "step_model": "decoder_step.onnx"},
+}
+
+
+def test_step_model_is_found_next_to_each_version(tmp_path: Path) -> None:
+    folder = write_model(tmp_path, "lm", versions=(1, 2), version_policy={"latest": 2}, **GENERATION)
+    for v in (1, 2):
+        (folder / str(v) / "decoder_step.onnx").write_bytes(b"")
+    entry = ModelRepository(tmp_path).load("lm")
+    assert entry.step_models == {v: folder.resolve() / v / "decoder_step.onnx" for v in ("1", "2")}
+    assert ModelRepository(tmp_path).load("lm").config.generation.step_model == "decoder_step.onnx"
+
+
+@pytest.mark.parametrize("step_model", ["decoder_step.onnx", "../1/decoder_step.onnx"])
+def test_missing_step_model_is_a_load_error_naming_the_key(tmp_path: Path, step_model: str) -> None:
+    config = {**GENERATION, "generation": {**GENERATION["generation"], "step_model": step_model}}
+    folder = write_model(tmp_path, "lm", **config)
+    if "/" in step_model:
+        (folder / "1" / "decoder_step.onnx").write_bytes(b"")  # exists, but is not a plain file name
+    with pytest.raises(ModelLoadError) as info:
+        ModelRepository(tmp_path).load("lm")
+    assert "model 'lm': `generation.step_model`" in info.value.message
+    assert "remove the key" in info.value.message
+
+
+def test_without_step_model_there_is_none(tmp_path: Path) -> None:
+    config = {**GENERATION, "generation": {"context_length": 16}}
+    write_model(tmp_path, "lm", **config)
+    assert ModelRepository(tmp_path).load("lm").step_models == {}

@@ -10,7 +10,16 @@ import pytest
 
 from service.config import Device, ModelConfig, parse_model_config
 from service.errors import ConfigError, ModelLoadError
-from service.runtime import CPU, CUDA, ModelSession, check_device, check_signature, choose_providers, warmup_array
+from service.runtime import (
+    CPU,
+    CUDA,
+    ModelSession,
+    check_device,
+    check_signature,
+    choose_providers,
+    load_step_model,
+    warmup_array,
+)
 from tests.tiny_models import CONFIGS, add_sub, bytes_identity, token_sum
 
 BOTH = [CUDA, CPU]
@@ -206,3 +215,64 @@ def test_warmup_arrays_follow_the_config(tmp_path: Path) -> None:
     assert arr.shape == (1, 1) and arr.dtype == np.int64
     assert warmup_array(config.inputs[0], batched=False).shape == (1,)
     ModelSession(path, config, [CPU]).warmup()
+
+
+# ---- the KV-cache step model ------------------------------------------------------------------------------
+LM_CONFIG = {
+    "task": "text_generation",
+    "max_batch_size": 4,
+    "inputs": [{"name": "token_ids", "datatype": "INT64", "dims": [-1]}],
+    "outputs": [{"name": "logits", "datatype": "FP32", "dims": [-1, 40]}],
+    "text": {"max_length": 24},
+    "generation": {"context_length": 24, "step_model": "decoder_step.onnx"},
+}
+
+
+def step_file(tmp_path: Path, edit=None) -> Path:  # type: ignore[no-untyped-def]
+    import onnx
+
+    from tests.tiny_task_models import random_transformer
+    from training.decoder_step import build_step_graph
+
+    proto = build_step_graph(random_transformer(40, 24, 16, 2), heads=2)
+    if edit is not None:
+        edit(proto.graph)
+    path = tmp_path / "lm" / "1" / "decoder_step.onnx"
+    path.parent.mkdir(parents=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_step_model_loads_with_its_cache_shape(tmp_path: Path) -> None:
+    step = load_step_model(step_file(tmp_path), parse_model_config(LM_CONFIG, "lm"), [CPU], "lm")
+    assert (step.layers, step.heads, step.head_dim) == (2, 2, 8)
+
+
+def _rename(old: str, new: str):  # type: ignore[no-untyped-def]
+    def edit(graph) -> None:  # type: ignore[no-untyped-def]
+        for value in [*graph.input, *graph.output]:
+            if value.name == old:
+                value.name = new
+        for node in graph.node:
+            node.input[:] = [new if n == old else n for n in node.input]
+            node.output[:] = [new if n == old else n for n in node.output]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "config", "fragment"),
+    [
+        (_rename("past_mask", "mask"), {}, "needs an INT64 input `past_mask`"),
+        (_rename("new_value_1", "new_value_7"), {}, "new_key_<l>, new_value_<l> outputs"),
+        (None, {"outputs": [{"name": "logits", "datatype": "FP32", "dims": [-1, 41]}]}, "logits` [batch, new, 41]"),
+    ],
+)
+def test_step_model_off_contract_is_a_load_error_naming_the_key(
+    tmp_path: Path, edit: object, config: dict, fragment: str
+) -> None:
+    path = step_file(tmp_path, edit)
+    with pytest.raises(ModelLoadError) as info:
+        load_step_model(path, parse_model_config({**LM_CONFIG, **config}, "lm"), [CPU], "lm")
+    assert info.value.message.startswith("model 'lm': `generation.step_model` decoder_step.onnx: ")
+    assert fragment in info.value.message
