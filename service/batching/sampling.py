@@ -1,10 +1,19 @@
-"""Next-token sampling in numpy: temperature, top-k, top-p, with the request's own random generator.
+"""Next-token sampling in numpy: temperature, top-k, top-p, with each request's own random generator.
 
-Each sampled token takes exactly one draw from the request's generator (greedy takes none), so a seed
-gives the same tokens whatever else runs in the same batch.
+`sample_batch` draws one token per row of a step's logits, vectorized across the batch: greedy rows take
+one argmax; sampled rows are grouped by their top-k, and each group works on its k candidate tokens only
+(`argpartition` on the float32 logits, then temperature, softmax, top-p and the draw on [rows, k] arrays).
+Rows without top-k use the whole vocabulary. A row whose k-th logit is tied with tokens beyond the k keeps
+them all, as a threshold on the logits would.
+
+Each sampled token takes exactly one draw from its request's generator (greedy takes none), and every
+operation works row by row, so a seed gives the same tokens whatever else runs in the same batch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -13,27 +22,108 @@ from service.types import SamplingParams
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
     """One token id from a vector of next-token logits."""
-    if params.temperature == 0:
-        return int(np.argmax(logits))
-    probs = distribution(logits, params)
-    cdf = np.cumsum(probs)
-    index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return min(index, len(probs) - 1)
+    return sample_batch(logits[None, :], [params], [rng])[0]
 
 
 def distribution(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
     """Probabilities after temperature, top-k and top-p (float64, sums to 1)."""
-    scaled = logits.astype(np.float64) / max(params.temperature, 1e-6)
-    if 0 < params.top_k < scaled.size:
-        kth = np.partition(scaled, -params.top_k)[-params.top_k]
-        scaled = np.where(scaled >= kth, scaled, -np.inf)
-    probs = np.exp(scaled - np.max(scaled))
-    probs /= probs.sum()
-    if params.top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        cumulative = np.cumsum(probs[order])
-        keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
-        nucleus = np.zeros_like(probs)
-        nucleus[keep] = probs[keep]
-        probs = nucleus / nucleus.sum()
+    probs = np.zeros(logits.shape[-1])
+    params = replace(params, temperature=max(params.temperature, 1e-6))
+    for _, candidates, group in _groups(logits[None, :], [params]):
+        probs[candidates[0]] = group[0]
     return probs
+
+
+def sample_batch(
+    logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator]
+) -> list[int]:
+    """One token id per row of `logits` (batch, vocab), row i with `params[i]` and `rngs[i]`."""
+    tokens = np.argmax(logits, axis=1)
+    for rows, candidates, probs in _groups(logits, params):
+        cdf = np.cumsum(probs, axis=1)
+        targets = np.array([rngs[i].random() for i in rows]) * cdf[:, -1]
+        index = (cdf <= targets[:, None]).sum(axis=1)  # searchsorted(cdf, target, side="right")
+        tokens[rows] = candidates[np.arange(len(rows)), np.minimum(index, candidates.shape[1] - 1)]
+    return tokens.tolist()
+
+
+def _groups(logits: np.ndarray, params: Sequence[SamplingParams]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+    """The sampled (temperature > 0) rows in groups of equal candidate count: (rows, candidate token ids
+    (rows, k) in increasing order, their probabilities (rows, k))."""
+    vocab = logits.shape[1]
+    by_k: dict[int, list[int]] = {}
+    for i, p in enumerate(params):
+        if p.temperature != 0:
+            by_k.setdefault(p.top_k if 0 < p.top_k < vocab else vocab, []).append(i)
+    groups = []
+    for k, rows in by_k.items():
+        block = logits[rows]
+        if k == vocab:
+            groups.append((rows, np.broadcast_to(np.arange(vocab), block.shape), block))
+            continue
+        top = np.argpartition(block, vocab - k, axis=1)[:, vocab - k :]
+        top.sort(axis=1)
+        values = block[np.arange(len(rows))[:, None], top]
+        kth = values.min(axis=1)
+        ties = (block >= kth[:, None]).sum(axis=1) > k
+        if not ties.any():
+            groups.append((rows, top, values))
+            continue
+        plain = ~ties
+        groups.append(([r for r, tied in zip(rows, ties, strict=True) if not tied], top[plain], values[plain]))
+        for j in np.flatnonzero(ties):
+            candidates = np.flatnonzero(block[j] >= kth[j])[None, :]
+            groups.append(([rows[j]], candidates, block[j, candidates]))
+    return [(rows, cand, _probabilities(values, [params[i] for i in rows])) for rows, cand, values in groups if rows]
+
+
+def _probabilities(logits: np.ndarray, params: Sequence[SamplingParams]) -> np.ndarray:
+    """Temperature, softmax and top-p over each row of candidate logits (float64)."""
+    temperatures = np.array([max(p.temperature, 1e-6) for p in params])
+    scaled = logits.astype(np.float64) / temperatures[:, None]
+    probs = np.exp(scaled - np.max(scaled, axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    top_p = np.array([p.top_p for p in params])
+    if np.all(top_p >= 1.0):
+        return probs
+    if probs.shape[1] > WIDE:
+        for row in np.flatnonzero(top_p < 1.0):
+            probs[row] = _nucleus_wide(probs[row], top_p[row])
+        return probs
+    return np.where((top_p < 1.0)[:, None], _nucleus(probs, top_p), probs)
+
+
+WIDE = 256
+"""Candidate counts above this take `_nucleus_wide`, row by row."""
+
+
+def _nucleus_wide(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """`_nucleus` of one row over many candidates: sorts only the most probable ones, widening the set
+    (all tokens at or above a threshold, so ties stay in token order) until they reach top_p."""
+    size = 64
+    while True:
+        if size >= len(probs):
+            head = np.arange(len(probs))
+        else:
+            head = np.flatnonzero(probs >= np.partition(probs, len(probs) - size)[len(probs) - size])
+        order = head[np.argsort(-probs[head], kind="stable")]
+        cumulative = np.cumsum(probs[order])
+        if cumulative[-1] >= top_p or len(head) == len(probs):
+            break
+        size *= 4
+    keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
+    nucleus = np.zeros_like(probs)
+    nucleus[keep] = probs[keep]
+    return nucleus / nucleus.sum()
+
+
+def _nucleus(probs: np.ndarray, top_p: np.ndarray) -> np.ndarray:
+    """Per row, the most probable tokens whose probabilities reach top_p (ties in token order), renormalized."""
+    rows = np.arange(len(probs))[:, None]
+    order = np.argsort(-probs, axis=1, kind="stable")
+    cumulative = np.cumsum(probs[rows, order], axis=1)
+    last = (cumulative < top_p[:, None]).sum(axis=1)  # searchsorted(cumulative, top_p)
+    keep = np.empty(probs.shape, dtype=bool)
+    keep[rows, order] = np.arange(probs.shape[1]) <= last[:, None]
+    nucleus = np.where(keep, probs, 0.0)
+    return nucleus / nucleus.sum(axis=1, keepdims=True)

@@ -1,22 +1,26 @@
-"""Continuous batching for text generation: iteration-level scheduling over a `forward` callable.
+"""Continuous batching for text generation: iteration-level scheduling over a `Decoder`.
 
 One loop per model repeats three phases (vLLM's v1 engine has the same shape):
 
 - `schedule()`: retire sequences that were cancelled or whose deadline passed, then admit waiting
-  ones (first come, first served) up to `max_active_sequences`. Returns a plain `StepPlan`.
-- execute: one forward pass over every running sequence (right-padded `token_ids` + `attention_mask`),
-  each sequence's logits at its last real position, and its next token (`sampling.sample`), all in a
-  worker thread of the shared executor so the event loop stays free.
+  ones (first come, first served) up to `max_active_sequences`. Returns a plain `StepPlan`, which also
+  names the sequences that left since the last step so the decoder can drop their state.
+- execute: the decoder's next-token logits for every running sequence, and each one's next token
+  (`sampling.sample_batch`), all in a worker thread of the shared executor so the event loop stays free.
 - `_update()`: append each token, stream its text to the request's queue, retire finished sequences
-  (max_new_tokens, end-of-text token, stop sequence, context full).
+  (max_new_tokens, end-of-text token, stop sequence, context full). The text of a token that does not
+  end its sequence, for a request without stop sequences, is sent by `_stream()` just after the next step
+  starts: detokenizing and queueing it then overlaps the model instead of delaying it.
 
 New requests join and finished or cancelled ones leave between steps, so a short request never waits
-for a long one to end. There is no KV cache: every step recomputes each sequence in full, so a token
-never depends on what else shares the batch, and a seed reproduces the same text alone or under load.
+for a long one to end. The decoder (`decoders.py`) either recomputes each sequence in full every step
+(`RecomputeDecoder` over a `forward(token_ids, attention_mask)`) or keeps a KV cache per sequence, which
+it fills when the sequence first appears (prefill) and extends by one token per step. Either way a row's
+logits and its sampling never depend on what else shares the batch, so a seed reproduces the same text
+alone or under load.
 
-Knows nothing of gRPC, ONNX Runtime or tokenizers: it takes `forward(token_ids, attention_mask) ->
-logits` of shape (batch, length, vocab) and, per request, a `Detokenizer` that turns tokens into text and
-spots stop sequences.
+Knows nothing of gRPC, ONNX Runtime or tokenizers: it takes a `Decoder` (or a bare `forward`) and, per
+request, a `Detokenizer` that turns tokens into text and spots stop sequences.
 """
 
 from __future__ import annotations
@@ -26,14 +30,13 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
-from service.batching.sampling import sample
+from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
+from service.batching.sampling import sample_batch
 from service.batching.sequences import (
     Detokenizer,
     Event,
@@ -42,7 +45,6 @@ from service.batching.sequences import (
     RequestStatus,
     SequenceState,
     TextChunk,
-    collate,
 )
 from service.errors import (
     DeadlineExceededError,
@@ -56,8 +58,7 @@ from service.types import SamplingParams
 
 log = logging.getLogger(__name__)
 
-ForwardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""(token_ids int64 (batch, length), attention_mask int64 (batch, length)) → logits (batch, length, vocab)."""
+__all__ = ["Decoder", "ForwardFn", "GenerationScheduler", "GenerationStream", "SchedulerConfig", "StepPlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,8 @@ class StepPlan:
 
     running: list[SequenceState]
     admitted: list[SequenceState]
+    released: list[int]
+    """Ids of the sequences that left since the last step (the decoder may drop their cache)."""
 
 
 class GenerationStream:
@@ -135,16 +138,17 @@ class GenerationStream:
 
 class GenerationScheduler:
     def __init__(
-        self, name: str, forward: ForwardFn, config: SchedulerConfig, executor: Executor,
+        self, name: str, model: Decoder | ForwardFn, config: SchedulerConfig, executor: Executor,
         observer: GenerationObserver | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.config = config
-        self._forward = forward
+        self._decoder = model if isinstance(model, Decoder) else RecomputeDecoder(model, config.pad_id)
         self._executor = executor
         self._observer: GenerationObserver = observer or _NullObserver()
         self._waiting: deque[SequenceState] = deque()
         self._running: list[SequenceState] = []
+        self._released: list[int] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -244,6 +248,7 @@ class GenerationScheduler:
                 )
                 self._observer.rejected("deadline")
                 self._finish(seq, FinishReason.DEADLINE, DeadlineExceededError(f"deadline passed {where}"))
+        self._released += [s.id for s in self._running if s.finished]
         self._running = [s for s in self._running if not s.finished]
         waiting = deque(s for s in self._waiting if not s.finished)
         admitted = []
@@ -256,38 +261,47 @@ class GenerationScheduler:
         self._publish()
         if not self._running and not self._waiting:
             self._idle.set()
-        return StepPlan(list(self._running), admitted)
+        released, self._released = (self._released, []) if self._running else ([], self._released)
+        return StepPlan(list(self._running), admitted, released)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        deferred: list[tuple[SequenceState, int]] = []
         while True:
             plan = self.schedule()
             if not plan.running:
+                self._stream(deferred)
+                deferred = []
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             batch = plan.running
             start = time.perf_counter()
+            step = loop.run_in_executor(self._executor, self._execute, batch, plan.released)
+            self._stream(deferred)  # the last step's text goes out while this step computes
+            deferred = []
             try:
-                tokens = await loop.run_in_executor(self._executor, self._execute, batch)
+                tokens = await step
                 self._observer.step(len(batch), time.perf_counter() - start)
-                self._update(batch, tokens)
+                deferred = self._update(batch, tokens)
             except Exception as err:  # noqa: BLE001 - the loop must outlive any failure
                 self._fail(batch, err)
 
-    def _execute(self, batch: list[SequenceState]) -> list[int]:
-        """Worker thread: one forward pass over the batch and the next token of every sequence."""
+    def _execute(self, batch: list[SequenceState], released: list[int]) -> list[int]:
+        """Worker thread: drop the state of sequences that left, then the next token of every sequence."""
         self.steps += 1
         self.last_step = tuple(s.id for s in batch)
-        token_ids, mask, lengths = collate([s.tokens for s in batch], self.config.pad_id)
-        logits = np.asarray(self._forward(token_ids, mask))
-        if logits.ndim != 3 or logits.shape[:2] != token_ids.shape:
-            raise InferenceError(f"model returned logits of shape {logits.shape} for a batch of {token_ids.shape}")
-        last = logits[np.arange(len(batch)), lengths - 1]
-        return [sample(last[i], seq.sampling, seq.rng) for i, seq in enumerate(batch)]
+        self._decoder.release(released)
+        logits = self._decoder.next_logits(self.last_step, [s.tokens for s in batch])
+        if logits.ndim != 2 or len(logits) != len(batch):
+            raise InferenceError(f"the decoder returned logits of shape {logits.shape} for {len(batch)} sequences")
+        return sample_batch(logits, [s.sampling for s in batch], [s.rng for s in batch])
 
-    def _update(self, batch: list[SequenceState], tokens: list[int]) -> None:
-        now = time.monotonic()
+    def _update(self, batch: list[SequenceState], tokens: list[int]) -> list[tuple[SequenceState, int]]:
+        """Append each token and finish the sequences that end with it. The text of a token that neither
+        ends its sequence nor could complete a stop sequence is returned for `_stream` instead, so turning
+        it into text and sending it does not delay the next step."""
+        now, deferred = time.monotonic(), []
         for seq, token in zip(batch, tokens, strict=True):
             if seq.finished:  # cancelled or expired while the step ran
                 continue
@@ -296,16 +310,33 @@ class GenerationScheduler:
             seq.last_token_at = now
             if token == self.config.eos_id:
                 self._finish(seq, FinishReason.EOS)
-                continue
-            text, stopped = seq.detokenizer.add(token)
-            if text:
-                seq.events.put_nowait(TextChunk(text))
-            if stopped:
-                self._finish(seq, FinishReason.STOP)
             elif seq.generated >= seq.max_new_tokens:
-                self._finish(seq, FinishReason.LENGTH)
+                self._emit(seq, token, FinishReason.LENGTH)
             elif len(seq.tokens) >= self.config.context_length:
-                self._finish(seq, FinishReason.CONTEXT)
+                self._emit(seq, token, FinishReason.CONTEXT)
+            elif seq.detokenizer.may_stop:
+                self._emit(seq, token)
+            else:
+                deferred.append((seq, token))
+        return deferred
+
+    def _emit(self, seq: SequenceState, token: int, reason: FinishReason | None = None) -> None:
+        """Stream a token's text; finish the sequence with STOP on a stop sequence, else with `reason`."""
+        text, stopped = seq.detokenizer.add(token)
+        if text:
+            seq.events.put_nowait(TextChunk(text))
+        if stopped:
+            self._finish(seq, FinishReason.STOP)
+        elif reason is not None:
+            self._finish(seq, reason)
+
+    def _stream(self, deferred: list[tuple[SequenceState, int]]) -> None:
+        """Text of tokens `_update` left for later (sequences cancelled since then get none)."""
+        for seq, token in deferred:
+            if not seq.finished:
+                text, _ = seq.detokenizer.add(token)
+                if text:
+                    seq.events.put_nowait(TextChunk(text))
 
     # ---- bookkeeping ------------------------------------------------------------------------------
     def _finish(self, seq: SequenceState, reason: FinishReason, error: DeepserveError | None = None) -> None:

@@ -34,6 +34,10 @@ class FinishReason(str, enum.Enum):
 class Detokenizer(Protocol):
     """Turns one request's generated tokens into text, one token at a time."""
 
+    may_stop: bool
+    """Whether `add` can report a stop sequence (the scheduler then reads each token's text before the
+    next step; otherwise it may do so while the next step computes)."""
+
     def add(self, token_id: int) -> tuple[str, bool]:
         """Text that became final with this token, and whether a stop sequence appeared (the text then
         ends just before it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.batching.sampling import distribution, sample
+from service.batching.sampling import distribution, sample, sample_batch
 from service.types import SamplingParams
 
 LOGITS = np.array([1.0, 3.0, 2.0, 0.5, 2.9], dtype=np.float32)
@@ -53,3 +53,62 @@ def test_samples_follow_the_distribution_and_the_seed() -> None:
     np.testing.assert_allclose(freq, distribution(LOGITS, params), atol=0.03)
     rng1, rng2 = np.random.default_rng(42), np.random.default_rng(42)
     assert [sample(LOGITS, params, rng1) for _ in range(50)] == [sample(LOGITS, params, rng2) for _ in range(50)]
+
+
+def reference_distribution(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """The row-by-row sampler this module had before it was vectorized (full-vocabulary sort for top-p)."""
+    scaled = logits.astype(np.float64) / max(params.temperature, 1e-6)
+    if 0 < params.top_k < scaled.size:
+        kth = np.partition(scaled, -params.top_k)[-params.top_k]
+        scaled = np.where(scaled >= kth, scaled, -np.inf)
+    probs = np.exp(scaled - np.max(scaled))
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), params.top_p)) + 1]
+        nucleus = np.zeros_like(probs)
+        nucleus[keep] = probs[keep]
+        probs = nucleus / nucleus.sum()
+    return probs
+
+
+def reference_sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    if params.temperature == 0:
+        return int(np.argmax(logits))
+    cdf = np.cumsum(reference_distribution(logits, params))
+    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
+
+
+def test_batch_sampling_matches_row_by_row_with_mixed_parameters_and_ties() -> None:
+    """Same tokens as the reference; the probabilities agree to rounding (top-k rows normalize over their
+    candidates only, so sums may differ in the last bit)."""
+    rng = np.random.default_rng(7)
+    temperatures, top_ks, top_ps = [0.0, 0.3, 0.8, 1.0, 2.5], [0, 1, 5, 50, 300, 512], [1.0, 0.95, 0.5, 1e-6]
+    for trial in range(60):
+        logits = (rng.normal(size=(12, 512)) * rng.uniform(0.5, 6)).astype(np.float32)
+        logits[::3, :8] = logits[::3, 8:16]  # tied values, some of them among the top k
+        logits[1, :100] = logits[1, 0]
+        params = [
+            SamplingParams(float(rng.choice(temperatures)), int(rng.choice(top_ks)), float(rng.choice(top_ps)))
+            for _ in range(12)
+        ]
+        seeds = rng.integers(0, 2**32, 12)
+        rngs = [np.random.default_rng(s) for s in seeds]
+        expected = [reference_sample(logits[i], p, np.random.default_rng(s)) for i, (p, s) in
+                    enumerate(zip(params, seeds, strict=True))]  # fmt: skip
+        assert sample_batch(logits, params, rngs) == expected, trial
+        for i, p in enumerate(params):
+            want = reference_distribution(logits[i], p)
+            np.testing.assert_allclose(distribution(logits[i], p), want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_row_samples_the_same_alone_and_in_any_batch() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 300)).astype(np.float32) * 3
+    params = [SamplingParams(0.9, 40, 0.9), SamplingParams(1.0), SamplingParams(0.0), SamplingParams(0.7, 40, 1.0),
+              SamplingParams(1.2, 0, 0.8), SamplingParams(0.9, 40, 0.9)]  # fmt: skip
+    together = sample_batch(logits, params, [np.random.default_rng(i) for i in range(6)])
+    alone = [sample(logits[i], params[i], np.random.default_rng(i)) for i in range(6)]
+    assert together == alone
+    reversed_ = sample_batch(logits[::-1], params[::-1], [np.random.default_rng(i) for i in reversed(range(6))])
+    assert reversed_[::-1] == together

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +25,7 @@ class Letters:
 
     def __init__(self, stop: str = "") -> None:
         self.text, self.sent, self.stop = "", 0, stop
+        self.may_stop = bool(stop)
 
     def add(self, token_id: int) -> tuple[str, bool]:
         self.text += chr(97 + token_id)
@@ -320,3 +321,66 @@ async def _eventually(condition, timeout: float = 2.0) -> bool:  # type: ignore[
             return True
         await asyncio.sleep(0.01)
     return condition()
+
+
+class CachingDecoder:
+    """A `Decoder` with per-sequence state, as a KV cache has: next token = last token + 1 (mod VOCAB).
+
+    It checks that a sequence it knows comes back exactly one token longer each step."""
+
+    def __init__(self) -> None:
+        self.cached: dict[int, int] = {}
+        self.prefilled: list[int] = []
+        self.released: list[int] = []
+        self.batches: list[tuple[int, ...]] = []
+
+    def next_logits(self, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        self.batches.append(tuple(seq_ids))
+        logits = np.zeros((len(seq_ids), VOCAB), dtype=np.float32)
+        for row, (seq_id, seq) in enumerate(zip(seq_ids, tokens, strict=True)):
+            if seq_id in self.cached:
+                assert self.cached[seq_id] == len(seq) - 1, "a cached sequence must grow by one token per step"
+            else:
+                self.prefilled.append(seq_id)
+            self.cached[seq_id] = len(seq)
+            logits[row, (seq[-1] + 1) % VOCAB] = 10.0
+        return logits
+
+    def release(self, seq_ids: Iterable[int]) -> None:
+        for seq_id in seq_ids:
+            del self.cached[seq_id]
+            self.released.append(seq_id)
+
+
+async def test_a_caching_decoder_sees_each_sequence_new_once_and_is_told_when_it_leaves(
+    executor: ThreadPoolExecutor,
+) -> None:
+    decoder = CachingDecoder()
+    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2), executor)
+    scheduler.start()
+    streams = [submit(scheduler, [i], n) for i, n in enumerate([1, 4, 2])]
+    texts = [text for text, _ in await asyncio.gather(*(collect(s) for s in streams))]
+    assert texts == ["b", "cdef", "de"]
+    ids = [s.sequence.id for s in streams]
+    assert decoder.prefilled == ids
+    # A leaves after its first token: released at the next step, when C joins in its row.
+    assert decoder.batches[:3] == [(ids[0], ids[1]), (ids[1], ids[2]), (ids[1], ids[2])]
+    assert decoder.released[:1] == [ids[0]]
+    await collect(submit(scheduler, [5], 1))  # the next step releases the rest
+    assert sorted(decoder.released) == sorted(ids)
+    await scheduler.close()
+
+
+async def test_a_cancelled_sequence_is_released_and_not_computed_again(executor: ThreadPoolExecutor) -> None:
+    decoder = CachingDecoder()
+    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2), executor)
+    scheduler.start()
+    cancelled, other = submit(scheduler, [0], 1000), submit(scheduler, [3], 20)
+    await anext(cancelled)
+    cancelled.cancel()
+    await collect(other)
+    seq_id = cancelled.sequence.id
+    assert seq_id in decoder.released
+    after = decoder.batches[decoder.batches.index(next(b for b in decoder.batches if seq_id not in b)) :]
+    assert all(seq_id not in batch for batch in after)
+    await scheduler.close()

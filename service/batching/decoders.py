@@ -1,0 +1,60 @@
+"""What the generation scheduler asks of a model: next-token logits for a batch of running sequences.
+
+A `Decoder` may keep state per sequence between steps (a KV cache) — the scheduler tells it which
+sequences left. Two implementations:
+
+- `RecomputeDecoder` wraps a full-sequence `forward(token_ids, attention_mask) -> logits` and recomputes
+  every sequence in full each step (right-padded batch, logits read at each last real token). Keeps no
+  state, so it also serves models exported without a KV cache.
+- the ONNX Runtime KV-cache decoder in `service/tasks/kv_cache.py` (it needs the step model's contract).
+
+No ONNX Runtime, gRPC or tokenizer in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from service.batching.sequences import collate
+from service.errors import InferenceError
+
+ForwardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(token_ids int64 (batch, length), attention_mask int64 (batch, length)) → logits (batch, length, vocab)."""
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    def next_logits(self, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        """Logits (batch, vocab) of the token that follows each sequence.
+
+        `seq_ids[i]` names the sequence whose tokens so far are `tokens[i]`. A sequence seen for the first
+        time is new (prefill); one seen before has grown by the one token sampled from its last logits.
+        Runs in a worker thread, one call at a time.
+        """
+        ...
+
+    def release(self, seq_ids: Iterable[int]) -> None:
+        """Forget these sequences (finished, cancelled or failed). Called before the next `next_logits`,
+        from the same thread; ids the decoder does not know are ignored."""
+        ...
+
+
+class RecomputeDecoder:
+    """Every step runs `forward` over whole sequences (no cache)."""
+
+    def __init__(self, forward: ForwardFn, pad_id: int = 0) -> None:
+        self._forward = forward
+        self._pad_id = pad_id
+
+    def next_logits(self, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        token_ids, mask, lengths = collate(tokens, self._pad_id)
+        logits = np.asarray(self._forward(token_ids, mask))
+        if logits.ndim != 3 or logits.shape[:2] != token_ids.shape:
+            raise InferenceError(f"model returned logits of shape {logits.shape} for a batch of {token_ids.shape}")
+        return logits[np.arange(len(tokens)), lengths - 1]
+
+    def release(self, seq_ids: Iterable[int]) -> None:
+        pass
