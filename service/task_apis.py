@@ -23,7 +23,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.batching.scheduler import ForwardFn, GenerationScheduler, SchedulerConfig
+from service.batching.decoders import Decoder, ForwardFn
+from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import Finished, FinishReason, TextChunk
 from service.config import Task
 from service.errors import DeepserveError, InvalidInputError, UnavailableError
@@ -31,6 +32,7 @@ from service.metrics import ModelMetrics
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
 from service.tasks.image_classification import ImageClassification, LabelScore, pixels
+from service.tasks.kv_cache import KVCacheDecoder
 from service.tasks.sentiment import SentimentAnalysis, SentimentResult
 from service.tasks.text_generation import TextGeneration
 
@@ -227,7 +229,7 @@ class TaskAPIs:
         handler = _Handler(pipeline, task)
         if isinstance(task, TextGeneration):
             handler.scheduler = GenerationScheduler(
-                f"{pipeline.name}:{pipeline.version}", _forward(pipeline, task), _scheduler_config(task),
+                f"{pipeline.name}:{pipeline.version}", _decoder(pipeline, task), _scheduler_config(task),
                 self.executor, GenerationMetrics(pipeline.metrics),
             )  # fmt: skip
             handler.scheduler.start()
@@ -238,6 +240,18 @@ class TaskAPIs:
             closing = asyncio.get_running_loop().create_task(handler.scheduler.close(timeout))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
+
+
+def _decoder(pipeline: ModelPipeline, task: TextGeneration) -> Decoder | ForwardFn:
+    """KV-cache decoding when the model has a `generation.step_model`, else full recomputation each step."""
+    step = pipeline.step_model
+    if step is None:
+        return _forward(pipeline, task)
+    g = task.generation
+    return KVCacheDecoder(
+        step.session.run, step.layers, step.heads, step.head_dim, g.max_active_sequences, g.context_length,
+        task.encoder.settings.pad_id,
+    )  # fmt: skip
 
 
 def _forward(pipeline: ModelPipeline, task: TextGeneration) -> ForwardFn:

@@ -1,0 +1,92 @@
+"""The committed textgen_transformer generates the same text with its KV cache as with full recomputation.
+
+Both paths run the server's scheduler, sampling and detokenizer on the committed files: `decoder_step.onnx`
+through `KVCacheDecoder` (prefill, then one token per step), `model.onnx` through a full forward pass per
+step. The prompts run together, so prefill batching, rows joining and leaving, and the context limit are
+all on the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.batching.decoders import Decoder, ForwardFn
+from service.batching.scheduler import GenerationScheduler, SchedulerConfig
+from service.batching.sequences import Finished, TextChunk
+from service.repository import ModelRepository
+from service.runtime import CPU, ModelSession, load_step_model
+from service.tasks.kv_cache import KVCacheDecoder
+from service.tasks.text_generation import TextGeneration
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+PROMPTS = ["The for statement", "Exceptions are", "A class definition", "def f(x):", "The import statement " * 28]
+
+
+@pytest.fixture(scope="module")
+def model() -> tuple[TextGeneration, ForwardFn, KVCacheDecoder]:
+    entry = ModelRepository(MODELS).load("textgen_transformer")
+    session = ModelSession(entry.versions["1"], entry.config, [CPU])
+    step = load_step_model(entry.step_models["1"], entry.config, [CPU], entry.name)
+    task = TextGeneration(entry.name, entry.config, entry.path)
+
+    def forward(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return session.run(task.feed(token_ids, mask), [task.output])[task.output]
+
+    g = task.generation
+    cached = KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, g.max_active_sequences,
+                            g.context_length)  # fmt: skip
+    return task, forward, cached
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def generate(
+    task: TextGeneration, decoder: Decoder | ForwardFn, executor: ThreadPoolExecutor, **sampling: object
+) -> list[tuple[str, str, int]]:
+    """(text, finish reason, generated tokens) of every prompt, all submitted at once."""
+
+    async def run() -> list[tuple[str, str, int]]:
+        g = task.generation
+        config = SchedulerConfig(g.context_length, g.max_active_sequences, eos_id=g.eos_id)
+        scheduler = GenerationScheduler("kv", decoder, config, executor)
+        scheduler.start()
+        streams = []
+        for i, prompt in enumerate(PROMPTS):
+            request = task.prepare(prompt, 40 + 10 * i, **sampling)  # type: ignore[arg-type]
+            streams.append(scheduler.submit(request.prompt_ids, request.max_new_tokens, request.sampling,
+                                            task.detokenizer(request.stop)))  # fmt: skip
+        results = []
+        for stream in streams:
+            events = [e async for e in stream]
+            done = events[-1]
+            assert isinstance(done, Finished)
+            text = "".join(e.text for e in events if isinstance(e, TextChunk))
+            results.append((text, done.reason.value, done.generated_tokens))
+        await scheduler.close()
+        return results
+
+    return asyncio.run(run())
+
+
+def test_greedy_text_is_the_same_with_and_without_the_cache(model, executor) -> None:  # type: ignore[no-untyped-def]
+    task, forward, cached = model
+    with_cache = generate(task, cached, executor, temperature=0.0)
+    assert with_cache == generate(task, forward, executor, temperature=0.0)
+    assert all(text for text, _, _ in with_cache)
+    assert with_cache[-1][1] == "context" and with_cache[-1][2] > 10  # the long prompt fills the context
+
+
+def test_seeded_sampling_is_the_same_with_and_without_the_cache(model, executor) -> None:  # type: ignore[no-untyped-def]
+    task, forward, cached = model
+    params = {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 11}
+    assert generate(task, cached, executor, **params) == generate(task, forward, executor, **params)
