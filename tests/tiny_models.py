@@ -137,6 +137,15 @@ CONFIGS: dict[str, tuple[dict, object]] = {
         },
         slow_matmul,
     ),
+    "slower": (  # hundreds of ms per batch of 4: a queue that stays put while a test looks at it
+        {
+            "max_batch_size": 4,
+            "inputs": [{"name": "x", "datatype": "FP32", "dims": [64, 512]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "dims": [64, 512]}],
+            "dynamic_batching": {"max_queue_delay_ms": 0, "max_queue_size": 8},
+        },
+        lambda path: slow_matmul(path, repeats=120),
+    ),
 }  # fmt: skip
 
 
