@@ -38,7 +38,8 @@ def sample_batch(
     logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator]
 ) -> list[int]:
     """One token id per row of `logits` (batch, vocab), row i with `params[i]` and `rngs[i]`."""
-    tokens = np.argmax(logits, axis=1)
+    greedy = [p.temperature == 0 for p in params]
+    tokens = np.argmax(logits, axis=1) if any(greedy) else np.zeros(len(params), dtype=np.int64)
     for rows, candidates, probs in _groups(logits, params):
         cdf = np.cumsum(probs, axis=1)
         targets = np.array([rngs[i].random() for i in rows]) * cdf[:, -1]
@@ -57,7 +58,7 @@ def _groups(logits: np.ndarray, params: Sequence[SamplingParams]) -> list[tuple[
             by_k.setdefault(p.top_k if 0 < p.top_k < vocab else vocab, []).append(i)
     groups = []
     for k, rows in by_k.items():
-        block = logits[rows]
+        block = logits if len(rows) == len(logits) else logits[rows]  # rows are in order: all of them
         if k == vocab:
             groups.append((rows, np.broadcast_to(np.arange(vocab), block.shape), block))
             continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders
 
 from service.config import DATATYPES, ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
@@ -56,10 +56,13 @@ class IncrementalDetokenizer:
         self._text = ""
         self._sent = 0
         """Characters of `_text` already released."""
+        self._byte_level = isinstance(tokenizer.decoder, decoders.ByteLevel)
+        self._settled, self._settled_text = 0, ""
+        """Byte-level tokenizers only: `_ids[:_settled]` decode to `_settled_text`, ending on a whole character."""
 
     def add(self, token_id: int) -> tuple[str, bool]:
         self._ids.append(token_id)
-        text = self._text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        text = self._text = self._decode()
         if self._stop:
             start = max(0, self._sent - max(len(s) for s in self._stop))
             hits = [i for i in (text.find(s, start) for s in self._stop) if i >= 0]
@@ -71,6 +74,18 @@ class IncrementalDetokenizer:
 
     def flush(self) -> str:
         return self._release(len(self._text))
+
+    def _decode(self) -> str:
+        """The text of all ids so far. A byte-level decoder turns the tokens' bytes, joined, into UTF-8 (bad
+        bytes become U+FFFD), so the text of a prefix that ends on a whole character never changes and only
+        the ids after it are decoded again (a few, not the whole generation); other decoders decode all."""
+        if not self._byte_level:
+            return self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        tail = self._tokenizer.decode(self._ids[self._settled :], skip_special_tokens=True)
+        text = self._settled_text + tail
+        if not tail.endswith(INCOMPLETE):
+            self._settled, self._settled_text = len(self._ids), text
+        return text
 
     def _release(self, end: int) -> str:
         if end <= self._sent:

@@ -162,3 +162,19 @@ def test_held_back_text_is_released_when_it_is_not_a_stop(bpe: Tokenizer) -> Non
     assert detok.flush() == "dog"
     more, stopped = _stream(detok, bpe.encode(" jumps").ids)
     assert not stopped and "".join(more) == " jumps"
+
+
+def test_byte_level_text_is_decoded_incrementally_and_stays_exact(bpe: Tokenizer) -> None:
+    """Only the ids after the last whole character are decoded again, yet the text after every token equals
+    decoding all of them, also for random ids (bytes of characters split anyhow, special tokens)."""
+    rng = np.random.default_rng(0)
+    vocab = bpe.get_vocab_size()
+    sequences = [bpe.encode("héllo wörld — “quoted” 日本語 🎉 " * 3).ids]
+    sequences += [[int(i) for i in rng.integers(0, vocab, 60)] for _ in range(200)]
+    sequences += [[int(i) for i in rng.integers(0, 260, 60)] for _ in range(200)]  # mostly single bytes
+    for ids in sequences:
+        detok = IncrementalDetokenizer(bpe)
+        for n, token in enumerate(ids, 1):
+            detok.add(token)
+            assert detok._text == bpe.decode(ids[:n], skip_special_tokens=True)
+    assert detok._settled > 0  # it did not decode everything every time
