@@ -189,6 +189,9 @@ class Generation(_Strict):
     New tokens attend to the valid past slots and causally to each other, so one graph serves prefill
     (new = prompt length, past = 0) and decoding (new = 1). `deepserve-train transformer` writes it as
     `decoder_step.onnx` and checks it against model.onnx."""
+    step_intra_op_threads: int | None = Field(default=None, ge=0)
+    """`execution.intra_op_threads` for the step model's session (None: the same as model.onnx's). A
+    decoding step's operators are tiny, so splitting them across threads can cost more than it saves."""
 
 
 class ModelConfig(_Strict):

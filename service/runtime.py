@@ -198,6 +198,11 @@ _CACHE_NAME = re.compile(r"^(past_key|past_value|new_key|new_value)_(\d+)$")
 def load_step_model(path: Path, config: ModelConfig, providers: list[str], model: str) -> StepModel:
     """Session for the step graph, checked against the contract documented on `Generation.step_model`,
     and warmed up with a prefill and a decoding step."""
+    threads = config.generation.step_intra_op_threads if config.generation else None
+    if threads is not None:
+        config = config.model_copy(
+            update={"execution": config.execution.model_copy(update={"intra_op_threads": threads})}
+        )
     session = ModelSession(path, config, providers)
     inputs, outputs = session.graph_signature()
 

@@ -276,3 +276,14 @@ def test_step_model_off_contract_is_a_load_error_naming_the_key(
         load_step_model(path, parse_model_config({**LM_CONFIG, **config}, "lm"), [CPU], "lm")
     assert info.value.message.startswith("model 'lm': `generation.step_model` decoder_step.onnx: ")
     assert fragment in info.value.message
+
+
+def test_step_model_can_have_its_own_intra_op_threads(tmp_path: Path) -> None:
+    path = step_file(tmp_path)
+    config = {**LM_CONFIG, "generation": {**LM_CONFIG["generation"], "step_intra_op_threads": 1}}
+    config["execution"] = {"intra_op_threads": 2}
+    step = load_step_model(path, parse_model_config(config, "lm"), [CPU], "lm")
+    assert step.session._session.get_session_options().intra_op_num_threads == 1
+    default = load_step_model(path, parse_model_config({**LM_CONFIG, "execution": {"intra_op_threads": 2}}, "lm"),
+                              [CPU], "lm")  # fmt: skip
+    assert default.session._session.get_session_options().intra_op_num_threads == 2
