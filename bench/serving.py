@@ -166,6 +166,15 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, str]:
     else:
         print(f"# {source} not found: using a CIFAR-size CNN built with onnx.helper instead", flush=True)
         build_cnn(on / args.model)
+    if args.override:
+        on_file = on / args.model / "config.yaml"
+        config = yaml.safe_load(on_file.read_text())
+        for section, values in yaml.safe_load(args.override).items():
+            if isinstance(values, dict):
+                config.setdefault(section, {}).update(values)
+            else:
+                config[section] = values
+        on_file.write_text(yaml.safe_dump(config))
     shutil.copytree(on / args.model, off / args.model)
     config_file = off / args.model / "config.yaml"
     config = yaml.safe_load(config_file.read_text())
@@ -198,6 +207,11 @@ def main() -> None:
     parser.add_argument("--model", default="digits_cnn")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--override",
+        help="YAML/JSON mapping merged into the model's config.yaml for both runs, e.g. "
+        "'{execution: {allow_spinning: true}, dynamic_batching: {max_queue_delay_ms: 0}}'",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -86,8 +86,11 @@ class DynamicBatching(_Strict):
     """How requests are grouped into batches (see DESIGN.md, batching semantics)."""
 
     enabled: bool = True
-    max_queue_delay_ms: float = Field(default=2.0, ge=0, le=10_000)
-    """Longest time the oldest queued request waits for others to join its batch."""
+    max_queue_delay_ms: float = Field(default=0.0, ge=0, le=10_000)
+    """Longest time the oldest queued request waits for others to join its batch when an instance is
+    free. 0 (as in Triton) dispatches at once: requests that arrive while a batch runs still batch
+    together, and an idle server adds no wait. A positive delay pays off when a run's fixed cost is
+    large next to its per-item cost (GPUs); measure with bench/serving.py --override."""
     preferred_batch_sizes: tuple[int, ...] = ()
     """Batch sizes the model runs best at; a batch closes early when it reaches one."""
     max_queue_size: int = Field(default=1024, ge=1)

@@ -9,11 +9,15 @@ import numpy as np
 from service.config import DATATYPES, ModelConfig
 from service.errors import InvalidInputError
 
-_NUMPY_TO_DATATYPE = {np.dtype(v).str: k for k, v in DATATYPES.items() if k != "BYTES"}
+_NUMPY_TO_DATATYPE = {np.dtype(v): k for k, v in DATATYPES.items()}
+_NUMPY_TO_DATATYPE[np.dtype(np.longlong)] = "INT64"
+_NUMPY_TO_DATATYPE[np.dtype(np.ulonglong)] = "UINT64"
 
 
 def datatype_of(arr: np.ndarray) -> str:
-    return "BYTES" if arr.dtype == object else _NUMPY_TO_DATATYPE.get(arr.dtype.str, str(arr.dtype))
+    """The protocol datatype of an array (called per tensor on the hot path: one dict lookup)."""
+    datatype = _NUMPY_TO_DATATYPE.get(arr.dtype)
+    return datatype if datatype is not None else str(arr.dtype)
 
 
 def validate_inputs(config: ModelConfig, model: str, inputs: Mapping[str, np.ndarray]) -> None:

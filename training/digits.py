@@ -74,7 +74,7 @@ def _config(settings: DigitsSettings, data: datasets.ImageData) -> ModelConfig:
         max_batch_size=64,
         inputs=(TensorSpec(name="image", datatype="FP32", dims=(height, width, channels)),),
         outputs=(TensorSpec(name="probabilities", datatype="FP32", dims=(len(data.classes),)),),
-        dynamic_batching=DynamicBatching(max_queue_delay_ms=2.0, preferred_batch_sizes=(16, 32, 64)),
+        dynamic_batching=DynamicBatching(),  # dispatch when an instance is free (bench/serving.py)
         labels="labels.txt",
         image=ImagePreprocessing(
             height=height,

@@ -102,7 +102,7 @@ def _config(settings: SentimentSettings, classes: list[str], source: str) -> Mod
         max_batch_size=64,
         inputs=(TensorSpec(name="token_ids", datatype="INT64", dims=(-1,), pad_value=PAD_ID),),
         outputs=(TensorSpec(name="probabilities", datatype="FP32", dims=(len(classes),)),),
-        dynamic_batching=DynamicBatching(max_queue_delay_ms=2.0, preferred_batch_sizes=(16, 32, 64)),
+        dynamic_batching=DynamicBatching(),  # dispatch when an instance is free (bench/serving.py)
         labels="labels.txt",
         text=TextPreprocessing(
             tokenizer="tokenizer.json", max_length=settings.max_length, pad_id=PAD_ID, lowercase=settings.lowercase

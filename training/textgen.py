@@ -138,7 +138,7 @@ def _config(settings: TextgenSettings, vocab: int, pad_id: int, bos: int, eos: i
             TensorSpec(name="attention_mask", datatype="INT64", dims=(-1,), pad_value=0),
         ),
         outputs=(TensorSpec(name="logits", datatype="FP32", dims=(-1, vocab)),),
-        dynamic_batching=DynamicBatching(max_queue_delay_ms=2.0),
+        dynamic_batching=DynamicBatching(),
         text=TextPreprocessing(tokenizer="tokenizer.json", max_length=settings.context_length, pad_id=pad_id),
         generation=Generation(
             context_length=settings.context_length,
