@@ -142,6 +142,44 @@ async def closed_loop(address: str, payload: bytes, concurrency: int, seconds: f
     return latencies
 
 
+ECHO_SERVER = """
+import asyncio, sys, grpc
+async def main():
+    server = grpc.aio.server()
+    answer = bytes(100)
+    async def infer(request, context):
+        return answer
+    handler = grpc.unary_unary_rpc_method_handler(infer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelInfer": handler}),))
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+async def grpc_floor(payload: bytes, concurrencies: list[int], seconds: float) -> dict[int, list[float]]:
+    """The same load against a bare grpc.aio server that answers at once: what gRPC itself costs here."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)])
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await closed_loop(address, payload, 1, 0.2)
+                break
+            except grpc.aio.AioRpcError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        return {c: await closed_loop(address, payload, c, seconds) for c in concurrencies}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def request_bytes(model: str, name: str, datatype: str, sample: np.ndarray) -> bytes:
     req = pb.ModelInferRequest(model_name=model)
     req.inputs.add(name=name, datatype=datatype, shape=sample.shape)
@@ -231,6 +269,7 @@ def main() -> None:
             "on": asyncio.run(measure(on, model, payload, expected, args)),
             "off": asyncio.run(measure(off, model, payload, expected, args)),
         }
+        floor = asyncio.run(grpc_floor(payload, args.concurrency, args.duration))
 
     cpus = os.cpu_count()
     print(f"\nmodel {model} ({size_mb:.1f} MB), {cpus} CPUs, {args.duration:.0f} s per point")
@@ -247,11 +286,21 @@ def main() -> None:
                 f"{mode:<9}{concurrency:>5}{rps:>10,.0f}{percentile(lat, 50) * 1e3:>9.3f}"
                 f"{percentile(lat, 99) * 1e3:>9.3f}{mean_batch:>12.2f}{rps / raw[best_batch]:>12.2f}"
             )
+    for concurrency, lat in floor.items():
+        rps = len(lat) / args.duration
+        print(
+            f"{'grpc-echo':<9}{concurrency:>5}{rps:>10,.0f}{percentile(lat, 50) * 1e3:>9.3f}"
+            f"{percentile(lat, 99) * 1e3:>9.3f}{'-':>12}{'-':>12}"
+        )
+    print("(grpc-echo: the same load against a bare grpc.aio server that answers at once, no model)")
     on_rows, off_rows = {r[0]: r for r in results["on"]}, {r[0]: r for r in results["off"]}
     print()
     if 1 in on_rows:
         p50 = percentile(on_rows[1][2], 50)
         print(f"concurrency 1: server p50 - raw batch-1 p50 = {(p50 - raw_latency) * 1e3:+.3f} ms")
+        if 1 in floor:
+            extra = p50 - raw_latency - percentile(floor[1], 50)
+            print(f"concurrency 1: server p50 - (raw batch-1 p50 + grpc-echo p50) = {extra * 1e3:+.3f} ms")
     top = max(on_rows)
     print(f"concurrency {top}: batching on ÷ raw best = {on_rows[top][1] / raw[best_batch]:.2f}")
     if top in off_rows:
