@@ -29,6 +29,8 @@ def status_of(err: BaseException, request_id: str = "") -> tuple[grpc.StatusCode
         code = STATUS[err.code]
         if code is grpc.StatusCode.INTERNAL:
             log.error("request failed", extra={"request_id": request_id, "error": err.message})
+        else:  # the caller's mistake or the server's load: one line at debug level, so overload cannot flood logs
+            log.debug("request refused", extra={"request_id": request_id, "code": code.name, "error": err.message})
         return code, err.message
     log.error("unexpected error", extra={"request_id": request_id}, exc_info=err)
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL + (f" (request id {request_id})" if request_id else "")
