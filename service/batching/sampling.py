@@ -2,7 +2,7 @@
 
 `sample_batch` draws one token per row of a step's logits, vectorized across the batch: greedy rows take
 one argmax; sampled rows are grouped by their top-k, and each group works on its k candidate tokens only
-(a partition of the float32 logits, then temperature, softmax, top-p and the draw on [rows, k] arrays).
+(`argpartition` on the float32 logits, then temperature, softmax, top-p and the draw on [rows, k] arrays).
 Rows without top-k use the whole vocabulary. A row whose k-th logit is tied with tokens beyond the k keeps
 them all, as a threshold on the logits would.
 
@@ -62,17 +62,17 @@ def _groups(logits: np.ndarray, params: Sequence[SamplingParams]) -> list[tuple[
         if k == vocab:
             groups.append((rows, np.broadcast_to(np.arange(vocab), block.shape), block))
             continue
-        # The k-th and (k+1)-th largest logits from one partition (asking numpy for both positions measured
-        # 3-4x faster than for the k-th alone): if equal, the k-th is tied beyond the k; else exactly k
-        # logits are at or above it, and np.nonzero lists them in token order.
-        part = np.partition(block, (vocab - k - 1, vocab - k), axis=1)
-        kth, tied = part[:, vocab - k], part[:, vocab - k - 1] == part[:, vocab - k]
-        plain = [r for r, t in zip(rows, tied, strict=True) if not t]
-        if plain:
-            sub = block if len(plain) == len(rows) else block[~tied]
-            top = sub >= kth[~tied, None]
-            groups.append((plain, np.nonzero(top)[1].reshape(-1, k), sub[top].reshape(-1, k)))
-        for j in np.flatnonzero(tied):
+        top = np.argpartition(block, vocab - k, axis=1)[:, vocab - k :]
+        top.sort(axis=1)
+        values = block[np.arange(len(rows))[:, None], top]
+        kth = values.min(axis=1)
+        ties = (block >= kth[:, None]).sum(axis=1) > k
+        if not ties.any():
+            groups.append((rows, top, values))
+            continue
+        plain = ~ties
+        groups.append(([r for r, tied in zip(rows, ties, strict=True) if not tied], top[plain], values[plain]))
+        for j in np.flatnonzero(ties):
             candidates = np.flatnonzero(block[j] >= kth[j])[None, :]
             groups.append(([rows[j]], candidates, block[j, candidates]))
     return [(rows, cand, _probabilities(values, [params[i] for i in rows])) for rows, cand, values in groups if rows]
