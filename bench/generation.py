@@ -4,8 +4,8 @@
 
 The same requests (prompts of varied length; max_new_tokens spread from 16 to what the context leaves
 after the longest prompt, at most 128; seeded sampling; the end-of-text token ignored so every request
-generates exactly its max_new_tokens) run three ways on the
-same ONNX Runtime session, worker threads, sampling and detokenizing code, all arriving at once:
+generates exactly its max_new_tokens) run three ways on the same ONNX Runtime sessions, worker threads,
+decoder, sampling and detokenizing code, all arriving at once:
 
 - continuous: the server's `GenerationScheduler` with max_active_sequences = the number of requests;
   sequences leave the batch as soon as they finish.
@@ -13,11 +13,15 @@ same ONNX Runtime session, worker threads, sampling and detokenizing code, all a
 - static: batches of up to max_active_sequences that run until their longest member is done; finished
   rows stay in the batch (padding) and a new batch starts only when the whole previous one has ended.
 
-Prints aggregate tokens/s, time to first token (from arrival) and inter-token latency p50/p99, forward
-passes and rows computed, with ratios to one-at-a-time. A second table repeats the comparison with a
-forward pass whose cost does not grow with the batch (a fixed sleep, as on an accelerator with spare
-parallelism) to separate what the scheduler does from what the hardware allows. Without models/<model>, a
-stand-in of the same shape with random weights (`bench/transformer.py`) is built in a temporary folder.
+When the model has a `generation.step_model` these run with the KV cache (`KVCacheDecoder`: prefill, then
+one token per sequence per step), as the server does; a fourth row repeats continuous batching with full
+recomputation (model.onnx every step, no cache) for comparison. Prints aggregate tokens/s, time to first
+token (from arrival) and inter-token latency p50/p99, model steps and rows computed, with ratios to one at
+a time (with the cache), and the cost of one model step at a few batch sizes. `--fixed-step-ms` adds a
+table with a forward pass whose cost does not grow with the batch (a fixed sleep, as on an accelerator
+with spare parallelism) to separate what the scheduler does from what the hardware allows. Without
+models/<model>, a stand-in of the same shape with random weights and no step model (`bench/transformer.py`)
+is built in a temporary folder.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.transformer import write_standin  # noqa: E402
-from service.batching.sampling import sample  # noqa: E402
-from service.batching.scheduler import ForwardFn, GenerationScheduler, SchedulerConfig  # noqa: E402
-from service.batching.sequences import TextChunk, collate  # noqa: E402
+from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder  # noqa: E402
+from service.batching.sampling import sample_batch  # noqa: E402
+from service.batching.scheduler import GenerationScheduler, SchedulerConfig  # noqa: E402
+from service.batching.sequences import TextChunk  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
-from service.runtime import CPU, ModelSession  # noqa: E402
+from service.runtime import CPU, ModelSession, StepModel, load_step_model  # noqa: E402
+from service.tasks.kv_cache import KVCacheDecoder  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
 PROMPTS = [
@@ -104,12 +111,16 @@ def workload(task: TextGeneration, count: int, seed: int) -> list[GenerationInpu
     return requests
 
 
+DecoderFactory = Callable[[int], Decoder]
+"""A fresh decoder with room for this many sequences."""
+
+
 async def scheduled(
-    name: str, forward: ForwardFn, task: TextGeneration, requests: list[GenerationInput], slots: int, executor: Executor
+    name: str, decoder: Decoder, task: TextGeneration, requests: list[GenerationInput], slots: int, executor: Executor
 ) -> Result:
     timings = Timings()
     config = SchedulerConfig(task.generation.context_length, slots, len(requests), eos_id=None, pad_id=0)
-    scheduler = GenerationScheduler(name, forward, config, executor, timings)
+    scheduler = GenerationScheduler(name, decoder, config, executor, timings)
     scheduler.start()
     start = time.perf_counter()
     streams = [scheduler.submit(r.prompt_ids, r.max_new_tokens, r.sampling, task.detokenizer(r.stop)) for r in requests]
@@ -124,13 +135,14 @@ async def _drain(stream) -> str:  # type: ignore[no-untyped-def]
 
 
 async def static(
-    forward: ForwardFn, task: TextGeneration, requests: list[GenerationInput], slots: int, executor: Executor
+    decoder: Decoder, task: TextGeneration, requests: list[GenerationInput], slots: int, executor: Executor
 ) -> Result:
     """Batches of `slots`, each run until its longest member ends; finished rows keep their place."""
     loop, timings = asyncio.get_running_loop(), Timings()
     start = time.perf_counter()
     for first in range(0, len(requests), slots):
         batch = requests[first : first + slots]
+        ids = list(range(first, first + len(batch)))
         tokens = [list(r.prompt_ids) for r in batch]
         rngs = [np.random.default_rng(r.sampling.seed) for r in batch]
         detoks = [task.detokenizer(r.stop) for r in batch]
@@ -138,25 +150,26 @@ async def static(
         last = [start] * len(batch)
         while any(remaining):
             step_start = time.perf_counter()
-            sampled = await loop.run_in_executor(executor, _static_step, forward, tokens, batch, rngs)
+            sampled = await loop.run_in_executor(executor, _static_step, decoder, ids, tokens, batch, rngs)
             timings.step(len(batch), time.perf_counter() - step_start)
             now = time.perf_counter()
             for i, token in enumerate(sampled):
+                tokens[i].append(token)  # finished rows keep running (and their cache keeps growing)
                 if remaining[i]:
-                    tokens[i].append(token)
                     detoks[i].add(token)
                     timings.token(now - last[i], first=len(tokens[i]) == len(batch[i].prompt_ids) + 1)
                     last[i] = now
                     remaining[i] -= 1
+        decoder.release(ids)
     return Result("static batching", time.perf_counter() - start, timings)
 
 
 def _static_step(
-    forward: ForwardFn, tokens: list[list[int]], batch: list[GenerationInput], rngs: list[np.random.Generator]
-) -> list[int]:
-    token_ids, mask, lengths = collate(tokens, pad_id=0)
-    logits = forward(token_ids, mask)[np.arange(len(tokens)), lengths - 1]
-    return [sample(logits[i], r.sampling, rngs[i]) for i, r in enumerate(batch)]
+    decoder: Decoder, ids: list[int], tokens: list[list[int]], batch: list[GenerationInput],
+    rngs: list[np.random.Generator],
+) -> list[int]:  # fmt: skip
+    logits = decoder.next_logits(ids, tokens)
+    return sample_batch(logits, [r.sampling for r in batch], rngs)
 
 
 def _ms(values: list[float], q: float) -> str:
@@ -166,42 +179,82 @@ def _ms(values: list[float], q: float) -> str:
 def report(title: str, results: list[Result]) -> None:
     base = next(r for r in results if r.mode == "one at a time")
     print(f"\n{title}")
-    print(f"{'mode':<20}{'tokens':>7}{'seconds':>9}{'tok/s':>9}{'vs 1-at-a-time':>16}"
-          f"{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'forwards':>10}{'rows':>7}")  # fmt: skip
+    print(f"{'mode':<26}{'tokens':>7}{'seconds':>9}{'tok/s':>9}{'vs 1-at-a-time':>16}"
+          f"{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'steps':>7}{'rows':>7}")  # fmt: skip
     for r in results:
         t = r.timings
         ratio = r.tokens_per_s / base.tokens_per_s
         latencies = f"{_ms(t.first, 50):>10}{_ms(t.first, 99):>10}{_ms(t.gaps, 50):>9}{_ms(t.gaps, 99):>9}"
-        print(f"{r.mode:<20}{t.tokens:>7}{r.seconds:>9.2f}{r.tokens_per_s:>9.1f}{ratio:>15.2f}x{latencies}"
-              f"{t.steps:>10}{t.rows:>7}")  # fmt: skip
+        print(f"{r.mode:<26}{t.tokens:>7}{r.seconds:>9.2f}{r.tokens_per_s:>9.1f}{ratio:>15.2f}x{latencies}"
+              f"{t.steps:>7}{t.rows:>7}")  # fmt: skip
     cont, stat = results[0], next(r for r in results if r.mode == "static batching")
     print(f"continuous / static batching: {cont.tokens_per_s / stat.tokens_per_s:.2f}x tokens/s "
           f"(latencies in ms; TTFT from arrival, all requests arrive at once)")  # fmt: skip
 
 
-def forward_costs(forward: ForwardFn, length: int) -> str:
-    parts = []
-    for batch in (1, 4, 16):
-        ids, mask = np.ones((batch, length), np.int64), np.ones((batch, length), np.int64)
-        forward(ids, mask)
-        start, runs = time.perf_counter(), 0
-        while time.perf_counter() - start < 0.5:
-            forward(ids, mask)
-            runs += 1
-        per_call = (time.perf_counter() - start) / runs
-        parts.append(f"batch {batch}: {per_call * 1000:.1f} ms ({per_call * 1000 / batch:.2f} ms/row)")
-    return f"forward pass at length {length}: " + ", ".join(parts)
+def _per_call(run: Callable[[], object]) -> float:
+    run()
+    start, runs = time.perf_counter(), 0
+    while time.perf_counter() - start < 0.5:
+        run()
+        runs += 1
+    return (time.perf_counter() - start) / runs
+
+
+def step_costs(forward: ForwardFn, make_decoder: DecoderFactory | None, length: int, context: int) -> list[str]:
+    """One model step at batch 1, 4, 16: a full forward pass of `length` tokens, and a KV-cache decoding step
+    (one new token per sequence against `length` and more cached ones)."""
+    costs: dict[str, Callable[[int], float]] = {"full forward pass": lambda b: _forward_cost(forward, b, length)}
+    if make_decoder is not None:
+        costs["KV-cache decoding step"] = lambda b: _decode_cost(make_decoder, b, length, context)
+    lines = []
+    for label, cost in costs.items():
+        ms = {b: cost(b) * 1000 for b in (1, 4, 16)}
+        parts = [f"batch {b}: {t:.2f} ms ({t / b:.3f} ms/row)" for b, t in ms.items()]
+        lines.append(f"{label} at {length} tokens: " + ", ".join(parts))
+    return lines
+
+
+def _forward_cost(forward: ForwardFn, batch: int, length: int) -> float:
+    ids, mask = np.ones((batch, length), np.int64), np.ones((batch, length), np.int64)
+    return _per_call(lambda: forward(ids, mask))
+
+
+def _decode_cost(make_decoder: DecoderFactory, batch: int, length: int, context: int) -> float:
+    """Mean decoding step (decoder bookkeeping included) over the 32 tokens after a prefill of `length`."""
+    total, steps = 0.0, 0
+    while total < 0.5:
+        decoder, tokens = make_decoder(batch), [[1] * length for _ in range(batch)]
+        decoder.next_logits(range(batch), tokens)
+        for _ in range(min(32, context - length - 1)):
+            for t in tokens:
+                t.append(1)
+            start = time.perf_counter()
+            decoder.next_logits(range(batch), tokens)
+            total, steps = total + time.perf_counter() - start, steps + 1
+    return total / steps
 
 
 async def compare(
-    forward: ForwardFn, task: TextGeneration, requests: list[GenerationInput], executor: Executor
-) -> list[Result]:
+    make_decoder: DecoderFactory, forward: ForwardFn | None, task: TextGeneration, requests: list[GenerationInput],
+    executor: Executor, repeats: int,
+) -> list[Result]:  # fmt: skip
+    """Each mode `repeats` times, interleaved (so a burst of other load on the machine hits all modes alike);
+    the fastest run of each mode is kept."""
     slots = len(requests)
-    return [
-        await scheduled("continuous batching", forward, task, requests, slots, executor),
-        await static(forward, task, requests, slots, executor),
-        await scheduled("one at a time", forward, task, requests, 1, executor),
+    modes = [
+        lambda: scheduled("continuous batching", make_decoder(slots), task, requests, slots, executor),
+        lambda: static(make_decoder(slots), task, requests, slots, executor),
+        lambda: scheduled("one at a time", make_decoder(1), task, requests, 1, executor),
     ]
+    if forward is not None:
+        modes.append(lambda: scheduled("continuous, no KV cache", RecomputeDecoder(forward), task, requests, slots,
+                                       executor))  # fmt: skip
+    runs: list[list[Result]] = [[] for _ in modes]
+    for _ in range(repeats):
+        for mode, results in zip(modes, runs, strict=True):
+            results.append(await mode())
+    return [max(results, key=lambda r: r.tokens_per_s) for results in runs]
 
 
 def fixed_cost(forward: ForwardFn, seconds: float) -> ForwardFn:
@@ -215,7 +268,7 @@ def fixed_cost(forward: ForwardFn, seconds: float) -> ForwardFn:
     return run
 
 
-def load(repository: Path, name: str) -> tuple[ModelSession, TextGeneration, str]:
+def load(repository: Path, name: str) -> tuple[ModelSession, StepModel | None, TextGeneration, str]:
     repo = ModelRepository(repository)
     source = f"{repository}/{name}"
     if name not in repo.names():
@@ -225,7 +278,9 @@ def load(repository: Path, name: str) -> tuple[ModelSession, TextGeneration, str
     entry = repo.load(name)
     version = max(entry.versions, key=int)
     session = ModelSession(entry.versions[version], entry.config, [CPU])
-    return session, TextGeneration(name, entry.config, entry.path), source
+    step_file = entry.step_models.get(version)
+    step = load_step_model(step_file, entry.config, [CPU], name) if step_file else None
+    return session, step, TextGeneration(name, entry.config, entry.path), source
 
 
 def main() -> None:
@@ -234,26 +289,37 @@ def main() -> None:
     parser.add_argument("--model", default="textgen_transformer")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fixed-step-ms", type=float, default=10.0, help="step cost of the second table")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each mode; the fastest is reported")
+    parser.add_argument("--fixed-step-ms", type=float, default=0.0, help="step cost of an extra table (0: none)")
     args = parser.parse_args()
-    session, task, source = load(args.model_repository, args.model)
-    output = task.output
+    session, step, task, source = load(args.model_repository, args.model)
+    output, context = task.output, task.generation.context_length
 
     def forward(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return session.run(task.feed(token_ids, mask), [output])[output]
 
+    def make_decoder(rows: int) -> Decoder:
+        if step is None:
+            return RecomputeDecoder(forward)
+        return KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows, context)
+
     requests = workload(task, args.requests, args.seed)
-    print(f"model: {source}; providers {session.providers}")
+    cache = f"KV cache: {step.session.path.name}" if step else "no KV cache (no generation.step_model)"
+    print(f"model: {source}; providers {session.providers}; {cache}")
     lengths = [len(r.prompt_ids) for r in requests]
     print(f"{len(requests)} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}, "
           f"prompts of {min(lengths)}..{max(lengths)} tokens")  # fmt: skip
-    print(forward_costs(forward, 64))
+    print("\n".join(step_costs(forward, make_decoder if step else None, 64, context)))
     with ThreadPoolExecutor(4, thread_name_prefix="infer") as executor:
-        asyncio.run(scheduled("warmup", forward, task, requests[:2], 2, executor))
-        report("ONNX Runtime on this machine", asyncio.run(compare(forward, task, requests, executor)))
-        step = fixed_cost(forward, args.fixed_step_ms / 1000)
-        report(f"forward pass of fixed cost ({args.fixed_step_ms:g} ms + one row, whatever the batch)",
-               asyncio.run(compare(step, task, requests, executor)))  # fmt: skip
+        asyncio.run(scheduled("warmup", make_decoder(2), task, requests[:2], 2, executor))
+        title = "ONNX Runtime on this machine" + (", with the KV cache" if step else "")
+        results = asyncio.run(compare(make_decoder, forward if step else None, task, requests, executor, args.repeats))
+        report(title + (f" (fastest of {args.repeats} runs per mode)" if args.repeats > 1 else ""), results)
+        if args.fixed_step_ms:
+            fixed = fixed_cost(forward, args.fixed_step_ms / 1000)
+            fixed_results = asyncio.run(compare(lambda _: RecomputeDecoder(fixed), None, task, requests, executor, 1))
+            report(f"forward pass of fixed cost ({args.fixed_step_ms:g} ms + one row, whatever the batch; no cache)",
+                   fixed_results)  # fmt: skip
 
 
 if __name__ == "__main__":
