@@ -39,9 +39,9 @@ from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.sampling import sample_batch
 from service.batching.sequences import (
     Detokenizer,
-    Event,
     Finished,
     FinishReason,
+    GenerationStream,
     RequestStatus,
     SequenceState,
     TextChunk,
@@ -103,37 +103,6 @@ class StepPlan:
     admitted: list[SequenceState]
     released: list[int]
     """Ids of the sequences that left since the last step (the decoder may drop their cache)."""
-
-
-class GenerationStream:
-    """The caller's side of one request: `async for event in stream`; `cancel()` frees its slot.
-
-    Yields `TextChunk`s and then one `Finished`; raises the request's error (deadline, model failure,
-    model unloaded) instead when there is one.
-    """
-
-    def __init__(self, sequence: SequenceState, scheduler: GenerationScheduler) -> None:
-        self.sequence = sequence
-        self._scheduler = scheduler
-        self._done = False
-
-    def __aiter__(self) -> GenerationStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._done:
-            raise StopAsyncIteration
-        event = await self.sequence.events.get()
-        if isinstance(event, DeepserveError):
-            self._done = True
-            raise event
-        if isinstance(event, Finished):
-            self._done = True
-        return event
-
-    def cancel(self) -> None:
-        """Stop generating (no effect once finished); the sequence leaves the batch at the next step."""
-        self._scheduler.abort(self.sequence)
 
 
 class GenerationScheduler:
@@ -206,7 +175,7 @@ class GenerationScheduler:
         self._idle.clear()
         self._publish()
         self._wakeup.set()
-        return GenerationStream(seq, self)
+        return GenerationStream(seq, self.abort)
 
     def abort(self, seq: SequenceState) -> None:
         """Cancel a request (client gone): it is not computed again and leaves at the next step."""

@@ -1,11 +1,12 @@
-"""One generation request's state and what it streams: status, finish reasons, events, the token
-collation of a step. Used by `scheduler.py`; no gRPC, ONNX Runtime or tokenizer in here."""
+"""One generation request's state and what it streams: status, finish reasons, events, the caller's
+`GenerationStream`, the token collation of a step. Used by `scheduler.py`; no gRPC, ONNX Runtime or
+tokenizer in here."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,6 +97,37 @@ class SequenceState:
     @property
     def finished(self) -> bool:
         return self.status is RequestStatus.FINISHED
+
+
+class GenerationStream:
+    """The caller's side of one request: `async for event in stream`; `cancel()` frees its slot.
+
+    Yields `TextChunk`s and then one `Finished`; raises the request's error (deadline, model failure,
+    model unloaded) instead when there is one.
+    """
+
+    def __init__(self, sequence: SequenceState, abort: Callable[[SequenceState], None]) -> None:
+        self.sequence = sequence
+        self._abort = abort
+        self._done = False
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        event = await self.sequence.events.get()
+        if isinstance(event, DeepserveError):
+            self._done = True
+            raise event
+        if isinstance(event, Finished):
+            self._done = True
+        return event
+
+    def cancel(self) -> None:
+        """Stop generating (no effect once finished); the sequence leaves the batch at the next step."""
+        self._abort(self.sequence)
 
 
 def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
