@@ -160,7 +160,9 @@ class GenerationScheduler:
         if max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         waiting = self.waiting
-        if waiting >= self.config.max_waiting:
+        # Requests that a free slot will take at the next step are not backlog: only the rest count.
+        free_slots = max(0, self.config.max_active_sequences - self.active)
+        if waiting - free_slots >= self.config.max_waiting:
             self._observer.rejected("queue_full")
             raise QueueFullError(
                 f"queue full: model '{self.name}' already has {waiting} generation requests waiting "

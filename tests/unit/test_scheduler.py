@@ -172,9 +172,9 @@ async def test_same_seed_same_text_alone_and_beside_others(executor: ThreadPoolE
 
 
 async def test_queue_full_when_too_many_wait(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor, start=False, max_waiting=2)
-    submit(scheduler, [1], 1)
-    submit(scheduler, [1], 1)
+    scheduler = make(Recorder(), executor, start=False, max_waiting=2, max_active_sequences=1)
+    for _ in range(3):  # one for the free slot (taken at the next step), two waiting
+        submit(scheduler, [1], 1)
     with pytest.raises(QueueFullError, match="queue full"):
         submit(scheduler, [1], 1)
     await scheduler.close(timeout=0)
