@@ -51,6 +51,7 @@ class App:
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES))
         add_task_services(self.server, self.tasks, recorder)
+        self._background: set[asyncio.Task] = set()
         self.registry.listeners.append(self._health_changed)
 
     async def start(self) -> None:
@@ -95,7 +96,9 @@ class App:
 
     def _health_changed(self) -> None:
         if self.ready:
-            asyncio.get_running_loop().create_task(self._set_health(SERVING))
+            task = asyncio.get_running_loop().create_task(self._set_health(SERVING))
+            self._background.add(task)  # keep a reference until done, or the loop may drop it
+            task.add_done_callback(self._background.discard)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *self.services):
