@@ -2,9 +2,10 @@
 
 `sample_batch` draws one token per row of a step's logits, vectorized across the batch: greedy rows take
 one argmax; sampled rows are grouped by their top-k, and each group works on its k candidate tokens only
-(`argpartition` on the float32 logits, then temperature, softmax, top-p and the draw on [rows, k] arrays).
-Rows without top-k use the whole vocabulary. A row whose k-th logit is tied with tokens beyond the k keeps
-them all, as a threshold on the logits would.
+(all tokens at or above the row's k-th largest float32 logit, found by `_top_k` among the few tokens above
+a cheap bound, or by `argpartition` on small vocabularies; then temperature, softmax, top-p and the draw on
+[rows, k] arrays). Rows without top-k use the whole vocabulary. A row whose k-th logit is tied with tokens
+beyond the k keeps them all, as a threshold on the logits would.
 
 Each sampled token takes exactly one draw from its request's generator (greedy takes none), and every
 operation works row by row, so a seed gives the same tokens whatever else runs in the same batch.
@@ -62,20 +63,70 @@ def _groups(logits: np.ndarray, params: Sequence[SamplingParams]) -> list[tuple[
         if k == vocab:
             groups.append((rows, np.broadcast_to(np.arange(vocab), block.shape), block))
             continue
-        top = np.argpartition(block, vocab - k, axis=1)[:, vocab - k :]
-        top.sort(axis=1)
-        values = block[np.arange(len(rows))[:, None], top]
-        kth = values.min(axis=1)
-        ties = (block >= kth[:, None]).sum(axis=1) > k
-        if not ties.any():
-            groups.append((rows, top, values))
+        found = _top_k(block, k)
+        if found is None:
+            top = np.argpartition(block, vocab - k, axis=1)[:, vocab - k :]
+            top.sort(axis=1)
+            values = block[np.arange(len(rows))[:, None], top]
+            kth = values.min(axis=1)
+            ties = (block >= kth[:, None]).sum(axis=1) > k
+            if not ties.any():
+                groups.append((rows, top, values))
+                continue
+            plain = ~ties
+            groups.append(([r for r, tied in zip(rows, ties, strict=True) if not tied], top[plain], values[plain]))
+            for j in np.flatnonzero(ties):
+                candidates = np.flatnonzero(block[j] >= kth[j])[None, :]
+                groups.append(([rows[j]], candidates, block[j, candidates]))
             continue
-        plain = ~ties
-        groups.append(([r for r, tied in zip(rows, ties, strict=True) if not tied], top[plain], values[plain]))
-        for j in np.flatnonzero(ties):
-            candidates = np.flatnonzero(block[j] >= kth[j])[None, :]
-            groups.append(([rows[j]], candidates, block[j, candidates]))
+        at, tokens, values = found  # each row's candidates, in token order, from at[j] to at[j + 1]
+        counts = np.diff(at)
+        if (counts == k).all():
+            groups.append((rows, tokens.reshape(-1, k), values.reshape(-1, k)))
+            continue
+        plain = np.flatnonzero(counts == k)
+        if len(plain):
+            flat = (at[plain][:, None] + np.arange(k)).ravel()
+            groups.append(([rows[j] for j in plain], tokens[flat].reshape(-1, k), values[flat].reshape(-1, k)))
+        for j in np.flatnonzero(counts != k):  # the k-th logit is tied beyond the k: all of them
+            groups.append(([rows[j]], tokens[None, at[j] : at[j + 1]], values[None, at[j] : at[j + 1]]))
     return [(rows, cand, _probabilities(values, [params[i] for i in rows])) for rows, cand, values in groups if rows]
+
+
+POOLS = 256
+"""`_top_k` pools the vocabulary into this many (at least k) disjoint sets to bound the k-th logit from below."""
+
+
+def _top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Each row's tokens whose logits are at least its k-th largest: row j's token ids (in increasing
+    order) and logits are `tokens[at[j] : at[j + 1]]` and `values[...]`; k of them, or more on a tie.
+
+    Avoids a partition of the whole vocabulary: the k-th largest of the maxima of `POOLS` disjoint pools
+    of tokens is at most the k-th largest logit, and usually leaves few tokens at or above it; the exact
+    k-th largest is then found among those. None where this does not apply (few tokens per pool, NaN or
+    infinite bounds, logits that are not floats): the caller partitions the whole vocabulary instead."""
+    rows, vocab = block.shape
+    pools = max(POOLS, k)
+    size = vocab // pools
+    if size < 4 or block.dtype.kind != "f":
+        return None
+    maxima = block[:, : size * pools].reshape(rows, size, pools).max(axis=1)
+    bound = np.partition(maxima, pools - k, axis=1)[:, pools - k]
+    if not np.isfinite(bound).all() or np.isnan(maxima).any() or np.isnan(block[:, size * pools :]).any():
+        return None
+    flat = np.flatnonzero(block >= bound[:, None])  # a 2-d np.nonzero is many times slower
+    row, token = np.divmod(flat, vocab)
+    value = block.ravel()[flat]
+    counts = np.bincount(row, minlength=rows)
+    at = np.zeros(rows + 1, np.int64)
+    np.cumsum(counts, out=at[1:])
+    width = int(counts.max())
+    padded = np.full(rows * width, -np.inf, block.dtype)
+    padded[row * width + np.arange(len(flat)) - at[row]] = value
+    kth = np.partition(padded.reshape(rows, width), width - k, axis=1)[:, width - k]
+    keep = value >= kth[row]
+    np.cumsum(np.bincount(row[keep], minlength=rows), out=at[1:])
+    return at, token[keep], value[keep]
 
 
 def _probabilities(logits: np.ndarray, params: Sequence[SamplingParams]) -> np.ndarray:

@@ -112,3 +112,27 @@ def test_a_row_samples_the_same_alone_and_in_any_batch() -> None:
     assert together == alone
     reversed_ = sample_batch(logits[::-1], params[::-1], [np.random.default_rng(i) for i in reversed(range(6))])
     assert reversed_[::-1] == together
+
+
+@pytest.mark.parametrize("vocab", [1024, 1500, 2048])
+def test_top_k_over_a_large_vocabulary_matches_row_by_row(vocab: int) -> None:
+    """Vocabularies large enough for `_top_k`'s pooled bound (including one that pools do not divide), with
+    ties at the k-th logit, coarse logits and masked-out (-inf) tokens."""
+    rng = np.random.default_rng(vocab)
+    for trial in range(40):
+        logits = (rng.normal(size=(10, vocab)) * rng.uniform(0.5, 6)).astype(np.float32)
+        if trial % 4 == 1:
+            logits = np.round(logits * 2) / 2  # many ties
+        elif trial % 4 == 2:
+            logits[:, : vocab // 2] = -np.inf
+        elif trial % 4 == 3:
+            logits[::2, :60] = logits[::2, 60:120]
+        params = [
+            SamplingParams(float(rng.choice([0.0, 0.7, 1.0])), int(rng.choice([1, 5, 50, 64, 256, 300])),
+                           float(rng.choice([1.0, 0.9, 0.5])))
+            for _ in range(10)
+        ]  # fmt: skip
+        seeds = rng.integers(0, 2**32, 10)
+        expected = [reference_sample(logits[i], p, np.random.default_rng(s)) for i, (p, s) in
+                    enumerate(zip(params, seeds, strict=True))]  # fmt: skip
+        assert sample_batch(logits, params, [np.random.default_rng(s) for s in seeds]) == expected, trial
