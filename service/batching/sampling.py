@@ -103,12 +103,13 @@ def _top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     Avoids a partition of the whole vocabulary: the k-th largest of the maxima of `POOLS` disjoint pools
     of tokens is at most the k-th largest logit, and usually leaves few tokens at or above it; the exact
-    k-th largest is then found among those. None where this does not apply (few tokens per pool, NaN or
-    infinite bounds, logits that are not floats): the caller partitions the whole vocabulary instead."""
+    k-th largest is then found among those. None where this does not apply or does not pay (a single row,
+    few tokens per pool, NaN or infinite bounds, logits that are not floats): the caller partitions the
+    whole vocabulary instead."""
     rows, vocab = block.shape
     pools = max(POOLS, k)
     size = vocab // pools
-    if size < 4 or block.dtype.kind != "f":
+    if rows < 2 or size < 4 or block.dtype.kind != "f":  # one row: argpartition is faster
         return None
     maxima = block[:, : size * pools].reshape(rows, size, pools).max(axis=1)
     bound = np.partition(maxima, pools - k, axis=1)[:, pools - k]
