@@ -107,9 +107,6 @@ class ModelPipeline:
         self.observer = StatsObserver(metrics, policy.max_queue_size)
         self.batcher = DynamicBatcher(f"{name}:{version}", self._run, policy, executor, self.observer)
 
-    def start(self) -> None:
-        self.batcher.start()
-
     async def close(self, timeout: float | None = None) -> None:
         await self.batcher.close(timeout)
 

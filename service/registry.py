@@ -128,7 +128,6 @@ class ModelRegistry:
                 self._loading.discard(name)
             old = self._models.get(name, {})
             for pipeline in new.values():
-                pipeline.start()
                 pipeline.metrics.ready.set(1)
             self._models[name] = new
             self._failed.pop(name, None)

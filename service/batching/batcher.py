@@ -132,9 +132,6 @@ class DynamicBatcher:
         """Model runs so far (tests count them)."""
 
     # ---- public API -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Nothing to start: batches form in callbacks. Kept so owners can treat all batchers alike."""
-
     @property
     def queue_depth(self) -> int:
         return self._live

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -41,8 +42,7 @@ def build_server(
     server = grpc.aio.server(options=server_options(settings))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    if health_pb2.DESCRIPTOR.name not in _registered_files():
-        _pool.POOL.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+    _add_to_pool(health_pb2.DESCRIPTOR)  # so reflection can describe the health service too
     names = [V2_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, *extra_services]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=_pool.POOL)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
@@ -51,9 +51,8 @@ def build_server(
     return server, port
 
 
-def _registered_files() -> set[str]:
+def _add_to_pool(file: FileDescriptor) -> None:
     try:
-        _pool.POOL.FindFileByName(health_pb2.DESCRIPTOR.name)
+        _pool.POOL.FindFileByName(file.name)
     except KeyError:
-        return set()
-    return {health_pb2.DESCRIPTOR.name}
+        _pool.POOL.AddSerializedFile(file.serialized_pb)

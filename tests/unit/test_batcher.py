@@ -47,7 +47,6 @@ def executor():
 
 def make(model, executor, **policy) -> DynamicBatcher:  # type: ignore[no-untyped-def]
     batcher = DynamicBatcher("m", model, BatchPolicy(**{"max_batch_size": 8, **policy}), executor)
-    batcher.start()
     return batcher
 
 
@@ -203,7 +202,6 @@ async def test_padding_gives_the_same_results_as_running_alone(executor):
 
     spec = CollateSpec(pad_values={"ids": 0}, variable_outputs={"doubled": (1,)})
     batcher = DynamicBatcher("m", model, BatchPolicy(max_batch_size=8, max_queue_delay_s=0.05, collate=spec), executor)
-    batcher.start()
     seqs = [np.arange(1, n + 1, dtype=np.int64)[None, :] for n in (3, 7, 1, 5)]
     alone = [model({"ids": s}) for s in seqs]
     together = await asyncio.gather(*(batcher.submit({"ids": s}) for s in seqs))

@@ -37,7 +37,6 @@ async def scenario(requests: list[dict], policy: BatchPolicy, run_ms: int) -> No
 
     with ThreadPoolExecutor(2) as executor:
         batcher = DynamicBatcher("prop", model, policy, executor)
-        batcher.start()
 
         async def one(i: int, r: dict) -> object:
             await asyncio.sleep(r["arrival_ms"] / 1000)
