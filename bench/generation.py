@@ -31,8 +31,7 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,11 +115,11 @@ DecoderFactory = Callable[[int], Decoder]
 
 
 async def scheduled(
-    name: str, decoder: Decoder, task: TextGeneration, requests: list[GenerationInput], slots: int, executor: Executor
+    name: str, decoders: list[Decoder], task: TextGeneration, requests: list[GenerationInput], slots: int
 ) -> Result:
     timings = Timings()
     config = SchedulerConfig(task.generation.context_length, slots, len(requests), eos_id=None, pad_id=0)
-    scheduler = GenerationScheduler(name, decoder, config, executor, timings)
+    scheduler = GenerationScheduler(name, decoders, config, timings)
     scheduler.start()
     start = time.perf_counter()
     streams = [scheduler.submit(r.prompt_ids, r.max_new_tokens, r.sampling, task.detokenizer(r.stop)) for r in requests]
@@ -134,42 +133,44 @@ async def _drain(stream) -> str:  # type: ignore[no-untyped-def]
     return "".join([e.text async for e in stream if isinstance(e, TextChunk)])
 
 
-async def static(
-    decoder: Decoder, task: TextGeneration, requests: list[GenerationInput], slots: int, executor: Executor
-) -> Result:
-    """Batches of `slots`, each run until its longest member ends; finished rows keep their place."""
+async def static(decoder: Decoder, task: TextGeneration, requests: list[GenerationInput], slots: int) -> Result:
+    """Batches of `slots`, each run until its longest member ends; finished rows keep their place. Steps run
+    in a thread of their own and hand their tokens to the event loop to detokenize, as a scheduler lane does."""
     loop, timings = asyncio.get_running_loop(), Timings()
-    start = time.perf_counter()
-    for first in range(0, len(requests), slots):
-        batch = requests[first : first + slots]
-        ids = list(range(first, first + len(batch)))
-        tokens = [list(r.prompt_ids) for r in batch]
-        rngs = [np.random.default_rng(r.sampling.seed) for r in batch]
-        detoks = [task.detokenizer(r.stop) for r in batch]
-        remaining = [r.max_new_tokens for r in batch]
-        last = [start] * len(batch)
-        while any(remaining):
-            step_start = time.perf_counter()
-            sampled = await loop.run_in_executor(executor, _static_step, decoder, ids, tokens, batch, rngs)
-            timings.step(len(batch), time.perf_counter() - step_start)
-            now = time.perf_counter()
-            for i, token in enumerate(sampled):
-                tokens[i].append(token)  # finished rows keep running (and their cache keeps growing)
-                if remaining[i]:
-                    detoks[i].add(token)
-                    timings.token(now - last[i], first=len(tokens[i]) == len(batch[i].prompt_ids) + 1)
-                    last[i] = now
-                    remaining[i] -= 1
-        decoder.release(ids)
-    return Result("static batching", time.perf_counter() - start, timings)
+    detokenizers = [task.detokenizer(r.stop) for r in requests]
+    start = time.monotonic()
+    last = [start] * len(requests)
 
+    def deliver(ids: list[int], sampled: list[int], live: list[bool], seconds: float, at: float) -> None:
+        timings.step(len(ids), seconds)
+        for i, token, counted in zip(ids, sampled, live, strict=True):
+            if counted:
+                detokenizers[i].add(token)
+                timings.token(at - last[i], first=last[i] == start)
+                last[i] = at
 
-def _static_step(
-    decoder: Decoder, ids: list[int], tokens: list[list[int]], batch: list[GenerationInput],
-    rngs: list[np.random.Generator],
-) -> list[int]:  # fmt: skip
-    logits = decoder.next_logits(ids, tokens)
-    return sample_batch(logits, [r.sampling for r in batch], rngs)
+    def run() -> None:
+        for first in range(0, len(requests), slots):
+            batch = requests[first : first + slots]
+            ids = list(range(first, first + len(batch)))
+            tokens = [list(r.prompt_ids) for r in batch]
+            rngs = [np.random.default_rng(r.sampling.seed) for r in batch]
+            remaining = [r.max_new_tokens for r in batch]
+            while any(remaining):
+                step_start = time.perf_counter()
+                logits = decoder.next_logits(ids, tokens)
+                sampled = sample_batch(logits, [r.sampling for r in batch], rngs)
+                live = [n > 0 for n in remaining]
+                for i, token in enumerate(sampled):
+                    tokens[i].append(token)  # finished rows keep running (and their cache keeps growing)
+                    remaining[i] = max(0, remaining[i] - 1)
+                loop.call_soon_threadsafe(deliver, ids, sampled, live, time.perf_counter() - step_start,
+                                          time.monotonic())  # fmt: skip
+            decoder.release(ids)
+
+    begin = time.perf_counter()
+    await asyncio.to_thread(run)  # its completion is queued after every `deliver`
+    return Result("static batching", time.perf_counter() - begin, timings)
 
 
 def _ms(values: list[float], q: float) -> str:
@@ -237,19 +238,27 @@ def _decode_cost(make_decoder: DecoderFactory, batch: int, length: int, context:
 
 async def compare(
     make_decoder: DecoderFactory, forward: ForwardFn | None, task: TextGeneration, requests: list[GenerationInput],
-    executor: Executor, repeats: int,
+    lanes: int, repeats: int,
 ) -> list[Result]:  # fmt: skip
     """Each mode `repeats` times, interleaved (so a burst of other load on the machine hits all modes alike);
-    the fastest run of each mode is kept."""
+    the fastest run of each mode is kept. Continuous batching runs with `lanes` lanes (each with its share of
+    the slots), and also with one when that differs."""
     slots = len(requests)
-    modes = [
-        lambda: scheduled("continuous batching", make_decoder(slots), task, requests, slots, executor),
-        lambda: static(make_decoder(slots), task, requests, slots, executor),
-        lambda: scheduled("one at a time", make_decoder(1), task, requests, 1, executor),
+
+    def continuous(name: str, count: int, decoder: DecoderFactory) -> Callable[[], Awaitable[Result]]:
+        rows = -(-slots // count)
+        return lambda: scheduled(name, [decoder(rows) for _ in range(count)], task, requests, slots)
+
+    label = "continuous batching" + (f", {lanes} lanes" if lanes > 1 else "")
+    modes = [continuous(label, lanes, make_decoder)]
+    if lanes > 1:
+        modes.append(continuous("continuous batching, 1 lane", 1, make_decoder))
+    modes += [
+        lambda: static(make_decoder(slots), task, requests, slots),
+        lambda: scheduled("one at a time", [make_decoder(1)], task, requests, 1),
     ]
     if forward is not None:
-        modes.append(lambda: scheduled("continuous, no KV cache", RecomputeDecoder(forward), task, requests, slots,
-                                       executor))  # fmt: skip
+        modes.append(continuous("continuous, no KV cache", lanes, lambda _: RecomputeDecoder(forward)))
     runs: list[list[Result]] = [[] for _ in modes]
     for _ in range(repeats):
         for mode, results in zip(modes, runs, strict=True):
@@ -290,9 +299,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each mode; the fastest is reported")
+    parser.add_argument(
+        "--lanes", type=int, default=0, help="lanes of continuous batching (0: the model's generation.lanes)"
+    )
     parser.add_argument("--fixed-step-ms", type=float, default=0.0, help="step cost of an extra table (0: none)")
     args = parser.parse_args()
     session, step, task, source = load(args.model_repository, args.model)
+    args.lanes = args.lanes or task.generation.lanes
     output, context = task.output, task.generation.context_length
 
     def forward(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -310,16 +323,15 @@ def main() -> None:
     print(f"{len(requests)} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}, "
           f"prompts of {min(lengths)}..{max(lengths)} tokens")  # fmt: skip
     print("\n".join(step_costs(forward, make_decoder if step else None, 64, context)))
-    with ThreadPoolExecutor(4, thread_name_prefix="infer") as executor:
-        asyncio.run(scheduled("warmup", make_decoder(2), task, requests[:2], 2, executor))
-        title = "ONNX Runtime on this machine" + (", with the KV cache" if step else "")
-        results = asyncio.run(compare(make_decoder, forward if step else None, task, requests, executor, args.repeats))
-        report(title + (f" (fastest of {args.repeats} runs per mode)" if args.repeats > 1 else ""), results)
-        if args.fixed_step_ms:
-            fixed = fixed_cost(forward, args.fixed_step_ms / 1000)
-            fixed_results = asyncio.run(compare(lambda _: RecomputeDecoder(fixed), None, task, requests, executor, 1))
-            report(f"forward pass of fixed cost ({args.fixed_step_ms:g} ms + one row, whatever the batch; no cache)",
-                   fixed_results)  # fmt: skip
+    asyncio.run(scheduled("warmup", [make_decoder(2)], task, requests[:2], 2))
+    title = "ONNX Runtime on this machine" + (", with the KV cache" if step else "")
+    results = asyncio.run(compare(make_decoder, forward if step else None, task, requests, args.lanes, args.repeats))
+    report(title + (f" (fastest of {args.repeats} runs per mode)" if args.repeats > 1 else ""), results)
+    if args.fixed_step_ms:
+        fixed = fixed_cost(forward, args.fixed_step_ms / 1000)
+        fixed_results = asyncio.run(compare(lambda _: RecomputeDecoder(fixed), None, task, requests, 1, 1))
+        report(f"forward pass of fixed cost ({args.fixed_step_ms:g} ms + one row, whatever the batch; no cache)",
+               fixed_results)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class App:
         self.metrics_port: int | None = None
         recorder = RequestRecorder(self.metrics)
         inference = InferenceServicer(self.registry, recorder, lambda: self.ready)
-        self.tasks = TaskAPIs(self.registry, self.executor)
+        self.tasks = TaskAPIs(self.registry)
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES))
         add_task_services(self.server, self.tasks, recorder)

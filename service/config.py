@@ -192,6 +192,10 @@ class Generation(_Strict):
     New tokens attend to the valid past slots and causally to each other, so one graph serves prefill
     (new = prompt length, past = 0) and decoding (new = 1). `deepserve-train transformer` writes it as
     `decoder_step.onnx` and checks it against model.onnx."""
+    lanes: int = Field(default=1, ge=1)
+    """Step loops, each in its own thread with its own share of `max_active_sequences` (and its own KV
+    cache); their model steps run at the same time, so two lanes keep two CPU cores (or a CPU and an
+    accelerator) busy while one lane waits on sampling and streaming. At most `max_active_sequences`."""
     step_intra_op_threads: int | None = Field(default=None, ge=0)
     """`execution.intra_op_threads` for the step model's session (None: the same as model.onnx's). A
     decoding step's operators are tiny, so splitting them across threads can cost more than it saves."""

@@ -7,7 +7,7 @@ model's session; both follow the registry's loads, reloads and unloads (it liste
 
 Classification and sentiment go through the model's dynamic batcher (`pipeline.run`), one batch item
 per image or text, so requests are batched with each other and with V2 calls. Generation runs in the
-scheduler's continuous batches on the same session and shared executor.
+scheduler's continuous batches, in its own step threads (`generation.lanes`), on the model's sessions.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from service.batching.decoders import Decoder, ForwardFn
+from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import Finished, FinishReason, TextChunk
 from service.config import Task
@@ -111,9 +110,8 @@ class _Handler:
 
 
 class TaskAPIs:
-    def __init__(self, registry: ModelRegistry, executor: Executor) -> None:
+    def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
-        self.executor = executor
         self._handlers: dict[tuple[str, str], _Handler] = {}
         self._closing: set[asyncio.Task] = set()
         registry.listeners.append(self.sync)
@@ -229,8 +227,8 @@ class TaskAPIs:
         handler = _Handler(pipeline, task)
         if isinstance(task, TextGeneration):
             handler.scheduler = GenerationScheduler(
-                f"{pipeline.name}:{pipeline.version}", _decoder(pipeline, task), _scheduler_config(task),
-                self.executor, GenerationMetrics(pipeline.metrics),
+                f"{pipeline.name}:{pipeline.version}", _decoders(pipeline, task), _scheduler_config(task),
+                GenerationMetrics(pipeline.metrics),
             )  # fmt: skip
             handler.scheduler.start()
         return handler
@@ -242,16 +240,18 @@ class TaskAPIs:
             closing.add_done_callback(self._closing.discard)
 
 
-def _decoder(pipeline: ModelPipeline, task: TextGeneration) -> Decoder | ForwardFn:
-    """KV-cache decoding when the model has a `generation.step_model`, else full recomputation each step."""
-    step = pipeline.step_model
+def _decoders(pipeline: ModelPipeline, task: TextGeneration) -> list[Decoder]:
+    """A decoder per lane: KV-cache decoding when the model has a `generation.step_model` (each lane's cache
+    holds its share of the active sequences), else full recomputation each step."""
+    g, pad = task.generation, task.encoder.settings.pad_id
+    step, lanes = pipeline.step_model, min(g.lanes, g.max_active_sequences)
     if step is None:
-        return _forward(pipeline, task)
-    g = task.generation
-    return KVCacheDecoder(
-        step.session.run, step.layers, step.heads, step.head_dim, g.max_active_sequences, g.context_length,
-        task.encoder.settings.pad_id,
-    )  # fmt: skip
+        return [RecomputeDecoder(_forward(pipeline, task), pad) for _ in range(lanes)]
+    rows = -(-g.max_active_sequences // lanes)
+    return [
+        KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows, g.context_length, pad)
+        for _ in range(lanes)
+    ]
 
 
 def _forward(pipeline: ModelPipeline, task: TextGeneration) -> ForwardFn:

@@ -1,25 +1,32 @@
 """Continuous batching for text generation: iteration-level scheduling over a `Decoder`.
 
-One loop per model repeats three phases (vLLM's v1 engine has the same shape):
+Each model's scheduler runs one or more *lanes*. A lane is a thread of its own that repeats (as vLLM's
+engine core does in its busy loop):
 
-- `schedule()`: retire sequences that were cancelled or whose deadline passed, then admit waiting
-  ones (first come, first served) up to `max_active_sequences`. Returns a plain `StepPlan`, which also
-  names the sequences that left since the last step so the decoder can drop their state.
-- execute: the decoder's next-token logits for every running sequence, and each one's next token
-  (`sampling.sample_batch`), all in a worker thread of the shared executor so the event loop stays free.
-- `_update()`: append each token, stream its text to the request's queue, retire finished sequences
-  (max_new_tokens, end-of-text token, stop sequence, context full). The text of a token that does not
-  end its sequence, for a request without stop sequences, is sent by `_stream()` just after the next step
-  starts: detokenizing and queueing it then overlaps the model instead of delaying it.
+- schedule: drop its sequences that ended (cancelled, stop sequence, deadline), then admit waiting ones
+  (first come, first served, from one queue that all lanes share) up to its share of
+  `max_active_sequences`; sleep while it has nothing to run.
+- execute: the decoder's next-token logits for every running sequence of the lane, and each one's next
+  token (`sampling.sample_batch`).
+- update: append each token; end the sequences that reached max_new_tokens, the end-of-text token or a
+  full context, and hand the step's tokens to the event loop in one `call_soon_threadsafe`.
+
+The event loop turns the tokens into text (the request's `Detokenizer`, which also spots stop
+sequences), queues it on each request's stream and ends requests; the lane meanwhile computes its next
+step. So a step costs the model, the sampling and a little bookkeeping, with no thread hand-off. A lane
+runs at most `AHEAD` steps ahead of the streaming, so a sequence that a stop sequence or a cancel ends
+leaves the batch within AHEAD + 1 steps; tokens computed for it after it ended are dropped, never streamed.
 
 New requests join and finished or cancelled ones leave between steps, so a short request never waits
-for a long one to end. The decoder (`decoders.py`) either recomputes each sequence in full every step
-(`RecomputeDecoder` over a `forward(token_ids, attention_mask)`) or keeps a KV cache per sequence, which
-it fills when the sequence first appears (prefill) and extends by one token per step. Either way a row's
-logits and its sampling never depend on what else shares the batch, so a seed reproduces the same text
-alone or under load.
+for a long one to end. A sequence stays in the lane that admitted it. Each lane has its own decoder
+(`decoders.py`): one recomputes each sequence in full every step (`RecomputeDecoder` over a
+`forward(token_ids, attention_mask)`), another keeps a KV cache per sequence, which it fills when the
+sequence first appears (prefill) and extends by one token per step. Either way a row's logits and its
+sampling never depend on what else shares the batch, so a seed reproduces the same text alone or under
+load. With two or more lanes their model steps run at the same time (the model releases the GIL), which
+keeps two CPU cores, or a CPU and an accelerator, busy.
 
-Knows nothing of gRPC, ONNX Runtime or tokenizers: it takes a `Decoder` (or a bare `forward`) and, per
+Knows nothing of gRPC, ONNX Runtime or tokenizers: it takes decoders (or a bare `forward`) and, per
 request, a `Detokenizer` that turns tokens into text and spots stop sequences.
 """
 
@@ -28,10 +35,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,7 +49,6 @@ from service.batching.sequences import (
     Finished,
     FinishReason,
     GenerationStream,
-    RequestStatus,
     SequenceState,
     TextChunk,
 )
@@ -58,7 +64,7 @@ from service.types import SamplingParams
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decoder", "ForwardFn", "GenerationScheduler", "GenerationStream", "SchedulerConfig", "StepPlan"]
+__all__ = ["Decoder", "ForwardFn", "GenerationScheduler", "GenerationStream", "SchedulerConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,7 @@ class SchedulerConfig:
 
 
 class GenerationObserver(Protocol):
-    """Receives what happened (metrics)."""
+    """Receives what happened (metrics); called on the event loop."""
 
     def sequences(self, active: int, waiting: int) -> None: ...
     def step(self, batch: int, seconds: float) -> None: ...
@@ -96,51 +102,103 @@ class _NullObserver:
 
 
 @dataclass(frozen=True, slots=True)
-class StepPlan:
-    """What runs this step."""
+class _Step:
+    """What one lane step produced, for the event loop."""
 
-    running: list[SequenceState]
-    admitted: list[SequenceState]
-    released: list[int]
-    """Ids of the sequences that left since the last step (the decoder may drop their cache)."""
+    tokens: list[tuple[SequenceState, int, FinishReason | None]]
+    """Each sequence's new token, and why the sequence ends with it (None: it goes on)."""
+    ended: list[tuple[SequenceState, FinishReason, DeepserveError]]
+    """Sequences that end without a token (deadline passed, model failure)."""
+    batch: int
+    seconds: float
+    at: float
+    """`time.monotonic()` when the tokens were sampled."""
+
+
+AHEAD = 2
+"""Steps a lane may run ahead of the event loop's streaming. Bounds how many tokens a request may get
+computed after it was cancelled or hit a stop sequence (the step under way, and this many)."""
+
+
+class _Lane:
+    """One step loop: its thread, its decoder, its share of the active sequences."""
+
+    def __init__(self, name: str, decoder: Decoder, slots: int) -> None:
+        self.name = name
+        self.decoder = decoder
+        self.slots = slots
+        self.running: list[SequenceState] = []
+        """Replaced, never changed in place, so the event loop can count it at any time."""
+        self.released: list[int] = []
+        """Ids of sequences that left since the decoder last ran (it may drop their state)."""
+        self.steps = 0
+        self.thread: threading.Thread | None = None
+        self.unstreamed = threading.Semaphore(AHEAD)
+        """Taken for each step handed to the event loop, given back once the loop has streamed it."""
 
 
 class GenerationScheduler:
     def __init__(
-        self, name: str, model: Decoder | ForwardFn, config: SchedulerConfig, executor: Executor,
+        self, name: str, model: Decoder | ForwardFn | Sequence[Decoder], config: SchedulerConfig,
         observer: GenerationObserver | None = None,
     ) -> None:  # fmt: skip
+        """`model`: one decoder (or forward function) for one lane, or a decoder per lane; the lanes share
+        `max_active_sequences` between them."""
         self.name = name
         self.config = config
-        self._decoder = model if isinstance(model, Decoder) else RecomputeDecoder(model, config.pad_id)
-        self._executor = executor
+        if isinstance(model, Decoder):
+            decoders: list[Decoder] = [model]
+        elif isinstance(model, Sequence):
+            decoders = list(model)
+        else:
+            decoders = [RecomputeDecoder(model, config.pad_id)]
+        if not 1 <= len(decoders) <= config.max_active_sequences:
+            raise ValueError(f"{len(decoders)} lanes for {config.max_active_sequences} active sequences")
+        share, extra = divmod(config.max_active_sequences, len(decoders))
+        self._lanes = [_Lane(f"{name}:{i}", decoder, share + (i < extra)) for i, decoder in enumerate(decoders)]
         self._observer: GenerationObserver = observer or _NullObserver()
         self._waiting: deque[SequenceState] = deque()
-        self._running: list[SequenceState] = []
-        self._released: list[int] = []
-        self._wakeup = asyncio.Event()
+        self._lock = threading.Condition()
+        """Guards `_waiting` and `_stopping`; lanes wait on it while they have nothing to run."""
+        self._stopping = False
+        self._live: set[SequenceState] = set()
+        """Requests not yet ended (event loop only)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
-        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_pending = False
         self._ids = itertools.count()
-        self.steps = 0
-        """Forward passes so far (tests count them)."""
         self.last_step: tuple[int, ...] = ()
-        """Ids of the sequences in the most recent forward pass."""
+        """Ids of the sequences in the most recent forward pass of any lane."""
 
     # ---- public API -------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"generation:{self.name}")
+        """Start the lanes' threads; their results come back to the running event loop."""
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        for lane in self._lanes:
+            lane.thread = threading.Thread(target=self._run, args=(lane,), name=f"generation:{lane.name}", daemon=True)
+            lane.thread.start()
+
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
+    @property
+    def steps(self) -> int:
+        """Forward passes so far, all lanes (tests count them)."""
+        return sum(lane.steps for lane in self._lanes)
 
     @property
     def active(self) -> int:
-        return sum(1 for s in self._running if not s.finished)
+        """Requests admitted to a lane and not yet ended, as the event loop sees them."""
+        return sum(1 for s in self._live if s.started)
 
     @property
     def waiting(self) -> int:
-        return sum(1 for s in self._waiting if not s.finished)
+        return sum(1 for s in self._live if not s.started)
 
     def submit(
         self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingParams, detokenizer: Detokenizer,
@@ -173,17 +231,29 @@ class GenerationScheduler:
             self._observer.rejected("deadline")
             raise DeadlineExceededError(f"deadline passed before the request to '{self.name}' was queued")
         seq = SequenceState(next(self._ids), prompt_ids, max_new_tokens, sampling, detokenizer, deadline, now)
-        self._waiting.append(seq)
+        self._live.add(seq)
         self._idle.clear()
+        with self._lock:
+            self._waiting.append(seq)
+        if not self._wake_pending and self._loop is not None:
+            # Idle lanes wake once this turn of the event loop is over, so requests that arrive together
+            # start in one step (one prefill) rather than one step for the first and another for the rest.
+            self._wake_pending = True
+            self._loop.call_soon(self._wake)
         self._publish()
-        self._wakeup.set()
         return GenerationStream(seq, self.abort)
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        with self._lock:
+            self._lock.notify_all()
 
     def abort(self, seq: SequenceState) -> None:
         """Cancel a request (client gone): it is not computed again and leaves at the next step."""
         if not seq.finished:
             self._observer.rejected("cancelled")
             self._finish(seq, FinishReason.CANCELLED)
+            self._publish()
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting; let sequences finish (up to `timeout`), then fail the rest with UNAVAILABLE."""
@@ -193,126 +263,161 @@ class GenerationScheduler:
         except asyncio.TimeoutError:
             pass
         error = UnavailableError(f"model '{self.name}' was unloaded before the generation ended; retry")
-        for seq in [*self._running, *self._waiting]:
-            if not seq.finished:
-                self._finish(seq, FinishReason.CANCELLED, error)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self._running, self._waiting = [], deque()
+        for seq in list(self._live):
+            self._finish(seq, FinishReason.CANCELLED, error)
+        with self._lock:
+            self._stopping = True
+            self._waiting.clear()
+            self._lock.notify_all()
+        for lane in self._lanes:
+            if lane.thread is not None:
+                await asyncio.to_thread(lane.thread.join)
+                lane.thread = None
+            lane.running = []
         self._publish()
 
-    # ---- the loop ---------------------------------------------------------------------------------
-    def schedule(self) -> StepPlan:
-        """Retire cancelled and expired sequences, then admit waiting ones up to max_active_sequences."""
-        now = time.monotonic()
-        for seq in [*self._running, *self._waiting]:
-            if not seq.finished and seq.deadline is not None and now >= seq.deadline:
-                where = (
-                    "while waiting for a slot"
-                    if seq.status is RequestStatus.WAITING
-                    else (f"after {seq.generated} generated tokens")
-                )
-                self._observer.rejected("deadline")
-                self._finish(seq, FinishReason.DEADLINE, DeadlineExceededError(f"deadline passed {where}"))
-        self._released += [s.id for s in self._running if s.finished]
-        self._running = [s for s in self._running if not s.finished]
-        waiting = deque(s for s in self._waiting if not s.finished)
-        admitted = []
-        while waiting and len(self._running) < self.config.max_active_sequences:
-            seq = waiting.popleft()
-            seq.status = RequestStatus.RUNNING
-            self._running.append(seq)
-            admitted.append(seq)
-        self._waiting = waiting
-        self._publish()
-        if not self._running and not self._waiting:
-            self._idle.set()
-        released, self._released = (self._released, []) if self._running else ([], self._released)
-        return StepPlan(list(self._running), admitted, released)
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        deferred: list[tuple[SequenceState, int]] = []
+    # ---- a lane's thread --------------------------------------------------------------------------
+    def _run(self, lane: _Lane) -> None:
+        assert self._loop is not None
         while True:
-            plan = self.schedule()
-            if not plan.running:
-                self._stream(deferred)
-                deferred = []
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = plan.running
+            batch, ended = self._schedule(lane)
+            if batch is None:
+                return
             start = time.perf_counter()
-            step = loop.run_in_executor(self._executor, self._execute, batch, plan.released)
-            self._stream(deferred)  # the last step's text goes out while this step computes
-            deferred = []
             try:
-                tokens = await step
-                self._observer.step(len(batch), time.perf_counter() - start)
-                deferred = self._update(batch, tokens)
-            except Exception as err:  # noqa: BLE001 - the loop must outlive any failure
-                self._fail(batch, err)
+                tokens = self._execute(lane, batch) if batch else []
+                step = self._update(lane, batch, tokens, ended, time.perf_counter() - start)
+            except Exception as err:  # noqa: BLE001 - the lane must outlive any failure
+                step = self._failed(lane, batch, ended, err)
+            lane.unstreamed.acquire()  # at most AHEAD steps ahead of the event loop
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, lane, step)
+            except RuntimeError:  # the event loop is gone: nobody is left to stream to
+                return
 
-    def _execute(self, batch: list[SequenceState], released: list[int]) -> list[int]:
-        """Worker thread: drop the state of sequences that left, then the next token of every sequence."""
-        self.steps += 1
-        self.last_step = tuple(s.id for s in batch)
-        self._decoder.release(released)
-        logits = self._decoder.next_logits(self.last_step, [s.tokens for s in batch])
+    def _schedule(self, lane: _Lane) -> tuple[list[SequenceState] | None, list]:
+        """Drop the lane's sequences that ended and those whose deadline passed, then admit waiting ones up
+        to the lane's slots; waits while there is nothing to do. (None, []) when the scheduler stops."""
+        ended: list[tuple[SequenceState, FinishReason, DeepserveError]] = []
+        with self._lock:
+            while True:
+                if self._stopping:
+                    return None, []
+                now = time.monotonic()
+                running = []
+                for seq in lane.running:
+                    if seq.finished:
+                        lane.released.append(seq.id)
+                    elif seq.deadline is not None and now >= seq.deadline:
+                        lane.released.append(seq.id)
+                        ended.append(_expired(seq, f"after {seq.generated} generated tokens"))
+                    else:
+                        running.append(seq)
+                if self._waiting and any(s.finished or _passed(s, now) for s in self._waiting):
+                    waiting: deque[SequenceState] = deque()
+                    for seq in self._waiting:
+                        if _passed(seq, now) and not seq.finished:
+                            ended.append(_expired(seq, "while waiting for a slot"))
+                        elif not seq.finished:
+                            waiting.append(seq)
+                    self._waiting = waiting
+                while self._waiting and len(running) < lane.slots:
+                    seq = self._waiting.popleft()
+                    seq.started = True
+                    running.append(seq)
+                lane.running = running
+                if running or ended:
+                    return running, ended
+                self._lock.wait()
+
+    def _execute(self, lane: _Lane, batch: list[SequenceState]) -> list[int]:
+        """The next token of every sequence of the batch (the decoder first drops the state of those that left)."""
+        lane.steps += 1
+        self.last_step = ids = tuple(s.id for s in batch)
+        released, lane.released = lane.released, []
+        lane.decoder.release(released)
+        logits = lane.decoder.next_logits(ids, [s.tokens for s in batch])
         if logits.ndim != 2 or len(logits) != len(batch):
             raise InferenceError(f"the decoder returned logits of shape {logits.shape} for {len(batch)} sequences")
         return sample_batch(logits, [s.sampling for s in batch], [s.rng for s in batch])
 
-    def _update(self, batch: list[SequenceState], tokens: list[int]) -> list[tuple[SequenceState, int]]:
-        """Append each token and finish the sequences that end with it. The text of a token that neither
-        ends its sequence nor could complete a stop sequence is returned for `_stream` instead, so turning
-        it into text and sending it does not delay the next step."""
-        now, deferred = time.monotonic(), []
+    def _update(
+        self, lane: _Lane, batch: list[SequenceState], tokens: list[int],
+        ended: list[tuple[SequenceState, FinishReason, DeepserveError]], seconds: float,
+    ) -> _Step:  # fmt: skip
+        """Append each token; sequences that end with it leave the lane now."""
+        context, eos = self.config.context_length, self.config.eos_id
+        out: list[tuple[SequenceState, int, FinishReason | None]] = []
+        running = []
         for seq, token in zip(batch, tokens, strict=True):
-            if seq.finished:  # cancelled or expired while the step ran
-                continue
             seq.tokens.append(token)
-            self._observer.token(now - (seq.last_token_at or seq.arrived), first=seq.last_token_at is None)
-            seq.last_token_at = now
-            if token == self.config.eos_id:
-                self._finish(seq, FinishReason.EOS)
-            elif seq.generated >= seq.max_new_tokens:
-                self._emit(seq, token, FinishReason.LENGTH)
-            elif len(seq.tokens) >= self.config.context_length:
-                self._emit(seq, token, FinishReason.CONTEXT)
-            elif seq.detokenizer.may_stop:
-                self._emit(seq, token)
+            if token == eos:
+                reason: FinishReason | None = FinishReason.EOS
+            elif len(seq.tokens) - seq.prompt_tokens >= seq.max_new_tokens:
+                reason = FinishReason.LENGTH
+            elif len(seq.tokens) >= context:
+                reason = FinishReason.CONTEXT
             else:
-                deferred.append((seq, token))
-        return deferred
+                reason = None
+                running.append(seq)
+            if reason is not None:
+                lane.released.append(seq.id)
+            out.append((seq, token, reason))
+        lane.running = running
+        return _Step(out, ended, len(batch), seconds, time.monotonic())
 
-    def _emit(self, seq: SequenceState, token: int, reason: FinishReason | None = None) -> None:
-        """Stream a token's text; finish the sequence with STOP on a stop sequence, else with `reason`."""
-        text, stopped = seq.detokenizer.add(token)
-        if text:
-            seq.events.put_nowait(TextChunk(text))
-        if stopped:
-            self._finish(seq, FinishReason.STOP)
-        elif reason is not None:
-            self._finish(seq, reason)
+    def _failed(
+        self, lane: _Lane, batch: list[SequenceState], ended: list[tuple[SequenceState, FinishReason, DeepserveError]],
+        err: Exception,
+    ) -> _Step:  # fmt: skip
+        """A step that raised: its sequences end with the error and leave the lane."""
+        if not isinstance(err, DeepserveError) or isinstance(err, InferenceError):
+            log.error("generation step failed", extra={"model": self.name, "batch": len(batch)}, exc_info=err)
+            err = InferenceError(f"model '{self.name}' failed during generation; the error was logged")
+        lane.released += [s.id for s in batch]
+        lane.running = []
+        ended = ended + [(seq, FinishReason.ERROR, err) for seq in batch]
+        return _Step([], ended, len(batch), 0.0, time.monotonic())
 
-    def _stream(self, deferred: list[tuple[SequenceState, int]]) -> None:
-        """Text of tokens `_update` left for later (sequences cancelled since then get none)."""
-        for seq, token in deferred:
+    # ---- the event loop ---------------------------------------------------------------------------
+    def _deliver(self, lane: _Lane, step: _Step) -> None:
+        """Stream one lane step's tokens and end the sequences that ended with it."""
+        lane.unstreamed.release()
+        if step.tokens:
+            self._observer.step(step.batch, step.seconds)
+        for seq, why, error in step.ended:
             if not seq.finished:
-                text, _ = seq.detokenizer.add(token)
-                if text:
-                    seq.events.put_nowait(TextChunk(text))
+                if isinstance(error, DeadlineExceededError):
+                    self._observer.rejected("deadline")
+                self._finish(seq, why, error)
+        for seq, token, reason in step.tokens:
+            if seq.finished:  # cancelled, or a stop sequence, while the step ran
+                continue
+            seq.streamed += 1
+            first = seq.last_token_at is None
+            self._observer.token(step.at - (seq.last_token_at or seq.arrived), first=first)
+            seq.last_token_at = step.at
+            if reason is FinishReason.EOS:
+                self._finish(seq, reason)
+                continue
+            text, stopped = seq.detokenizer.add(token)
+            if text:
+                seq.events.put_nowait(TextChunk(text))
+            if stopped:
+                self._finish(seq, FinishReason.STOP)
+            elif reason is not None:
+                self._finish(seq, reason)
+        self._publish()
 
-    # ---- bookkeeping ------------------------------------------------------------------------------
     def _finish(self, seq: SequenceState, reason: FinishReason, error: DeepserveError | None = None) -> None:
-        seq.status = RequestStatus.FINISHED
+        """End a request with its last event (the only place that does)."""
+        if seq.finished:
+            return
+        seq.finished = True
         seq.finish_reason = reason
+        self._live.discard(seq)
+        if not self._live:
+            self._idle.set()
         if error is not None:
             seq.events.put_nowait(error)
             return
@@ -320,15 +425,15 @@ class GenerationScheduler:
             rest = seq.detokenizer.flush()
             if rest:
                 seq.events.put_nowait(TextChunk(rest))
-        seq.events.put_nowait(Finished(reason, seq.prompt_tokens, seq.generated))
-
-    def _fail(self, batch: list[SequenceState], err: Exception) -> None:
-        if not isinstance(err, DeepserveError) or isinstance(err, InferenceError):
-            log.error("generation step failed", extra={"model": self.name, "batch": len(batch)}, exc_info=err)
-            err = InferenceError(f"model '{self.name}' failed during generation; the error was logged")
-        for seq in batch:
-            if not seq.finished:
-                self._finish(seq, FinishReason.ERROR, err)
+        seq.events.put_nowait(Finished(reason, seq.prompt_tokens, seq.streamed))
 
     def _publish(self) -> None:
         self._observer.sequences(self.active, self.waiting)
+
+
+def _passed(seq: SequenceState, now: float) -> bool:
+    return seq.deadline is not None and now >= seq.deadline
+
+
+def _expired(seq: SequenceState, where: str) -> tuple[SequenceState, FinishReason, DeepserveError]:
+    return seq, FinishReason.DEADLINE, DeadlineExceededError(f"deadline passed {where}")

@@ -16,12 +16,6 @@ from service.errors import DeepserveError
 from service.types import SamplingParams
 
 
-class RequestStatus(enum.Enum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    FINISHED = "finished"
-
-
 class FinishReason(str, enum.Enum):
     LENGTH = "length"
     STOP = "stop"
@@ -34,10 +28,6 @@ class FinishReason(str, enum.Enum):
 
 class Detokenizer(Protocol):
     """Turns one request's generated tokens into text, one token at a time."""
-
-    may_stop: bool
-    """Whether `add` can report a stop sequence (the scheduler then reads each token's text before the
-    next step; otherwise it may do so while the next step computes)."""
 
     def add(self, token_id: int) -> tuple[str, bool]:
         """Text that became final with this token, and whether a stop sequence appeared (the text then
@@ -65,11 +55,17 @@ Event = TextChunk | Finished
 
 
 class SequenceState:
-    """One request, owned by the scheduler loop: its tokens, sampling state and event queue."""
+    """One request: its tokens, sampling state and event queue.
+
+    Two threads share it, each writing its own fields. The scheduler's step thread admits it (`started`),
+    appends to `tokens` and draws from `rng`; the event loop streams it (`detokenizer`, `events`,
+    `streamed`, `last_token_at`) and ends it (`finished`, `finish_reason`), exactly once. The step thread
+    only reads `finished`: a sequence that ended (cancelled, stop sequence, deadline) leaves at its next step.
+    """
 
     __slots__ = (
-        "arrived", "deadline", "detokenizer", "events", "finish_reason", "id", "last_token_at", "max_new_tokens",
-        "prompt_tokens", "rng", "sampling", "status", "tokens",
+        "arrived", "deadline", "detokenizer", "events", "finish_reason", "finished", "id", "last_token_at",
+        "max_new_tokens", "prompt_tokens", "rng", "sampling", "started", "streamed", "tokens",
     )  # fmt: skip
 
     def __init__(
@@ -84,8 +80,13 @@ class SequenceState:
         self.rng = np.random.default_rng(sampling.seed)
         self.detokenizer = detokenizer
         self.deadline = deadline
-        self.status = RequestStatus.WAITING
+        self.started = False
+        """Admitted to a batch (step thread)."""
+        self.finished = False
+        """Its last event is queued (event loop)."""
         self.finish_reason: FinishReason | None = None
+        self.streamed = 0
+        """Generated tokens the event loop has streamed (the step thread may be ahead)."""
         self.events: asyncio.Queue[Event | DeepserveError] = asyncio.Queue()
         self.arrived = now
         self.last_token_at: float | None = None
@@ -93,10 +94,6 @@ class SequenceState:
     @property
     def generated(self) -> int:
         return len(self.tokens) - self.prompt_tokens
-
-    @property
-    def finished(self) -> bool:
-        return self.status is RequestStatus.FINISHED
 
 
 class GenerationStream:

@@ -51,7 +51,6 @@ class IncrementalDetokenizer:
     def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
         self._tokenizer = tokenizer
         self._stop = tuple(stop)
-        self.may_stop = bool(self._stop)
         self._ids: list[int] = []
         self._text = ""
         self._sent = 0

@@ -2,15 +2,14 @@
 
 Both paths run the server's scheduler, sampling and detokenizer on the committed files: `decoder_step.onnx`
 through `KVCacheDecoder` (prefill, then one token per step), `model.onnx` through a full forward pass per
-step. The prompts run together, so prefill batching, rows joining and leaving, and the context limit are
-all on the path.
+step, and the cache again split over two lanes (two step threads, each with its own cache). The prompts run
+together, so prefill batching, rows joining and leaving, and the context limit are all on the path.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ PROMPTS = ["The for statement", "Exceptions are", "A class definition", "def f(x
 
 
 @pytest.fixture(scope="module")
-def model() -> tuple[TextGeneration, ForwardFn, KVCacheDecoder]:
+def model() -> tuple[TextGeneration, ForwardFn, Callable[[int], KVCacheDecoder]]:
     entry = ModelRepository(MODELS).load("textgen_transformer")
     session = ModelSession(entry.versions["1"], entry.config, [CPU])
     step = load_step_model(entry.step_models["1"], entry.config, [CPU], entry.name)
@@ -38,27 +37,22 @@ def model() -> tuple[TextGeneration, ForwardFn, KVCacheDecoder]:
     def forward(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return session.run(task.feed(token_ids, mask), [task.output])[task.output]
 
-    g = task.generation
-    cached = KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, g.max_active_sequences,
-                            g.context_length)  # fmt: skip
+    def cached(rows: int) -> KVCacheDecoder:
+        return KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows,
+                              task.generation.context_length)  # fmt: skip
+
     return task, forward, cached
 
 
-@pytest.fixture(scope="module")
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(2) as pool:
-        yield pool
-
-
 def generate(
-    task: TextGeneration, decoder: Decoder | ForwardFn, executor: ThreadPoolExecutor, **sampling: object
+    task: TextGeneration, decoder: Decoder | ForwardFn | Sequence[Decoder], max_active: int = 16, **sampling: object
 ) -> list[tuple[str, str, int]]:
     """(text, finish reason, generated tokens) of every prompt, all submitted at once."""
 
     async def run() -> list[tuple[str, str, int]]:
         g = task.generation
-        config = SchedulerConfig(g.context_length, g.max_active_sequences, eos_id=g.eos_id)
-        scheduler = GenerationScheduler("kv", decoder, config, executor)
+        config = SchedulerConfig(g.context_length, max_active, eos_id=g.eos_id)
+        scheduler = GenerationScheduler("kv", decoder, config)
         scheduler.start()
         streams = []
         for i, prompt in enumerate(PROMPTS):
@@ -78,15 +72,23 @@ def generate(
     return asyncio.run(run())
 
 
-def test_greedy_text_is_the_same_with_and_without_the_cache(model, executor) -> None:  # type: ignore[no-untyped-def]
+def test_greedy_text_is_the_same_with_and_without_the_cache(model) -> None:  # type: ignore[no-untyped-def]
     task, forward, cached = model
-    with_cache = generate(task, cached, executor, temperature=0.0)
-    assert with_cache == generate(task, forward, executor, temperature=0.0)
+    with_cache = generate(task, cached(16), temperature=0.0)
+    assert with_cache == generate(task, forward, temperature=0.0)
     assert all(text for text, _, _ in with_cache)
     assert with_cache[-1][1] == "context" and with_cache[-1][2] > 10  # the long prompt fills the context
 
 
-def test_seeded_sampling_is_the_same_with_and_without_the_cache(model, executor) -> None:  # type: ignore[no-untyped-def]
+def test_seeded_sampling_is_the_same_with_and_without_the_cache(model) -> None:  # type: ignore[no-untyped-def]
     task, forward, cached = model
     params = {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 11}
-    assert generate(task, cached, executor, **params) == generate(task, forward, executor, **params)
+    assert generate(task, cached(16), **params) == generate(task, forward, **params)
+
+
+def test_two_lanes_generate_the_same_text_as_one(model) -> None:  # type: ignore[no-untyped-def]
+    task, _, cached = model
+    params = {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 5}
+    # 2 + 2 slots for 5 prompts: both lanes run, and the last prompt waits for the first free slot.
+    assert generate(task, [cached(2), cached(2)], 4, **params) == generate(task, cached(16), **params)
+    assert generate(task, [cached(2), cached(2)], 4, temperature=0.0) == generate(task, cached(16), temperature=0.0)

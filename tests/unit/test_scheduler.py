@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ class Letters:
 
     def __init__(self, stop: str = "") -> None:
         self.text, self.sent, self.stop = "", 0, stop
-        self.may_stop = bool(stop)
 
     def add(self, token_id: int) -> tuple[str, bool]:
         self.text += chr(97 + token_id)
@@ -63,16 +61,9 @@ class Recorder:
         return logits
 
 
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(2, thread_name_prefix="infer")
-    yield pool
-    pool.shutdown(wait=True)
-
-
-def make(forward: Recorder, executor: ThreadPoolExecutor, start: bool = True, **config: object) -> GenerationScheduler:
+def make(forward: Recorder, start: bool = True, **config: object) -> GenerationScheduler:
     settings = {"context_length": 64, "max_active_sequences": 4, "max_waiting": 8, **config}
-    scheduler = GenerationScheduler("test", forward, SchedulerConfig(**settings), executor)  # type: ignore[arg-type]
+    scheduler = GenerationScheduler("test", forward, SchedulerConfig(**settings))  # type: ignore[arg-type]
     if start:
         scheduler.start()
     return scheduler
@@ -94,38 +85,38 @@ def submit(scheduler: GenerationScheduler, prompt: list[int], max_new: int, **kw
     return scheduler.submit(prompt, max_new, sampling, Letters(str(kwargs.pop("stop", ""))), **kwargs)  # type: ignore[arg-type]
 
 
-async def test_generates_until_max_new_tokens(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor)
+async def test_generates_until_max_new_tokens() -> None:
+    scheduler = make(Recorder())
     text, done = await collect(submit(scheduler, [0, 1], 5))
     assert text == "cdefg"
     assert done == Finished(FinishReason.LENGTH, prompt_tokens=2, generated_tokens=5)
     await scheduler.close()
 
 
-async def test_end_of_text_token_finishes_without_text(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor, eos_id=5)
+async def test_end_of_text_token_finishes_without_text() -> None:
+    scheduler = make(Recorder(), eos_id=5)
     text, done = await collect(submit(scheduler, [3], 10))
     assert (text, done.reason, done.generated_tokens) == ("e", FinishReason.EOS, 2)
     await scheduler.close()
 
 
-async def test_stop_sequence_ends_the_text_before_it(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor)
+async def test_stop_sequence_ends_the_text_before_it() -> None:
+    scheduler = make(Recorder())
     text, done = await collect(submit(scheduler, [2], 10, stop="f"))
     assert (text, done.reason, done.generated_tokens) == ("de", FinishReason.STOP, 3)
     await scheduler.close()
 
 
-async def test_context_full_ends_generation(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor, context_length=6)
+async def test_context_full_ends_generation() -> None:
+    scheduler = make(Recorder(), context_length=6)
     text, done = await collect(submit(scheduler, [0, 1, 2, 3], 10))
     assert (text, done.reason, done.generated_tokens) == ("ef", FinishReason.CONTEXT, 2)
     await scheduler.close()
 
 
-async def test_requests_join_and_leave_between_steps(executor: ThreadPoolExecutor) -> None:
+async def test_requests_join_and_leave_between_steps() -> None:
     forward = Recorder()
-    scheduler = make(forward, executor, max_active_sequences=2)
+    scheduler = make(forward, max_active_sequences=2)
     streams = [submit(scheduler, [i], n) for i, n in enumerate([1, 4, 2, 2])]
     results = await asyncio.gather(*(collect(s) for s in streams))
     assert [r[1].generated_tokens for r in results] == [1, 4, 2, 2]
@@ -136,9 +127,9 @@ async def test_requests_join_and_leave_between_steps(executor: ThreadPoolExecuto
     await scheduler.close()
 
 
-async def test_batch_is_right_padded_and_logits_read_at_each_last_token(executor: ThreadPoolExecutor) -> None:
+async def test_batch_is_right_padded_and_logits_read_at_each_last_token() -> None:
     forward = Recorder()
-    scheduler = make(forward, executor, start=False, pad_id=0)
+    scheduler = make(forward, start=False, pad_id=0)
     short, long = submit(scheduler, [7], 1), submit(scheduler, [3, 4, 5], 1)
     scheduler.start()
     (text_short, _), (text_long, _) = await asyncio.gather(collect(short), collect(long))
@@ -155,10 +146,10 @@ def test_collate() -> None:
     assert lengths.tolist() == [2, 1, 3] and ids.dtype == np.int64
 
 
-async def test_same_seed_same_text_alone_and_beside_others(executor: ThreadPoolExecutor) -> None:
+async def test_same_seed_same_text_alone_and_beside_others() -> None:
     table = np.random.default_rng(0).normal(size=(VOCAB, VOCAB)).astype(np.float32)
     forward = Recorder(table=table)
-    scheduler = make(forward, executor, max_active_sequences=4)
+    scheduler = make(forward, max_active_sequences=4)
     sampling = SamplingParams(temperature=1.0, top_k=10, top_p=0.9, seed=1234)
     alone, _ = await collect(submit(scheduler, [1, 2], 30, sampling=sampling))
     others = [submit(scheduler, [i], 10 + i, sampling=SamplingParams(seed=i)) for i in range(3)]
@@ -171,8 +162,8 @@ async def test_same_seed_same_text_alone_and_beside_others(executor: ThreadPoolE
     await scheduler.close()
 
 
-async def test_queue_full_when_too_many_wait(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor, start=False, max_waiting=2, max_active_sequences=1)
+async def test_queue_full_when_too_many_wait() -> None:
+    scheduler = make(Recorder(), start=False, max_waiting=2, max_active_sequences=1)
     for _ in range(3):  # one for the free slot (taken at the next step), two waiting
         submit(scheduler, [1], 1)
     with pytest.raises(QueueFullError, match="queue full"):
@@ -180,9 +171,9 @@ async def test_queue_full_when_too_many_wait(executor: ThreadPoolExecutor) -> No
     await scheduler.close(timeout=0)
 
 
-async def test_cancel_frees_the_slot_at_the_next_step(executor: ThreadPoolExecutor) -> None:
+async def test_cancel_frees_the_slot_at_the_next_step() -> None:
     forward = Recorder(delay=0.01)
-    scheduler = make(forward, executor, max_active_sequences=1)
+    scheduler = make(forward, max_active_sequences=1)
     stream = submit(scheduler, [0], 1000)
     waiting = submit(scheduler, [5], 3)
     await anext(stream)
@@ -198,8 +189,8 @@ async def test_cancel_frees_the_slot_at_the_next_step(executor: ThreadPoolExecut
     await scheduler.close()
 
 
-async def test_deadline_ends_the_stream_with_deadline_exceeded(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(delay=0.01), executor)
+async def test_deadline_ends_the_stream_with_deadline_exceeded() -> None:
+    scheduler = make(Recorder(delay=0.01))
     stream = submit(scheduler, [0], 1000, deadline=time.monotonic() + 0.1)
     chunks = 0
     with pytest.raises(DeadlineExceededError, match=r"after \d+ generated tokens"):
@@ -210,14 +201,14 @@ async def test_deadline_ends_the_stream_with_deadline_exceeded(executor: ThreadP
     await scheduler.close()
 
 
-async def test_deadline_already_passed_is_refused(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor)
+async def test_deadline_already_passed_is_refused() -> None:
+    scheduler = make(Recorder())
     with pytest.raises(DeadlineExceededError):
         submit(scheduler, [0], 5, deadline=time.monotonic() - 1)
     await scheduler.close()
 
 
-async def test_model_failure_fails_the_batch_and_the_loop_survives(executor: ThreadPoolExecutor) -> None:
+async def test_model_failure_fails_the_batch_and_the_loop_survives() -> None:
     calls = {"n": 0}
 
     def flaky(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -226,7 +217,7 @@ async def test_model_failure_fails_the_batch_and_the_loop_survives(executor: Thr
             raise RuntimeError("boom")
         return Recorder()(token_ids, mask)
 
-    scheduler = GenerationScheduler("flaky", flaky, SchedulerConfig(context_length=16), executor)
+    scheduler = GenerationScheduler("flaky", flaky, SchedulerConfig(context_length=16))
     scheduler.start()
     with pytest.raises(InferenceError, match="failed during generation"):
         await collect(submit(scheduler, [0], 3))
@@ -235,29 +226,29 @@ async def test_model_failure_fails_the_batch_and_the_loop_survives(executor: Thr
     await scheduler.close()
 
 
-async def test_wrong_logits_shape_is_an_inference_error(executor: ThreadPoolExecutor) -> None:
-    scheduler = GenerationScheduler("bad", lambda ids, mask: np.zeros((1, 3)), SchedulerConfig(16), executor)
+async def test_wrong_logits_shape_is_an_inference_error() -> None:
+    scheduler = GenerationScheduler("bad", lambda ids, mask: np.zeros((1, 3)), SchedulerConfig(16))
     scheduler.start()
     with pytest.raises(InferenceError):
         await collect(submit(scheduler, [0], 3))
     await scheduler.close()
 
 
-async def test_forward_runs_in_a_worker_thread_and_the_loop_stays_free(executor: ThreadPoolExecutor) -> None:
+async def test_forward_runs_in_a_worker_thread_and_the_loop_stays_free() -> None:
     forward = Recorder(delay=0.2)
-    scheduler = make(forward, executor)
+    scheduler = make(forward)
     stream = submit(scheduler, [0], 2)
     await asyncio.sleep(0.02)  # the first step is running now
     start = time.perf_counter()
     await asyncio.sleep(0.01)
     assert time.perf_counter() - start < 0.1
     await collect(stream)
-    assert forward.threads and all(name.startswith("infer") for name in forward.threads)
+    assert forward.threads and all(name.startswith("generation:") for name in forward.threads)
     await scheduler.close()
 
 
-async def test_submit_checks_its_arguments(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(), executor, context_length=4)
+async def test_submit_checks_its_arguments() -> None:
+    scheduler = make(Recorder(), context_length=4)
     with pytest.raises(InvalidInputError, match="no tokens"):
         submit(scheduler, [], 3)
     with pytest.raises(InvalidInputError, match="at most 3 tokens"):
@@ -267,8 +258,8 @@ async def test_submit_checks_its_arguments(executor: ThreadPoolExecutor) -> None
     await scheduler.close()
 
 
-async def test_close_fails_unfinished_requests_with_unavailable(executor: ThreadPoolExecutor) -> None:
-    scheduler = make(Recorder(delay=0.01), executor)
+async def test_close_fails_unfinished_requests_with_unavailable() -> None:
+    scheduler = make(Recorder(delay=0.01))
     stream = submit(scheduler, [0], 1000)
     await anext(stream)
     await scheduler.close(timeout=0.05)
@@ -299,9 +290,9 @@ class Observed:
         self.rejections.append(reason)
 
 
-async def test_observer_sees_tokens_steps_and_sequence_counts(executor: ThreadPoolExecutor) -> None:
+async def test_observer_sees_tokens_steps_and_sequence_counts() -> None:
     seen = Observed()
-    scheduler = GenerationScheduler("obs", Recorder(), SchedulerConfig(64, max_active_sequences=2), executor, seen)
+    scheduler = GenerationScheduler("obs", Recorder(delay=0.01), SchedulerConfig(64, max_active_sequences=2), seen)
     scheduler.start()
     await asyncio.gather(*(collect(submit(scheduler, [i], 3)) for i in range(3)))
     assert len(seen.first) == 3 and len(seen.gaps) == 6
@@ -352,11 +343,9 @@ class CachingDecoder:
             self.released.append(seq_id)
 
 
-async def test_a_caching_decoder_sees_each_sequence_new_once_and_is_told_when_it_leaves(
-    executor: ThreadPoolExecutor,
-) -> None:
+async def test_a_caching_decoder_sees_each_sequence_new_once_and_is_told_when_it_leaves() -> None:
     decoder = CachingDecoder()
-    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2), executor)
+    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2))
     scheduler.start()
     streams = [submit(scheduler, [i], n) for i, n in enumerate([1, 4, 2])]
     texts = [text for text, _ in await asyncio.gather(*(collect(s) for s in streams))]
@@ -371,9 +360,9 @@ async def test_a_caching_decoder_sees_each_sequence_new_once_and_is_told_when_it
     await scheduler.close()
 
 
-async def test_a_cancelled_sequence_is_released_and_not_computed_again(executor: ThreadPoolExecutor) -> None:
+async def test_a_cancelled_sequence_is_released_and_not_computed_again() -> None:
     decoder = CachingDecoder()
-    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2), executor)
+    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2))
     scheduler.start()
     cancelled, other = submit(scheduler, [0], 1000), submit(scheduler, [3], 20)
     await anext(cancelled)
@@ -384,3 +373,24 @@ async def test_a_cancelled_sequence_is_released_and_not_computed_again(executor:
     after = decoder.batches[decoder.batches.index(next(b for b in decoder.batches if seq_id not in b)) :]
     assert all(seq_id not in batch for batch in after)
     await scheduler.close()
+
+
+async def test_lanes_share_the_slots_and_keep_their_sequences() -> None:
+    decoders = [CachingDecoder(), CachingDecoder()]
+    config = SchedulerConfig(64, max_active_sequences=3, max_waiting=8)
+    scheduler = GenerationScheduler("lanes", decoders, config)
+    scheduler.start()
+    assert scheduler.lanes == 2
+    streams = [submit(scheduler, [i], 3 + i) for i in range(6)]
+    texts = [text for text, _ in await asyncio.gather(*(collect(s) for s in streams))]
+    assert texts == ["".join(chr(97 + (i + 1 + j) % VOCAB) for j in range(3 + i)) for i in range(6)]
+    first, second = ({s for batch in d.batches for s in batch} for d in decoders)
+    assert first and second and not first & second  # both lanes ran; a sequence stays in its lane
+    assert max(map(len, decoders[0].batches)) <= 2 and max(map(len, decoders[1].batches)) <= 1  # 3 slots: 2 + 1
+    assert sorted(decoders[0].prefilled + decoders[1].prefilled) == sorted(s.sequence.id for s in streams)
+    await scheduler.close()
+
+
+def test_more_lanes_than_slots_is_refused() -> None:
+    with pytest.raises(ValueError, match="3 lanes for 2 active sequences"):
+        GenerationScheduler("lanes", [CachingDecoder() for _ in range(3)], SchedulerConfig(64, max_active_sequences=2))
