@@ -34,3 +34,12 @@ def status_of(err: BaseException, request_id: str = "") -> tuple[grpc.StatusCode
         return code, err.message
     log.error("unexpected error", extra={"request_id": request_id}, exc_info=err)
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL + (f" (request id {request_id})" if request_id else "")
+
+
+def cancelled_status(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """Why gRPC cancelled a handler: its deadline passed (the client sees DEADLINE_EXCEEDED), or the client
+    cancelled or went away."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED

@@ -23,7 +23,7 @@ from service.errors import InvalidInputError
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
 from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
-from service.grpc.errors import status_of
+from service.grpc.errors import cancelled_status, status_of
 from service.grpc.requests import Unparsable, add_service
 from service.metrics import RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
@@ -74,7 +74,7 @@ def unary(api: str) -> Callable:
                 model, version = response.model_name, response.model_version
                 return response
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED.name
+                code = cancelled_status(context).name
                 raise
             except Exception as err:  # noqa: BLE001 - every failure gets a status
                 status, message = status_of(err)
@@ -102,7 +102,7 @@ def streaming(api: str) -> Callable:
                             model, version = message.finished.model_name, message.finished.model_version
                         yield message
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED.name
+                code = cancelled_status(context).name
                 raise
             except Exception as err:  # noqa: BLE001 - every failure gets a status
                 status, message_text = status_of(err)

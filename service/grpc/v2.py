@@ -16,7 +16,7 @@ from service.errors import DeepserveError, InvalidInputError
 from service.grpc import convert
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
-from service.grpc.errors import status_of
+from service.grpc.errors import cancelled_status, status_of
 from service.metrics import RequestRecorder
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
@@ -120,7 +120,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 inflight.dec()
             return convert.encode_infer_response(response)
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED.name
+            code = cancelled_status(context).name
             raise
         except Exception as err:
             status, message = status_of(err, request.id)

@@ -155,6 +155,9 @@ def test_client_going_away_frees_the_slot(server: RunningServer) -> None:
 
 
 def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer) -> None:
+    registry = server.app.metrics.registry
+    labels = {"model": "slow_lm", "version": "", "api": "generate", "code": "DEADLINE_EXCEEDED"}
+    before = registry.get_sample_value("deepserve_requests_total", labels) or 0
     with TaskClient(server.address, timeout=0.5) as client:
         stream = client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm")
         received: list[str] = []
@@ -165,6 +168,8 @@ def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer) 
     assert received  # the text streamed before the deadline arrived
     scheduler = server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None and eventually(lambda: scheduler.active == 0)
+    # counted as the client saw it, whether gRPC's deadline or the scheduler's ended the stream
+    assert eventually(lambda: registry.get_sample_value("deepserve_requests_total", labels) == before + 1)
 
 
 def test_too_many_waiting_requests_get_queue_full(server: RunningServer) -> None:
