@@ -6,17 +6,14 @@ import io
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import pytest
 from PIL import Image, ImageDraw
 
 from service.client import ClientError, TaskClient
-from tests.conftest import RunningServer, start_server
-from tests.tiny_task_models import make_task_repository
-
-MODELS = Path(__file__).resolve().parents[2] / "models"
+from tests.conftest import RunningServer
+from tests.integration.tasks.conftest import serve_committed
 
 
 def png(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
@@ -30,19 +27,6 @@ def ink_box(box: tuple[int, int, int, int], size: tuple[int, int] = (200, 200)) 
     image = Image.new("L", size, 255)
     ImageDraw.Draw(image).rectangle(box, fill=0)
     return png(image)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[TaskClient]:
-    with TaskClient(server.address, timeout=30) as c:
-        yield c
 
 
 def test_dark_ink_on_paper_is_classified(client: TaskClient) -> None:
@@ -155,11 +139,7 @@ def hand_drawn(digit: int, size: int = 200) -> bytes:
 
 @pytest.fixture(scope="module")
 def digits_server() -> Iterator[RunningServer]:
-    if not (MODELS / "digits_cnn" / "config.yaml").is_file():
-        pytest.skip("models/digits_cnn is not in the repository yet (the trainer writes it)")
-    running = start_server(MODELS)
-    yield running
-    running.stop()
+    yield from serve_committed("digits_cnn")
 
 
 @pytest.mark.parametrize("digit", sorted(STROKES))

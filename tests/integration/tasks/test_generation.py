@@ -23,23 +23,10 @@ from service.client import ClientError, GenerationStream, TaskClient
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc
 from tests.conftest import RunningServer, start_server
-from tests.tiny_task_models import EOS_TRIGGER_TEXT, LM_CONTEXT, make_task_repository, write_lm, write_quadrants
+from tests.integration.tasks.conftest import serve_committed
+from tests.tiny_task_models import EOS_TRIGGER_TEXT, LM_CONTEXT, write_lm, write_quadrants
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
 PROMPT = "The quick brown fox"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[TaskClient]:
-    with TaskClient(server.address, timeout=60) as c:
-        yield c
 
 
 def messages(server: RunningServer, request: tg.GenerateRequest, timeout: float = 30) -> list[tg.GenerateResponse]:
@@ -272,11 +259,7 @@ def test_task_services_are_not_serving_without_their_models(tmp_path: Path) -> N
 # ---- the committed transformer ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lm_server() -> Iterator[RunningServer]:
-    if not (MODELS / "textgen_transformer" / "config.yaml").is_file():
-        pytest.skip("models/textgen_transformer is not in the repository yet (the trainer writes it)")
-    running = start_server(MODELS)
-    yield running
-    running.stop()
+    yield from serve_committed("textgen_transformer")
 
 
 def test_transformer_streams_and_reproduces_its_seed_under_load(lm_server: RunningServer) -> None:

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 
 from service.client import ClientError, TaskClient
-from tests.conftest import RunningServer, start_server
-from tests.tiny_task_models import make_task_repository
+from tests.conftest import RunningServer
+from tests.integration.tasks.conftest import serve_committed
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
 ANALYZE = "/deepserve.v1.SentimentAnalyzer/Analyze"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[TaskClient]:
-    with TaskClient(server.address, timeout=30) as c:
-        yield c
 
 
 def test_labels_and_every_class_probability(client: TaskClient) -> None:
@@ -100,11 +85,7 @@ def test_wrong_task_model_is_invalid_argument(client: TaskClient) -> None:
 # ---- the committed sentiment model ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def rnn_server() -> Iterator[RunningServer]:
-    if not (MODELS / "sentiment_rnn" / "config.yaml").is_file():
-        pytest.skip("models/sentiment_rnn is not in the repository yet (the trainer writes it)")
-    running = start_server(MODELS)
-    yield running
-    running.stop()
+    yield from serve_committed("sentiment_rnn")
 
 
 POSITIVE = [

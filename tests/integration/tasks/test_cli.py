@@ -7,24 +7,15 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
 from service.cli import main
-from tests.conftest import RunningServer, start_server
-from tests.tiny_task_models import make_task_repository
+from tests.conftest import RunningServer
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
-    yield running
-    running.stop()
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -1,0 +1,38 @@
+"""Servers the task-API tests share: the tiny task models (one server per test module), and the committed
+models when the repository has them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.client import TaskClient
+from tests.conftest import RunningServer, start_server
+from tests.tiny_task_models import make_task_repository
+
+MODELS = Path(__file__).resolve().parents[3] / "models"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The server on `tests.tiny_task_models` (quadrants, tiny_sentiment, tiny_lm, slow_lm, ...)."""
+    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer) -> Iterator[TaskClient]:
+    with TaskClient(server.address, timeout=60) as c:
+        yield c
+
+
+def serve_committed(model: str) -> Iterator[RunningServer]:
+    """For a module fixture: the server on models/, skipping the module's tests while `model` is not there."""
+    if not (MODELS / model / "config.yaml").is_file():
+        pytest.skip(f"models/{model} is not in the repository yet (the trainer writes it)")
+    running = start_server(MODELS)
+    yield running
+    running.stop()
