@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.transformer import write_standin  # noqa: E402
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder  # noqa: E402
 from service.batching.sampling import sample_batch  # noqa: E402
-from service.batching.scheduler import GenerationScheduler, SchedulerConfig  # noqa: E402
+from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lane_slots  # noqa: E402
 from service.batching.sequences import TextChunk  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
 from service.runtime import CPU, ModelSession, StepModel, load_step_model  # noqa: E402
@@ -246,8 +246,8 @@ async def compare(
     slots = len(requests)
 
     def continuous(name: str, count: int, decoder: DecoderFactory) -> Callable[[], Awaitable[Result]]:
-        rows = -(-slots // count)
-        return lambda: scheduled(name, [decoder(rows) for _ in range(count)], task, requests, slots)
+        shares = lane_slots(slots, count)
+        return lambda: scheduled(name, [decoder(rows) for rows in shares], task, requests, slots)
 
     label = "continuous batching" + (f", {lanes} lanes" if lanes > 1 else "")
     modes = [continuous(label, lanes, make_decoder)]

@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
-from service.batching.scheduler import GenerationScheduler, SchedulerConfig
+from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lane_slots
 from service.batching.sequences import Finished, FinishReason, TextChunk
 from service.config import Task
 from service.errors import DeepserveError, InvalidInputError, UnavailableError
@@ -247,10 +247,9 @@ def _decoders(pipeline: ModelPipeline, task: TextGeneration) -> list[Decoder]:
     step, lanes = pipeline.step_model, min(g.lanes, g.max_active_sequences)
     if step is None:
         return [RecomputeDecoder(_forward(pipeline, task), pad) for _ in range(lanes)]
-    rows = -(-g.max_active_sequences // lanes)
     return [
         KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows, g.context_length, pad)
-        for _ in range(lanes)
+        for rows in lane_slots(g.max_active_sequences, lanes)
     ]
 
 

@@ -64,7 +64,7 @@ from service.types import SamplingParams
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decoder", "ForwardFn", "GenerationScheduler", "GenerationStream", "SchedulerConfig"]
+__all__ = ["Decoder", "ForwardFn", "GenerationScheduler", "GenerationStream", "SchedulerConfig", "lane_slots"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +101,23 @@ class _NullObserver:
         pass
 
 
+Ended = tuple[SequenceState, FinishReason, DeepserveError]
+"""A sequence that ends without a token, why, and the error its stream raises."""
+
+
+def lane_slots(max_active_sequences: int, lanes: int) -> list[int]:
+    """How many active sequences each lane takes: `max_active_sequences` split as evenly as it goes."""
+    share, extra = divmod(max_active_sequences, lanes)
+    return [share + (i < extra) for i in range(lanes)]
+
+
 @dataclass(frozen=True, slots=True)
 class _Step:
     """What one lane step produced, for the event loop."""
 
     tokens: list[tuple[SequenceState, int, FinishReason | None]]
     """Each sequence's new token, and why the sequence ends with it (None: it goes on)."""
-    ended: list[tuple[SequenceState, FinishReason, DeepserveError]]
+    ended: list[Ended]
     """Sequences that end without a token (deadline passed, model failure)."""
     batch: int
     seconds: float
@@ -154,8 +164,8 @@ class GenerationScheduler:
             decoders = [RecomputeDecoder(model, config.pad_id)]
         if not 1 <= len(decoders) <= config.max_active_sequences:
             raise ValueError(f"{len(decoders)} lanes for {config.max_active_sequences} active sequences")
-        share, extra = divmod(config.max_active_sequences, len(decoders))
-        self._lanes = [_Lane(f"{name}:{i}", decoder, share + (i < extra)) for i, decoder in enumerate(decoders)]
+        slots = lane_slots(config.max_active_sequences, len(decoders))
+        self._lanes = [_Lane(f"{name}:{i}", d, n) for i, (d, n) in enumerate(zip(decoders, slots, strict=True))]
         self._observer: GenerationObserver = observer or _NullObserver()
         self._waiting: deque[SequenceState] = deque()
         self._lock = threading.Condition()
@@ -295,10 +305,10 @@ class GenerationScheduler:
             except RuntimeError:  # the event loop is gone: nobody is left to stream to
                 return
 
-    def _schedule(self, lane: _Lane) -> tuple[list[SequenceState] | None, list]:
+    def _schedule(self, lane: _Lane) -> tuple[list[SequenceState] | None, list[Ended]]:
         """Drop the lane's sequences that ended and those whose deadline passed, then admit waiting ones up
         to the lane's slots; waits while there is nothing to do. (None, []) when the scheduler stops."""
-        ended: list[tuple[SequenceState, FinishReason, DeepserveError]] = []
+        ended: list[Ended] = []
         with self._lock:
             while True:
                 if self._stopping:
@@ -343,7 +353,7 @@ class GenerationScheduler:
 
     def _update(
         self, lane: _Lane, batch: list[SequenceState], tokens: list[int],
-        ended: list[tuple[SequenceState, FinishReason, DeepserveError]], seconds: float,
+        ended: list[Ended], seconds: float,
     ) -> _Step:  # fmt: skip
         """Append each token; sequences that end with it leave the lane now."""
         context, eos = self.config.context_length, self.config.eos_id
@@ -353,7 +363,7 @@ class GenerationScheduler:
             seq.tokens.append(token)
             if token == eos:
                 reason: FinishReason | None = FinishReason.EOS
-            elif len(seq.tokens) - seq.prompt_tokens >= seq.max_new_tokens:
+            elif seq.generated >= seq.max_new_tokens:
                 reason = FinishReason.LENGTH
             elif len(seq.tokens) >= context:
                 reason = FinishReason.CONTEXT
@@ -367,8 +377,7 @@ class GenerationScheduler:
         return _Step(out, ended, len(batch), seconds, time.monotonic())
 
     def _failed(
-        self, lane: _Lane, batch: list[SequenceState], ended: list[tuple[SequenceState, FinishReason, DeepserveError]],
-        err: Exception,
+        self, lane: _Lane, batch: list[SequenceState], ended: list[Ended], err: Exception,
     ) -> _Step:  # fmt: skip
         """A step that raised: its sequences end with the error and leave the lane."""
         if not isinstance(err, DeepserveError) or isinstance(err, InferenceError):
@@ -435,5 +444,5 @@ def _passed(seq: SequenceState, now: float) -> bool:
     return seq.deadline is not None and now >= seq.deadline
 
 
-def _expired(seq: SequenceState, where: str) -> tuple[SequenceState, FinishReason, DeepserveError]:
+def _expired(seq: SequenceState, where: str) -> Ended:
     return seq, FinishReason.DEADLINE, DeadlineExceededError(f"deadline passed {where}")
