@@ -37,6 +37,8 @@ class Server:
     grace_seconds: float = 5.0
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    args: list[str] = field(default_factory=list)
+    """Extra `deepserve serve` flags."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +50,7 @@ class Server:
             sys.executable, "-m", "service", "serve",
             "--model-repository", str(self.repo), "--host", "127.0.0.1",
             "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-            "--device", "cpu", "--grace-seconds", str(self.grace_seconds), "--log-level", "info",
+            "--device", "cpu", "--grace-seconds", str(self.grace_seconds), "--log-level", "info", *self.args,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
         with self.log_path.open("ab") as log:  # a restart on the same ports appends to the same log
@@ -82,6 +84,18 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process, in MiB (from /proc)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS in /proc status")
+
+    def threads(self) -> int:
+        assert self.proc is not None
+        return len(list(Path(f"/proc/{self.proc.pid}/task").iterdir()))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
