@@ -71,3 +71,16 @@ class ModelLoadError(DeepserveError):
 
 class ConfigError(Exception):
     """Server start-up configuration is wrong (e.g. --device cuda without CUDA)."""
+
+
+def quoted(value: str | bytes, limit: int = 64) -> str:
+    """`value` quoted as Python would (`'name'`), for an error message that echoes what a client sent.
+
+    Cut after `limit` characters with "…(N more characters)": a client string can be megabytes long, and a
+    message that echoes it whole outgrows gRPC's metadata limit, so the client would get RESOURCE_EXHAUSTED
+    instead of the error it deserves. Control characters come out escaped; bytes that are not UTF-8 as \\xNN.
+    """
+    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}…({len(text) - limit} more characters)"
