@@ -49,6 +49,7 @@ DATATYPES: dict[str, str] = {
     "FP64": "float64",
     "BYTES": "object",
 }
+INTEGER_DATATYPES = frozenset(("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"))
 Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
 ]
@@ -68,6 +69,20 @@ class TensorSpec(_Strict):
     pad_value: float | int | None = None
     """Value used to pad a variable dimension when requests of different lengths share a batch.
     Without it, requests are only batched with others of the same shape."""
+    value_range: tuple[int, int] | None = None
+    """Inclusive bounds of an integer input's values; a request outside them is refused before batching,
+    so it cannot fail a batch it shares with others. Default for the token input of a sentiment or
+    text_generation model: [0, vocabulary size - 1] of its tokenizer."""
+    same_shape_as: str | None = None
+    """Another input this one must match in shape (a mask and its tokens). Default for an input named
+    `attention_mask`: the one other input with the same dims."""
+
+    @field_validator("value_range")
+    @classmethod
+    def _range_ordered(cls, bounds: tuple[int, int] | None) -> tuple[int, int] | None:
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"value_range must be [low, high] with low <= high, got {list(bounds)}")
+        return bounds
 
     @field_validator("dims")
     @classmethod
@@ -104,6 +119,27 @@ class DynamicBatching(_Strict):
         if any(s < 1 for s in sizes):
             raise ValueError("preferred_batch_sizes must be positive integers")
         return tuple(sorted(set(sizes)))
+
+
+class Limits(_Strict):
+    """Per-request bounds (docs/limits.md), checked where a request enters, before anything is allocated
+    by a size the client declares. Past one, the request gets INVALID_ARGUMENT naming the limit."""
+
+    max_input_elements: int | None = Field(default=None, ge=1)
+    """Elements of one input tensor in one V2 request. Default: `max_batch_size` times the input's dims, each
+    variable dim counted at `max_variable_dim` (or at 65,536 when that is unbounded)."""
+    max_variable_dim: int | None = Field(default=None, ge=1)
+    """Largest size of a variable (-1) dim other than the batch, in V2 requests. Default:
+    `generation.context_length`, else `text.max_length`, else unbounded."""
+    max_text_chars: int = Field(default=100_000, ge=1)
+    """Characters of one text (sentiment) or prompt (generation). Only the part the model reads (the first
+    or last `max_length` tokens) is tokenized, however long the text."""
+    max_items: int = Field(default=256, ge=1)
+    """Texts or images in one task request."""
+    max_image_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    """Bytes of one encoded image."""
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1)
+    """Pixels (width x height) of one image, read from its header before it is decoded."""
 
 
 class Execution(_Strict):
@@ -216,6 +252,7 @@ class ModelConfig(_Strict):
     instances: int = Field(default=1, ge=1, le=64)
     """Batches run concurrently (worker threads sharing one session)."""
     execution: Execution = Execution()
+    limits: Limits = Limits()
     version_policy: VersionPolicy = VersionPolicy()
     labels: str | None = None
     """Text file, one class label per line, relative to the model folder."""
@@ -249,6 +286,13 @@ class ModelConfig(_Strict):
             raise ValueError(f"task {self.task.value} needs `labels` (a file with one class per line)")
         if self.task is Task.TEXT_GENERATION and self.text is None:
             raise ValueError("task text_generation needs a `text` section naming its tokenizer")
+        for spec in self.inputs:
+            if spec.value_range is not None and spec.datatype not in INTEGER_DATATYPES:
+                raise ValueError(f"input `{spec.name}`: value_range applies to integer inputs, not {spec.datatype}")
+            other = self.input(spec.same_shape_as) if spec.same_shape_as else None
+            if spec.same_shape_as and (other is None or len(other.dims) != len(spec.dims)):
+                raise ValueError(f"input `{spec.name}`: same_shape_as names `{spec.same_shape_as}`, which is not an "
+                                 "input of the same rank")  # fmt: skip
         return self
 
     @property

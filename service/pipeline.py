@@ -19,7 +19,7 @@ from service.config import ModelConfig
 from service.metrics import ModelMetrics
 from service.runtime import ModelSession, StepModel
 from service.types import BatchStat, InferRequest, InferResponse, ModelStats
-from service.validation import validate_inputs, validate_outputs
+from service.validation import RequestLimits, validate_inputs, validate_outputs
 
 
 def batch_policy(config: ModelConfig) -> BatchPolicy:
@@ -94,7 +94,7 @@ class StatsObserver:
 class ModelPipeline:
     def __init__(
         self, name: str, version: str, config: ModelConfig, session: ModelSession, executor: Executor,
-        metrics: ModelMetrics, step_model: StepModel | None = None,
+        metrics: ModelMetrics, step_model: StepModel | None = None, limits: RequestLimits | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.version = version
@@ -103,18 +103,21 @@ class ModelPipeline:
         self.step_model = step_model
         """The KV-cache decoding graph of a text_generation model (`generation.step_model`), if it has one."""
         self.metrics = metrics
+        self.limits = limits or RequestLimits.resolve(name, config)
+        """Checked on V2 requests before decoding (`check_declared`) and before batching (`check_values`)."""
         policy = batch_policy(config)
         self.observer = StatsObserver(metrics, policy.max_queue_size)
-        self.batcher = DynamicBatcher(f"{name}:{version}", self._run, policy, executor, self.observer)
+        # The batcher runs the session's own bound method, not one of this pipeline's: a pipeline → batcher →
+        # pipeline cycle would keep a replaced version (and its ONNX Runtime sessions) alive until a full
+        # garbage collection, so repeated reloads would pile them up.
+        self.batcher = DynamicBatcher(f"{name}:{version}", session.run, policy, executor, self.observer)
 
     async def close(self, timeout: float | None = None) -> None:
         await self.batcher.close(timeout)
 
-    def _run(self, feed: Tensors) -> Tensors:
-        return self.session.run(feed)
-
     async def infer(self, request: InferRequest) -> InferResponse:
         validate_inputs(self.config, self.name, request.inputs)
+        self.limits.check_values(request.inputs)
         validate_outputs(self.config, self.name, request.outputs)
         outputs = await self.run(request.inputs, request.deadline)
         if request.outputs:

@@ -23,7 +23,9 @@ from service.runtime import (
     choose_providers,
     load_step_model,
 )
+from service.tasks.assets import vocab_size
 from service.types import ModelIndexEntry, ModelState
+from service.validation import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class ModelRegistry:
         """Worker thread: sessions for every selected version, checked against the config and warmed up."""
         providers = choose_providers(self.device, entry.config.execution.providers, available_providers())
         built: dict[str, ModelPipeline] = {}
+        limits = RequestLimits.resolve(entry.name, entry.config, vocab_size(entry.name, entry.path, entry.config))
         for version, path in entry.versions.items():
             session = ModelSession(path, entry.config, providers)
             check_signature(session, entry.config, entry.name)
@@ -173,5 +176,7 @@ class ModelRegistry:
                 extra={"model": entry.name, "version": version, "providers": session.providers},
             )
             metrics = self.metrics.for_model(entry.name, version)
-            built[version] = ModelPipeline(entry.name, version, entry.config, session, self.executor, metrics, step)
+            built[version] = ModelPipeline(
+                entry.name, version, entry.config, session, self.executor, metrics, step, limits
+            )
         return built

@@ -1,13 +1,25 @@
-"""Check decoded request tensors against the model's config before they are queued."""
+"""Check request tensors against the model's config and limits before they are queued.
+
+`RequestLimits` resolves a model's `limits:` section and its inputs' value ranges (with defaults derived
+from the model) once, at load; `check_declared` runs on a tensor's declared shape before it is decoded,
+`validate_inputs` on the decoded tensors.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from service.config import DATATYPES, ModelConfig
-from service.errors import InvalidInputError
+from service.config import DATATYPES, INTEGER_DATATYPES, ModelConfig, Task
+from service.errors import InvalidInputError, quoted
+
+MAX_RANK = 16
+UNBOUNDED_DIM = 65_536
+"""A variable dim counts this much towards the default `max_input_elements` when `max_variable_dim` is unset."""
+TOKEN_TASKS = (Task.SENTIMENT, Task.TEXT_GENERATION)
 
 _NUMPY_TO_DATATYPE = {np.dtype(v): k for k, v in DATATYPES.items()}
 _NUMPY_TO_DATATYPE[np.dtype(np.longlong)] = "INT64"
@@ -25,7 +37,7 @@ def validate_inputs(config: ModelConfig, model: str, inputs: Mapping[str, np.nda
     unknown = [n for n in inputs if config.input(n) is None]
     if unknown:
         raise InvalidInputError(
-            f"model '{model}' has no input named {unknown[0]!r}; its inputs are {[t.name for t in config.inputs]}"
+            f"model '{model}' has no input named {quoted(unknown[0])}; its inputs are {[t.name for t in config.inputs]}"
         )
     missing = [t.name for t in config.inputs if t.name not in inputs]
     if missing:
@@ -78,5 +90,100 @@ def validate_outputs(config: ModelConfig, model: str, requested: Sequence[str]) 
     for name in requested:
         if config.output(name) is None:
             raise InvalidInputError(
-                f"model '{model}' has no output named {name!r}; its outputs are {[t.name for t in config.outputs]}"
+                f"model '{model}' has no output named {quoted(name)}; "
+                f"its outputs are {[t.name for t in config.outputs]}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """A model's per-request bounds for V2 tensors, resolved at load (defaults derived from the model)."""
+
+    model: str
+    max_batch_size: int
+    """0 when the model has no batch dimension."""
+    max_elements: dict[str, int]
+    """Per input name."""
+    max_variable_dim: int | None
+    variable_axes: dict[str, tuple[int, ...]]
+    """Per input, the axes of its variable dims (after the batch axis, when the model has one)."""
+    value_ranges: dict[str, tuple[int, int]]
+    same_shape: dict[str, str]
+    """Input → the input it must match in shape."""
+
+    @classmethod
+    def resolve(cls, model: str, config: ModelConfig, vocab_size: int | None = None) -> RequestLimits:
+        """`vocab_size`: the tokenizer's, for the token input of a sentiment or text_generation model."""
+        limits = config.limits
+        dim = limits.max_variable_dim
+        if dim is None and config.generation is not None:
+            dim = config.generation.context_length
+        elif dim is None and config.text is not None:
+            dim = config.text.max_length
+        batch = max(config.max_batch_size, 1)
+        elements = {}
+        for spec in config.inputs:
+            derived = batch * math.prod(d if d > 0 else (dim or UNBOUNDED_DIM) for d in spec.dims)
+            elements[spec.name] = limits.max_input_elements or derived
+        ranges = {s.name: s.value_range for s in config.inputs if s.value_range is not None}
+        tokens = [s for s in config.inputs if s.name != "attention_mask" and s.datatype in INTEGER_DATATYPES]
+        if config.task in TOKEN_TASKS and vocab_size and len(tokens) == 1 and tokens[0].name not in ranges:
+            ranges[tokens[0].name] = (0, vocab_size - 1)
+        first = 1 if config.batched else 0
+        axes = {s.name: tuple(first + i for i, d in enumerate(s.dims) if d == -1) for s in config.inputs}
+        same = {s.name: s.same_shape_as for s in config.inputs if s.same_shape_as}
+        mask = config.input("attention_mask")
+        if mask is not None and mask.name not in same:
+            twins = [s.name for s in config.inputs if s.name != mask.name and s.dims == mask.dims]
+            if len(twins) == 1:
+                same[mask.name] = twins[0]
+        return cls(model, config.max_batch_size, elements, dim, {n: a for n, a in axes.items() if a}, ranges, same)
+
+    def check_declared(self, name: str, shape: Sequence[int]) -> int:
+        """The element count of a tensor the request declares, checked before anything is allocated for it."""
+        limit = self.max_elements.get(name)
+        if limit is None:
+            raise InvalidInputError(
+                f"model '{self.model}' has no input named {quoted(name)}; its inputs are {list(self.max_elements)}"
+            )
+        if len(shape) > MAX_RANK:
+            raise InvalidInputError(f"input {quoted(name)} declares {len(shape)} dims; at most {MAX_RANK} are allowed")
+        if any(d < 0 for d in shape):
+            raise InvalidInputError(f"input {quoted(name)}: shape dims must be non-negative, got {list(shape)}")
+        if self.max_batch_size and shape and shape[0] > self.max_batch_size:
+            raise InvalidInputError(
+                f"batch size {shape[0]} exceeds max_batch_size {self.max_batch_size} of model '{self.model}'; "
+                "split the request"
+            )
+        count = math.prod(shape)
+        if count > limit:
+            raise InvalidInputError(
+                f"input {quoted(name)} declares shape {list(shape)} ({count} elements); this model accepts at most "
+                f"{limit} elements per input (limits.max_input_elements); split the request"
+            )
+        return count
+
+    def check_values(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Variable dims, value ranges and shapes that must agree: what would fail the model's batch."""
+        for name, arr in inputs.items():
+            axes = self.variable_axes.get(name, ())
+            if self.max_variable_dim is not None and any(arr.shape[a] > self.max_variable_dim for a in axes):
+                raise InvalidInputError(
+                    f"input {quoted(name)} of model '{self.model}' has shape {list(arr.shape)}; its variable dims "
+                    f"may be at most {self.max_variable_dim} (limits.max_variable_dim: the model's context)"
+                )
+            bounds = self.value_ranges.get(name)
+            if bounds is not None and arr.size:
+                low, high = int(arr.min()), int(arr.max())
+                if low < bounds[0] or high > bounds[1]:
+                    bad = low if low < bounds[0] else high
+                    raise InvalidInputError(
+                        f"input {quoted(name)} of model '{self.model}' holds {bad}; its values must be between "
+                        f"{bounds[0]} and {bounds[1]} (value_range: for token ids, the vocabulary)"
+                    )
+        for name, other in self.same_shape.items():
+            if name in inputs and other in inputs and inputs[name].shape != inputs[other].shape:
+                raise InvalidInputError(
+                    f"input {quoted(name)} of model '{self.model}' has shape {list(inputs[name].shape)} but must "
+                    f"have the shape of {quoted(other)}, {list(inputs[other].shape)}"
+                )

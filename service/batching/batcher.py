@@ -97,7 +97,8 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Outcome:
-    pieces: list[Tensors] | None = None
+    pieces: list[Tensors | BaseException] | None = None
+    """Per request: its outputs, or the error of its own run when the batch failed and was re-run one by one."""
     error: BaseException | None = None
     collate_s: float = 0.0
     infer_s: float = 0.0
@@ -298,7 +299,8 @@ class DynamicBatcher:
 
     # ---- running --------------------------------------------------------------------------------
     def _execute(self, batch: list[_Pending]) -> _Outcome:
-        """Worker thread: collate, run, split. Errors are returned, never raised past here."""
+        """Worker thread: collate, run, split. Errors are returned, never raised past here. A batch of
+        several requests that fails is run again one request at a time, so only the guilty ones fail."""
         outcome = _Outcome()
         spec = self._policy.collate
         t0 = time.perf_counter()
@@ -308,16 +310,35 @@ class DynamicBatcher:
             outputs = self._run(feed)
             t2 = time.perf_counter()
             outcome.pieces = (
-                split(outputs, [p.size for p in batch], [p.length for p in batch], padded_len, spec)
+                list(split(outputs, [p.size for p in batch], [p.length for p in batch], padded_len, spec))
                 if self._policy.batched
                 else [outputs]
             )
             t3 = time.perf_counter()
             outcome.collate_s, outcome.infer_s, outcome.split_s = t1 - t0, t2 - t1, t3 - t2
         except BaseException as err:  # noqa: BLE001 - every failure must reach the callers
-            outcome.error = err
+            if len(batch) > 1 and not isinstance(err, DeepserveError):
+                log.warning(
+                    "batch failed; running its requests one by one",
+                    extra={"model": self.name, "batch": len(batch), "error": repr(err)},
+                )
+                outcome.pieces = [self._run_alone(p) for p in batch]
+            else:
+                outcome.error = err
             outcome.infer_s = time.perf_counter() - t0
         return outcome
+
+    def _run_alone(self, item: _Pending) -> Tensors | BaseException:
+        try:
+            outputs = self._run(item.inputs)
+        except BaseException as err:  # noqa: BLE001 - returned to this request only
+            return err
+        if not self._policy.batched:
+            return outputs
+        try:
+            return split(outputs, [item.size], [item.length], item.length, self._policy.collate)[0]
+        except BaseException as err:  # noqa: BLE001
+            return err
 
     def _finish(self, done: asyncio.Future, batch: list[_Pending]) -> None:
         self._free += 1
@@ -325,25 +346,30 @@ class DynamicBatcher:
         self.executions += 1
         self._pump()  # start the next batch before answering this one's callers
         outcome: _Outcome = done.result()
-        error = outcome.error
-        if error is not None and not isinstance(error, DeepserveError):
-            log.error(
-                "model run failed",
-                extra={"model": self.name, "batch": len(batch), "error": repr(error)},
-                exc_info=error,
-            )
-            error = InferenceError(f"model '{self.name}' failed to run this batch; the error was logged")
+        error = outcome.error or InferenceError(f"model '{self.name}' returned no outputs")
+        pieces = outcome.pieces if outcome.pieces is not None else [error for _ in batch]
         waits = [p.started - p.enqueued for p in batch]
-        for i, item in enumerate(batch):
+        failed = 0
+        for item, piece in zip(batch, pieces, strict=True):
             item.state = _DONE
+            if isinstance(piece, BaseException):
+                failed += 1
+                piece = self._user_error(piece, len(batch))
             if item.future.done():
                 continue
-            if error is not None:
-                item.future.set_exception(error)
+            if isinstance(piece, BaseException):
+                item.future.set_exception(piece)
             else:
-                assert outcome.pieces is not None
-                item.future.set_result(outcome.pieces[i])
+                assert piece is not None
+                item.future.set_result(piece)
         self._observer.batch_done(
-            sum(p.size for p in batch), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, error is None
+            sum(p.size for p in batch), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, failed == 0
         )
         self._check_idle()
+
+    def _user_error(self, error: BaseException, batch: int) -> BaseException:
+        """What a request whose run failed is told: domain errors as they are, anything else logged and generic."""
+        if isinstance(error, DeepserveError):
+            return error
+        log.error("model run failed", extra={"model": self.name, "batch": batch, "error": repr(error)}, exc_info=error)
+        return InferenceError(f"model '{self.name}' failed to run this request; the error was logged")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
 
 import numpy as np
 
 from service.config import DATATYPES, ModelConfig
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, quoted
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import model_config_pb2 as mc
 from service.types import InferRequest, InferResponse, ModelStats
-from service.validation import datatype_of
+from service.validation import RequestLimits, datatype_of
 
 _DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
 # Typed-contents field for each datatype (FP16/BF16 travel only as raw bytes).
@@ -38,25 +37,35 @@ _CONFIG_TYPES = {
     "BYTES": mc.TYPE_STRING,
 }  # fmt: skip
 _LEN = struct.Struct("<I")
+# Typed contents arrive in 32-bit fields for the narrower integer types: decoded wide, then range-checked.
+_WIDE = {"INT8": np.dtype(np.int32), "INT16": np.dtype(np.int32), "UINT8": np.dtype(np.uint32),
+         "UINT16": np.dtype(np.uint32)}  # fmt: skip
+_NARROW = frozenset(_WIDE)
 
 
 # ---- BYTES tensors --------------------------------------------------------------------------------
 def decode_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
-    """Elements each prefixed by a 4-byte little-endian length."""
+    """Elements each prefixed by a 4-byte little-endian length. The count is checked against the data's
+    size before the array is allocated: every element takes at least its 4-byte prefix."""
+    if count * _LEN.size > len(raw):
+        raise InvalidInputError(
+            f"input {quoted(name)}: raw BYTES data of {len(raw)} bytes cannot hold {count} elements "
+            f"(each takes at least its 4-byte length prefix)"
+        )
     out = np.empty(count, dtype=object)
     view = memoryview(raw)
     pos = 0
     for i in range(count):
-        if pos + 4 > len(view):
-            raise InvalidInputError(f"input {name!r}: raw BYTES data ends after {i} of {count} elements")
         (n,) = _LEN.unpack_from(view, pos)
         pos += 4
         if pos + n > len(view):
-            raise InvalidInputError(f"input {name!r}: BYTES element {i} claims {n} bytes but the data ends first")
+            raise InvalidInputError(f"input {quoted(name)}: BYTES element {i} claims {n} bytes but the data ends first")
         out[i] = bytes(view[pos : pos + n])
         pos += n
+        if pos + 4 * (count - i - 1) > len(view):
+            raise InvalidInputError(f"input {quoted(name)}: raw BYTES data ends after {i + 1} of {count} elements")
     if pos != len(view):
-        raise InvalidInputError(f"input {name!r}: {len(view) - pos} bytes left over after {count} BYTES elements")
+        raise InvalidInputError(f"input {quoted(name)}: {len(view) - pos} bytes left over after {count} BYTES elements")
     return out
 
 
@@ -70,43 +79,51 @@ def encode_bytes(arr: np.ndarray) -> bytes:
 
 
 # ---- requests ---------------------------------------------------------------------------------
-def _element_count(shape: Iterable[int], name: str) -> int:
-    count = 1
-    for d in shape:
-        if d < 0:
-            raise InvalidInputError(f"input {name!r}: shape dims must be non-negative, got {list(shape)}")
-        count *= d
-    return count
-
-
-def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
-    name, datatype, shape = tensor.name, tensor.datatype, tuple(tensor.shape)
+def _decode_tensor(
+    tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, limits: RequestLimits
+) -> np.ndarray:
+    """One input tensor; its declared shape is checked against the limits and the payload before any
+    array is allocated for it."""
+    name, datatype = tensor.name, tensor.datatype
+    count = limits.check_declared(name, tensor.shape)
+    shape = tuple(tensor.shape)
     dtype = _DTYPES.get(datatype)
     if dtype is None:
-        raise InvalidInputError(f"input {name!r}: unknown datatype {datatype!r}; use one of {sorted(_DTYPES)}")
-    count = _element_count(shape, name)
+        raise InvalidInputError(
+            f"input {quoted(name)}: unknown datatype {quoted(datatype)}; use one of {sorted(_DTYPES)}"
+        )
     if raw is not None:
         if datatype == "BYTES":
             return decode_bytes(raw, count, name).reshape(shape)
         expected = count * dtype.itemsize
         if len(raw) != expected:
             raise InvalidInputError(
-                f"input {name!r}: raw data is {len(raw)} bytes but shape {list(shape)} of {datatype} needs {expected}"
+                f"input {quoted(name)}: raw data is {len(raw)} bytes but shape {list(shape)} of {datatype} needs "
+                f"{expected}"
             )
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
-        raise InvalidInputError(f"input {name!r}: {datatype} data must be sent in raw_input_contents")
+        raise InvalidInputError(f"input {quoted(name)}: {datatype} data must be sent in raw_input_contents")
     values = getattr(tensor.contents, field)
     if len(values) != count:
         raise InvalidInputError(
-            f"input {name!r}: {len(values)} values in contents.{field} but shape {list(shape)} needs {count}"
+            f"input {quoted(name)}: {len(values)} values in contents.{field} but shape {list(shape)} needs {count}"
         )
     if datatype == "BYTES":
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
         return arr.reshape(shape)
-    return np.asarray(values, dtype=dtype).reshape(shape)
+    wide = np.asarray(values, dtype=_WIDE.get(datatype, dtype))
+    if datatype in _NARROW and wide.size:
+        info = np.iinfo(dtype)
+        low, high = int(wide.min()), int(wide.max())
+        if low < info.min or high > info.max:
+            raise InvalidInputError(
+                f"input {quoted(name)}: {datatype} values must be between {info.min} and {info.max}, "
+                f"contents.{field} holds {low if low < info.min else high}"
+            )
+    return wide.astype(dtype, copy=False).reshape(shape)
 
 
 def _timeout_parameter(request: pb.ModelInferRequest) -> float | None:
@@ -120,8 +137,11 @@ def _timeout_parameter(request: pb.ModelInferRequest) -> float | None:
     return float(getattr(param, kind)) / 1e6
 
 
-def decode_infer_request(request: pb.ModelInferRequest, time_remaining: float | None) -> InferRequest:
-    """`time_remaining` is the gRPC deadline's remaining seconds (None without a deadline)."""
+def decode_infer_request(
+    request: pb.ModelInferRequest, time_remaining: float | None, limits: RequestLimits
+) -> InferRequest:
+    """`time_remaining` is the gRPC deadline's remaining seconds (None without a deadline); `limits` are the
+    model's, checked before any tensor is decoded."""
     raw_contents = request.raw_input_contents
     if raw_contents and len(raw_contents) != len(request.inputs):
         raise InvalidInputError(
@@ -130,11 +150,11 @@ def decode_infer_request(request: pb.ModelInferRequest, time_remaining: float | 
     inputs: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         if tensor.name in inputs:
-            raise InvalidInputError(f"input {tensor.name!r} appears twice in the request")
-        inputs[tensor.name] = _decode_tensor(tensor, raw_contents[i] if raw_contents else None)
+            raise InvalidInputError(f"input {quoted(tensor.name)} appears twice in the request")
+        inputs[tensor.name] = _decode_tensor(tensor, raw_contents[i] if raw_contents else None, limits)
     timeout = _timeout_parameter(request) if request.parameters else None
-    limits = [t for t in (time_remaining, timeout) if t is not None]
-    deadline = time.monotonic() + min(limits) if limits else None
+    timeouts = [t for t in (time_remaining, timeout) if t is not None]
+    deadline = time.monotonic() + min(timeouts) if timeouts else None
     return InferRequest(
         model=request.model_name,
         version=request.model_version,

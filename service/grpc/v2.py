@@ -111,7 +111,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             # the model first, so requests that fail to decode are still counted under their model
             pipeline = self.registry.get(request.model_name, request.model_version)
-            decoded = convert.decode_infer_request(request, context.time_remaining())
+            decoded = convert.decode_infer_request(request, context.time_remaining(), pipeline.limits)
             inflight = pipeline.metrics.inflight
             inflight.inc()
             try:

@@ -32,3 +32,10 @@ def load_tokenizer(model: str, model_dir: Path, file_name: str) -> Tokenizer:
         return Tokenizer.from_file(str(path))
     except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exception for missing/invalid files
         raise ModelLoadError(f"model '{model}': cannot load tokenizer {path}: {err}") from None
+
+
+def vocab_size(model: str, model_dir: Path, config: ModelConfig) -> int | None:
+    """The vocabulary of a text model's tokenizer (token ids beyond it would fail the model), else None."""
+    if config.text is None:
+        return None
+    return int(load_tokenizer(model, model_dir, config.text.tokenizer).get_vocab_size(with_added_tokens=True))

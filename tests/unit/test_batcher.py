@@ -108,13 +108,16 @@ async def test_requests_carrying_their_own_batch_are_concatenated_and_split(exec
     await batcher.close()
 
 
-async def test_error_reaches_every_caller_of_the_failing_batch_only(executor):
+async def test_a_failing_batch_is_rerun_one_by_one_so_only_the_guilty_request_fails(executor):
     model = FakeModel(fail_when=lambda x: (x == 13).any())
     batcher = make(model, executor, max_batch_size=3, max_queue_delay_s=0.05)
     results = await asyncio.gather(*(batcher.submit(req(v)) for v in (1, 13, 2, 3, 4, 5)), return_exceptions=True)
-    assert all(isinstance(r, InferenceError) for r in results[:3])
-    assert "failed to run this batch" in str(results[0])
-    assert all(isinstance(r, dict) for r in results[3:])
+    assert isinstance(results[1], InferenceError)
+    assert "failed to run this request" in str(results[1])
+    ok = [r for i, r in enumerate(results) if i != 1]
+    assert all(isinstance(r, dict) for r in ok)
+    assert [float(r["y"][0, 0]) for r in ok] == [2.0, 4.0, 6.0, 8.0, 10.0]
+    assert model.calls == [3, 1, 1, 1, 3]  # the failed batch of 3, its requests alone, then the next batch
     # the batcher survives
     assert float((await batcher.submit(req(7)))["y"][0, 0]) == 14.0
     await batcher.close()
