@@ -133,6 +133,7 @@ class TaskAPIs:
         self, texts: Sequence[str | bytes], model: str = "", version: str = "", deadline: float | None = None
     ) -> Analyzed:
         pipeline, task = self._get(Task.SENTIMENT, model, version, SentimentAnalysis)
+        task.check_count(texts)
         prepared = await _maybe_in_thread(sum(map(len, texts)) <= INLINE_CHARS, task.preprocess, texts)
         with _tracked(pipeline):
             outputs = await _run_all(pipeline, [feed for feed, _, _ in prepared], deadline)

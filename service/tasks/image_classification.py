@@ -7,8 +7,9 @@ polarity asks for it (a `light_on_dark` model gets images whose border is light 
 (`fit` keeps the aspect ratio and pads with the background colour, `stretch` does not), scale and
 normalize, and lay out as NHWC or NCHW.
 
-Images are refused from their header, before any pixel is decoded, when they exceed
-`MAX_IMAGE_PIXELS`: far below Pillow's own decompression-bomb limits, so those can never trigger.
+Images are refused by their size in bytes (`limits.max_image_bytes`) before they are opened, and from
+their header, before any pixel is decoded, when they exceed `limits.max_image_pixels` (by default far
+below Pillow's own decompression-bomb limits, so those never trigger).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from service.tasks.assets import read_labels
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 MAX_IMAGE_PIXELS = 4096 * 4096
-MAX_IMAGES = 256
-"""Images per request; larger jobs are split by the client."""
+"""Default of `limits.max_image_pixels`."""
 DEFAULT_TOP_K = 5
 
 
@@ -51,7 +51,7 @@ def pixels(images: Sequence[bytes]) -> int:
     return total
 
 
-def decode(data: bytes, what: str = "image") -> Image.Image:
+def decode(data: bytes, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Bytes of an image file → a loaded, upright PIL image; InvalidInputError for anything else."""
     if not data:
         raise InvalidInputError(f"{what} is empty (0 bytes)")
@@ -64,9 +64,10 @@ def decode(data: bytes, what: str = "image") -> Image.Image:
     except (OSError, ValueError, SyntaxError) as err:
         raise InvalidInputError(f"{what} cannot be read: {err}") from None
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise InvalidInputError(
-            f"{what} is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} allowed; scale it down first"
+            f"{what} is {width}x{height} pixels, more than the {max_pixels} allowed (limits.max_image_pixels); "
+            "scale it down first"
         )
     try:
         image.load()
@@ -148,6 +149,7 @@ class ImageClassification:
         self.softmax = out.name == "logits"
         self.model = model
         self.spec = spec
+        self.limits = config.limits
         self.labels = read_labels(model, model_dir, config, out.dims[-1] if out.dims[-1] > 0 else None)
 
     def top_k(self, requested: int) -> int:
@@ -160,17 +162,29 @@ class ImageClassification:
                                     f"got {requested}")  # fmt: skip
         return requested
 
-    @staticmethod
-    def check_count(images: Sequence[bytes]) -> None:
+    def check_count(self, images: Sequence[bytes]) -> None:
         if not images:
             raise InvalidInputError("the request has no images; send at least one")
-        if len(images) > MAX_IMAGES:
-            raise InvalidInputError(f"{len(images)} images in one request; send at most {MAX_IMAGES} per request")
+        if len(images) > self.limits.max_items:
+            raise InvalidInputError(
+                f"{len(images)} images in one request; send at most {self.limits.max_items} per request "
+                "(limits.max_items)"
+            )
+        for i, data in enumerate(images):
+            if len(data) > self.limits.max_image_bytes:
+                raise InvalidInputError(
+                    f"images[{i}] is {len(data)} bytes; this model takes images of at most "
+                    f"{self.limits.max_image_bytes} bytes (limits.max_image_bytes); compress or scale it down"
+                )
 
     def preprocess(self, images: Sequence[bytes]) -> list[dict[str, np.ndarray]]:
         """One feed (a batch of one) per image. CPU work: run it in a thread when the images are large."""
         self.check_count(images)
-        return [{self.input: prepare(decode(data, f"images[{i}]"), self.spec)[None]} for i, data in enumerate(images)]
+        limits = self.limits
+        return [
+            {self.input: prepare(decode(data, f"images[{i}]", limits.max_image_pixels), self.spec)[None]}
+            for i, data in enumerate(images)
+        ]
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[LabelScore]:
         scores = np.asarray(outputs[self.output], dtype=np.float64).reshape(-1)

@@ -16,7 +16,7 @@ import numpy as np
 from service.config import DATATYPES, ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
 from service.tasks.assets import load_tokenizer, read_labels
-from service.tasks.text import MAX_TEXTS, TextEncoder, as_text
+from service.tasks.text import TextEncoder, as_text
 
 MASK_INPUT = "attention_mask"
 
@@ -50,18 +50,26 @@ class SentimentAnalysis:
         self.output = out.name
         self.softmax = out.name == "logits"
         self.max_length = config.text.max_length
+        self.limits = config.limits
         self.encoder = TextEncoder(load_tokenizer(model, model_dir, config.text.tokenizer), config.text)
         self.labels = read_labels(model, model_dir, config, out.dims[-1] if out.dims[-1] > 0 else None)
 
-    def preprocess(self, texts: Sequence[str | bytes]) -> list[tuple[dict[str, np.ndarray], int, bool]]:
-        """Per text: its feed (a batch of one), the tokens read and whether it was truncated."""
+    def check_count(self, texts: Sequence[object]) -> None:
         if not texts:
             raise InvalidInputError("the request has no texts; send at least one")
-        if len(texts) > MAX_TEXTS:
-            raise InvalidInputError(f"{len(texts)} texts in one request; send at most {MAX_TEXTS} per request")
+        if len(texts) > self.limits.max_items:
+            raise InvalidInputError(
+                f"{len(texts)} texts in one request; send at most {self.limits.max_items} per request "
+                "(limits.max_items)"
+            )
+
+    def preprocess(self, texts: Sequence[str | bytes]) -> list[tuple[dict[str, np.ndarray], int, bool]]:
+        """Per text: its feed (a batch of one), the tokens read and whether it was truncated."""
+        self.check_count(texts)
         prepared = []
         for i, value in enumerate(texts):
-            encoded = self.encoder.head(as_text(value, f"texts[{i}]"), self.max_length)
+            text = as_text(value, f"texts[{i}]", max_chars=self.limits.max_text_chars)
+            encoded = self.encoder.head(text, self.max_length)
             if not encoded.ids:
                 raise InvalidInputError(f"texts[{i}] has no tokens the model can read")
             feed = {self.input: np.asarray([encoded.ids], dtype=self.dtype)}

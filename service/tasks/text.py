@@ -1,8 +1,14 @@
-"""Text in: strict UTF-8, not empty, tokenized with the model's own tokenizer (no special tokens added,
-as training did), cut to a length."""
+"""Text in: strict UTF-8, not empty, within the model's character limit, tokenized with the model's own
+tokenizer (no special tokens added, as training did), cut to a length.
+
+Only the part of a text the model reads is tokenized: the head (or tail) is tokenized in a window of
+characters that grows until it holds more tokens than needed, so a long text costs about as much as a
+short one. Windows end at whitespace where they can, so the kept tokens are those of the whole text.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -10,8 +16,11 @@ from tokenizers import Tokenizer
 from service.config import TextPreprocessing
 from service.errors import InvalidInputError
 
-MAX_TEXTS = 256
-"""Texts per request; larger jobs are split by the client."""
+WINDOW_CHARS_PER_TOKEN = 8
+"""First window: this many characters per token wanted (it grows fourfold while too short)."""
+MARGIN_TOKENS = 8
+"""Tokens beyond the ones kept that a window must hold, so a cut word at its edge never changes them."""
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +29,14 @@ class Encoded:
     truncated: bool
 
 
-def as_text(value: str | bytes, what: str, blank_ok: bool = False) -> str:
-    """`value` as a str that is not empty (nor only whitespace unless `blank_ok`); bytes must be valid
-    UTF-8. `what` names the value in errors ("texts[2]")."""
+def as_text(value: str | bytes, what: str, blank_ok: bool = False, max_chars: int | None = None) -> str:
+    """`value` as a str that is not empty (nor only whitespace unless `blank_ok`), of at most `max_chars`
+    characters; bytes must be valid UTF-8. `what` names the value in errors ("texts[2]")."""
+    if max_chars is not None and len(value) > (4 * max_chars if isinstance(value, bytes) else max_chars):
+        raise InvalidInputError(
+            f"{what} is {len(value)} {'bytes' if isinstance(value, bytes) else 'characters'} long; this model "
+            f"reads at most {max_chars} characters (limits.max_text_chars); shorten it"
+        )
     if isinstance(value, bytes):
         raw = value
         try:
@@ -32,6 +46,11 @@ def as_text(value: str | bytes, what: str, blank_ok: bool = False) -> str:
             raise InvalidInputError(
                 f"{what} is not valid UTF-8 (byte 0x{bad} at offset {err.start}); send text encoded as UTF-8"
             ) from None
+    if max_chars is not None and len(value) > max_chars:
+        raise InvalidInputError(
+            f"{what} is {len(value)} characters long; this model reads at most {max_chars} characters "
+            "(limits.max_text_chars); shorten it"
+        )
     if not (value if blank_ok else value.strip()):
         raise InvalidInputError(f"{what} is empty" if not value else f"{what} holds only whitespace")
     return value
@@ -51,10 +70,50 @@ class TextEncoder:
 
     def head(self, text: str, limit: int) -> Encoded:
         """The first `limit` tokens (classification reads the start of a text)."""
+        window = max(limit, 1) * WINDOW_CHARS_PER_TOKEN
+        while len(text) > window:
+            end = _end_before_space(text, window)
+            ids = self.ids(text[:end]) if end else []
+            if len(ids) >= limit + MARGIN_TOKENS:
+                return Encoded(ids[:limit], True)
+            window *= 4
         ids = self.ids(text)
         return Encoded(ids[:limit], len(ids) > limit)
 
     def tail(self, text: str, limit: int) -> Encoded:
         """The last `limit` tokens (generation continues from the end of a prompt)."""
+        window = max(limit, 1) * WINDOW_CHARS_PER_TOKEN
+        while len(text) > window:
+            start = _start_at_space(text, len(text) - window)
+            ids = self.ids(text[start:]) if start else []
+            if len(ids) >= limit + MARGIN_TOKENS:
+                return Encoded(ids[-limit:] if limit else [], True)
+            window *= 4
         ids = self.ids(text)
         return Encoded(ids[-limit:] if limit else [], len(ids) > limit)
+
+
+def _end_before_space(text: str, end: int) -> int:
+    """Where a head window of about `end` characters ends so that no word is cut: the start of the last
+    whitespace run in its second half; 0 when there is none (the window must grow)."""
+    cut = end
+    while cut > end // 2 and not text[cut].isspace():
+        cut -= 1
+    if not text[cut].isspace():
+        return 0
+    while cut > 0 and text[cut - 1].isspace():
+        cut -= 1
+    return cut
+
+
+def _start_at_space(text: str, start: int) -> int:
+    """Where a tail window of about `len(text) - start` characters starts so that no word is cut: at the
+    last whitespace character before a word in its first half (tokenizers that keep a word's leading space
+    see it whole); 0 when there is none (the window must grow)."""
+    match = _SPACE.search(text, start, start + (len(text) - start) // 2)
+    if match is None:
+        return 0
+    pos = match.start()
+    while pos + 1 < len(text) and text[pos + 1].isspace():
+        pos += 1
+    return pos

@@ -117,6 +117,7 @@ class TextGeneration:
         out = config.output("logits") or config.outputs[0]
         self.model = model
         self.generation = config.generation
+        self.max_chars = config.limits.max_text_chars
         self.input = ids[0].name
         self.dtype = np.dtype(DATATYPES[ids[0].datatype])
         mask = config.input(MASK_INPUT)
@@ -139,7 +140,7 @@ class TextGeneration:
             raise InvalidInputError(f"max_new_tokens must be between 1 and {limit} for '{self.model}', "
                                     f"got {max_new_tokens}")  # fmt: skip
         stops = check_stop(stop)
-        text = as_text(prompt, "the prompt", blank_ok=True)
+        text = as_text(prompt, "the prompt", blank_ok=True, max_chars=self.max_chars)
         bos = self.generation.bos_id
         room = self.generation.context_length - 1 - (bos is not None)
         encoded = self.encoder.tail(text, room)
