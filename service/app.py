@@ -21,6 +21,7 @@ from service.grpc.tasks import SERVICES as TASK_SERVICES
 from service.grpc.tasks import add_task_services
 from service.grpc.v2 import InferenceServicer
 from service.metrics import Metrics, RequestRecorder
+from service.metrics_http import MetricsEndpoint
 from service.registry import ModelRegistry
 from service.repository import ModelRepository
 from service.runtime import available_providers, check_device
@@ -36,6 +37,7 @@ class App:
         check_device(settings.device, available_providers())
         self.settings = settings
         self.metrics = Metrics()
+        self.metrics_endpoint = MetricsEndpoint(self.metrics.registry)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="infer")
         self.registry = ModelRegistry(
             ModelRepository(settings.model_repository), self.metrics, self.executor, settings.device
@@ -59,7 +61,11 @@ class App:
         await self._set_health(NOT_SERVING)
         await self.server.start()
         if s.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+            try:
+                self.metrics_port = await self.metrics_endpoint.serve(s.host, s.metrics_port)
+            except OSError:
+                await self.server.stop(None)  # or the gRPC server outlives the loop and fails noisily at exit
+                raise
         log.info(
             "listening",
             extra={"grpc": f"{s.host}:{self.port}", "metrics": self.metrics_port, "device": s.device.value,
@@ -80,6 +86,7 @@ class App:
         # calls that reach a stopping gRPC server before their handler starts are cancelled.
         await asyncio.sleep(min(self.settings.drain_notice_s, grace))
         await self.server.stop(grace)
+        await self.metrics_endpoint.close()
         await self.tasks.close(timeout=1.0)
         await self.registry.close(timeout=1.0)
         self.executor.shutdown(wait=True, cancel_futures=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Milliseconds to seconds: fine resolution where serving latencies live.
 LATENCY_BUCKETS = (
@@ -83,11 +83,6 @@ class Metrics:
             active_sequences=self.active_sequences.labels(*labels),
             waiting_sequences=self.waiting_sequences.labels(*labels),
         )
-
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP `/metrics` endpoint in a daemon thread; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
 
 
 @dataclass(frozen=True, slots=True)
