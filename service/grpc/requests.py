@@ -1,15 +1,24 @@
-"""Request parsing that answers invalid UTF-8 in a text field with INVALID_ARGUMENT naming the field.
+"""Requests that do not parse: INVALID_ARGUMENT with a message a client can act on, for every service on the port.
 
-proto3 `string` fields must hold UTF-8, and the protobuf runtime refuses to parse a message whose strings
-do not; grpc.aio would then answer UNKNOWN "Unexpected <class '...DecodeError'>: Error parsing message",
-which tells the client nothing it can act on. Here a request that fails to parse comes through as
-`Unparsable`, with a message found by parsing it again as its "bytes twin" (the same message with every
-string field declared bytes) and naming the field, the element and the offending byte.
+The protobuf runtime refuses to parse a message whose bytes are not a valid encoding, or whose `string`
+fields hold invalid UTF-8; grpc.aio would then answer UNKNOWN "Unexpected <class '...DecodeError'>" and
+log an ERROR with a traceback for each call, so a client sending garbage could fill the log.
+`GuardedServer` stands in for the server while services register and wraps every method handler once
+(`guarded`): its deserializer returns `Unparsable` instead of raising, and its behaviour ends a call that
+receives one with INVALID_ARGUMENT (for a streamed request, at the message that does not parse). The
+message names the field, element and byte when a text field is not UTF-8 (found by parsing the request
+again as its "bytes twin": the same message with every string field declared bytes). Refusals are logged
+as at most one WARNING per method every `REFUSAL_LOG_SECONDS`, with the count of those not logged.
+No interceptor: wrapping at registration costs a call one isinstance check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -18,6 +27,11 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
+
+log = logging.getLogger(__name__)
+
+REFUSAL_LOG_SECONDS = 10.0
+"""At most one WARNING per method this often for requests that do not parse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +53,41 @@ def parser(cls: type[Message]) -> Callable[[bytes], Message | Unparsable]:
     return parse
 
 
-def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor, module: ModuleType) -> None:
-    """Register `servicer`'s methods for `service` (like the generated `add_*_to_server`, with `parser`)."""
+class GuardedServer:
+    """Pass this instead of the server to `add_*_to_server` functions (the generated ones, health's,
+    reflection's): it guards every method handler (`guarded`) before it reaches the server."""
+
+    def __init__(self, server: grpc.aio.Server, refusals: RefusalLog | None = None) -> None:
+        self.server = server
+        self.refusals = refusals or RefusalLog()
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        """Method → the handler registered for it and its guarded twin."""
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers(tuple(_GuardedGenericHandler(h, self.guard) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        guarded = {name: self.guard(handler, f"/{service}/{name}") for name, handler in handlers.items()}
+        self.server.add_registered_method_handlers(service, guarded)
+
+    def guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`guarded(handler)`, built once per method and handler (generated code registers each handler
+        twice: as a registered method, and in a generic handler that grpc asks for each call it finds no
+        registered method for)."""
+        known = self._guarded.get(method)
+        if known is None or known[0] is not handler:
+            known = self._guarded[method] = (handler, guarded(handler, method, self.refusals))
+        return known[1]
+
+
+def guarding(server: grpc.aio.Server | GuardedServer) -> GuardedServer:
+    return server if isinstance(server, GuardedServer) else GuardedServer(server)
+
+
+def add_service(
+    server: grpc.aio.Server | GuardedServer, servicer: object, service: ServiceDescriptor, module: ModuleType
+) -> None:
+    """Register `servicer`'s methods for `service`, guarded (like a generated `add_*_to_server`)."""
     handlers = {}
     for method in service.methods:
         request, response = getattr(module, method.input_type.name), getattr(module, method.output_type.name)
@@ -49,28 +96,147 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
         )
         handlers[method.name] = factory(
             getattr(servicer, method.name),
-            request_deserializer=parser(request),
+            request_deserializer=request.FromString,
             response_serializer=response.SerializeToString,
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    guarded_server = guarding(server)
+    guarded_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    guarded_server.add_registered_method_handlers(service.full_name, handlers)
+
+
+class RefusalLog:
+    """Logs refused requests as at most one WARNING per method every `seconds`; the next line counts the
+    ones left out. Methods are the server's own, so the state stays as small as the service list."""
+
+    @dataclass(slots=True)
+    class _Method:
+        logged_at: float
+        left_out: int = 0
+
+    def __init__(self, seconds: float = REFUSAL_LOG_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._methods: dict[str, RefusalLog._Method] = {}
+
+    def __call__(self, method: str, reason: str) -> None:
+        now = self.clock()
+        state = self._methods.get(method)
+        if state is not None and now - state.logged_at < self.seconds:
+            state.left_out += 1
+            return
+        left_out = state.left_out if state is not None else 0
+        self._methods[method] = RefusalLog._Method(now)
+        log.warning(
+            "refused a request that does not parse (INVALID_ARGUMENT)",
+            extra={"method": method, "reason": reason, "not_logged": left_out, "window_seconds": self.seconds},
+        )
+
+
+def guarded(handler: grpc.RpcMethodHandler, method: str, refused: Callable[[str, str], None]) -> grpc.RpcMethodHandler:
+    """`handler` with a deserializer that returns `Unparsable` instead of raising, and a behaviour that ends
+    the call with INVALID_ARGUMENT when it gets one. Handlers without a deserializer (raw bytes) or with a
+    synchronous behaviour (not served by grpc.aio) are returned as they are."""
+    behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    streams = inspect.isasyncgenfunction(behaviour)
+    if handler.request_deserializer is None or not (streams or inspect.iscoroutinefunction(behaviour)):
+        return handler
+
+    async def refuse(request: Unparsable, context: grpc.aio.ServicerContext) -> None:
+        refused(method, request.message)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+    async def checked(requests: AsyncIterable[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Unparsable):
+                await refuse(request, context)
+            yield request
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if handler.request_streaming:
+            request = checked(request, context)
+        elif isinstance(request, Unparsable):
+            await refuse(request, context)
+        if not streams:
+            return await behaviour(request, context)
+        # what grpc.aio does with an async generator: write each response (so no extra hop per message)
+        async with contextlib.aclosing(behaviour(request, context)) as responses:
+            async for response in responses:
+                await context.write(response)
+        return None
+
+    factory = _FACTORIES[handler.request_streaming, handler.response_streaming]
+    return factory(call, _lenient(handler.request_deserializer), handler.response_serializer)  # type: ignore[operator]
+
+
+_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A deserializer that returns `Unparsable` instead of raising (with the field detail for messages)."""
+    cls = getattr(deserializer, "__self__", None)
+    if isinstance(cls, type) and issubclass(cls, Message) and deserializer == cls.FromString:
+        return parser(cls)
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - whatever the deserializer raises, the request does not parse
+            return Unparsable("the request could not be parsed")
+
+    return parse
+
+
+class _GuardedGenericHandler(grpc.GenericRpcHandler):
+    """Guards the handlers another generic handler finds (each once, by `GuardedServer.guard`)."""
+
+    def __init__(
+        self, inner: grpc.GenericRpcHandler, guard: Callable[[grpc.RpcMethodHandler, str], grpc.RpcMethodHandler]
+    ) -> None:
+        self.inner = inner
+        self.guard = guard
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self.inner.service(handler_call_details)
+        return None if handler is None else self.guard(handler, handler_call_details.method)  # type: ignore[attr-defined]
+
+    def service_name(self) -> str | None:
+        name = getattr(self.inner, "service_name", None)
+        return name() if callable(name) else None
 
 
 def _bytes_twin(descriptor: Any) -> type[Message] | None:
-    """The message class with string fields as bytes (None for files with imports: not needed so far)."""
-    if descriptor.file.dependencies:
+    """The message class with string fields as bytes, in its own pool with the files it imports (also
+    twinned). Map keys stay strings (protobuf allows no bytes keys). None if the twin cannot be built."""
+    pool = descriptor_pool.DescriptorPool()
+    try:
+        _add_twin(pool, descriptor.file, set())
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.full_name))
+    except Exception:  # without a twin, the message says less but is still right
+        log.debug("no bytes twin", extra={"type": descriptor.full_name}, exc_info=True)
         return None
+
+
+def _add_twin(pool: descriptor_pool.DescriptorPool, file: Any, added: set[str]) -> None:
+    if file.name in added:
+        return
+    added.add(file.name)
+    for dependency in file.dependencies:
+        _add_twin(pool, dependency, added)
     proto = descriptor_pb2.FileDescriptorProto()
-    descriptor.file.CopyToProto(proto)
+    file.CopyToProto(proto)
     stack = list(proto.message_type)
     while stack:
         message = stack.pop()
         stack.extend(message.nested_type)
         for field in message.field:
-            if field.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
-                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
-    pool = descriptor_pool.DescriptorPool()
+            if field.type == field.TYPE_STRING and not (message.options.map_entry and field.name == "key"):
+                field.type = field.TYPE_BYTES
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.full_name))
 
 
 def _explain(data: bytes, descriptor: Any, twin: type[Message] | None) -> str:

@@ -6,11 +6,12 @@ import grpc
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service.config import ServerSettings
 from service.grpc._generated import _pool
 from service.grpc._generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.grpc.requests import GuardedServer
 from service.grpc.v2 import InferenceServicer
 
 V2_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -26,6 +27,8 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.server.max_pending_requests", 100_000),
+        ("grpc.server.max_pending_requests_hard_limit", 100_000),
     ]
     if settings.max_connection_age_s is not None:
         options += [
@@ -38,13 +41,19 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
 def build_server(
     settings: ServerSettings, inference: InferenceServicer, health: HealthServicer, extra_services: list[str]
 ) -> tuple[grpc.aio.Server, int]:
-    """The server with every service registered and its port bound (not started). Returns the bound port."""
+    """The server with every service registered and its port bound (not started). Returns the bound port.
+
+    Services register through `GuardedServer`, so a request that does not parse is INVALID_ARGUMENT (the task
+    services, added later by `tasks.add_task_services`, guard themselves the same way)."""
     server = grpc.aio.server(options=server_options(settings))
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    guarded = GuardedServer(server)
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, guarded)
+    health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     _add_to_pool(health_pb2.DESCRIPTOR)  # so reflection can describe the health service too
     names = [V2_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, *extra_services]
-    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=_pool.POOL)
+    # what reflection.enable_server_reflection does for an aio server (it would not take the stand-in)
+    reflector = reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME], pool=_pool.POOL)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflector, guarded)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot bind gRPC port {settings.host}:{settings.port} (in use?)")

@@ -2,8 +2,9 @@
 
 Thin adapters: take the request apart, call `TaskAPIs`, build the response. Errors become statuses through
 `errors.status_of` (the one table), applied by one decorator for unary calls and one for streams, which
-also record the request metrics. Requests are parsed by `requests.parser`, so invalid UTF-8 in a text
-field is INVALID_ARGUMENT naming the field.
+also record the request metrics. Services register through `requests.add_service`, which guards their
+handlers: a request that does not parse (invalid UTF-8 in a text field, say) is refused with
+INVALID_ARGUMENT naming the field before it reaches a servicer.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import grpc
 
 from service.batching.sequences import FinishReason, TextChunk
 from service.config import Task
-from service.errors import InvalidInputError
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
 from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc.errors import cancelled_status, status_of
-from service.grpc.requests import Unparsable, add_service
+from service.grpc.requests import add_service
 from service.metrics import RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
 
@@ -51,15 +51,9 @@ class _Servicer:
 
     def _record(self, request: Any, model: str, version: str, api: str, code: str, seconds: float) -> None:
         """Metrics by the model that answered; by the requested one only if it exists (bounded labels)."""
-        if not model and not isinstance(request, Unparsable) and self.core.registry.is_ready(request.model_name):
+        if not model and self.core.registry.is_ready(request.model_name):
             model, version = request.model_name, request.model_version
         self.recorder.record(model or UNKNOWN_MODEL, version, api, code, seconds)
-
-
-def _parsed(request: Any) -> Any:
-    if isinstance(request, Unparsable):
-        raise InvalidInputError(request.message)
-    return request
 
 
 def unary(api: str) -> Callable:
@@ -70,7 +64,7 @@ def unary(api: str) -> Callable:
         async def handler(self: _Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             start, code, model, version = time.perf_counter(), "OK", "", ""
             try:
-                response = await method(self, _parsed(request), context)
+                response = await method(self, request, context)
                 model, version = response.model_name, response.model_version
                 return response
             except asyncio.CancelledError:
@@ -96,7 +90,7 @@ def streaming(api: str) -> Callable:
         async def handler(self: _Servicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, code, model, version = time.perf_counter(), "OK", "", ""
             try:
-                async with contextlib.aclosing(method(self, _parsed(request), context)) as messages:
+                async with contextlib.aclosing(method(self, request, context)) as messages:
                     async for message in messages:
                         if message.WhichOneof("event") == "finished":
                             model, version = message.finished.model_name, message.finished.model_version
