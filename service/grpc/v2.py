@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor
 
 from service import __version__
 from service.errors import DeepserveError, InvalidInputError
@@ -23,8 +26,45 @@ from service.registry import ModelRegistry
 
 UNKNOWN_MODEL = "_unknown"
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification_tasks"]
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+SHARED_MEMORY = "send the tensors in the request itself (raw_input_contents)"
+ALTERNATIVES = {
+    "ModelStreamInfer": "use ModelInfer, one call per request (calls on one channel run concurrently)",
+    "SystemSharedMemoryStatus": SHARED_MEMORY,
+    "SystemSharedMemoryRegister": SHARED_MEMORY,
+    "SystemSharedMemoryUnregister": SHARED_MEMORY,
+    "CudaSharedMemoryStatus": SHARED_MEMORY,
+    "CudaSharedMemoryRegister": SHARED_MEMORY,
+    "CudaSharedMemoryUnregister": SHARED_MEMORY,
+    "TraceSetting": "request, queue and compute times are in the Prometheus metrics (/metrics on the metrics port)",
+    "LogSettings": "set the log level when the server starts (deepserve serve --log-level)",
+}
+"""What to use instead of the Triton methods deepserve does not implement."""
+S = TypeVar("S", bound=type)
 
 
+def refuses_unsupported(cls: S) -> S:
+    """Every method of the V2 service that `cls` does not define answers UNIMPLEMENTED, saying what to use
+    instead (the generated base class would raise NotImplementedError, which grpc logs as an error)."""
+    base = pb_grpc.GRPCInferenceServiceServicer
+    for method in SERVICE.methods:
+        if getattr(cls, method.name, None) in (None, getattr(base, method.name, None)):
+            setattr(cls, method.name, _unsupported(method))
+    return cls
+
+
+def _unsupported(method: MethodDescriptor) -> Callable[..., Any]:
+    alternative = ALTERNATIVES.get(method.name)
+    message = f"{method.name} is not supported by deepserve" + (f"; {alternative}" if alternative else "")
+
+    async def refuse(self: object, request: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    refuse.__name__ = refuse.__qualname__ = method.name
+    return refuse
+
+
+@refuses_unsupported
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: object) -> None:
         self.registry = registry
@@ -134,9 +174,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             else:
                 self.recorder.record(pipeline.name, pipeline.version, "v2", code, seconds)
                 pipeline.observer.request_done(seconds, code == "OK")
-
-    async def ModelStreamInfer(self, request_iterator, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported; use ModelInfer")
 
     # ---- helpers --------------------------------------------------------------------------------
     def _versions(self, name: str) -> list[str]:
