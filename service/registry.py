@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from service.config import Device
-from service.errors import DeepserveError, ModelLoadError, ModelNotFoundError, UnavailableError
+from service.errors import DeepserveError, ModelLoadError, ModelNotFoundError, UnavailableError, quoted
 from service.metrics import Metrics
 from service.pipeline import ModelPipeline
 from service.repository import ModelEntry, ModelRepository
@@ -30,6 +30,8 @@ from service.validation import RequestLimits
 log = logging.getLogger(__name__)
 
 PipelineFactory = Callable[[ModelEntry, str, ModelSession], ModelPipeline]
+MAX_LISTED = 20
+"""Model names (or versions) listed in a NOT_FOUND message, at most."""
 
 
 class ModelRegistry:
@@ -52,16 +54,17 @@ class ModelRegistry:
         versions = self._models.get(name)
         if not versions:
             if name in self._loading:
-                raise UnavailableError(f"model '{name}' is loading; retry shortly")
+                raise UnavailableError(f"model {quoted(name)} is loading; retry shortly")
             if name in self._failed:
-                raise UnavailableError(f"model '{name}' failed to load: {self._failed[name]}")
-            raise ModelNotFoundError(f"unknown model '{name}'; available models: {sorted(self._models) or 'none'}")
+                raise UnavailableError(f"model {quoted(name)} failed to load: {self._failed[name]}")
+            raise ModelNotFoundError(f"unknown model {quoted(name)}; available models: {_listed(sorted(self._models))}")
         if not version:
             return versions[max(versions, key=int)]
         pipeline = versions.get(version)
         if pipeline is None:
             raise ModelNotFoundError(
-                f"model '{name}' has no version '{version}' loaded; loaded versions: {sorted(versions, key=int)}"
+                f"model {quoted(name)} has no version {quoted(version)} loaded; "
+                f"loaded versions: {_listed(sorted(versions, key=int))}"
             )
         return pipeline
 
@@ -81,7 +84,7 @@ class ModelRegistry:
             pipeline = self.get(name)
             if pipeline.config.task.value == task:
                 return pipeline
-        raise ModelNotFoundError(f"no loaded model serves the task '{task}'; name a model in the request")
+        raise ModelNotFoundError(f"no loaded model serves the task {quoted(task)}; name a model in the request")
 
     def index(self) -> list[ModelIndexEntry]:
         entries: list[ModelIndexEntry] = []
@@ -180,3 +183,12 @@ class ModelRegistry:
                 entry.name, version, entry.config, session, self.executor, metrics, step, limits
             )
         return built
+
+
+def _listed(names: list[str]) -> str:
+    """`names` for a message: "none", or the list, cut after `MAX_LISTED` with the count left out."""
+    if not names:
+        return "none"
+    if len(names) <= MAX_LISTED:
+        return str(names)
+    return f"{names[:MAX_LISTED]} and {len(names) - MAX_LISTED} more"
