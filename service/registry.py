@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import Executor
 
 from service.config import Device
@@ -22,6 +22,7 @@ from service.runtime import (
     check_signature,
     choose_providers,
     load_step_model,
+    release_memory,
 )
 from service.tasks.assets import vocab_size
 from service.types import ModelIndexEntry, ModelState
@@ -137,10 +138,7 @@ class ModelRegistry:
             self._models[name] = new
             self._failed.pop(name, None)
             self._notify()
-        for version, pipeline in old.items():
-            if version not in new:
-                pipeline.metrics.ready.set(0)
-            await pipeline.close()
+        await self._release(old, serving=new)
         log.info("model ready", extra={"model": name, "versions": sorted(new, key=int)})
 
     async def unload(self, name: str, timeout: float | None = 30.0) -> None:
@@ -149,9 +147,7 @@ class ModelRegistry:
             old = self._models.pop(name, {})
             self._failed.pop(name, None)
             self._notify()
-        for pipeline in old.values():
-            pipeline.metrics.ready.set(0)
-            await pipeline.close(timeout)
+        await self._release(old, timeout=timeout)
         log.info("model unloaded", extra={"model": name})
 
     async def close(self, timeout: float | None = None) -> None:
@@ -162,6 +158,23 @@ class ModelRegistry:
     def _notify(self) -> None:
         for listener in self.listeners:
             listener()
+
+    @staticmethod
+    async def _release(
+        old: dict[str, ModelPipeline], serving: Container[str] = (), timeout: float | None = None
+    ) -> None:
+        """Close replaced or unloaded versions (queued requests get up to `timeout`), let go of them, then hand
+        the memory their sessions held back to the OS, so that reloads don't grow the process."""
+        if not old:
+            return
+        pipelines = list(old.values())
+        old.clear()  # the caller's dict; from here `pipelines` holds this registry's last references
+        for pipeline in pipelines:
+            if pipeline.version not in serving:
+                pipeline.metrics.ready.set(0)
+            await pipeline.close(timeout)
+        del pipeline, pipelines
+        await asyncio.to_thread(release_memory)
 
     def _build(self, entry: ModelEntry) -> dict[str, ModelPipeline]:
         """Worker thread: sessions for every selected version, checked against the config and warmed up."""

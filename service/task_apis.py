@@ -30,6 +30,7 @@ from service.errors import DeepserveError, InvalidInputError, UnavailableError
 from service.metrics import ModelMetrics
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
+from service.runtime import release_memory
 from service.tasks.image_classification import ImageClassification, LabelScore, pixels
 from service.tasks.kv_cache import KVCacheDecoder
 from service.tasks.sentiment import SentimentAnalysis, SentimentResult
@@ -235,10 +236,21 @@ class TaskAPIs:
         return handler
 
     def _retire(self, handler: _Handler, timeout: float | None) -> None:
-        if handler.scheduler is not None:
-            closing = asyncio.get_running_loop().create_task(handler.scheduler.close(timeout))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+        """Stop a let-go handler's scheduler in the background (its generations get `timeout` to finish). Once
+        its lanes have exited and it is dropped, with its decoders' KV caches and the step model's session,
+        the memory they held goes back to the OS."""
+        scheduler, handler.scheduler = handler.scheduler, None
+        if scheduler is None:
+            return
+
+        async def stop(scheduler: GenerationScheduler) -> None:
+            await scheduler.close(timeout)
+            del scheduler
+            await asyncio.to_thread(release_memory)
+
+        closing = asyncio.get_running_loop().create_task(stop(scheduler))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
 
 def _decoders(pipeline: ModelPipeline, task: TextGeneration) -> list[Decoder]:
