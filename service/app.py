@@ -16,10 +16,12 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from service.config import ServerSettings
+from service.grpc.backpressure import PendingResponses
 from service.grpc.server import V2_SERVICE, build_server
 from service.grpc.tasks import SERVICES as TASK_SERVICES
 from service.grpc.tasks import add_task_services
 from service.grpc.v2 import InferenceServicer
+from service.memory import return_large_blocks
 from service.metrics import Metrics, RequestRecorder
 from service.metrics_http import MetricsEndpoint
 from service.registry import ModelRegistry
@@ -48,11 +50,16 @@ class App:
         self.port = 0
         self.metrics_port: int | None = None
         recorder = RequestRecorder(self.metrics)
-        inference = InferenceServicer(self.registry, recorder, lambda: self.ready)
+        pending = PendingResponses(
+            settings.max_pending_response_bytes,
+            settings.max_pending_response_bytes_per_connection,
+            self.metrics.pending_response_bytes,
+        )
+        inference = InferenceServicer(self.registry, recorder, lambda: self.ready, pending)
         self.tasks = TaskAPIs(self.registry)
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES))
-        add_task_services(self.server, self.tasks, recorder)
+        add_task_services(self.server, self.tasks, recorder, pending)
         self._background: set[asyncio.Task] = set()
         self.registry.listeners.append(self._health_changed)
 
@@ -115,6 +122,8 @@ class App:
 
 
 def serve(settings: ServerSettings) -> int:
+    return_large_blocks()  # memory that bursts (slow readers, reloads) took goes back to the OS afterwards
+
     async def main() -> None:
         await App(settings).run_until_signal()  # the gRPC server must be built inside the running loop
 

@@ -373,6 +373,11 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_message_bytes: PositiveInt = 64 * 1024 * 1024
     """Largest gRPC message accepted or sent; larger requests get RESOURCE_EXHAUSTED."""
+    max_pending_response_bytes: PositiveInt = 512 * 1024 * 1024
+    """Bytes of responses the server holds for clients that have not read them yet, all connections together;
+    past it, new requests get RESOURCE_EXHAUSTED until clients read or go away (docs/limits.md)."""
+    max_pending_response_bytes_per_connection: PositiveInt = 64 * 1024 * 1024
+    """The same, per client connection: a client that stops reading stalls only itself."""
     workers: PositiveInt = 4
     """Threads that run model inference (ONNX Runtime releases the GIL)."""
     keepalive_time_s: float = Field(default=30.0, gt=0)

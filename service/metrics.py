@@ -49,6 +49,11 @@ class Metrics:
             "deepserve_rejected_requests", "Requests dropped before running, by reason.", (*MODEL, "reason"),
             registry=r,
         )  # fmt: skip
+        self.pending_response_bytes = Gauge(
+            "deepserve_pending_response_bytes",
+            "Bytes of responses handed to gRPC whose calls have not ended (clients that read slowly hold them).",
+            registry=r,
+        )
         self.model_ready = Gauge("deepserve_model_ready", "1 when the model version serves.", MODEL, registry=r)
         self.ttft = Histogram(
             "deepserve_generation_time_to_first_token_seconds", "Time from request to its first token.",

@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 
 from service.config import Device
 from service.errors import DeepserveError, ModelLoadError, ModelNotFoundError, UnavailableError, quoted
+from service.memory import release_memory
 from service.metrics import Metrics
 from service.pipeline import ModelPipeline
 from service.repository import ModelEntry, ModelRepository
@@ -22,7 +23,6 @@ from service.runtime import (
     check_signature,
     choose_providers,
     load_step_model,
-    release_memory,
 )
 from service.tasks.assets import vocab_size
 from service.types import ModelIndexEntry, ModelState

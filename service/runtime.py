@@ -5,13 +5,9 @@ Knows nothing of gRPC or batching: a `ModelSession` runs a feed dict and returns
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
-import platform
 import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,27 +248,3 @@ def _warmup_step(step: StepModel, context: int) -> None:
 
 def available_providers() -> list[str]:
     return list(ort.get_available_providers())
-
-
-def release_memory() -> None:
-    """Hand the heap memory that released sessions freed back to the operating system.
-
-    Freeing a model version (its sessions, weights, ONNX Runtime arenas, KV caches) returns the memory to
-    glibc's malloc, which keeps much of it in its heaps: over many reloads the process's resident memory
-    creeps up although nothing is referenced. `malloc_trim` returns the free pages. It walks the heaps, so
-    call it in a worker thread, after the last reference to a version is gone; a no-op without glibc.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim`, or None where there is none (macOS, Windows, musl)."""
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None

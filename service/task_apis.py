@@ -27,10 +27,10 @@ from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lan
 from service.batching.sequences import Finished, FinishReason, TextChunk
 from service.config import Task
 from service.errors import DeepserveError, InvalidInputError, UnavailableError
+from service.memory import release_memory
 from service.metrics import ModelMetrics
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
-from service.runtime import release_memory
 from service.tasks.image_classification import ImageClassification, LabelScore, pixels
 from service.tasks.kv_cache import KVCacheDecoder
 from service.tasks.sentiment import SentimentAnalysis, SentimentResult

@@ -17,6 +17,9 @@ from service.grpc.v2 import InferenceServicer
 V2_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
+MAX_PENDING_CALLS = 65_536
+
+
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -27,8 +30,11 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.server.max_pending_requests", 100_000),
-        ("grpc.server.max_pending_requests_hard_limit", 100_000),
+        # gRPC core cancels calls the application has not picked up yet beyond 1,000 (soft) and 3,000 (hard):
+        # under a burst clients would get CANCELLED, uncounted. The application refuses overload itself, with
+        # UNAVAILABLE "queue full", counted; this only keeps core from answering first.
+        ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
     ]
     if settings.max_connection_age_s is not None:
         options += [

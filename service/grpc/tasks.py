@@ -23,6 +23,7 @@ from service.config import Task
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
 from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
+from service.grpc.backpressure import PendingResponses
 from service.grpc.errors import cancelled_status, status_of
 from service.grpc.requests import add_service
 from service.metrics import RequestRecorder
@@ -45,14 +46,15 @@ FINISH_REASONS = {
 
 
 class _Servicer:
-    def __init__(self, core: TaskAPIs, recorder: RequestRecorder) -> None:
+    def __init__(self, core: TaskAPIs, recorder: RequestRecorder, pending: PendingResponses) -> None:
         self.core = core
         self.recorder = recorder
+        self.pending = pending
 
     def _record(self, request: Any, model: str, version: str, api: str, code: str, seconds: float) -> None:
         """Metrics by the model that answered; by the requested one only if it exists (bounded labels)."""
-        if not model and self.core.registry.is_ready(request.model_name):
-            model, version = request.model_name, request.model_version
+        if not model and self.core.registry.is_ready(request.model_name, request.model_version):
+            model, version = request.model_name, request.model_version  # only loaded names and versions
         self.recorder.record(model or UNKNOWN_MODEL, version, api, code, seconds)
 
 
@@ -64,8 +66,10 @@ def unary(api: str) -> Callable:
         async def handler(self: _Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             start, code, model, version = time.perf_counter(), "OK", "", ""
             try:
+                self.pending.admit(context)
                 response = await method(self, request, context)
                 model, version = response.model_name, response.model_version
+                self.pending.hold(context, response.ByteSize())
                 return response
             except asyncio.CancelledError:
                 code = cancelled_status(context).name
@@ -90,6 +94,7 @@ def streaming(api: str) -> Callable:
         async def handler(self: _Servicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, code, model, version = time.perf_counter(), "OK", "", ""
             try:
+                self.pending.admit(context)
                 async with contextlib.aclosing(method(self, request, context)) as messages:
                     async for message in messages:
                         if message.WhichOneof("event") == "finished":
@@ -188,11 +193,13 @@ def _generate_response(event: TextChunk | GenerationDone) -> tg.GenerateResponse
     )
 
 
-def add_task_services(server: grpc.aio.Server, core: TaskAPIs, recorder: RequestRecorder) -> None:
+def add_task_services(
+    server: grpc.aio.Server, core: TaskAPIs, recorder: RequestRecorder, pending: PendingResponses
+) -> None:
     """Register the three task services on `server` (their names for reflection and health: `SERVICES`)."""
     for servicer, module, name in (
-        (ImageClassifierServicer(core, recorder), ic, "ImageClassifier"),
-        (SentimentAnalyzerServicer(core, recorder), sa, "SentimentAnalyzer"),
-        (TextGeneratorServicer(core, recorder), tg, "TextGenerator"),
+        (ImageClassifierServicer(core, recorder, pending), ic, "ImageClassifier"),
+        (SentimentAnalyzerServicer(core, recorder, pending), sa, "SentimentAnalyzer"),
+        (TextGeneratorServicer(core, recorder, pending), tg, "TextGenerator"),
     ):
         add_service(server, servicer, module.DESCRIPTOR.services_by_name[name], module)

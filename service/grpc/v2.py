@@ -19,10 +19,12 @@ from service.errors import DeepserveError, InvalidInputError
 from service.grpc import convert
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
+from service.grpc.backpressure import PendingResponses
 from service.grpc.errors import cancelled_status, status_of
 from service.metrics import RequestRecorder
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
+from service.types import InferRequest, InferResponse
 
 UNKNOWN_MODEL = "_unknown"
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification_tasks"]
@@ -66,8 +68,11 @@ def _unsupported(method: MethodDescriptor) -> Callable[..., Any]:
 
 @refuses_unsupported
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: object) -> None:
+    def __init__(
+        self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: object, pending: PendingResponses
+    ) -> None:
         self.registry = registry
+        self.pending = pending
         self.recorder = recorder
         self._is_ready = is_ready
 
@@ -151,18 +156,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             # the model first, so requests that fail to decode are still counted under their model
             pipeline = self.registry.get(request.model_name, request.model_version)
+            self.pending.admit(context)
             decoded = convert.decode_infer_request(request, context.time_remaining(), pipeline.limits)
-            inflight = pipeline.metrics.inflight
-            inflight.inc()
-            try:
-                response = await pipeline.infer(decoded)
-            finally:
-                inflight.dec()
-            return convert.encode_infer_response(response)
+            reply = convert.encode_infer_response(await self._infer(pipeline, decoded))
+            self.pending.hold(context, sum(map(len, reply.raw_output_contents)))
+            return reply
         except asyncio.CancelledError:
             code = cancelled_status(context).name
             raise
         except Exception as err:
+            decoded = reply = None  # type: ignore[assignment]  # sending the error may wait on a client that does not read
             status, message = status_of(err, request.id)
             code = status.name
             await context.abort(status, message)
@@ -176,6 +179,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 pipeline.observer.request_done(seconds, code == "OK")
 
     # ---- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    async def _infer(pipeline: ModelPipeline, request: InferRequest) -> InferResponse:
+        inflight = pipeline.metrics.inflight
+        inflight.inc()
+        try:
+            return await pipeline.infer(request)
+        finally:
+            inflight.dec()
+
     def _versions(self, name: str) -> list[str]:
         return sorted((p.version for p in self.registry.loaded() if p.name == name), key=int)
 
