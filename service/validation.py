@@ -155,6 +155,12 @@ class RequestLimits:
                 f"batch size {shape[0]} exceeds max_batch_size {self.max_batch_size} of model '{self.model}'; "
                 "split the request"
             )
+        dim = self.max_variable_dim
+        if dim is not None and any(shape[a] > dim for a in self.variable_axes.get(name, ()) if a < len(shape)):
+            raise InvalidInputError(
+                f"input {quoted(name)} of model '{self.model}' declares shape {list(shape)}; its variable dims may "
+                f"be at most {dim} (limits.max_variable_dim: the model's context)"
+            )
         count = math.prod(shape)
         if count > limit:
             raise InvalidInputError(
@@ -164,14 +170,9 @@ class RequestLimits:
         return count
 
     def check_values(self, inputs: Mapping[str, np.ndarray]) -> None:
-        """Variable dims, value ranges and shapes that must agree: what would fail the model's batch."""
+        """Value ranges and shapes that must agree: what would fail the model's batch (dims were checked as
+        declared, by `check_declared`)."""
         for name, arr in inputs.items():
-            axes = self.variable_axes.get(name, ())
-            if self.max_variable_dim is not None and any(arr.shape[a] > self.max_variable_dim for a in axes):
-                raise InvalidInputError(
-                    f"input {quoted(name)} of model '{self.model}' has shape {list(arr.shape)}; its variable dims "
-                    f"may be at most {self.max_variable_dim} (limits.max_variable_dim: the model's context)"
-                )
             bounds = self.value_ranges.get(name)
             if bounds is not None and arr.size:
                 low, high = int(arr.min()), int(arr.max())

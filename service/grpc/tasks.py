@@ -24,7 +24,7 @@ from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
 from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc.backpressure import PendingResponses
-from service.grpc.errors import cancelled_status, status_of
+from service.grpc.errors import cancelled_status, fail
 from service.grpc.requests import add_service
 from service.metrics import RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
@@ -75,9 +75,8 @@ def unary(api: str) -> Callable:
                 code = cancelled_status(context).name
                 raise
             except Exception as err:  # noqa: BLE001 - every failure gets a status
-                status, message = status_of(err)
-                code = status.name
-                await context.abort(status, message)
+                code = fail(context, err)
+                return None
             finally:
                 self._record(request, model, version, api, code, time.perf_counter() - start)
 
@@ -104,9 +103,7 @@ def streaming(api: str) -> Callable:
                 code = cancelled_status(context).name
                 raise
             except Exception as err:  # noqa: BLE001 - every failure gets a status
-                status, message_text = status_of(err)
-                code = status.name
-                await context.abort(status, message_text)
+                code = fail(context, err)
             finally:
                 self._record(request, model, version, api, code, time.perf_counter() - start)
 

@@ -20,7 +20,7 @@ from service.grpc import convert
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.backpressure import PendingResponses
-from service.grpc.errors import cancelled_status, status_of
+from service.grpc.errors import cancelled_status, fail, status_of
 from service.metrics import RequestRecorder
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
@@ -149,7 +149,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
+    ) -> pb.ModelInferResponse | None:
         start = time.perf_counter()
         pipeline: ModelPipeline | None = None
         code = "OK"
@@ -164,12 +164,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except asyncio.CancelledError:
             code = cancelled_status(context).name
             raise
-        except Exception as err:
-            decoded = reply = None  # type: ignore[assignment]  # sending the error may wait on a client that does not read
-            status, message = status_of(err, request.id)
-            code = status.name
-            await context.abort(status, message)
-            raise  # unreachable: abort raises
+        except Exception as err:  # noqa: BLE001 - every failure gets a status
+            code = fail(context, err, request.id)
+            return None
         finally:
             seconds = time.perf_counter() - start
             if pipeline is None:
