@@ -131,7 +131,7 @@ class Limits(_Strict):
     max_variable_dim: int | None = Field(default=None, ge=1)
     """Largest size of a variable (-1) dim other than the batch, in V2 requests. Default:
     `generation.context_length`, else `text.max_length`, else unbounded."""
-    max_text_chars: int = Field(default=100_000, ge=1)
+    max_text_chars: int = Field(default=20_000, ge=1)
     """Characters of one text (sentiment) or prompt (generation). Only the part the model reads (the first
     or last `max_length` tokens) is tokenized, however long the text."""
     max_items: int = Field(default=256, ge=1)
@@ -371,7 +371,7 @@ class ServerSettings(BaseSettings):
     """On SIGTERM/SIGINT, how long the server reports NOT_SERVING while still accepting, before it stops
     taking new calls (part of the grace period)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_message_bytes: PositiveInt = 64 * 1024 * 1024
+    max_message_bytes: PositiveInt = 32 * 1024 * 1024
     """Largest gRPC message accepted or sent; larger requests get RESOURCE_EXHAUSTED."""
     max_pending_response_bytes: PositiveInt = 512 * 1024 * 1024
     """Bytes of responses the server holds for clients that have not read them yet, all connections together;

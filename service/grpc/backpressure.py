@@ -3,8 +3,8 @@
 A response handed to gRPC stays in the server's memory until the client's flow-control window lets it
 go; a client that never reads (a zero window) would otherwise pile up gigabytes. Each V2 or task response
 is counted from the moment the handler returns it until its call is done (sent, or the client went
-away), at `COPIES` times its size (the response message, its serialized bytes and gRPC core's buffer all
-live until then), per connection (`context.peer()`, one per TCP connection) and in total. While a connection or
+away), at `COPIES` times its size (its serialized bytes and gRPC core's buffer both live until then),
+per connection (`context.peer()`, one per TCP connection) and in total. While a connection or
 the server is over its bound, new requests get RESOURCE_EXHAUSTED before any work is done, and a
 response that would go over it is dropped and answered RESOURCE_EXHAUSTED instead. The bytes are
 released when the calls end, so the memory comes back when such clients go away.
@@ -17,9 +17,9 @@ from prometheus_client import Gauge
 
 from service.errors import PayloadTooLargeError
 
-COPIES = 3
-"""Copies of a response the server holds until its call ends (measured: RSS grows by about 3x the size of
-the responses a zero-window client holds)."""
+COPIES = 2
+"""Copies of a response the server holds until its call ends: the serialized bytes the handler returned
+and gRPC core's buffer (measured with a zero-window client)."""
 
 
 class PendingResponses:

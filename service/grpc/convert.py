@@ -37,6 +37,8 @@ _CONFIG_TYPES = {
     "BYTES": mc.TYPE_STRING,
 }  # fmt: skip
 _LEN = struct.Struct("<I")
+_RAW_OUTPUT_TAG = bytes([pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER << 3 | 2])
+"""Field `raw_output_contents`, wire type 2 (length-delimited): one byte, as the field number is below 16."""
 # Typed contents arrive in 32-bit fields for the narrower integer types: decoded wide, then range-checked.
 _WIDE = {"INT8": np.dtype(np.int32), "INT16": np.dtype(np.int32), "UINT8": np.dtype(np.uint32),
          "UINT16": np.dtype(np.uint32)}  # fmt: skip
@@ -165,13 +167,28 @@ def decode_infer_request(
     )
 
 
-def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
+def serialize_infer_response(response: InferResponse) -> bytes:
+    """The wire bytes of a ModelInferResponse with raw output contents. protobuf builds the small part (names,
+    datatypes, shapes); each output's bytes are appended as field `raw_output_contents` straight from the
+    array, so a large output is copied once, not three times (tobytes, into the message, serializing):
+    less memory per response waiting on a slow client, and less time on the event loop."""
     out = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
+    parts: list[bytes | memoryview] = []
     for name, arr in response.outputs.items():
         datatype = datatype_of(arr)
         out.outputs.add(name=name, datatype=datatype, shape=arr.shape)
-        out.raw_output_contents.append(encode_bytes(arr) if datatype == "BYTES" else arr.tobytes())
-    return out
+        data = encode_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).data.cast("B")
+        parts += (_RAW_OUTPUT_TAG, _varint(len(data)), data)
+    return b"".join([out.SerializeToString(), *parts])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 # ---- metadata, config, statistics ----------------------------------------------------------------

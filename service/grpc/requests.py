@@ -165,7 +165,8 @@ def guarded(handler: grpc.RpcMethodHandler, method: str, refused: Callable[[str,
         return None
 
     factory = _FACTORIES[handler.request_streaming, handler.response_streaming]
-    return factory(call, _lenient(handler.request_deserializer), handler.response_serializer)  # type: ignore[operator]
+    serializer = _passing_bytes(handler.response_serializer)
+    return factory(call, _lenient(handler.request_deserializer), serializer)  # type: ignore[operator]
 
 
 _FACTORIES = {
@@ -174,6 +175,17 @@ _FACTORIES = {
     (True, False): grpc.stream_unary_rpc_method_handler,
     (True, True): grpc.stream_stream_rpc_method_handler,
 }
+
+
+def _passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """The response serializer, except that a handler may return its response already serialized (bytes)."""
+    if serializer is None:
+        return None
+
+    def serialize(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serializer(response)
+
+    return serialize
 
 
 def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

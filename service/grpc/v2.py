@@ -147,9 +147,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._call(self.registry.unload(request.model_name), context)
         return pb.RepositoryModelUnloadResponse()
 
-    async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse | None:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes | None:
         start = time.perf_counter()
         pipeline: ModelPipeline | None = None
         code = "OK"
@@ -158,9 +156,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             pipeline = self.registry.get(request.model_name, request.model_version)
             self.pending.admit(context)
             decoded = convert.decode_infer_request(request, context.time_remaining(), pipeline.limits)
-            reply = convert.encode_infer_response(await self._infer(pipeline, decoded))
-            self.pending.hold(context, sum(map(len, reply.raw_output_contents)))
-            return reply
+            reply = convert.serialize_infer_response(await self._infer(pipeline, decoded))
+            self.pending.hold(context, len(reply))
+            return reply  # already serialized (`requests.guarded` passes bytes through)
         except asyncio.CancelledError:
             code = cancelled_status(context).name
             raise

@@ -27,6 +27,10 @@ from service.errors import InvalidInputError, ModelLoadError
 from service.tasks.assets import read_labels
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+ORIENTATION = 0x0112
+"""EXIF tag."""
+DRAFT_FACTOR = 8
+"""JPEGs are decoded at no less than this many times the model's input size (see `decode`)."""
 MAX_IMAGE_PIXELS = 4096 * 4096
 """Default of `limits.max_image_pixels`."""
 DEFAULT_TOP_K = 5
@@ -51,8 +55,12 @@ def pixels(images: Sequence[bytes]) -> int:
     return total
 
 
-def decode(data: bytes, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Bytes of an image file → a loaded, upright PIL image; InvalidInputError for anything else."""
+def decode(
+    data: bytes, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS, at_least: tuple[int, int] | None = None
+) -> Image.Image:
+    """Bytes of an image file → a loaded, upright PIL image; InvalidInputError for anything else. A JPEG is
+    decoded at the smallest of its built-in reduced scales (1/2, 1/4, 1/8) that is still `at_least` this
+    size: a 12-megapixel photo for a 32x32 model decodes in a fraction of the time and memory."""
     if not data:
         raise InvalidInputError(f"{what} is empty (0 bytes)")
     try:
@@ -70,11 +78,18 @@ def decode(data: bytes, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS)
             "scale it down first"
         )
     try:
+        if at_least is not None and image.format == "JPEG":
+            image.draft(image.mode, _upright_size(image, at_least))
         image.load()
         upright = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
         raise InvalidInputError(f"{what} is truncated or corrupt ({image.format}): {err}") from None
     return upright if upright is not None else image
+
+
+def _upright_size(image: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
+    """`size` in the stored orientation (EXIF orientations 5-8 turn the image by 90 degrees)."""
+    return (size[1], size[0]) if image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else size
 
 
 def to_mode(image: Image.Image, channels: int) -> Image.Image:
@@ -180,9 +195,9 @@ class ImageClassification:
     def preprocess(self, images: Sequence[bytes]) -> list[dict[str, np.ndarray]]:
         """One feed (a batch of one) per image. CPU work: run it in a thread when the images are large."""
         self.check_count(images)
-        limits = self.limits
+        limits, draft = self.limits, (self.spec.width * DRAFT_FACTOR, self.spec.height * DRAFT_FACTOR)
         return [
-            {self.input: prepare(decode(data, f"images[{i}]", limits.max_image_pixels), self.spec)[None]}
+            {self.input: prepare(decode(data, f"images[{i}]", limits.max_image_pixels, draft), self.spec)[None]}
             for i, data in enumerate(images)
         ]
 

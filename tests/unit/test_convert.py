@@ -180,10 +180,25 @@ def test_timeout_parameter_sets_a_deadline() -> None:
 
 def test_response_is_raw_with_datatypes() -> None:
     text = np.array([[b"ok"]], dtype=object)
-    out = convert.encode_infer_response(
-        InferResponse("m", "1", {"a": np.ones((1, 2), dtype=np.float16), "t": text}, "id-9")
+    out = pb.ModelInferResponse.FromString(
+        convert.serialize_infer_response(
+            InferResponse("m", "1", {"a": np.ones((1, 2), dtype=np.float16), "t": text}, "id-9")
+        )
     )
     assert (out.model_name, out.model_version, out.id) == ("m", "1", "id-9")
     assert [(o.name, o.datatype, list(o.shape)) for o in out.outputs] == [("a", "FP16", [1, 2]), ("t", "BYTES", [1, 1])]
     assert out.raw_output_contents[0] == np.ones((1, 2), dtype=np.float16).tobytes()
     assert out.raw_output_contents[1] == framed(b"ok")
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_384, 2**21 + 3])
+def test_serialized_response_is_what_protobuf_writes(size: int) -> None:
+    """Raw contents appended by hand parse back exactly; the lengths cover one- to four-byte varints."""
+    values = np.arange(size, dtype=np.uint8)
+    strided = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]  # not contiguous
+    data = convert.serialize_infer_response(InferResponse("m", "7", {"a": values, "b": strided}, "x"))
+    reference = pb.ModelInferResponse(model_name="m", model_version="7", id="x")
+    reference.outputs.add(name="a", datatype="UINT8", shape=[size])
+    reference.outputs.add(name="b", datatype="FP32", shape=[3, 2])
+    reference.raw_output_contents.extend([values.tobytes(), strided.tobytes()])
+    assert pb.ModelInferResponse.FromString(data) == reference
