@@ -23,8 +23,16 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="env DEEPSERVE_LOG_LEVEL")
     p.add_argument("--workers", type=int, help="inference threads (env DEEPSERVE_WORKERS; default 4)")
     p.add_argument(
-        "--max-message-bytes", type=int, help="largest request/response (env DEEPSERVE_MAX_MESSAGE_BYTES; 64 MiB)"
+        "--max-message-bytes", type=int, help="largest request/response (env DEEPSERVE_MAX_MESSAGE_BYTES; 32 MiB)"
     )
+    p.add_argument(
+        "--max-pending-response-bytes", type=int,
+        help="unread response bytes held for all clients (env DEEPSERVE_MAX_PENDING_RESPONSE_BYTES; 512 MiB)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-pending-response-bytes-per-connection", type=int,
+        help="the same per connection (env DEEPSERVE_MAX_PENDING_RESPONSE_BYTES_PER_CONNECTION; 64 MiB)",
+    )  # fmt: skip
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -132,7 +132,11 @@ class ImageClassifierServicer(_Servicer):
     @unary("classify")
     async def Classify(self, request: ic.ClassifyRequest, context: grpc.aio.ServicerContext) -> ic.ClassifyResponse:
         result = await self.core.classify(
-            await _values(request, "images"), request.top_k, request.model_name, request.model_version, _deadline(context)
+            await _values(request, "images"),
+            request.top_k,
+            request.model_name,
+            request.model_version,
+            _deadline(context),
         )
         return ic.ClassifyResponse(
             model_name=result.model,
