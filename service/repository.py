@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.config import CONFIG_FILE, ModelConfig, load_model_config
-from service.errors import ModelLoadError, ModelNotFoundError
+from service.errors import ModelLoadError, ModelNotFoundError, quoted
 
 MODEL_FILE = "model.onnx"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -45,11 +45,12 @@ class ModelRepository:
         """The folder of model `name`; NOT_FOUND for names that are not plain folder names in the repository."""
         if not _NAME.fullmatch(name) or name in (".", ".."):
             raise ModelNotFoundError(
-                f"'{name}' is not a valid model name (letters, digits, '_', '.', '-'; no path separators)"
+                f"{quoted(name)} is not a valid model name (up to 128 letters, digits, '_', '.', '-'; "
+                "no path separators)"
             )
         path = (self.root / name).resolve()
         if path.parent != self.root or not (path / CONFIG_FILE).is_file():
-            raise ModelNotFoundError(f"model '{name}' is not in the repository {self.root}")
+            raise ModelNotFoundError(f"model {quoted(name)} is not in the repository")
         return path
 
     def load(self, name: str) -> ModelEntry:

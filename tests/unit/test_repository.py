@@ -100,8 +100,16 @@ def test_bad_config_is_reported_by_load(tmp_path: Path) -> None:
 
 
 def test_unknown_model_is_not_found(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="model 'nope' is not in the repository"):
+    with pytest.raises(ModelNotFoundError, match="model 'nope' is not in the repository") as info:
         ModelRepository(tmp_path).load("nope")
+    assert str(tmp_path) not in info.value.message  # no server paths in what clients read
+
+
+@pytest.mark.parametrize("name", ["m" * (1 << 20), "../" * (1 << 18)])
+def test_a_megabyte_name_is_echoed_as_a_short_prefix(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"more characters\) is not a valid model name") as info:
+        ModelRepository(tmp_path).load(name)
+    assert len(info.value.message) < 300
 
 
 @pytest.mark.parametrize(
