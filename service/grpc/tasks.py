@@ -86,27 +86,55 @@ def unary(api: str) -> Callable:
     return wrap
 
 
+class _StreamOutcome:
+    """The request metric of one streamed call, recorded exactly once (`record`; later calls do nothing)."""
+
+    __slots__ = ("api", "model", "request", "servicer", "start", "version")
+
+    def __init__(self, servicer: _Servicer, request: Any, api: str) -> None:
+        self.servicer, self.request, self.api = servicer, request, api
+        self.start, self.model, self.version = time.perf_counter(), "", ""
+
+    def record(self, code: str) -> None:
+        request, self.request = self.request, None  # let go: gRPC keeps the done callback in a reference cycle
+        if request is not None:
+            self.servicer._record(request, self.model, self.version, self.api, code, time.perf_counter() - self.start)
+
+    def call_done(self, context: grpc.aio.ServicerContext) -> None:
+        """gRPC is done with the call: if the handler was dropped without being closed, it was cancelled."""
+        if self.request is not None:
+            self.record(cancelled_status(context).name)
+
+
 def streaming(api: str) -> Callable:
-    """Error mapping and request metrics for a server-streaming method (an async generator)."""
+    """Error mapping and request metrics for a server-streaming method (an async generator).
+
+    gRPC cancels a call by cancelling the task that runs the handler. While the handler is computing, it
+    gets the CancelledError; while gRPC is writing a message it yielded, it is suspended at that `yield`
+    and gets nothing: the loop that writes (`requests.guarded`) then closes it (GeneratorExit), and one that
+    does not close it (grpc.aio's own) leaves it to the garbage collector. Either way the call ended before
+    the handler did, which is the client cancelling or the deadline (`cancelled_status`), never OK. The
+    outcome is recorded when the handler ends, and from the call's done callback if it has not ended by
+    then, once either way."""
 
     def wrap(method: Callable[[Any, Any, Any], AsyncGenerator[Any, None]]) -> Callable:
         @functools.wraps(method)
         async def handler(self: _Servicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start, code, model, version = time.perf_counter(), "OK", "", ""
+            outcome, code = _StreamOutcome(self, request, api), None
+            context.add_done_callback(outcome.call_done)
             try:
                 self.pending.admit(context)
                 async with contextlib.aclosing(method(self, request, context)) as messages:
                     async for message in messages:
                         if message.WhichOneof("event") == "finished":
-                            model, version = message.finished.model_name, message.finished.model_version
+                            outcome.model = message.finished.model_name
+                            outcome.version = message.finished.model_version
                         yield message
-            except asyncio.CancelledError:
-                code = cancelled_status(context).name
-                raise
+                code = "OK"
             except Exception as err:  # noqa: BLE001 - every failure gets a status
                 code = fail(context, err)
-            finally:
-                self._record(request, model, version, api, code, time.perf_counter() - start)
+            finally:  # no code: cancelled (CancelledError) or closed at a `yield` (GeneratorExit)
+                outcome.record(code or cancelled_status(context).name)
 
         return handler
 

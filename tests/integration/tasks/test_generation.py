@@ -141,6 +141,35 @@ def test_client_going_away_frees_the_slot(server: RunningServer) -> None:
     assert eventually(lambda: scheduler.active == 0)
 
 
+def test_every_cancelled_stream_is_counted_once_as_cancelled(server: RunningServer, client: TaskClient) -> None:
+    """Wherever the server is when the client cancels (computing the next token, or writing the last one,
+    its handler then suspended at a `yield`), the call is counted once, as CANCELLED, and leaves nothing
+    in flight."""
+    scheduler = server.app.tasks.scheduler("slow_lm")
+    assert scheduler is not None
+    registry = server.app.metrics.registry
+    labels = {"model": "slow_lm", "version": "", "api": "generate"}
+
+    def counted(code: str) -> float:
+        return registry.get_sample_value("deepserve_requests_total", {**labels, "code": code}) or 0
+
+    before = {code: counted(code) for code in ("OK", "CANCELLED")}
+    cancelled = 40
+    for i in range(cancelled):
+        stream = client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm")
+        pieces = iter(stream)
+        for _ in range(1 + i % 3):
+            next(pieces)
+        stream.cancel()
+    gauge = {"model": "slow_lm", "version": "1"}
+    assert eventually(lambda: scheduler.active == 0)
+    assert eventually(lambda: registry.get_sample_value("deepserve_inflight_requests", gauge) == 0)
+    assert eventually(lambda: counted("CANCELLED") == before["CANCELLED"] + cancelled), {
+        code: counted(code) - before[code] for code in before
+    }
+    assert counted("OK") == before["OK"]
+
+
 def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer) -> None:
     registry = server.app.metrics.registry
     labels = {"model": "slow_lm", "version": "", "api": "generate", "code": "DEADLINE_EXCEEDED"}
