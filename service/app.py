@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from service.config import ServerSettings
+from service.errors import ConfigError
 from service.grpc.backpressure import PendingResponses
 from service.grpc.server import V2_SERVICE, build_server
 from service.grpc.tasks import SERVICES as TASK_SERVICES
@@ -37,6 +38,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class App:
     def __init__(self, settings: ServerSettings) -> None:
         check_device(settings.device, available_providers())
+        _refuse_unbuilt(settings)
         self.settings = settings
         self.metrics = Metrics()
         self.metrics_endpoint = MetricsEndpoint(self.metrics.registry)
@@ -119,6 +121,19 @@ class App:
             task = TASK_SERVICES.get(name)
             serving = status == SERVING and (task is None or self.tasks.serves(task))
             await self.health.set(name, SERVING if serving else NOT_SERVING)  # type: ignore[arg-type]
+
+
+def _refuse_unbuilt(settings: ServerSettings) -> None:
+    """Security settings whose implementation has not landed yet fail start-up rather than being ignored."""
+    unbuilt = [
+        flag for flag, value in (
+            ("--tls-cert-file", settings.tls_cert_file), ("--tls-client-ca-file", settings.tls_client_ca_file),
+            ("--auth-tokens-file", settings.auth_tokens_file), ("--health-port", settings.health_port),
+        )
+        if value is not None
+    ]  # fmt: skip
+    if unbuilt:
+        raise ConfigError(f"{', '.join(unbuilt)}: not available in this build")
 
 
 def serve(settings: ServerSettings) -> int:

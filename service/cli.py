@@ -33,6 +33,24 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "--max-pending-response-bytes-per-connection", type=int,
         help="the same per connection (env DEEPSERVE_MAX_PENDING_RESPONSE_BYTES_PER_CONNECTION; 64 MiB)",
     )  # fmt: skip
+    p.add_argument(
+        "--tls-cert-file", help="PEM certificate chain: the gRPC port speaks TLS (env DEEPSERVE_TLS_CERT_FILE)"
+    )
+    p.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file (env DEEPSERVE_TLS_KEY_FILE)")
+    p.add_argument(
+        "--tls-client-ca-file", help="require client certificates signed by this CA (env DEEPSERVE_TLS_CLIENT_CA_FILE)"
+    )
+    p.add_argument(
+        "--auth-tokens-file",
+        help="YAML of token digests and scopes; clients send a bearer token (env DEEPSERVE_AUTH_TOKENS_FILE)",
+    )
+    p.add_argument(
+        "--model-control-mode", choices=["none", "explicit"],
+        help="none (default): model load/unload refused; explicit: allowed (env DEEPSERVE_MODEL_CONTROL_MODE)",
+    )  # fmt: skip
+    p.add_argument(
+        "--health-port", type=int, help="plaintext port serving only grpc.health.v1 (env DEEPSERVE_HEALTH_PORT)"
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:

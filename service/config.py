@@ -384,3 +384,30 @@ class ServerSettings(BaseSettings):
     max_connection_age_s: float | None = Field(default=300.0, gt=0)
     """Connections are closed (gracefully) after this age so clients spread over new replicas."""
     max_connection_age_grace_s: float = Field(default=30.0, ge=0)
+    tls_cert_file: Path | None = None
+    """PEM certificate chain; with `tls_key_file` the gRPC port speaks TLS only. The files are read again when
+    they change, so a certificate manager can rotate them in place: new connections get the new certificate."""
+    tls_key_file: Path | None = None
+    """PEM private key of `tls_cert_file`."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle: clients must present a certificate signed by it (mutual TLS). Needs `tls_cert_file`."""
+    auth_tokens_file: Path | None = None
+    """YAML `tokens: [{name, sha256, scopes: [infer|admin], max_concurrent_requests}]`: clients send
+    `authorization: Bearer <token>`; reloaded when it changes (docs/security.md)."""
+    model_control_mode: Literal["none", "explicit"] = "none"
+    """`none`: RepositoryModelLoad/Unload are refused. `explicit`: allowed (with the `admin` scope when tokens
+    are configured). Loading a model runs code from the repository, so it is off unless asked for."""
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """A plaintext port serving only grpc.health.v1.Health (Kubernetes' gRPC probes cannot speak TLS)."""
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both --tls-cert-file and --tls-key-file, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
