@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(str(item.fspath)).parts
         if "tests" in parts:
             folder = parts[parts.index("tests") + 1]
-            if folder in ("unit", "integration", "e2e", "training", "ops", "adversarial"):
+            if folder in ("unit", "integration", "e2e", "training", "ops", "adversarial", "security"):
                 item.add_marker(getattr(pytest.mark, folder))
 
 
