@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf.descriptor import FileDescriptor
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service.config import ServerSettings
-from service.grpc._generated import _pool
 from service.grpc._generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.grpc.reflection import add_reflection
 from service.grpc.requests import GuardedServer
 from service.grpc.v2 import InferenceServicer
 
@@ -55,19 +53,8 @@ def build_server(
     guarded = GuardedServer(server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
-    _add_to_pool(health_pb2.DESCRIPTOR)  # so reflection can describe the health service too
-    names = [V2_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, *extra_services]
-    # what reflection.enable_server_reflection does for an aio server (it would not take the stand-in)
-    reflector = reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME], pool=_pool.POOL)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflector, guarded)
+    add_reflection(guarded, [V2_SERVICE, *extra_services])
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot bind gRPC port {settings.host}:{settings.port} (in use?)")
     return server, port
-
-
-def _add_to_pool(file: FileDescriptor) -> None:
-    try:
-        _pool.POOL.FindFileByName(file.name)
-    except KeyError:
-        _pool.POOL.AddSerializedFile(file.serialized_pb)
