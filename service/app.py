@@ -12,13 +12,14 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from service.config import ServerSettings
 from service.errors import ConfigError
 from service.grpc.backpressure import PendingResponses
-from service.grpc.server import V2_SERVICE, build_server
+from service.grpc.server import V2_SERVICE, build_health_server, build_server
 from service.grpc.tasks import SERVICES as TASK_SERVICES
 from service.grpc.tasks import add_task_services
 from service.grpc.v2 import InferenceServicer
@@ -62,6 +63,11 @@ class App:
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES))
         add_task_services(self.server, self.tasks, recorder, pending)
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        """Plaintext port with only grpc.health.v1, answered by `self.health` (the main port's servicer)."""
+        if settings.health_port is not None:
+            self.health_server, self.health_port = build_health_server(settings, self.health)
         self._background: set[asyncio.Task] = set()
         self.registry.listeners.append(self._health_changed)
 
@@ -75,10 +81,13 @@ class App:
             except OSError:
                 await self.server.stop(None)  # or the gRPC server outlives the loop and fails noisily at exit
                 raise
+        if self.health_server is not None:
+            await self.health_server.start()
         log.info(
             "listening",
             extra={"grpc": f"{s.host}:{self.port}", "metrics": self.metrics_port, "device": s.device.value,
-                   "providers": available_providers()},
+                   "providers": available_providers(), "tls": s.tls, "mutual_tls": s.tls_client_ca_file is not None,
+                   "health": self.health_port},
         )  # fmt: skip
         await self.registry.load_all()
         self.ready = True
@@ -95,6 +104,8 @@ class App:
         # calls that reach a stopping gRPC server before their handler starts are cancelled.
         await asyncio.sleep(min(self.settings.drain_notice_s, grace))
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         await self.metrics_endpoint.close()
         await self.tasks.close(timeout=1.0)
         await self.registry.close(timeout=1.0)
@@ -125,13 +136,7 @@ class App:
 
 def _refuse_unbuilt(settings: ServerSettings) -> None:
     """Security settings whose implementation has not landed yet fail start-up rather than being ignored."""
-    unbuilt = [
-        flag for flag, value in (
-            ("--tls-cert-file", settings.tls_cert_file), ("--tls-client-ca-file", settings.tls_client_ca_file),
-            ("--auth-tokens-file", settings.auth_tokens_file), ("--health-port", settings.health_port),
-        )
-        if value is not None
-    ]  # fmt: skip
+    unbuilt = [flag for flag, value in (("--auth-tokens-file", settings.auth_tokens_file),) if value is not None]
     if unbuilt:
         raise ConfigError(f"{', '.join(unbuilt)}: not available in this build")
 

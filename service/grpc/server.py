@@ -10,6 +10,7 @@ from service.config import ServerSettings
 from service.grpc._generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.grpc.reflection import add_reflection
 from service.grpc.requests import GuardedServer
+from service.grpc.tls import server_credentials
 from service.grpc.v2 import InferenceServicer
 
 V2_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -54,7 +55,24 @@ def build_server(
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(guarded, [V2_SERVICE, *extra_services])
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls:
+        port = server.add_secure_port(address, server_credentials(settings))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"cannot bind gRPC port {settings.host}:{settings.port} (in use?)")
+        raise OSError(f"cannot bind gRPC port {address} (in use?)")
+    return server, port
+
+
+def build_health_server(settings: ServerSettings, health: HealthServicer) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server on `settings.health_port` with only grpc.health.v1.Health (Kubernetes' gRPC probes
+    cannot speak TLS), answering from the main server's `health` so both report the same statuses."""
+    assert settings.health_port is not None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health, GuardedServer(server))
+    address = f"{settings.host}:{settings.health_port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind health port {address} (in use?)")
     return server, port

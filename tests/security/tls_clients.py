@@ -1,0 +1,61 @@
+"""Clients for the TLS tests: gRPC channels with chosen trust and client certificates, and a raw TLS
+handshake that returns the certificate the server presents (gRPC's Python API does not expose it)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.security.certs import Issued
+
+
+def channel(address: str, ca: bytes | None = None, client: Issued | None = None) -> grpc.Channel:
+    """A channel with its own subchannel pool, so each one opens a new connection. Plaintext if `ca` is None."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    if ca is None:
+        return grpc.insecure_channel(address, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=client.key if client else None,
+        certificate_chain=client.cert if client else None,
+    )
+    return grpc.secure_channel(address, credentials, options=options)
+
+
+def server_live(ch: grpc.Channel) -> bool:
+    """V2 ServerLive; raises `grpc.RpcError` when the call (or the handshake) fails."""
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
+    return stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live
+
+
+def refused(address: str, ca: bytes | None = None, client: Issued | None = None) -> grpc.StatusCode | None:
+    """The status of a ServerLive call over a new connection; None when it succeeded."""
+    with channel(address, ca, client) as ch:
+        try:
+            server_live(ch)
+        except grpc.RpcError as err:
+            return err.code()
+    return None
+
+
+def presented_certificate(port: int, client: tuple[Path, Path] | None = None) -> x509.Certificate:
+    """Completes a TLS handshake (ALPN h2, trusting anything) on a new connection and returns the server's
+    certificate. `client`: (cert, key) files to present under mutual TLS."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    if client is not None:
+        context.load_cert_chain(*client)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
