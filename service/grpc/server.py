@@ -55,14 +55,8 @@ def build_server(
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(guarded, [V2_SERVICE, *extra_services])
-    address = f"{settings.host}:{settings.port}"
-    if settings.tls:
-        port = server.add_secure_port(address, server_credentials(settings))
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot bind gRPC port {address} (in use?)")
-    return server, port
+    credentials = server_credentials(settings) if settings.tls else None
+    return server, _bind(server, f"{settings.host}:{settings.port}", "gRPC port", credentials)
 
 
 def build_health_server(settings: ServerSettings, health: HealthServicer) -> tuple[grpc.aio.Server, int]:
@@ -71,8 +65,17 @@ def build_health_server(settings: ServerSettings, health: HealthServicer) -> tup
     assert settings.health_port is not None
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(health, GuardedServer(server))
-    address = f"{settings.host}:{settings.health_port}"
-    port = server.add_insecure_port(address)
+    return server, _bind(server, f"{settings.host}:{settings.health_port}", "health port")
+
+
+def _bind(
+    server: grpc.aio.Server, address: str, port_name: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
+    """The bound port; `OSError` naming the port when it cannot be bound (grpc.aio raises RuntimeError)."""
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind health port {address} (in use?)")
-    return server, port
+        raise OSError(f"cannot bind {port_name} {address} (in use?)")
+    return port

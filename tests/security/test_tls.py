@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from service.app import App
+from service.config import ServerSettings
 from tests.conftest import RunningServer, start_server
 from tests.security.certs import CertAuthority
 from tests.security.tls_clients import channel, presented_certificate, refused, server_live
@@ -171,3 +176,35 @@ def test_health_port_starts_and_stops_with_the_app(repo: Path) -> None:
 def test_mutual_tls_handshake_presents_the_configured_certificate(mtls_server: RunningServer, files: Path) -> None:
     presented = presented_certificate(mtls_server.app.port, (files / "client.crt", files / "client.key"))
     assert presented.public_bytes(Encoding.PEM) == (files / "server.crt").read_bytes()
+
+
+def _handshake(port: int, version: ssl.TLSVersion) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 on purpose
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = context.maximum_version = version
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that the client offers what the server must refuse
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        return str(tls.version())
+
+
+def test_tls_below_1_2_refused(tls_server: RunningServer) -> None:
+    assert _handshake(tls_server.app.port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    assert _handshake(tls_server.app.port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            _handshake(tls_server.app.port, old)
+
+
+async def test_health_port_in_use_is_a_clear_error(repo: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = ServerSettings(
+            model_repository=repo, host="127.0.0.1", port=0, metrics_port=0, health_port=taken.getsockname()[1]
+        )
+        with pytest.raises(OSError, match=r"^cannot bind health port 127\.0\.0\.1:\d+ \(in use\?\)$"):
+            App(settings)
