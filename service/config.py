@@ -8,6 +8,8 @@ configs the server accepts.
 from __future__ import annotations
 
 import enum
+import logging
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,8 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.errors import ModelLoadError
+from service.errors import ModelLoadError, quoted
 
+log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 
 
@@ -313,7 +316,7 @@ def _describe(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key `{key}` (remove it or check its spelling)")
         else:
-            parts.append(f"`{key}`: {e['msg']}")
+            parts.append(f"`{key}`: {e['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -333,15 +336,59 @@ def parse_model_config(data: object, model: str) -> ModelConfig:
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:
-    path = model_dir / CONFIG_FILE
+    """The model's config.yaml, parsed and validated. Messages name files relative to the model's folder and
+    carry no YAML library text (clients read them); the details go to the log."""
     model = model_dir.name
+    path = inside(model, model_dir, CONFIG_FILE, CONFIG_FILE)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelLoadError(f"model '{model}': no {CONFIG_FILE} in {model_dir}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"model '{model}': {CONFIG_FILE} is not valid YAML: {err}") from None
+        raise ModelLoadError(f"model '{model}': no {CONFIG_FILE} in its folder") from None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        log.error("cannot read a model's config", extra={"model": model, "path": str(path), "error": str(err)})
+        raise ModelLoadError(f"model '{model}': {CONFIG_FILE} {_yaml_problem(err)}") from None
     return parse_model_config(data, model)
+
+
+def _yaml_problem(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return f"is not UTF-8 text (byte {err.start})"
+    if isinstance(err, OSError):
+        return "cannot be read (the server log has the details)"
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"is not valid YAML{where}"
+
+
+def model_files(config: ModelConfig) -> dict[str, str]:
+    """The files `config` names in the model's folder, by key (`generation.step_model` is in each version folder)."""
+    files = {"labels": config.labels, "text.tokenizer": config.text.tokenizer if config.text else None}
+    return {key: name for key, name in files.items() if name is not None}
+
+
+def inside(model: str, folder: Path, name: str, key: str, where: str = "the model's folder") -> Path:
+    """`folder / name` with symbolic links resolved; a ModelLoadError naming `key` unless it lies inside `folder`.
+
+    Every file of a model is opened through this (config.yaml, model.onnx, and the files config.yaml names), so
+    whoever writes a model's folder cannot make the server read, and a client see, a file outside it. Links
+    that stay inside the folder are fine (Kubernetes mounts ConfigMaps and Secrets as such links)."""
+    base = folder.resolve()
+    try:
+        path = (base / name).resolve()
+    except (OSError, RuntimeError):  # a loop of symbolic links
+        raise ModelLoadError(
+            f"model '{model}': `{key}` {quoted(name)} cannot be resolved (a symbolic link loop?)"
+        ) from None
+    if path != base and path.is_relative_to(base):
+        return path
+    plain = Path(os.path.normpath(base / name))
+    if path == base:
+        how = "which is the folder itself"
+    elif plain != base and plain.is_relative_to(base):
+        how = "a symbolic link to outside it"
+    else:
+        how = "which is outside it"
+    raise ModelLoadError(f"model '{model}': `{key}` must name a file inside {where}, got {quoted(name)}, {how}")
 
 
 def dump_model_config(config: ModelConfig) -> str:

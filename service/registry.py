@@ -126,10 +126,11 @@ class ModelRegistry:
             except DeepserveError as err:
                 self._failed[name] = err.message
                 raise
-            except Exception as err:
+            except Exception:
                 log.exception("unexpected error loading model", extra={"model": name})
-                self._failed[name] = str(err)
-                raise ModelLoadError(f"model '{name}': failed to load: {err}") from None
+                error = ModelLoadError(f"model '{name}': failed to load, unexpectedly (the server log has the details)")
+                self._failed[name] = error.message
+                raise error from None
             finally:
                 self._loading.discard(name)
             old = self._models.get(name, {})

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.config import CONFIG_FILE, ModelConfig, load_model_config
+from service.config import CONFIG_FILE, ModelConfig, inside, load_model_config, model_files
 from service.errors import ModelLoadError, ModelNotFoundError, quoted
 
 MODEL_FILE = "model.onnx"
@@ -54,13 +54,17 @@ class ModelRepository:
         return path
 
     def load(self, name: str) -> ModelEntry:
+        """The model's config and the files of its selected versions. Every file must resolve inside the model's
+        folder (`config.inside`); messages name files relative to it, never by their server path."""
         path = self.model_dir(name)
         config = load_model_config(path)
-        available = {int(p.name): p / MODEL_FILE for p in path.iterdir() if p.name.isdigit() and p.is_dir()}
-        with_file = {v: f for v, f in available.items() if f.is_file()}
+        for key, file in model_files(config).items():
+            inside(name, path, file, key)
+        folders = {int(p.name): p.name for p in path.iterdir() if p.name.isdigit() and p.is_dir()}
+        with_file = {v: folder for v, folder in folders.items() if (path / folder / MODEL_FILE).is_file()}
         if not with_file:
             raise ModelLoadError(
-                f"model '{name}': no version folder with a {MODEL_FILE} (expected {path}/1/{MODEL_FILE})"
+                f"model '{name}': no version folder with a {MODEL_FILE} (expected 1/{MODEL_FILE} in its folder)"
             )
         selected = config.version_policy.select(sorted(with_file))
         if not selected:
@@ -68,21 +72,37 @@ class ModelRepository:
                 f"model '{name}': version_policy selects none of the available versions {sorted(with_file)}; "
                 "fix `version_policy.specific`"
             )
-        versions = {str(v): with_file[v] for v in selected}
-        return ModelEntry(name, path, config, versions, _step_models(name, config, versions))
+        versions = {str(v): _model_file(name, path, with_file[v]) for v in selected}
+        step_models = _step_models(name, path, config, {str(v): with_file[v] for v in selected})
+        return ModelEntry(name, path, config, versions, step_models)
 
 
-def _step_models(name: str, config: ModelConfig, versions: dict[str, Path]) -> dict[str, Path]:
-    """Each selected version's `generation.step_model` file, which must exist when the config names one."""
+def _model_file(name: str, model_dir: Path, folder: str) -> Path:
+    """`folder/model.onnx`, once it and its folder are known to resolve inside the model's folder. The path is
+    returned as laid out, not resolved: ONNX Runtime reads external data only from the graph file's folder."""
+    relative = f"{folder}/{MODEL_FILE}"
+    for part in (folder, relative):
+        inside(name, model_dir, part, relative)
+    return model_dir / relative
+
+
+def _step_models(name: str, model_dir: Path, config: ModelConfig, folders: dict[str, str]) -> dict[str, Path]:
+    """Each selected version's `generation.step_model` file (version → folder name in `folders`), which must be
+    in the version folder, and exist, when the config names one."""
     step = config.generation.step_model if config.generation is not None else None
     if step is None:
         return {}
-    files = {version: model.parent / step for version, model in versions.items()}
-    missing = [str(f) for f in files.values() if not f.is_file()]
-    if missing or Path(step).name != step:
+    key = "generation.step_model"
+    files = {}
+    for version, folder in folders.items():
+        inside(name, model_dir / folder, step, key, where="the version folder")
+        inside(name, model_dir, f"{folder}/{step}", key)
+        files[version] = model_dir / folder / step
+    missing = [f"{folders[v]}/{step}" for v, f in files.items() if not f.is_file()]
+    if missing:
         raise ModelLoadError(
-            f"model '{name}': `generation.step_model` is '{step}' but there is no such file in the version folder "
-            f"({', '.join(missing) or 'a plain file name is needed'}); export it (deepserve-train writes "
-            "decoder_step.onnx) or remove the key to decode without a KV cache"
+            f"model '{name}': `{key}` is {quoted(step)} but there is no such file in the version folder "
+            f"({', '.join(missing)}); export it (deepserve-train writes decoder_step.onnx) or remove the key to "
+            "decode without a KV cache"
         )
     return files

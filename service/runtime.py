@@ -28,6 +28,13 @@ _OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+# ONNX Runtime's load errors (exception class names) → what a client is told instead of their text.
+_LOAD_PROBLEMS = {
+    "InvalidProtobuf": "the file is not a valid ONNX model",
+    "NoSuchFile": "the file does not exist",
+    "InvalidGraph": "the ONNX graph is invalid",
+    "NotImplemented": "the graph uses an operator or type that ONNX Runtime does not support",
+}
 # ONNX tensor element type names (as onnxruntime reports them) → our datatype strings.
 _ORT_TYPES = {
     "tensor(bool)": "BOOL",
@@ -89,17 +96,27 @@ def session_options(execution: Execution) -> ort.SessionOptions:
 
 
 class ModelSession:
-    """One `onnxruntime.InferenceSession`, safe to run from several threads at once."""
+    """One `onnxruntime.InferenceSession`, safe to run from several threads at once.
+
+    `path` is `<model folder>/<version>/<file>`. Load errors name it relative to the model's folder and say
+    what is wrong in our words: ONNX Runtime's own messages carry server paths; they go to the log."""
 
     def __init__(self, path: Path, config: ModelConfig, providers: list[str]) -> None:
         self.path = path
         self.config = config
+        self.model = path.parent.parent.name
+        self.shown = f"{path.parent.name}/{path.name}"
+        """The file as config.yaml and messages name it, relative to the model's folder."""
         try:
             self._session = ort.InferenceSession(
                 str(path), sess_options=session_options(config.execution), providers=providers
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-            raise ModelLoadError(f"model '{path.parent.parent.name}': cannot load {path}: {err}") from None
+            log.error("cannot load a model file", extra={"model": self.model, "path": str(path), "error": str(err)})
+            problem = _LOAD_PROBLEMS.get(type(err).__name__, "ONNX Runtime cannot load it")
+            raise ModelLoadError(
+                f"model '{self.model}': cannot load {self.shown}: {problem} (the server log has the details)"
+            ) from None
         self.providers = self._session.get_providers()
         self.output_names = [o.name for o in self._session.get_outputs()]
 
@@ -119,7 +136,18 @@ class ModelSession:
     def warmup(self) -> None:
         """Run once on zeros (or pad values) shaped like a batch of one, so the first request is not slow."""
         feed = {spec.name: warmup_array(spec, self.config.batched) for spec in self.config.inputs}
-        self.run(feed)
+        self.checked_run(feed, "on zeros shaped like the inputs in config.yaml")
+
+    def checked_run(self, feed: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+        """`run` at load time: a failure is a ModelLoadError in our words, ONNX Runtime's message goes to the log."""
+        try:
+            return self.run(feed)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+            log.error("model warm-up failed", extra={"model": self.model, "path": str(self.path), "error": str(err)})
+            raise ModelLoadError(
+                f"model '{self.model}': {self.shown} failed its warm-up run {what}; check `inputs` and `outputs` "
+                "against the graph (the server log has the details)"
+            ) from None
 
 
 def _text_for_ort(arr: np.ndarray) -> np.ndarray:
@@ -243,7 +271,7 @@ def _warmup_step(step: StepModel, context: int) -> None:
         cache = np.zeros((1, step.heads, past, step.head_dim), np.float32)
         feed: dict[str, np.ndarray] = {"token_ids": one, "positions": one, "past_mask": np.zeros((1, past), np.int64)}
         feed |= {f"past_{kind}_{i}": cache for kind in ("key", "value") for i in range(step.layers)}
-        step.session.run(feed)
+        step.session.checked_run(feed, f"with a cache of {past} positions")
 
 
 def available_providers() -> list[str]:

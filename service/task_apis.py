@@ -223,9 +223,9 @@ class TaskAPIs:
         except DeepserveError as err:
             log.error("task processing failed to load", extra={"model": pipeline.name, "error": err.message})
             return _Handler(pipeline, error=err.message)
-        except Exception as err:  # one broken model must not stop the others
+        except Exception:  # one broken model must not stop the others
             log.exception("task processing failed to load", extra={"model": pipeline.name})
-            return _Handler(pipeline, error=f"its task assets failed to load: {err}")
+            return _Handler(pipeline, error="its task assets failed to load (the server log has the details)")
         handler = _Handler(pipeline, task)
         if isinstance(task, TextGeneration):
             handler.scheduler = GenerationScheduler(

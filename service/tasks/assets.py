@@ -1,37 +1,56 @@
-"""Files a task model carries beside its graph: labels and tokenizer, read and checked at load time."""
+"""Files a task model carries beside its graph: labels and tokenizer, read and checked at load time.
+
+Both are opened through `config.inside`, so they must lie inside the model's folder. Messages name them as
+config.yaml does (relative to the model's folder) and leave out library text: clients read them (a model that
+failed to load says why); the details go to the log."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from service.config import ModelConfig
-from service.errors import ModelLoadError
+from service.config import ModelConfig, inside
+from service.errors import ModelLoadError, quoted
+
+log = logging.getLogger(__name__)
 
 
 def read_labels(model: str, model_dir: Path, config: ModelConfig, classes: int | None) -> list[str]:
     """The labels file (one class per line), checked against the number of model outputs when known."""
     if config.labels is None:
         raise ModelLoadError(f"model '{model}': config.yaml names no `labels` file")
-    path = model_dir / config.labels
+    path = inside(model, model_dir, config.labels, "labels")
     try:
         labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"model '{model}': cannot read labels file {path}: {err}") from None
+        raise _unreadable(model, "labels", config.labels, path, err, "a text file, one label per line") from None
     if classes is not None and len(labels) != classes:
         raise ModelLoadError(
-            f"model '{model}': {path.name} has {len(labels)} labels but the model outputs {classes} classes"
+            f"model '{model}': {quoted(config.labels)} (`labels`) has {len(labels)} labels but the model outputs "
+            f"{classes} classes"
         )
     return labels
 
 
 def load_tokenizer(model: str, model_dir: Path, file_name: str) -> Tokenizer:
-    path = model_dir / file_name
+    path = inside(model, model_dir, file_name, "text.tokenizer")
     try:
         return Tokenizer.from_file(str(path))
     except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exception for missing/invalid files
-        raise ModelLoadError(f"model '{model}': cannot load tokenizer {path}: {err}") from None
+        raise _unreadable(model, "text.tokenizer", file_name, path, err, "a Hugging Face tokenizers file") from None
+
+
+def _unreadable(model: str, key: str, name: str, path: Path, err: Exception, expected: str) -> ModelLoadError:
+    log.error("cannot read a model file", extra={"model": model, "key": key, "path": str(path), "error": str(err)})
+    if not path.is_file():
+        problem = "there is no such file in the model's folder"
+    elif isinstance(err, UnicodeDecodeError):
+        problem = f"it is not UTF-8 text (byte {err.start})"
+    else:
+        problem = f"it could not be read as {expected} (the server log has the details)"
+    return ModelLoadError(f"model '{model}': cannot read {quoted(name)} (`{key}`): {problem}")
 
 
 def vocab_size(model: str, model_dir: Path, config: ModelConfig) -> int | None:

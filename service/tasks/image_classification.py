@@ -15,6 +15,7 @@ below Pillow's own decompression-bomb limits, so those never trigger).
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from service.config import ImagePreprocessing, ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
 from service.tasks.assets import read_labels
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 ORIENTATION = 0x0112
@@ -68,9 +71,16 @@ def decode(
     except UnidentifiedImageError:
         raise InvalidInputError(f"{what} is not a PNG, JPEG, BMP, GIF or WebP file") from None
     except Image.DecompressionBombError as err:
-        raise InvalidInputError(f"{what} is refused as a decompression bomb: {err}") from None
+        log.debug("image refused", extra={"what": what, "problem": str(err)})
+        raise InvalidInputError(
+            f"{what} is refused as a decompression bomb: its header declares far more pixels than allowed "
+            "(limits.max_image_pixels)"
+        ) from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise InvalidInputError(f"{what} cannot be read: {err}") from None
+        log.debug("image refused", extra={"what": what, "problem": str(err)})
+        raise InvalidInputError(
+            f"{what} cannot be read: its header is damaged or uses an unsupported variant"
+        ) from None
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidInputError(
@@ -83,7 +93,8 @@ def decode(
         image.load()
         upright = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        raise InvalidInputError(f"{what} is truncated or corrupt ({image.format}): {err}") from None
+        log.debug("image refused", extra={"what": what, "format": image.format, "problem": str(err)})
+        raise InvalidInputError(f"{what} is truncated or corrupt ({image.format} data)") from None
     return upright if upright is not None else image
 
 

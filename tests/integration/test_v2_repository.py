@@ -100,10 +100,10 @@ def test_reload_of_a_serving_model_is_seamless(client: tc.InferenceServerClient)
     ("breakage", "fragments"),
     [
         ("config_key", ["model 'add_sub': invalid config.yaml", "unknown key `bogus`"]),
-        ("config_yaml", ["model 'add_sub': config.yaml is not valid YAML"]),
+        ("config_yaml", ["model 'add_sub': config.yaml is not valid YAML at line 2, column 1"]),
         ("config_value", ["model 'add_sub': invalid config.yaml", "`max_batch_size`"]),
         ("config_graph", ["model 'add_sub': inputs `INPUT0` has datatype INT64", "set `datatype: FP32`"]),
-        ("model_file", ["model 'add_sub': cannot load", "add_sub/1/model.onnx"]),
+        ("model_file", ["model 'add_sub': cannot load 1/model.onnx: the file is not a valid ONNX model"]),
         ("no_model_file", ["model 'add_sub': no version folder with a model.onnx"]),
     ],
 )

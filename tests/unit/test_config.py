@@ -143,14 +143,14 @@ def test_config_must_be_a_mapping(data: object) -> None:
 
 def test_load_model_config_missing_file(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
-    with pytest.raises(ModelLoadError, match=r"model 'm': no config.yaml in "):
+    with pytest.raises(ModelLoadError, match=r"model 'm': no config.yaml in its folder$"):
         load_model_config(tmp_path / "m")
 
 
 def test_load_model_config_invalid_yaml(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.yaml").write_text("inputs: [unclosed\n")
-    with pytest.raises(ModelLoadError, match=r"model 'm': config.yaml is not valid YAML"):
+    with pytest.raises(ModelLoadError, match=r"model 'm': config.yaml is not valid YAML at line 2, column 1$"):
         load_model_config(tmp_path / "m")
 
 

@@ -76,7 +76,7 @@ def test_specific_policy_matching_nothing_says_how_to_fix(tmp_path: Path) -> Non
     assert "version_policy.specific" in info.value.message
 
 
-def test_no_versions_is_a_load_error_naming_the_expected_path(tmp_path: Path) -> None:
+def test_no_versions_is_a_load_error_naming_the_expected_file(tmp_path: Path) -> None:
     folder = write_model(tmp_path, "m", versions=())
     (folder / "2").mkdir()  # a version folder without its model.onnx
     (folder / "latest").mkdir()  # not a number: ignored
@@ -84,7 +84,8 @@ def test_no_versions_is_a_load_error_naming_the_expected_path(tmp_path: Path) ->
     with pytest.raises(ModelLoadError) as info:
         ModelRepository(tmp_path).load("m")
     assert "model 'm': no version folder with a model.onnx" in info.value.message
-    assert f"{folder.resolve()}/1/model.onnx" in info.value.message
+    assert "expected 1/model.onnx in its folder" in info.value.message
+    assert str(tmp_path) not in info.value.message
 
 
 def test_version_folders_without_model_file_are_skipped(tmp_path: Path) -> None:
@@ -164,16 +165,14 @@ def test_step_model_is_found_next_to_each_version(tmp_path: Path) -> None:
     assert ModelRepository(tmp_path).load("lm").config.generation.step_model == "decoder_step.onnx"
 
 
-@pytest.mark.parametrize("step_model", ["decoder_step.onnx", "../1/decoder_step.onnx"])
-def test_missing_step_model_is_a_load_error_naming_the_key(tmp_path: Path, step_model: str) -> None:
-    config = {**GENERATION, "generation": {**GENERATION["generation"], "step_model": step_model}}
-    folder = write_model(tmp_path, "lm", **config)
-    if "/" in step_model:
-        (folder / "1" / "decoder_step.onnx").write_bytes(b"")  # exists, but is not a plain file name
+def test_missing_step_model_is_a_load_error_naming_the_key(tmp_path: Path) -> None:
+    write_model(tmp_path, "lm", **GENERATION)
     with pytest.raises(ModelLoadError) as info:
         ModelRepository(tmp_path).load("lm")
     assert "model 'lm': `generation.step_model`" in info.value.message
+    assert "(1/decoder_step.onnx)" in info.value.message
     assert "remove the key" in info.value.message
+    assert str(tmp_path) not in info.value.message
 
 
 def test_without_step_model_there_is_none(tmp_path: Path) -> None:

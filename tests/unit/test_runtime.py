@@ -172,14 +172,14 @@ def test_fixed_batch_axis_asks_for_a_dynamic_one(tmp_path: Path) -> None:
         check_signature(ModelSession(path, config, [CPU]), config, "fixed")
 
 
-def test_unreadable_model_file_is_a_load_error_naming_model_and_path(tmp_path: Path) -> None:
+def test_unreadable_model_file_is_a_load_error_naming_model_and_file(tmp_path: Path) -> None:
     path = tmp_path / "broken" / "1" / "model.onnx"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not an onnx file")
     with pytest.raises(ModelLoadError) as info:
         ModelSession(path, add_sub_config(), [CPU])
-    assert info.value.message.startswith("model 'broken': cannot load ")
-    assert str(path) in info.value.message
+    assert info.value.message.startswith("model 'broken': cannot load 1/model.onnx: the file is not a valid ONNX model")
+    assert str(tmp_path) not in info.value.message and "Protobuf" not in info.value.message
 
 
 # ---- sessions -----------------------------------------------------------------------------------------

@@ -81,7 +81,9 @@ def test_sentiment_postprocess_reports_every_class(sentiment: SentimentAnalysis)
 def test_sentiment_needs_its_tokenizer(tmp_path: Path) -> None:
     folder = write_sentiment(tmp_path)
     (folder / "tokenizer.json").unlink()
-    with pytest.raises(ModelLoadError, match="cannot load tokenizer"):
+    with pytest.raises(
+        ModelLoadError, match=r"cannot read 'tokenizer.json' \(`text.tokenizer`\): there is no such file"
+    ):
         SentimentAnalysis(folder.name, _config(folder), folder)
 
 
