@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files with the real tools (no Docker engine or cluster needed):
-#   docker-compose config      compose file (CPU, and with the GPU override)
+#   docker-compose config      compose file (CPU, and with the GPU and the TLS overrides)
 #   promtool check/test        Prometheus config, rules, rule unit tests
-#   kubectl kustomize          both overlays build ...
+#   kubectl kustomize          every overlay builds (cpu, gpu and their -secure variants) ...
 #   kubernetes-validate        ... and validate (strict) against the Kubernetes API schemas
 #   checkov                    k8s/ (rendered by kustomize) and the Dockerfile
 # Missing tools are installed: Debian packages with apt-get when running as root, Python tools into
@@ -53,6 +53,7 @@ kubectl version --client 2>&1 | head -2
 say "docker-compose config"
 run "compose" docker-compose -f docker-compose.yml config --quiet
 run "compose + gpu override" docker-compose -f docker-compose.yml -f deploy/docker-compose.gpu.yml config --quiet
+run "compose + tls override" docker-compose -f docker-compose.yml -f deploy/docker-compose.tls.yml config --quiet
 
 say "promtool"
 run "prometheus.yml" promtool check config deploy/prometheus/prometheus.yml
@@ -62,12 +63,31 @@ run "rule unit tests" promtool test rules deploy/prometheus/tests/*.yml
 say "kustomize + kubernetes-validate (strict; Kubernetes ${K8S_VERSIONS})"
 built=$(mktemp -d)
 trap 'rm -rf "$built"' EXIT
-for overlay in k8s/overlays/*/; do
+# Every overlay in k8s/overlays, and cpu and gpu with every component of k8s/components on (mtls and
+# cert-manager are opt-in, so no committed overlay lists them; a throwaway one does).
+overlays=(k8s/overlays/*/)
+for variant in cpu gpu; do
+    all="$built/$variant-all-components"
+    mkdir -p "$all"
+    k8s=$(python3 -c 'import os, sys; print(os.path.relpath(*sys.argv[1:]))' "$PWD/k8s" "$all")
+    {
+        echo "resources: [$k8s/overlays/$variant]"
+        echo "components:"
+        echo "  - $k8s/components/tls-auth"  # first: the others add to it
+        for component in k8s/components/*/; do
+            component=$(basename "$component")
+            [ "$component" = tls-auth ] || echo "  - $k8s/components/$component"
+        done
+    } > "$all/kustomization.yaml"
+    overlays+=("$all/")
+done
+for overlay in "${overlays[@]}"; do
     name=$(basename "$overlay")
     if run "kustomize $name" kubectl kustomize "$overlay" -o "$built/$name.yaml"; then
         for version in $K8S_VERSIONS; do
-            # The ServiceMonitor is a Prometheus Operator CRD with no schema in the Kubernetes API: it is
-            # reported as a warning and checked by tests/ops/test_manifests.py instead.
+            # The ServiceMonitor (Prometheus Operator) and cert-manager's Certificate and Issuer are CRDs
+            # with no schema in the Kubernetes API: they are reported as warnings and checked by
+            # tests/ops/test_manifests.py and tests/ops/test_security_manifests.py instead.
             run "validate $name @ $version" "$OPS_VENV/bin/kubernetes-validate" --strict --quiet \
                 -k "$version" "$built/$name.yaml"
         done
@@ -80,6 +100,10 @@ say "checkov"
 # --skip-download: no network calls; findings are the built-in checks. Skips are annotated in the files.
 run "checkov k8s (kustomize)" "$OPS_VENV/bin/checkov" --directory k8s --framework kustomize \
     --compact --quiet --skip-download
+for variant in cpu gpu; do
+    run "checkov $variant-all-components (rendered)" "$OPS_VENV/bin/checkov" \
+        --file "$built/$variant-all-components.yaml" --framework kubernetes --compact --quiet --skip-download
+done
 run "checkov Dockerfile" "$OPS_VENV/bin/checkov" --file Dockerfile --framework dockerfile \
     --compact --quiet --skip-download
 

@@ -19,7 +19,9 @@ from service.config import ServerSettings
 pytestmark = pytest.mark.ops
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("cpu", "gpu")
+# The -secure overlays add k8s/components/tls-auth (TLS, tokens, probes on the health port); their own
+# checks are in tests/ops/test_security_manifests.py.
+OVERLAYS = ("cpu", "gpu", "cpu-secure", "gpu-secure")
 # The metric names the server exports (service/metrics.py), as Prometheus exposes them.
 METRICS = {
     "deepserve_request_duration_seconds", "deepserve_requests_total", "deepserve_queue_duration_seconds",
@@ -31,13 +33,13 @@ METRICS = {
 }  # fmt: skip
 
 
-def build(overlay: str) -> dict[tuple[str, str], dict[str, Any]]:
+def build(overlay: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """What kustomize builds from an overlay of k8s/overlays (by name) or from any kustomization folder."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (with built-in kustomize) is not installed")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "k8s/overlays" / overlay)], check=True, capture_output=True, text=True
-    ).stdout
+    folder = overlay if isinstance(overlay, Path) else ROOT / "k8s/overlays" / overlay
+    out = subprocess.run([kubectl, "kustomize", str(folder)], check=True, capture_output=True, text=True).stdout
     return {(doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(out) if doc}
 
 
@@ -75,9 +77,13 @@ def test_ports_probes_and_services_agree(objects: dict[tuple[str, str], dict[str
     pod = by_kind(objects, "Deployment")["spec"]["template"]
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": int(env["DEEPSERVE_PORT"]), "metrics": int(env["DEEPSERVE_METRICS_PORT"])}
+    expected = {"grpc": int(env["DEEPSERVE_PORT"]), "metrics": int(env["DEEPSERVE_METRICS_PORT"])}
+    if "DEEPSERVE_HEALTH_PORT" in env:  # the plaintext health listener (k8s/components/tls-auth)
+        expected["health"] = int(env["DEEPSERVE_HEALTH_PORT"])
+    assert ports == expected
+    probed = ports.get("health", ports["grpc"])  # the kubelet's gRPC probes cannot speak TLS
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"] == {"port": ports["grpc"], "service": ""}, probe
+        assert container[probe]["grpc"] == {"port": probed, "service": ""}, probe
 
     grpc_svc, metrics_svc = objects[("Service", "deepserve-grpc")], objects[("Service", "deepserve-metrics")]
     assert grpc_svc["spec"]["clusterIP"] == "None", "gRPC clients balance over a headless Service's pod IPs"
@@ -115,7 +121,12 @@ def test_pod_is_non_root_with_read_only_root(objects: dict[tuple[str, str], dict
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # /tmp is the only writable place; anything else mounted is a read-only Secret (k8s/components).
+    for mount in container["volumeMounts"]:
+        if mount["mountPath"] != "/tmp":
+            assert "secret" in volumes[mount["name"]] and mount.get("readOnly") is True, mount
+    assert "emptyDir" in volumes[next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp")]
     # The image's user (Dockerfile `USER 10001:10001`).
     assert "USER 10001:10001" in (ROOT / "Dockerfile").read_text()
     assert pod["securityContext"]["runAsUser"] == 10001
