@@ -96,8 +96,9 @@ COPY models/ /models/
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8001 8002
-# Health through the gRPC health service the server itself publishes (overall status "").
+# Health through the gRPC health service the server itself publishes (overall status ""): on the plaintext
+# DEEPSERVE_HEALTH_PORT when it is set (the gRPC port speaks TLS only then), else on the gRPC port.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as hg; ch = grpc.insecure_channel('127.0.0.1:' + os.environ.get('DEEPSERVE_PORT', '8001')); r = hg.HealthStub(ch).Check(h.HealthCheckRequest(service=''), timeout=4); sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
+  CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as hg; ch = grpc.insecure_channel('127.0.0.1:' + (os.environ.get('DEEPSERVE_HEALTH_PORT') or os.environ.get('DEEPSERVE_PORT', '8001'))); r = hg.HealthStub(ch).Check(h.HealthCheckRequest(service=''), timeout=4); sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["deepserve", "serve"]
