@@ -16,9 +16,11 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from service.auth import TokenStore
 from service.config import ServerSettings
-from service.errors import ConfigError
+from service.grpc.auth import Authorizer
 from service.grpc.backpressure import PendingResponses
+from service.grpc.requests import GuardedServer
 from service.grpc.server import V2_SERVICE, build_health_server, build_server
 from service.grpc.tasks import SERVICES as TASK_SERVICES
 from service.grpc.tasks import add_task_services
@@ -39,7 +41,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class App:
     def __init__(self, settings: ServerSettings) -> None:
         check_device(settings.device, available_providers())
-        _refuse_unbuilt(settings)
+        self.authorizer = _authorizer(settings)
         self.settings = settings
         self.metrics = Metrics()
         self.metrics_endpoint = MetricsEndpoint(self.metrics.registry)
@@ -58,11 +60,12 @@ class App:
             settings.max_pending_response_bytes_per_connection,
             self.metrics.pending_response_bytes,
         )
-        inference = InferenceServicer(self.registry, recorder, lambda: self.ready, pending)
+        control = settings.model_control_mode == "explicit"
+        inference = InferenceServicer(self.registry, recorder, lambda: self.ready, pending, model_control=control)
         self.tasks = TaskAPIs(self.registry)
         self.services = [V2_SERVICE, *TASK_SERVICES]
-        self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES))
-        add_task_services(self.server, self.tasks, recorder, pending)
+        self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES), self.authorizer)
+        add_task_services(GuardedServer(self.server, authorizer=self.authorizer), self.tasks, recorder, pending)
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
         """Plaintext port with only grpc.health.v1, answered by `self.health` (the main port's servicer)."""
@@ -134,11 +137,17 @@ class App:
             await self.health.set(name, SERVING if serving else NOT_SERVING)  # type: ignore[arg-type]
 
 
-def _refuse_unbuilt(settings: ServerSettings) -> None:
-    """Security settings whose implementation has not landed yet fail start-up rather than being ignored."""
-    unbuilt = [flag for flag, value in (("--auth-tokens-file", settings.auth_tokens_file),) if value is not None]
-    if unbuilt:
-        raise ConfigError(f"{', '.join(unbuilt)}: not available in this build")
+def _authorizer(settings: ServerSettings) -> Authorizer | None:
+    """The bearer-token check (None without --auth-tokens-file: every call is let in). A tokens file that does not
+    read or validate is a `ConfigError`. Model control with no tokens gets a loud warning."""
+    if settings.auth_tokens_file is not None:
+        return Authorizer(TokenStore(settings.auth_tokens_file))
+    if settings.model_control_mode == "explicit":
+        log.warning(
+            "--model-control-mode explicit without --auth-tokens-file: anyone who can reach the port can load and "
+            "unload models; give the server a tokens file (admin scope) or keep model control off"
+        )
+    return None
 
 
 def serve(settings: ServerSettings) -> int:

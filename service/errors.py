@@ -16,6 +16,10 @@ class ErrorCode(enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELLED = "cancelled"
     TOO_LARGE = "too_large"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    NOT_ENABLED = "not_enabled"
     INTERNAL = "internal"
 
 
@@ -55,6 +59,31 @@ class CancelledError(DeepserveError):
 
 class PayloadTooLargeError(DeepserveError):
     code = ErrorCode.TOO_LARGE
+
+
+class UnauthenticatedError(DeepserveError):
+    """No credentials, credentials that do not parse, or a token the server does not know."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(DeepserveError):
+    """A known token without the scope the call needs."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class QuotaExceededError(DeepserveError):
+    """A token already has as many calls in flight as its `max_concurrent_requests` allows."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+
+
+class NotEnabledError(DeepserveError):
+    """The server was not started with what the call needs (model control off): no credentials or retry
+    changes the answer, only the server's settings."""
+
+    code = ErrorCode.NOT_ENABLED
 
 
 class InferenceError(DeepserveError):

@@ -128,6 +128,29 @@ def _decode_tensor(
     return wide.astype(dtype, copy=False).reshape(shape)
 
 
+_SHARED_MEMORY = "deepserve has no shared memory; send the tensors in the request itself (raw_input_contents)"
+UNSUPPORTED_TENSOR_PARAMETERS = {
+    "shared_memory_region": _SHARED_MEMORY,
+    "shared_memory_byte_size": _SHARED_MEMORY,
+    "shared_memory_offset": _SHARED_MEMORY,
+    "classification": "deepserve does not implement Triton's classification extension; ask for the raw output, or "
+    "use deepserve.v1.ImageClassifier or deepserve.v1.SentimentAnalyzer",
+}
+"""Triton's tensor parameters that change what a tensor holds: ignoring them would answer with something other
+than what the client asked for, so they are refused. Other parameters are ignored, as Triton does."""
+
+
+def _refuse_tensor_parameters(request: pb.ModelInferRequest) -> None:
+    for kind, tensors in (("input", request.inputs), ("output", request.outputs)):
+        for tensor in tensors:
+            for key in tensor.parameters:
+                if key in UNSUPPORTED_TENSOR_PARAMETERS:
+                    raise InvalidInputError(
+                        f"{kind} {quoted(tensor.name)}: parameter {quoted(key)} is not supported: "
+                        f"{UNSUPPORTED_TENSOR_PARAMETERS[key]}"
+                    )
+
+
 def _timeout_parameter(request: pb.ModelInferRequest) -> float | None:
     """Triton's `timeout` request parameter, in microseconds."""
     param = request.parameters.get("timeout")
@@ -149,6 +172,7 @@ def decode_infer_request(
         raise InvalidInputError(
             f"{len(raw_contents)} raw_input_contents for {len(request.inputs)} inputs; send one per input, or none"
         )
+    _refuse_tensor_parameters(request)
     inputs: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         if tensor.name in inputs:

@@ -10,6 +10,11 @@ message names the field, element and byte when a text field is not UTF-8 (found 
 again as its "bytes twin": the same message with every string field declared bytes). Refusals are logged
 as at most one WARNING per method every `REFUSAL_LOG_SECONDS`, with the count of those not logged.
 No interceptor: wrapping at registration costs a call one isinstance check.
+
+With an `Authorizing` (the server's bearer tokens, `grpc/auth.py`), each method that needs a scope gets its
+check (`Admit`) wired in at registration too: the call is authorized before its request is parsed, and its
+accounting ends in a `finally` that every ending reaches (done, failed, cancelled, a stream closed early).
+Open methods, and every method on a server without tokens, get no check: they cost nothing more.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
+
+from service.errors import DeepserveError
+from service.grpc.errors import fail
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,16 @@ class Unparsable:
     """Stands in for a request that could not be parsed; `message` says why, for the client."""
 
     message: str
+
+
+Admit = Callable[[grpc.aio.ServicerContext], Callable[[], None]]
+"""Authorizes one call before its handler runs: returns what ends the call's accounting (called once, when the
+call ends), or raises the `DeepserveError` the call is answered with."""
+
+
+class Authorizing(Protocol):
+    def admission(self, method: str) -> Admit | None:
+        """The check for `method` (asked once, at registration); None when the method is open."""
 
 
 def parser(cls: type[Message]) -> Callable[[bytes], Message | Unparsable]:
@@ -57,9 +75,12 @@ class GuardedServer:
     """Pass this instead of the server to `add_*_to_server` functions (the generated ones, health's,
     reflection's): it guards every method handler (`guarded`) before it reaches the server."""
 
-    def __init__(self, server: grpc.aio.Server, refusals: RefusalLog | None = None) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, refusals: RefusalLog | None = None, authorizer: Authorizing | None = None
+    ) -> None:
         self.server = server
         self.refusals = refusals or RefusalLog()
+        self.authorizer = authorizer
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         """Method → the handler registered for it and its guarded twin."""
 
@@ -76,7 +97,8 @@ class GuardedServer:
         registered method for)."""
         known = self._guarded.get(method)
         if known is None or known[0] is not handler:
-            known = self._guarded[method] = (handler, guarded(handler, method, self.refusals))
+            admit = self.authorizer.admission(method) if self.authorizer is not None else None
+            known = self._guarded[method] = (handler, guarded(handler, method, self.refusals, admit))
         return known[1]
 
 
@@ -105,40 +127,55 @@ def add_service(
 
 
 class RefusalLog:
-    """Logs refused requests as at most one WARNING per method every `seconds`; the next line counts the
-    ones left out. Methods are the server's own, so the state stays as small as the service list."""
+    """Logs refused requests as at most one WARNING per method (and `key`) every `seconds`; the next line counts
+    the ones left out. Methods are the server's own and keys a bounded set (token names), so the state stays as
+    small as the service list times the keys."""
 
     @dataclass(slots=True)
     class _Method:
         logged_at: float
         left_out: int = 0
 
-    def __init__(self, seconds: float = REFUSAL_LOG_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        seconds: float = REFUSAL_LOG_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        message: str = "refused a request that does not parse (INVALID_ARGUMENT)",
+    ) -> None:
         self.seconds = seconds
         self.clock = clock
-        self._methods: dict[str, RefusalLog._Method] = {}
+        self.message = message
+        self._methods: dict[tuple[str, str], RefusalLog._Method] = {}
 
-    def __call__(self, method: str, reason: str) -> None:
+    def __call__(self, method: str, reason: str, key: str = "", **fields: object) -> None:
         now = self.clock()
-        state = self._methods.get(method)
+        state = self._methods.get((method, key))
         if state is not None and now - state.logged_at < self.seconds:
             state.left_out += 1
             return
         left_out = state.left_out if state is not None else 0
-        self._methods[method] = RefusalLog._Method(now)
+        self._methods[method, key] = RefusalLog._Method(now)
         log.warning(
-            "refused a request that does not parse (INVALID_ARGUMENT)",
-            extra={"method": method, "reason": reason, "not_logged": left_out, "window_seconds": self.seconds},
-        )
+            self.message,
+            extra={"method": method, "reason": reason, **fields, "not_logged": left_out,
+                   "window_seconds": self.seconds},
+        )  # fmt: skip
 
 
-def guarded(handler: grpc.RpcMethodHandler, method: str, refused: Callable[[str, str], None]) -> grpc.RpcMethodHandler:
+def guarded(
+    handler: grpc.RpcMethodHandler, method: str, refused: Callable[[str, str], None], admit: Admit | None = None
+) -> grpc.RpcMethodHandler:
     """`handler` with a deserializer that returns `Unparsable` instead of raising, and a behaviour that ends
-    the call with INVALID_ARGUMENT when it gets one. Handlers without a deserializer (raw bytes) or with a
-    synchronous behaviour (not served by grpc.aio) are returned as they are."""
+    the call with INVALID_ARGUMENT when it gets one; with `admit`, the call is authorized first (`_admitted`).
+    Without `admit`, handlers without a deserializer (raw bytes) or with a synchronous behaviour (not served
+    by grpc.aio) are returned as they are; with it, a synchronous one is an error (it would go unchecked)."""
     behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     streams = inspect.isasyncgenfunction(behaviour)
-    if handler.request_deserializer is None or not (streams or inspect.iscoroutinefunction(behaviour)):
+    if not (streams or inspect.iscoroutinefunction(behaviour)):
+        if admit is not None:
+            raise TypeError(f"{method}: a synchronous handler cannot be authorized; make it async")
+        return handler
+    if handler.request_deserializer is None and admit is None:
         return handler
 
     async def refuse(request: Unparsable, context: grpc.aio.ServicerContext) -> None:
@@ -166,7 +203,39 @@ def guarded(handler: grpc.RpcMethodHandler, method: str, refused: Callable[[str,
 
     factory = _FACTORIES[handler.request_streaming, handler.response_streaming]
     serializer = _passing_bytes(handler.response_serializer)
-    return factory(call, _lenient(handler.request_deserializer), serializer)  # type: ignore[operator]
+    parse = None if handler.request_deserializer is None else _lenient(handler.request_deserializer)
+    if admit is None:
+        return factory(call, parse, serializer)  # type: ignore[operator]
+    return factory(_admitted(call, admit, parse, handler.request_streaming), None, serializer)  # type: ignore[operator]
+
+
+def _admitted(
+    call: Callable[[Any, grpc.aio.ServicerContext], Any],
+    admit: Admit,
+    parse: Callable[[bytes], Any] | None,
+    request_streaming: bool,
+) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+    """`call`, authorized by `admit` before its request is parsed (so a refused caller costs no parsing), with
+    the call's accounting ended however it ends: returned, failed, cancelled, or a stream closed early."""
+
+    async def parsed(requests: AsyncIterable[bytes]) -> AsyncIterator[Any]:
+        async for data in requests:
+            yield parse(data)  # type: ignore[misc]
+
+    async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            release = admit(context)
+        except DeepserveError as err:
+            fail(context, err)
+            return None
+        try:
+            if parse is not None:
+                request = parsed(request) if request_streaming else parse(request)
+            return await call(request, context)
+        finally:
+            release()
+
+    return admitted
 
 
 _FACTORIES = {

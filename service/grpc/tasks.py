@@ -25,7 +25,7 @@ from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc.backpressure import PendingResponses
 from service.grpc.errors import cancelled_status, fail
-from service.grpc.requests import add_service
+from service.grpc.requests import GuardedServer, add_service
 from service.metrics import RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
 
@@ -234,7 +234,7 @@ def _generate_response(event: TextChunk | GenerationDone) -> tg.GenerateResponse
 
 
 def add_task_services(
-    server: grpc.aio.Server, core: TaskAPIs, recorder: RequestRecorder, pending: PendingResponses
+    server: grpc.aio.Server | GuardedServer, core: TaskAPIs, recorder: RequestRecorder, pending: PendingResponses
 ) -> None:
     """Register the three task services on `server` (their names for reflection and health: `SERVICES`)."""
     for servicer, module, name in (

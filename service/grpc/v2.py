@@ -7,6 +7,7 @@ mapped to statuses by `errors.status_of` (the one table).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,10 +16,11 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
 from service import __version__
-from service.errors import DeepserveError, InvalidInputError
+from service.errors import DeepserveError, InvalidInputError, NotEnabledError, quoted
 from service.grpc import convert
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
+from service.grpc.auth import caller
 from service.grpc.backpressure import PendingResponses
 from service.grpc.errors import cancelled_status, fail, status_of
 from service.metrics import RequestRecorder
@@ -26,7 +28,12 @@ from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
 from service.types import InferRequest, InferResponse
 
+log = logging.getLogger(__name__)
 UNKNOWN_MODEL = "_unknown"
+MODEL_CONTROL_OFF = (
+    "model control is off: this server does not load or unload models on request; start it with "
+    "--model-control-mode explicit to allow RepositoryModelLoad and RepositoryModelUnload"
+)
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification_tasks"]
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SHARED_MEMORY = "send the tensors in the request itself (raw_input_contents)"
@@ -69,12 +76,19 @@ def _unsupported(method: MethodDescriptor) -> Callable[..., Any]:
 @refuses_unsupported
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: object, pending: PendingResponses
+        self,
+        registry: ModelRegistry,
+        recorder: RequestRecorder,
+        is_ready: object,
+        pending: PendingResponses,
+        model_control: bool = False,
     ) -> None:
         self.registry = registry
         self.pending = pending
         self.recorder = recorder
         self._is_ready = is_ready
+        self.model_control = model_control
+        """RepositoryModelLoad/Unload allowed (--model-control-mode explicit); otherwise FAILED_PRECONDITION."""
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -138,12 +152,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
+        await self._controlled("load", request.model_name, context)
         await self._call(self.registry.load(request.model_name), context)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
+        await self._controlled("unload", request.model_name, context)
         await self._call(self.registry.unload(request.model_name), context)
         return pb.RepositoryModelUnloadResponse()
 
@@ -195,6 +211,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             status, message = status_of(err)
             await context.abort(status, message)
             raise
+
+    async def _controlled(self, action: str, model: str, context: grpc.aio.ServicerContext) -> None:
+        """Refuse model control unless it is on; log who asked (the token's name when tokens are configured)."""
+        if not self.model_control:
+            status, message = status_of(NotEnabledError(MODEL_CONTROL_OFF))
+            await context.abort(status, message)
+        log.info(
+            f"model {action} requested", extra={"model": quoted(model), "token": caller.get(), "peer": context.peer()}
+        )
 
     @staticmethod
     async def _call(awaitable: object, context: grpc.aio.ServicerContext) -> None:

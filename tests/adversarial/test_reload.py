@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as triton
 
 from service.client import TaskClient
-from tests.adversarial.conftest import MODELS
+from tests.adversarial.conftest import MODELS, serve
 from tests.conftest import RunningServer, start_server
 from tests.ops.servers import Server
 
@@ -31,6 +31,14 @@ def settled_rss(server: Server) -> float:
     """RSS once the replaced version's scheduler has stopped in the background (it drops its memory then)."""
     time.sleep(0.5)
     return server.rss_mb()
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The suite's server on models/, with model control on (RepositoryModelLoad is refused by default)."""
+    server = serve(tmp_path_factory.mktemp("reload"), "--model-control-mode", "explicit")
+    yield server
+    server.kill()
 
 
 def test_reloads_do_not_grow_the_server(committed: Server) -> None:
@@ -54,7 +62,7 @@ def test_reloads_do_not_grow_the_server(committed: Server) -> None:
 
 @pytest.fixture(scope="module")
 def in_process() -> Iterator[RunningServer]:
-    running = start_server(MODELS)
+    running = start_server(MODELS, model_control_mode="explicit")
     yield running
     running.stop()
 

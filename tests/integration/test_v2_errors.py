@@ -211,7 +211,7 @@ def fenced_repo(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["../outside_ok/add_sub", "../outside_bad", "..", "token_sum/../../outside_bad"])
 def test_path_traversal_is_not_found_and_reads_nothing_outside(fenced_repo: Path, name: str) -> None:
-    running = start_server(fenced_repo)
+    running = start_server(fenced_repo, model_control_mode="explicit")
     try:
         client = tc.InferenceServerClient(running.address)
         for call in (client.load_model, client.unload_model, client.get_model_metadata, client.get_model_config):
@@ -233,7 +233,7 @@ def test_path_traversal_is_not_found_and_reads_nothing_outside(fenced_repo: Path
 
 
 def test_load_message_for_traversal_names_the_rule(fenced_repo: Path) -> None:
-    running = start_server(fenced_repo)
+    running = start_server(fenced_repo, model_control_mode="explicit")
     try:
         with pytest.raises(InferenceServerException) as info:
             tc.InferenceServerClient(running.address).load_model("../outside_bad")

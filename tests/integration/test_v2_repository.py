@@ -29,7 +29,7 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def running(repo: Path) -> Iterator[RunningServer]:
-    server = start_server(repo)
+    server = start_server(repo, model_control_mode="explicit")
     yield server
     server.stop()
 

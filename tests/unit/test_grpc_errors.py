@@ -24,6 +24,10 @@ def test_every_error_code_has_a_status() -> None:
         (errors.DeadlineExceededError("deadline passed"), grpc.StatusCode.DEADLINE_EXCEEDED),
         (errors.CancelledError("cancelled"), grpc.StatusCode.CANCELLED),
         (errors.PayloadTooLargeError("too large"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.UnauthenticatedError("no credentials"), grpc.StatusCode.UNAUTHENTICATED),
+        (errors.PermissionDeniedError("token 'x' lacks the 'admin' scope"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.QuotaExceededError("token 'x' already has 2 requests in flight"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.NotEnabledError("model control is off"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.InferenceError("model 'm' failed to run this batch"), grpc.StatusCode.INTERNAL),
     ],
 )
