@@ -49,6 +49,20 @@ ALTERNATIVES = {
     "LogSettings": "set the log level when the server starts (deepserve serve --log-level)",
 }
 """What to use instead of the Triton methods deepserve does not implement."""
+MAX_NAMED_PARAMETERS = 5
+
+
+def load_parameters_refused(names: list[str]) -> str:
+    """The message for a RepositoryModelLoad with parameters (Triton's `config` and `file:<path>` overrides): not
+    supported, rather than answered OK with nothing changed. Names the first few, each cut short."""
+    shown = ", ".join(quoted(name) for name in sorted(names)[:MAX_NAMED_PARAMETERS])
+    more = f" and {len(names) - MAX_NAMED_PARAMETERS} more" if len(names) > MAX_NAMED_PARAMETERS else ""
+    return (
+        f"RepositoryModelLoad parameters are not supported (got {shown}{more}): deepserve loads a model only as it "
+        "is in its repository; change the files there and load it again without parameters"
+    )
+
+
 S = TypeVar("S", bound=type)
 
 
@@ -153,6 +167,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
         await self._controlled("load", request.model_name, context)
+        if request.parameters:  # Triton's `config` and `file:<path>` overrides, or anything else
+            status, message = status_of(InvalidInputError(load_parameters_refused(list(request.parameters))))
+            await context.abort(status, message)
         await self._call(self.registry.load(request.model_name), context)
         return pb.RepositoryModelLoadResponse()
 
