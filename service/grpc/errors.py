@@ -27,6 +27,7 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
 }
 DEADLINE_SLACK_S = 0.05
 GENERIC_INTERNAL = "internal error; it was logged on the server"
+MAX_ID_SHOWN = 64
 
 
 def status_of(err: BaseException, request_id: str = "") -> tuple[grpc.StatusCode, str]:
@@ -46,11 +47,21 @@ def _status_of(err: BaseException, request_id: str) -> tuple[grpc.StatusCode, st
         code = STATUS[err.code]
         if code is grpc.StatusCode.INTERNAL:
             log.error("request failed", extra={"request_id": request_id, "error": err.message})
-        else:  # the caller's mistake or the server's load: one line at debug level, so overload cannot flood logs
-            log.debug("request refused", extra={"request_id": request_id, "code": code.name, "error": err.message})
+            return code, _with_id(err.message, request_id)
+        # the caller's mistake or the server's load: one line at debug level, so overload cannot flood logs
+        log.debug("request refused", extra={"request_id": request_id, "code": code.name, "error": err.message})
         return code, err.message
     log.error("unexpected error", extra={"request_id": request_id}, exc_info=err)
-    return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL + (f" (request id {request_id})" if request_id else "")
+    return grpc.StatusCode.INTERNAL, _with_id(GENERIC_INTERNAL, request_id)
+
+
+def _with_id(message: str, request_id: str) -> str:
+    """An INTERNAL message with the request's id, which the log line carries too. Cut short: the client chose it,
+    and a message past gRPC's metadata limit would reach the client as another error."""
+    if not request_id:
+        return message
+    shown = request_id if len(request_id) <= MAX_ID_SHOWN else f"{request_id[:MAX_ID_SHOWN]}…"
+    return f"{message} (request id {shown})"
 
 
 def fail(context: grpc.aio.ServicerContext, err: BaseException, request_id: str = "") -> str:

@@ -20,12 +20,14 @@ import yaml
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from service.errors import InferenceError
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2_grpc as ic_grpc
 from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2_grpc as sa_grpc
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
+from service.grpc.errors import status_of
 from tests.conftest import RunningServer, start_server
 from tests.tiny_models import make_repository
 from tests.tiny_task_models import write_lm, write_quadrants, write_sentiment
@@ -300,6 +302,21 @@ def test_not_found_names_no_path(channel: grpc.Channel, seen: list[str]) -> None
         lambda: v2(channel).ModelMetadata(pb.ModelMetadataRequest(name="not_here"), timeout=10),
     ):
         refused(seen, call, grpc.StatusCode.NOT_FOUND)
+
+
+# ---- INTERNAL: a generic message and the request id; the details only in the log ---------------------------
+def test_internal_errors_carry_the_request_id_and_no_details(seen: list[str]) -> None:
+    model_failed = InferenceError("model 'm' failed to run this request; the error was logged")
+    assert status_of(model_failed, "req-7") == (grpc.StatusCode.INTERNAL, f"{model_failed.message} (request id req-7)")
+    unexpected = OSError(2, "No such file or directory", "/srv/models/m/1/model.onnx")
+    code, message = status_of(unexpected, "req-8")
+    assert (code, message) == (
+        grpc.StatusCode.INTERNAL,
+        "internal error; it was logged on the server (request id req-8)",
+    )
+    code, message = status_of(RuntimeError("boom"), "x" * 100_000)
+    assert message == f"internal error; it was logged on the server (request id {'x' * 64}…)"
+    seen.append(status_of(unexpected)[1])
 
 
 # ---- and the scan -------------------------------------------------------------------------------------------
