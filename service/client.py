@@ -11,12 +11,24 @@
 `target` is whatever gRPC accepts: `host:port`, or `dns:///host:port` to spread calls over every address
 the name resolves to (the channel balances round-robin). Failures raise `ClientError` carrying the gRPC
 status code and the server's message.
+
+A server with TLS and bearer tokens (docs/security.md):
+
+    TaskClient("infer.example.com:8001", tls_ca_file="ca.pem", token=os.environ["DEEPSERVE_TOKEN"])
+
+`tls_ca_file` (and/or a client certificate, `tls_cert_file` + `tls_key_file`, for mutual TLS) makes the
+channel TLS; `token` is sent as `authorization: Bearer <token>` metadata with every call. gRPC's own call
+credentials refuse plaintext channels, so the token goes as per-call metadata, which also works against a
+plaintext server on this machine (development); to any other host without TLS it warns (`UserWarning`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -111,18 +123,39 @@ class GenerationStream:
 
 
 class TaskClient:
-    def __init__(self, target: str = DEFAULT_TARGET, timeout: float | None = 60.0) -> None:
-        """`timeout` (seconds) applies to each call; None waits as long as it takes."""
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        timeout: float | None = 60.0,
+        *,
+        token: str | None = None,
+        tls_ca_file: str | Path | None = None,
+        tls_cert_file: str | Path | None = None,
+        tls_key_file: str | Path | None = None,
+    ) -> None:
+        """`timeout` (seconds) applies to each call; None waits as long as it takes. `token`: the bearer token
+        for a server with --auth-tokens-file. `tls_ca_file`: PEM CA that signed the server's certificate (the
+        system's roots when only a client certificate is given); `tls_cert_file` + `tls_key_file`: the client
+        certificate and key, for mutual TLS. Files that cannot be read raise OSError; bad arguments ValueError."""
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.lb_policy_name", "round_robin"),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._metadata = _bearer(token)
+        options = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        credentials = channel_credentials(tls_ca_file, tls_cert_file, tls_key_file)
+        if credentials is not None:
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            if token is not None and not is_local(target):
+                warnings.warn(
+                    f"sending the bearer token to {target} without TLS, readable on the network; pass the server's "
+                    "CA (tls_ca_file, --tls-ca-file) to use TLS",
+                    stacklevel=2,
+                )
+            self.channel = grpc.insecure_channel(target, options=options)
         self._classifier = ic_grpc.ImageClassifierStub(self.channel)
         self._sentiment = sa_grpc.SentimentAnalyzerStub(self.channel)
         self._generator = tg_grpc.TextGeneratorStub(self.channel)
@@ -130,7 +163,7 @@ class TaskClient:
     def classify(self, images: Sequence[bytes], top_k: int = 0, model: str = "", version: str = "") -> Classifications:
         request = ic.ClassifyRequest(images=images, top_k=top_k, model_name=model, model_version=version)
         try:
-            response = self._classifier.Classify(request, timeout=self.timeout)
+            response = self._classifier.Classify(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise _client_error(err) from None
         results = [[LabelScore(s.label, s.probability, s.index) for s in c.labels] for c in response.classifications]
@@ -139,7 +172,7 @@ class TaskClient:
     def analyze(self, texts: Sequence[str], model: str = "", version: str = "") -> Sentiments:
         request = sa.AnalyzeRequest(texts=texts, model_name=model, model_version=version)
         try:
-            response = self._sentiment.Analyze(request, timeout=self.timeout)
+            response = self._sentiment.Analyze(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise _client_error(err) from None
         results = [
@@ -158,7 +191,7 @@ class TaskClient:
             prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             seed=seed, stop=stop, model_name=model, model_version=version,
         )  # fmt: skip
-        return GenerationStream(self._generator.Generate(request, timeout=self.timeout))
+        return GenerationStream(self._generator.Generate(request, timeout=self.timeout, metadata=self._metadata))
 
     def close(self) -> None:
         self.channel.close()
@@ -170,6 +203,47 @@ class TaskClient:
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+def channel_credentials(
+    ca_file: str | Path | None, cert_file: str | Path | None, key_file: str | Path | None
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials from PEM files, or None (plaintext) when no file is given."""
+    if ca_file is None and cert_file is None and key_file is None:
+        return None
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs its key: pass both the certificate and key files, or neither")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca_file), private_key=_read(key_file), certificate_chain=_read(cert_file)
+    )
+
+
+def is_local(target: str) -> bool:
+    """Whether `target` is this machine (loopback or a Unix socket), where plaintext does not cross a network."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    address = target.split(":///", 1)[1] if ":///" in target else target
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bearer(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    if token is None:
+        return None
+    token = token.strip()
+    if not token or " " in token or not (token.isascii() and token.isprintable()):
+        raise ValueError("the token must be one word of printable ASCII (no spaces or line breaks)")
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _read(path: str | Path | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
 
 
 def _client_error(err: grpc.RpcError) -> ClientError:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from service.client import DEFAULT_TARGET, ClientError, TaskClient
 
 COMMANDS = ("classify", "sentiment", "generate")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5, 6
+EXIT_DENIED = 7
 EXIT_INTERRUPTED = 130
 EXIT_CODES_HELP = """exit codes:
   0    success
@@ -24,6 +26,7 @@ EXIT_CODES_HELP = """exit codes:
   4    the server refused the input (INVALID_ARGUMENT): bad image, empty text, parameter out of range
   5    no such model (NOT_FOUND)
   6    timed out (DEADLINE_EXCEEDED); raise --timeout
+  7    not allowed: no or unknown token (UNAUTHENTICATED), or the token lacks the scope (PERMISSION_DENIED)
   130  interrupted (Ctrl-C)
 """
 STATUS_EXIT = {
@@ -33,6 +36,8 @@ STATUS_EXIT = {
     grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
     grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_TIMEOUT,
     grpc.StatusCode.CANCELLED: EXIT_INTERRUPTED,
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_DENIED,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_DENIED,
 }
 
 
@@ -51,6 +56,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--model", default="", help="model name (default: the server's model for the task)")
     common.add_argument("--model-version", default="", help="model version (default: the newest)")
+    common.add_argument(
+        "--token", default=os.environ.get("DEEPSERVE_TOKEN"),
+        help="bearer token for a server with --auth-tokens-file; env DEEPSERVE_TOKEN (safer: a command line is "
+        "visible to other users of the machine)",
+    )  # fmt: skip
+    common.add_argument("--tls-ca-file", help="PEM CA of the server's certificate: connect with TLS")
+    common.add_argument("--tls-cert-file", help="PEM client certificate, for a server that requires one (mutual TLS)")
+    common.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file")
 
     def parser(name: str, help: str, description: str) -> argparse.ArgumentParser:
         return sub.add_parser(
@@ -82,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     """Run a task command; every failure becomes a message on stderr and an exit code."""
     timeout = args.timeout if args.timeout is not None else args.timeout_default
     try:
-        with TaskClient(args.server, timeout) as client:
+        with _connect(args, timeout) as client:
             return int(args.func(client, args))
     except UsageError as err:
         print(f"deepserve {args.command}: {err}", file=sys.stderr)
@@ -93,6 +106,25 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"deepserve {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _connect(args: argparse.Namespace, timeout: float) -> TaskClient:
+    """The client for the command's flags; unreadable TLS files or a bad token are usage errors, and a token
+    about to cross the network without TLS is a warning on stderr."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client = TaskClient(
+                args.server, timeout, token=args.token, tls_ca_file=args.tls_ca_file, tls_cert_file=args.tls_cert_file,
+                tls_key_file=args.tls_key_file,
+            )  # fmt: skip
+    except OSError as err:
+        raise UsageError(f"cannot read {err.filename}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    for warning in caught:
+        print(f"deepserve {args.command}: warning: {warning.message}", file=sys.stderr)
+    return client
 
 
 def _classify(client: TaskClient, args: argparse.Namespace) -> int:
@@ -181,6 +213,8 @@ def _explain(err: ClientError, server: str) -> str:
         )
     if err.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no answer in time ({err.message}); try a larger --timeout"
+    if err.code is grpc.StatusCode.UNAUTHENTICATED:
+        return f"unauthenticated: {err.message}; pass --token or set DEEPSERVE_TOKEN"
     return f"{err.code.name.lower().replace('_', ' ')}: {err.message}"
 
 
