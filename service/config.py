@@ -201,7 +201,7 @@ class ImagePreprocessing(_Strict):
 
 class TextPreprocessing(_Strict):
     tokenizer: str = "tokenizer.json"
-    """Hugging Face `tokenizers` file, relative to the model folder."""
+    """Hugging Face `tokenizers` file, relative to the model folder; it must resolve inside that folder."""
     max_length: int = Field(ge=1)
     """Longest token sequence the model accepts; longer texts are truncated (and the response says so)."""
     pad_id: int = Field(default=0, ge=0)
@@ -220,7 +220,8 @@ class Generation(_Strict):
     step_model: str | None = Field(default=None, min_length=1)
     """File in each version folder (next to model.onnx) with the same weights exported for KV-cache
     decoding; generation then computes only each sequence's new tokens per step. Without it every step
-    recomputes whole sequences with model.onnx. It must exist when the model loads. Its graph:
+    recomputes whole sequences with model.onnx. It must exist when the model loads, and resolve (symbolic
+    links followed) inside the version folder. Its graph:
 
     - inputs `token_ids`, `positions` INT64 [batch, new]; `past_mask` INT64 [batch, past] (1 where a
       cache slot holds an earlier token); and per layer l = 0, 1, ... `past_key_<l>`, `past_value_<l>`
@@ -258,7 +259,8 @@ class ModelConfig(_Strict):
     limits: Limits = Limits()
     version_policy: VersionPolicy = VersionPolicy()
     labels: str | None = None
-    """Text file, one class label per line, relative to the model folder."""
+    """Text file, one class label per line, relative to the model folder; it must resolve (symbolic links followed)
+    inside that folder."""
     image: ImagePreprocessing | None = None
     text: TextPreprocessing | None = None
     generation: Generation | None = None
