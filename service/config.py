@@ -151,12 +151,52 @@ class Execution(_Strict):
     providers: tuple[Literal["cuda", "cpu"], ...] | None = None
     """Execution providers in order of preference; default follows the server's --device."""
     intra_op_threads: int = Field(default=0, ge=0)
-    """Threads inside one operator; 0 lets ONNX Runtime decide."""
+    """Threads inside one operator. 0: as many as the container's CPU limit (cgroup v1 or v2 quota / period,
+    rounded up, at most the CPUs the process may run on, at least 1), so a pod limited to 2 CPUs on a 32-core
+    node does not start 32 threads and get throttled; without a limit, ONNX Runtime decides (one per core).
+    The count each session gets is logged when the model loads."""
     inter_op_threads: int = Field(default=0, ge=0)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     allow_spinning: bool = False
     """ONNX Runtime worker threads spin while idle by default, which steals CPU from the server on
     small machines; off unless measured to help."""
+
+
+class WarmupInput(_Strict):
+    """The data of one input in a warm-up sample: `data` or `file`; neither means zeros."""
+
+    data: Literal["zeros", "random"] = "zeros"
+    """`zeros` (empty strings for BYTES), or `random`: integers uniform in the input's `value_range` (else
+    0..9), floats uniform in [0, 1), booleans, and for BYTES the text of integers 0..9 ("7"). Random data
+    comes from a fixed seed, so a sample that fails once fails every time."""
+    file: str | None = Field(default=None, min_length=1)
+    """A `.npy` file (numpy.save, no pickled objects; text as a numpy str or bytes array) relative to the model
+    folder, in which it must resolve. It holds one item, repeated `batch_size` times, or (one more dim) the
+    whole batch; its dtype must convert safely to the input's datatype."""
+    dims: tuple[int, ...] | None = None
+    """The item's shape without the batch dim, to give variable (-1) dims a size; default 1 for each. A file
+    brings its own shape."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WarmupInput:
+        if self.file is not None and (self.data != "zeros" or self.dims is not None):
+            raise ValueError("a `file` brings its own data and shape: drop `data` and `dims`, or the file")
+        if self.file is not None and not self.file.endswith(".npy"):
+            raise ValueError(f"`file` must be a .npy file (numpy.save), got '{self.file}'")
+        return self
+
+
+class WarmupSample(_Strict):
+    """One request run at load, before the version serves (as Triton's `model_warmup`)."""
+
+    name: str = Field(min_length=1)
+    """Named in the load error when the sample fails."""
+    batch_size: int = Field(default=1, ge=1)
+    """Items in the batch; at most `max_batch_size` (1 for a model without a batch dimension)."""
+    count: int = Field(default=1, ge=1, le=1000)
+    """Times the sample runs."""
+    inputs: dict[str, WarmupInput] = Field(default_factory=dict)
+    """Data per input name; inputs left out get zeros."""
 
 
 class VersionPolicy(_Strict):
@@ -264,6 +304,11 @@ class ModelConfig(_Strict):
     image: ImagePreprocessing | None = None
     text: TextPreprocessing | None = None
     generation: Generation | None = None
+    warmup: tuple[WarmupSample, ...] | None = None
+    """Requests each version runs when it loads, before it serves, so that the first clients don't pay for
+    ONNX Runtime's lazy set-up. Default (no key): one batch of one on zeros (empty strings for BYTES, 1 for
+    each variable dim); a model that cannot take zeros logs a warning and loads anyway. A sample listed here
+    that fails is a load error naming the sample. `[]`: no warm-up."""
     description: str = ""
 
     @model_validator(mode="after")
@@ -300,6 +345,25 @@ class ModelConfig(_Strict):
                                  "input of the same rank")  # fmt: skip
         return self
 
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> ModelConfig:
+        names = [sample.name for sample in self.warmup or ()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"warmup sample names must be unique, got {names}")
+        for sample in self.warmup or ():
+            where = f"warmup sample '{sample.name}'"
+            if sample.batch_size > max(self.max_batch_size, 1):
+                raise ValueError(f"{where}: batch_size {sample.batch_size} exceeds max_batch_size {self.max_batch_size}"
+                                 + ("; lower it" if self.batched else " (no batch dimension); make it 1"))  # fmt: skip
+            for name, data in sample.inputs.items():
+                spec = self.input(name)
+                if spec is None:
+                    raise ValueError(f"{where}: `{name}` is not an input; inputs: {[t.name for t in self.inputs]}")
+                if data.dims is not None and not _dims_fit(data.dims, spec.dims):
+                    raise ValueError(f"{where}: input `{name}` has dims {list(spec.dims)}; give as many positive "
+                                     f"`dims`, equal to the fixed ones, not {list(data.dims)}")  # fmt: skip
+        return self
+
     @property
     def batched(self) -> bool:
         return self.max_batch_size > 0
@@ -309,6 +373,11 @@ class ModelConfig(_Strict):
 
     def output(self, name: str) -> TensorSpec | None:
         return next((t for t in self.outputs if t.name == name), None)
+
+
+def _dims_fit(sizes: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+    """Whether concrete `sizes` are a shape of `dims` (-1: any size)."""
+    return len(sizes) == len(dims) and all(n >= 1 and d in (-1, n) for n, d in zip(sizes, dims, strict=True))
 
 
 def _describe(err: ValidationError) -> str:
@@ -365,6 +434,8 @@ def _yaml_problem(err: Exception) -> str:
 def model_files(config: ModelConfig) -> dict[str, str]:
     """The files `config` names in the model's folder, by key (`generation.step_model` is in each version folder)."""
     files = {"labels": config.labels, "text.tokenizer": config.text.tokenizer if config.text else None}
+    for i, sample in enumerate(config.warmup or ()):
+        files |= {f"warmup.{i}.inputs.{name}.file": data.file for name, data in sample.inputs.items()}
     return {key: name for key, name in files.items() if name is not None}
 
 

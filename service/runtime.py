@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.config import DATATYPES, Device, Execution, ModelConfig, TensorSpec
-from service.errors import ConfigError, ModelLoadError
+from service.config import Device, Execution, ModelConfig
+from service.cpus import cpu_budget
+from service.errors import ConfigError, ModelLoadError, quoted
+from service.warmup import sample_feed
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ _LOAD_PROBLEMS = {
     "InvalidGraph": "the ONNX graph is invalid",
     "NotImplemented": "the graph uses an operator or type that ONNX Runtime does not support",
 }
+_QUIET = ort.RunOptions()
+_QUIET.log_severity_level = 4  # fatal only: load-time failures are logged by us, with the model's name
 # ONNX tensor element type names (as onnxruntime reports them) → our datatype strings.
 _ORT_TYPES = {
     "tensor(bool)": "BOOL",
@@ -83,9 +87,20 @@ def choose_providers(device: Device, preferred: Sequence[str] | None, available:
     return chosen
 
 
-def session_options(execution: Execution) -> ort.SessionOptions:
+def intra_op_threads(execution: Execution) -> tuple[int, str]:
+    """A session's intra-op pool size, and where it comes from (for the load log): `execution.intra_op_threads`,
+    else the container's CPU limit (service/cpus.py), else 0: ONNX Runtime's default, a thread per core."""
+    if execution.intra_op_threads:
+        return execution.intra_op_threads, "execution.intra_op_threads"
+    budget = cpu_budget()
+    if not budget.threads:
+        return 0, "ONNX Runtime's default (no container CPU limit)"
+    return budget.threads, f"container CPU limit of {budget.limit:g} CPUs, {budget.affinity} CPUs in affinity"
+
+
+def session_options(execution: Execution, intra_op_threads: int) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = execution.intra_op_threads
+    opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = execution.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization_level]
     spin = "1" if execution.allow_spinning else "0"
@@ -107,9 +122,10 @@ class ModelSession:
         self.model = path.parent.parent.name
         self.shown = f"{path.parent.name}/{path.name}"
         """The file as config.yaml and messages name it, relative to the model's folder."""
+        threads, source = intra_op_threads(config.execution)
         try:
             self._session = ort.InferenceSession(
-                str(path), sess_options=session_options(config.execution), providers=providers
+                str(path), sess_options=session_options(config.execution, threads), providers=providers
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
             log.error("cannot load a model file", extra={"model": self.model, "path": str(path), "error": str(err)})
@@ -119,10 +135,16 @@ class ModelSession:
             ) from None
         self.providers = self._session.get_providers()
         self.output_names = [o.name for o in self._session.get_outputs()]
+        log.info("session threads", extra={"model": self.model, "file": self.shown, "intra_op_threads": threads,
+                                           "threads_from": source})  # fmt: skip
 
-    def run(self, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None, quiet: bool = False
+    ) -> dict[str, np.ndarray]:
+        """`quiet`: ONNX Runtime prints no error of its own to stderr (the caller logs it)."""
         names = list(outputs) if outputs else self.output_names
-        results = self._session.run(names, {name: _text_for_ort(arr) for name, arr in feed.items()})
+        options = _QUIET if quiet else None
+        results = self._session.run(names, {name: _text_for_ort(arr) for name, arr in feed.items()}, options)
         return dict(zip(names, results, strict=True))
 
     def graph_signature(self) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
@@ -134,19 +156,39 @@ class ModelSession:
         return describe(self._session.get_inputs()), describe(self._session.get_outputs())
 
     def warmup(self) -> None:
-        """Run once on zeros (or pad values) shaped like a batch of one, so the first request is not slow."""
-        feed = {spec.name: warmup_array(spec, self.config.batched) for spec in self.config.inputs}
-        self.checked_run(feed, "on zeros shaped like the inputs in config.yaml")
+        """Run the config's `warmup` samples, so that the first requests don't pay for ONNX Runtime's lazy set-up.
 
-    def checked_run(self, feed: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+        Without a `warmup` key: one run on zeros, which some models cannot take (text cast to a number, say);
+        those log a warning and load anyway. A sample the config asks for must run."""
+        folder = self.path.parent.parent
+        if self.config.warmup is None:
+            try:
+                self.run(sample_feed(self.config, 0, folder, self.model), quiet=True)
+            except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+                log.warning(
+                    "warm-up on zeros failed; the model loads anyway. Give it a `warmup` section in config.yaml "
+                    "with data it accepts, or `warmup: []`",
+                    extra={"model": self.model, "path": str(self.path), "error": str(err)},
+                )
+            return
+        for index, sample in enumerate(self.config.warmup):
+            feed = sample_feed(self.config, index, folder, self.model)
+            for _ in range(sample.count):
+                self.checked_run(
+                    feed, f"of `warmup` sample {quoted(sample.name)}", "check that it accepts the sample's data"
+                )
+
+    def checked_run(
+        self, feed: dict[str, np.ndarray], what: str, fix: str = "check `inputs` and `outputs` against the graph"
+    ) -> dict[str, np.ndarray]:
         """`run` at load time: a failure is a ModelLoadError in our words, ONNX Runtime's message goes to the log."""
         try:
-            return self.run(feed)
+            return self.run(feed, quiet=True)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
             log.error("model warm-up failed", extra={"model": self.model, "path": str(self.path), "error": str(err)})
             raise ModelLoadError(
-                f"model '{self.model}': {self.shown} failed its warm-up run {what}; check `inputs` and `outputs` "
-                "against the graph (the server log has the details)"
+                f"model '{self.model}': {self.shown} failed its warm-up run {what}; {fix} "
+                "(the server log has the details)"
             ) from None
 
 
@@ -157,19 +199,6 @@ def _text_for_ort(arr: np.ndarray) -> np.ndarray:
     out = np.empty(arr.shape, dtype=object)
     out.flat[:] = [item.decode("utf-8") if isinstance(item, bytes) else item for item in arr.flat]
     return out
-
-
-def warmup_array(spec: TensorSpec, batched: bool) -> np.ndarray:
-    shape = [d if d > 0 else 1 for d in spec.dims]
-    if batched:
-        shape.insert(0, 1)
-    dtype = np.dtype(DATATYPES[spec.datatype])
-    if spec.datatype == "BYTES":
-        return np.full(shape, b"", dtype=object)
-    fill = spec.pad_value if spec.pad_value is not None else 0
-    if spec.name == "attention_mask":
-        fill = 1
-    return np.full(shape, fill, dtype=dtype)
 
 
 def check_signature(session: ModelSession, config: ModelConfig, model: str) -> None:

@@ -45,7 +45,8 @@ BROKEN = {
     "bad_key": "invalid config.yaml: unknown key `bogus`",
     "bad_onnx": "cannot load 1/model.onnx: the file is not a valid ONNX model (the server log has the details)",
     "no_version": "no version folder with a model.onnx (expected 1/model.onnx in its folder)",
-    "warmup_fails": "1/model.onnx failed its warm-up run on zeros shaped like the inputs in config.yaml",
+    "warmup_fails": "1/model.onnx failed its warm-up run of `warmup` sample 'short rows'; check that it accepts the "
+    "sample's data (the server log has the details)",
     "labels_outside": "`labels` must name a file inside the model's folder, got '../../outside/secret.txt'",
     "no_tokenizer": "cannot read 'tokenizer.json' (`text.tokenizer`): there is no such file in the model's folder",
     "bad_tokenizer": "cannot read 'tokenizer.json' (`text.tokenizer`): it could not be read as a Hugging Face "
@@ -74,7 +75,8 @@ def broken_repository(tmp_path: Path) -> Path:
     (copy("bad_onnx", good) / "1" / "model.onnx").write_bytes(b"\x00 not an onnx file")
     (copy("no_version", good) / "1" / "model.onnx").unlink()
     variable = [{**spec, "dims": [-1]} for spec in good["inputs"]]  # the graph has 4: warm-up on [1, 1] fails
-    copy("warmup_fails", {**good, "inputs": variable, "outputs": [{**s, "dims": [-1]} for s in good["outputs"]]})
+    outputs = [{**s, "dims": [-1]} for s in good["outputs"]]
+    copy("warmup_fails", {**good, "inputs": variable, "outputs": outputs, "warmup": [{"name": "short rows"}]})
     config = yaml.safe_load((write_quadrants(root, "labels_outside") / "config.yaml").read_text())
     (root / "labels_outside" / "config.yaml").write_text(
         yaml.safe_dump({**config, "labels": "../../outside/secret.txt"})

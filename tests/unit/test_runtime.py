@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import runtime
 from service.config import Device, ModelConfig, parse_model_config
 from service.errors import ConfigError, ModelLoadError
 from service.runtime import (
@@ -17,8 +18,8 @@ from service.runtime import (
     check_device,
     check_signature,
     choose_providers,
+    intra_op_threads,
     load_step_model,
-    warmup_array,
 )
 from tests.tiny_models import CONFIGS, add_sub, bytes_identity, token_sum
 
@@ -207,14 +208,33 @@ def test_bytes_elements_reach_the_model_as_text(tmp_path: Path) -> None:
     session.warmup()
 
 
-def test_warmup_arrays_follow_the_config(tmp_path: Path) -> None:
+def test_variable_dims_warm_up_with_one_position(tmp_path: Path) -> None:
     path = tmp_path / "token_sum" / "1" / "model.onnx"
     token_sum(path)
-    config = parse_model_config(copy.deepcopy(CONFIGS["token_sum"][0]), "token_sum")
-    arr = warmup_array(config.inputs[0], batched=True)
-    assert arr.shape == (1, 1) and arr.dtype == np.int64
-    assert warmup_array(config.inputs[0], batched=False).shape == (1,)
-    ModelSession(path, config, [CPU]).warmup()
+    ModelSession(path, parse_model_config(copy.deepcopy(CONFIGS["token_sum"][0]), "token_sum"), [CPU]).warmup()
+
+
+# ---- threads ------------------------------------------------------------------------------------------------
+def test_intra_op_threads_default_to_the_container_cpu_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "cgroup").mkdir()
+    (tmp_path / "cgroup" / "cpu.max").write_text("150000 100000\n")
+    real = runtime.cpu_budget
+    monkeypatch.setattr(runtime, "cpu_budget", lambda: real(tmp_path / "cgroup", affinity=8))
+    config = parse_model_config(copy.deepcopy(CONFIGS["add_sub"][0]), "add_sub")
+    assert intra_op_threads(config.execution) == (2, "container CPU limit of 1.5 CPUs, 8 CPUs in affinity")
+    configured = config.execution.model_copy(update={"intra_op_threads": 3})
+    assert intra_op_threads(configured) == (3, "execution.intra_op_threads")
+    path = tmp_path / "add_sub" / "1" / "model.onnx"
+    add_sub(path)
+    with caplog.at_level("INFO", logger="service.runtime"):
+        session = ModelSession(path, config, [CPU])
+    assert session._session.get_session_options().intra_op_num_threads == 2
+    [record] = [r for r in caplog.records if r.getMessage() == "session threads"]
+    assert (record.model, record.file, record.intra_op_threads) == ("add_sub", "1/model.onnx", 2)  # type: ignore[attr-defined]
+    (tmp_path / "cgroup" / "cpu.max").write_text("max 100000\n")
+    assert intra_op_threads(config.execution) == (0, "ONNX Runtime's default (no container CPU limit)")
 
 
 # ---- the KV-cache step model ------------------------------------------------------------------------------
