@@ -102,6 +102,17 @@ class ConfigError(Exception):
     """Server start-up configuration is wrong (e.g. --device cuda without CUDA)."""
 
 
+class BindError(OSError):
+    """A listening port that cannot be bound (in use, not allowed, an address not on this host). The message is
+    one line naming the port and the setting (`ServerSettings` field) that chose it, as a flag and as its
+    environment variable, so the user knows what to change."""
+
+    def __init__(self, what: str, address: str, setting: str, reason: str) -> None:
+        flag, env = f"--{setting.replace('_', '-')}", f"DEEPSERVE_{setting.upper()}"
+        super().__init__(f"cannot bind {what} {address} ({reason}); choose another with {flag} or {env}")
+        self.setting = setting
+
+
 def quoted(value: str | bytes, limit: int = 64) -> str:
     """`value` quoted as Python would (`'name'`), for an error message that echoes what a client sent.
 

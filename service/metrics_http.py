@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.ports import listening_socket
+
 LIMIT_CONCURRENCY = 64
 """Open connections (idle ones included) past which uvicorn answers 503 instead of running the app."""
 IDLE_TIMEOUT_S = 5
@@ -151,17 +153,6 @@ class MetricsEndpoint:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on (host, port), of the address family the host resolves to; a clear OSError
-    if that fails."""
-    try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as err:
-        raise OSError(f"cannot bind metrics port {host}:{port}: {err.strerror or err}") from err
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as err:
-        sock.close()
-        raise OSError(f"cannot bind metrics port {host}:{port} (in use?): {err.strerror or err}") from err
-    return sock
+    """A listening-ready socket on (host, port), of the address family the host resolves to; a `BindError`
+    naming the port and --metrics-port if that fails."""
+    return listening_socket(host, port, "metrics port", "metrics_port")

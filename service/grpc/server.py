@@ -7,11 +7,13 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from service.config import ServerSettings
+from service.errors import BindError
 from service.grpc._generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.grpc.reflection import add_reflection
 from service.grpc.requests import Authorizing, GuardedServer
 from service.grpc.tls import server_credentials
 from service.grpc.v2 import InferenceServicer
+from service.ports import check_free
 
 V2_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
@@ -60,7 +62,7 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(guarded, [V2_SERVICE, *extra_services])
     credentials = server_credentials(settings) if settings.tls else None
-    return server, _bind(server, f"{settings.host}:{settings.port}", "gRPC port", credentials)
+    return server, _bind(server, settings.host, settings.port, "port", credentials)
 
 
 def build_health_server(settings: ServerSettings, health: HealthServicer) -> tuple[grpc.aio.Server, int]:
@@ -69,17 +71,23 @@ def build_health_server(settings: ServerSettings, health: HealthServicer) -> tup
     assert settings.health_port is not None
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(health, GuardedServer(server))
-    return server, _bind(server, f"{settings.host}:{settings.health_port}", "health port")
+    return server, _bind(server, settings.host, settings.health_port, "health_port")
+
+
+PORT_NAMES = {"port": "gRPC port", "health_port": "health port"}
 
 
 def _bind(
-    server: grpc.aio.Server, address: str, port_name: str, credentials: grpc.ServerCredentials | None = None
+    server: grpc.aio.Server, host: str, port: int, setting: str, credentials: grpc.ServerCredentials | None = None
 ) -> int:
-    """The bound port; `OSError` naming the port when it cannot be bound (grpc.aio raises RuntimeError)."""
+    """The bound port; a `BindError` naming the port and its `setting` when it cannot be bound. Checked first with
+    a socket of our own: gRPC's failure is a C-core log line and a RuntimeError without the reason."""
+    what, address = PORT_NAMES[setting], f"{host}:{port}"
+    check_free(host, port, what, setting)
     try:
-        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:
-        port = 0
-    if port == 0:
-        raise OSError(f"cannot bind {port_name} {address} (in use?)")
-    return port
+        bound = 0
+    if bound == 0:
+        raise BindError(what, address, setting, "in use?")
+    return bound
