@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -43,7 +46,49 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="random seed for splits and training")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many training examples")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also TensorFlow's, absl's and tf2onnx's own log lines"
+    )
     return parser
+
+
+NOISY_LOGGERS = ("tensorflow", "absl", "tf2onnx", "h5py")
+
+
+def _import_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow, by default without its noise: the C++ lines it prints while importing (absl, oneDNN;
+    TF_CPP_MIN_LOG_LEVEL does not reach them, so standard error goes to /dev/null during the import), later C++ lines
+    (CPU features, GPUs, a harmless `NodeDef mentions attribute` error) and absl's and tf2onnx's INFO lines.
+    An explicit TF_CPP_MIN_LOG_LEVEL wins; a failed import still raises."""
+    if verbose:
+        importlib.import_module("tensorflow")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            importlib.import_module("tensorflow")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _last_time(entry: Path) -> str:
+    """How long the model in `entry` took to train, from its model card, as a rough estimate for this run."""
+    try:
+        seconds = json.loads((entry / "model_card.json").read_text())["training"]["seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"; its model card says training took {_duration(seconds)} last time"
 
 
 def _settings(kind: str, args: argparse.Namespace):
@@ -88,14 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{STEP}: wrote {export.path} (max |diff| vs model.onnx {export.max_abs_diff:.3g}); updated "
               f"{entry / 'config.yaml'} and {entry / 'model_card.json'}")  # fmt: skip
         return 0
+    try:
+        _import_tensorflow(args.verbose)
+    except ModuleNotFoundError as err:
+        print(f"deepserve-train: {err.name} is missing; install the train extra: make install-train "
+              "(or .venv/bin/pip install -e '.[dev,train]')", file=sys.stderr)  # fmt: skip
+        return 2
     args.output.mkdir(parents=True, exist_ok=True)
-    for kind in kinds:
+    first = time.monotonic()
+    for i, kind in enumerate(kinds, 1):
         settings = _settings(kind, args)
+        estimate = "" if args.epochs or args.limit or args.data else _last_time(args.output / settings.name)
+        print(f"[{i}/{len(kinds)}] {kind}: training {args.output / settings.name}{estimate}", flush=True)
         log.info("training %s: %s", kind, {k: v for k, v in dataclasses.asdict(settings).items() if v is not None})
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deepserve-train-") as workdir:
             entry = _runner(kind)(settings, args.output, Path(workdir))
-        print(f"{kind}: wrote {entry} in {time.monotonic() - start:.0f}s (see {entry / 'model_card.json'})")
+        print(f"[{i}/{len(kinds)}] {kind}: wrote {entry} in {_duration(time.monotonic() - start)} "
+              f"(see {entry / 'model_card.json'})", flush=True)  # fmt: skip
+    if len(kinds) > 1:
+        print(f"trained {len(kinds)} models in {_duration(time.monotonic() - first)}")
     return 0
 
 
