@@ -1,8 +1,10 @@
 """Composition root: settings → repository → registry → gRPC server + metrics endpoint; lifecycle.
 
-Start-up: bind the port (liveness answers at once), load and warm up the models, then report
-SERVING. On SIGTERM/SIGINT: NOT_SERVING, stop accepting, let in-flight requests finish within
-`grace_seconds`, close the batchers, exit 0.
+Start-up: check that the repository holds models, bind the port (liveness answers at once), load and warm
+up the models, then report SERVING: with strict readiness (the default) only while every model the server
+is meant to serve does (`ModelRegistry.all_ready`), re-evaluated on every load and unload. On
+SIGTERM/SIGINT: NOT_SERVING, stop accepting, let in-flight requests finish within `grace_seconds`, close
+the batchers, exit 0.
 """
 
 from __future__ import annotations
@@ -36,21 +38,26 @@ from service.task_apis import TaskAPIs
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+LIVENESS = "liveness"
+"""The health name for start-up and liveness probes (Triton's /v2/health/live): SERVING from the end of start-up,
+whatever loaded, until the process exits. A model that fails to load turns `""` off (strict readiness), not this,
+so a probe on it restarts only a server that stops answering."""
 
 
 class App:
     def __init__(self, settings: ServerSettings) -> None:
         check_device(settings.device, available_providers())
+        repository = ModelRepository(settings.model_repository)
+        repository.require_models()
         self.authorizer = _authorizer(settings)
         self.settings = settings
         self.metrics = Metrics()
         self.metrics_endpoint = MetricsEndpoint(self.metrics.registry)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="infer")
-        self.registry = ModelRegistry(
-            ModelRepository(settings.model_repository), self.metrics, self.executor, settings.device
-        )
+        self.registry = ModelRegistry(repository, self.metrics, self.executor, settings.device)
         self.health = HealthServicer()
-        self.ready = False
+        self.started = False
+        """Start-up has finished (the models were loaded) and the server is not draining."""
         self.draining = False
         self.port = 0
         self.metrics_port: int | None = None
@@ -61,7 +68,7 @@ class App:
             self.metrics.pending_response_bytes,
         )
         control = settings.model_control_mode == "explicit"
-        inference = InferenceServicer(self.registry, recorder, lambda: self.ready, pending, model_control=control)
+        inference = InferenceServicer(self.registry, recorder, self.ready, pending, model_control=control)
         self.tasks = TaskAPIs(self.registry)
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES), self.authorizer)
@@ -76,7 +83,7 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
-        await self._set_health(NOT_SERVING)
+        await self._update_health()
         await self.server.start()
         if s.metrics_port is not None:
             try:
@@ -93,16 +100,20 @@ class App:
                    "health": self.health_port},
         )  # fmt: skip
         await self.registry.load_all()
-        self.ready = True
-        await self._set_health(SERVING)
+        self.started = True
+        await self._update_health()
         loaded = sorted({p.name for p in self.registry.loaded()})
-        log.info("ready", extra={"models": loaded, "repository": str(self.registry.repository.root)})
+        extra = {"models": loaded, "repository": str(self.registry.repository.root)}
+        if self.ready():
+            log.info("ready", extra=extra)
+        else:
+            log.error("started, not ready: a model failed to load (see above; --strict-readiness)", extra=extra)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_seconds if grace is None else grace
-        self.ready, self.draining = False, True
+        self.started, self.draining = False, True
         log.info("draining", extra={"grace_seconds": grace})
-        await self._set_health(NOT_SERVING)
+        await self._update_health()
         # Clients that watch health (or a load balancer's probes) move away before new calls are refused:
         # calls that reach a stopping gRPC server before their handler starts are cancelled.
         await asyncio.sleep(min(self.settings.drain_notice_s, grace))
@@ -124,17 +135,27 @@ class App:
         await stop.wait()
         await self.stop()
 
+    def ready(self) -> bool:
+        """Health `""` and the V2 service SERVING, `ServerReady` true: started and not draining, and with strict
+        readiness every model the server is meant to serve serving (`ModelRegistry.all_ready`)."""
+        return self.started and (not self.settings.strict_readiness or self.registry.all_ready())
+
     def _health_changed(self) -> None:
-        if self.ready:
-            task = asyncio.get_running_loop().create_task(self._set_health(SERVING))
+        if self.started:
+            task = asyncio.get_running_loop().create_task(self._update_health())
             self._background.add(task)  # keep a reference until done, or the loop may drop it
             task.add_done_callback(self._background.discard)
 
-    async def _set_health(self, status: int) -> None:
+    async def _update_health(self) -> None:
+        """Every health status from the current state. A task service serves while started and a model can serve
+        its task, whatever strict readiness says of the other models: its clients need only that one."""
+        ready = self.ready()
         for name in ("", *self.services):
             task = TASK_SERVICES.get(name)
-            serving = status == SERVING and (task is None or self.tasks.serves(task))
+            serving = ready if task is None else self.started and self.tasks.serves(task)
             await self.health.set(name, SERVING if serving else NOT_SERVING)  # type: ignore[arg-type]
+        live = self.started or self.draining
+        await self.health.set(LIVENESS, SERVING if live else NOT_SERVING)  # type: ignore[arg-type]
 
 
 def _authorizer(settings: ServerSettings) -> Authorizer | None:

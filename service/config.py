@@ -519,6 +519,11 @@ class ServerSettings(BaseSettings):
     are configured). Loading a model runs code from the repository, so it is off unless asked for."""
     health_port: int | None = Field(default=None, ge=0, le=65535)
     """A plaintext port serving only grpc.health.v1.Health (Kubernetes' gRPC probes cannot speak TLS)."""
+    strict_readiness: bool = True
+    """Ready (health `""` SERVING, `ServerReady` true) only while every model the server is meant to serve is
+    loaded: one that failed to load (at start-up or on a `RepositoryModelLoad`) makes it not ready until it
+    loads or is unloaded. `false`: ready once start-up has finished, until it drains (Triton's
+    `--strict-readiness`)."""
 
     @model_validator(mode="after")
     def _tls_complete(self) -> ServerSettings:

@@ -6,6 +6,7 @@ lookups. Names are listed in the README; the Grafana dashboard queries only thes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -54,7 +55,18 @@ class Metrics:
             "Bytes of responses handed to gRPC whose calls have not ended (clients that read slowly hold them).",
             registry=r,
         )
-        self.model_ready = Gauge("deepserve_model_ready", "1 when the model version serves.", MODEL, registry=r)
+        self.model_ready = Gauge(
+            "deepserve_model_ready",
+            "1 while the model version serves; 0 for the versions of a model that failed to load (version \"\" when "
+            "its versions are unknown). Versions replaced or unloaded on purpose have no series.",
+            MODEL, registry=r,
+        )  # fmt: skip
+        self.load_failures = Counter(
+            "deepserve_model_load_failures",
+            "Loads of a model that failed (at start-up, or on RepositoryModelLoad), whether or not an older version "
+            "kept serving.",
+            ("model",), registry=r,
+        )  # fmt: skip
         self.ttft = Histogram(
             "deepserve_generation_time_to_first_token_seconds", "Time from request to its first token.",
             MODEL, buckets=LATENCY_BUCKETS, registry=r,
@@ -81,13 +93,36 @@ class Metrics:
             queue_capacity=self.queue_capacity.labels(*labels),
             inflight=self.inflight.labels(*labels),
             rejected={r: self.rejected.labels(*labels, r) for r in ("queue_full", "deadline", "cancelled")},
-            ready=self.model_ready.labels(*labels),
+        )
+
+    def for_generation(self, model: str, version: str) -> GenerationModelMetrics:
+        """The generation metrics' children, bound only for a model that generates (its scheduler), so that
+        other models export no series of zeros."""
+        labels = (model, version)
+        return GenerationModelMetrics(
             ttft=self.ttft.labels(*labels),
             inter_token=self.inter_token.labels(*labels),
             tokens=self.tokens.labels(*labels),
             active_sequences=self.active_sequences.labels(*labels),
             waiting_sequences=self.waiting_sequences.labels(*labels),
         )
+
+    def model_loaded(self, model: str, versions: Iterable[str]) -> None:
+        for version in versions:
+            self.model_ready.labels(model, version).set(1)
+
+    def load_failed(self, model: str, versions: Iterable[str]) -> None:
+        """A load of `model` failed: count it, and export `deepserve_model_ready` 0 for `versions` (those it would
+        have served; empty when an older version keeps serving)."""
+        self.load_failures.labels(model).inc()
+        for version in versions:
+            self.model_ready.labels(model, version).set(0)
+
+    def forget_ready(self, model: str, versions: Iterable[str]) -> None:
+        """No `deepserve_model_ready` series for `versions` any more: replaced or unloaded on purpose, or the
+        versions of a failed load once the model loads or is unloaded (an alert on 0 then resolves)."""
+        for version in versions:
+            self.model_ready.remove(model, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +136,12 @@ class ModelMetrics:
     queue_capacity: Gauge
     inflight: Gauge
     rejected: dict[str, Counter]
-    ready: Gauge
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationModelMetrics:
+    """Children of the generation metrics bound to one version of a text_generation model."""
+
     ttft: Histogram
     inter_token: Histogram
     tokens: Counter

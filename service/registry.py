@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from service.config import Device
@@ -45,6 +45,9 @@ class ModelRegistry:
         self.device = device
         self._models: dict[str, dict[str, ModelPipeline]] = {}
         self._failed: dict[str, str] = {}
+        """Models whose last load failed → why. A load that succeeds, or an unload, clears it."""
+        self._unready: dict[str, list[str]] = {}
+        """Models that failed to load with no version serving → the versions exported as `deepserve_model_ready` 0."""
         self._loading: set[str] = set()
         self._lock = asyncio.Lock()
         self.listeners: list[Callable[[], None]] = []
@@ -76,6 +79,12 @@ class ModelRegistry:
             return False
         return True
 
+    def all_ready(self) -> bool:
+        """Strict readiness: a model serves, and so does every model the server is meant to serve: each one whose load
+        was asked for (all of the repository's at start-up, then `load`) and that was not unloaded since. A model
+        whose reload failed while its older versions keep serving counts as serving."""
+        return bool(self._models) and all(name in self._models for name in self._failed)
+
     def loaded(self) -> list[ModelPipeline]:
         return [p for versions in self._models.values() for p in versions.values()]
 
@@ -103,12 +112,9 @@ class ModelRegistry:
 
     # ---- changes ---------------------------------------------------------------------------------
     async def load_all(self) -> None:
-        names = self.repository.names()
-        if not self.repository.exists():
-            log.warning("model repository does not exist; serving no models", extra={"path": str(self.repository.root)})
-        elif not names:
-            log.warning("model repository is empty; serving no models", extra={"path": str(self.repository.root)})
-        for name in names:
+        """Load every model of the repository (which `App` has checked holds some); one that fails is logged and
+        left UNAVAILABLE, and the others load."""
+        for name in self.repository.names():
             try:
                 await self.load(name)
             except DeepserveError as err:
@@ -117,29 +123,33 @@ class ModelRegistry:
     async def load(self, name: str) -> None:
         """(Re)load every selected version of `name`; on failure the versions already serving stay."""
         async with self._lock:
+            self.repository.model_dir(name)  # NOT_FOUND for names outside the repository, before a metric names it
+            self.metrics.load_failures.labels(name)  # at 0 before any failure, so that increase() sees the first
             self._loading.add(name)
+            entry: ModelEntry | None = None
             try:
                 entry = self.repository.load(name)
                 new = await asyncio.to_thread(self._build, entry)
             except ModelNotFoundError:
                 raise
             except DeepserveError as err:
-                self._failed[name] = err.message
+                self._load_failed(name, err.message, entry)
                 raise
             except Exception:
                 log.exception("unexpected error loading model", extra={"model": name})
                 error = ModelLoadError(f"model '{name}': failed to load, unexpectedly (the server log has the details)")
-                self._failed[name] = error.message
+                self._load_failed(name, error.message, entry)
                 raise error from None
             finally:
                 self._loading.discard(name)
             old = self._models.get(name, {})
-            for pipeline in new.values():
-                pipeline.metrics.ready.set(1)
             self._models[name] = new
             self._failed.pop(name, None)
+            gone = [*old, *self._unready.pop(name, [])]
+            self.metrics.forget_ready(name, [v for v in gone if v not in new])
+            self.metrics.model_loaded(name, new)
             self._notify()
-        await self._release(old, serving=new)
+        await self._release(old)
         log.info("model ready", extra={"model": name, "versions": sorted(new, key=int)})
 
     async def unload(self, name: str, timeout: float | None = 30.0) -> None:
@@ -147,6 +157,7 @@ class ModelRegistry:
             self.repository.model_dir(name)  # NOT_FOUND for names outside the repository
             old = self._models.pop(name, {})
             self._failed.pop(name, None)
+            self.metrics.forget_ready(name, [*old, *self._unready.pop(name, [])])  # not expected to serve: no series
             self._notify()
         await self._release(old, timeout=timeout)
         log.info("model unloaded", extra={"model": name})
@@ -156,14 +167,24 @@ class ModelRegistry:
         self._notify()
         await asyncio.gather(*(p.close(timeout) for versions in models.values() for p in versions.values()))
 
+    def _load_failed(self, name: str, reason: str, entry: ModelEntry | None) -> None:
+        """Remember why `name` failed to load and count it. When no version of it serves, the versions it would have
+        served (or "", when its config did not read) are exported as not ready."""
+        self._failed[name] = reason
+        unready: list[str] = []
+        if name not in self._models:
+            unready = list(entry.versions) if entry is not None else [""]
+            self.metrics.forget_ready(name, [v for v in self._unready.get(name, []) if v not in unready])
+            self._unready[name] = unready
+        self.metrics.load_failed(name, unready)
+        self._notify()
+
     def _notify(self) -> None:
         for listener in self.listeners:
             listener()
 
     @staticmethod
-    async def _release(
-        old: dict[str, ModelPipeline], serving: Container[str] = (), timeout: float | None = None
-    ) -> None:
+    async def _release(old: dict[str, ModelPipeline], timeout: float | None = None) -> None:
         """Close replaced or unloaded versions (queued requests get up to `timeout`), let go of them, then hand
         the memory their sessions held back to the OS, so that reloads don't grow the process."""
         if not old:
@@ -171,8 +192,6 @@ class ModelRegistry:
         pipelines = list(old.values())
         old.clear()  # the caller's dict; from here `pipelines` holds this registry's last references
         for pipeline in pipelines:
-            if pipeline.version not in serving:
-                pipeline.metrics.ready.set(0)
             await pipeline.close(timeout)
         del pipeline, pipelines
         await asyncio.to_thread(release_memory)

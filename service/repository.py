@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.config import CONFIG_FILE, ModelConfig, inside, load_model_config, model_files
-from service.errors import ModelLoadError, ModelNotFoundError, quoted
+from service.errors import ConfigError, ModelLoadError, ModelNotFoundError, quoted
 
 MODEL_FILE = "model.onnx"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -40,6 +40,19 @@ class ModelRepository:
         if not self.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
+
+    def require_models(self) -> list[str]:
+        """`names()`, which must not be empty: a missing or empty repository is a mistake in the settings, and a
+        server with nothing to serve must not start (and report ready)."""
+        where = f"--model-repository {self.root}"
+        if not self.root.exists():
+            raise ConfigError(f"{where} does not exist; point --model-repository (DEEPSERVE_MODEL_REPOSITORY) at it")
+        if not self.exists():
+            raise ConfigError(f"{where} is not a folder; it must hold one folder per model")
+        names = self.names()
+        if not names:
+            raise ConfigError(f"{where} holds no models: expected <name>/{CONFIG_FILE} and <name>/1/{MODEL_FILE}")
+        return names
 
     def model_dir(self, name: str) -> Path:
         """The folder of model `name`; NOT_FOUND for names that are not plain folder names in the repository."""

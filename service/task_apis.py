@@ -28,7 +28,7 @@ from service.batching.sequences import Finished, FinishReason, TextChunk
 from service.config import Task
 from service.errors import DeepserveError, InvalidInputError, UnavailableError
 from service.memory import release_memory
-from service.metrics import ModelMetrics
+from service.metrics import GenerationModelMetrics, ModelMetrics
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
 from service.tasks.image_classification import ImageClassification, LabelScore, pixels
@@ -81,22 +81,24 @@ class GenerationDone:
 
 
 class GenerationMetrics:
-    """The scheduler's events → the model's Prometheus metrics."""
+    """The scheduler's events → the model's Prometheus metrics (the generation ones exist only for models that
+    generate: `Metrics.for_generation`)."""
 
-    def __init__(self, metrics: ModelMetrics) -> None:
+    def __init__(self, metrics: ModelMetrics, generation: GenerationModelMetrics) -> None:
         self.m = metrics
+        self.g = generation
 
     def sequences(self, active: int, waiting: int) -> None:
-        self.m.active_sequences.set(active)
-        self.m.waiting_sequences.set(waiting)
+        self.g.active_sequences.set(active)
+        self.g.waiting_sequences.set(waiting)
 
     def step(self, batch: int, seconds: float) -> None:
         self.m.batch_size.observe(batch)
         self.m.compute_duration.observe(seconds)
 
     def token(self, seconds: float, first: bool) -> None:
-        (self.m.ttft if first else self.m.inter_token).observe(seconds)
-        self.m.tokens.inc()
+        (self.g.ttft if first else self.g.inter_token).observe(seconds)
+        self.g.tokens.inc()
 
     def rejected(self, reason: str) -> None:
         self.m.rejected[reason].inc()
@@ -198,10 +200,14 @@ class TaskAPIs:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    def _get(self, kind: Task, model: str, version: str, expected: type[T]) -> tuple[ModelPipeline, T]:
+    def choose(self, kind: Task, model: str = "", version: str = "") -> ModelPipeline:
+        """The model a request for `kind` goes to: the one it names, else the task's default."""
         if version and not model:
             raise InvalidInputError("model_version needs model_name")
-        pipeline = self.registry.get(model, version) if model else self.registry.by_task(kind.value)
+        return self.registry.get(model, version) if model else self.registry.by_task(kind.value)
+
+    def _get(self, kind: Task, model: str, version: str, expected: type[T]) -> tuple[ModelPipeline, T]:
+        pipeline = self.choose(kind, model, version)
         if pipeline.config.task is not kind:
             raise InvalidInputError(
                 f"model '{pipeline.name}' serves the task {pipeline.config.task.value}, not {kind.value}; "
@@ -228,9 +234,10 @@ class TaskAPIs:
             return _Handler(pipeline, error="its task assets failed to load (the server log has the details)")
         handler = _Handler(pipeline, task)
         if isinstance(task, TextGeneration):
+            generation = self.registry.metrics.for_generation(pipeline.name, pipeline.version)
             handler.scheduler = GenerationScheduler(
                 f"{pipeline.name}:{pipeline.version}", _decoders(pipeline, task), _scheduler_config(task),
-                GenerationMetrics(pipeline.metrics),
+                GenerationMetrics(pipeline.metrics, generation),
             )  # fmt: skip
             handler.scheduler.start()
         return handler

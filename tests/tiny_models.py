@@ -156,3 +156,21 @@ def make_repository(
         config, build = CONFIGS[name]
         _write(root, name, config, build)
     return root
+
+
+def not_onnx(path: Path) -> None:
+    """A model.onnx that is not an ONNX model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00not an onnx model")
+
+
+def make_broken(root: Path, name: str = "broken", part: str = "model") -> Path:
+    """A model that fails to load, next to the others in `root`: an add_sub whose model.onnx is not ONNX
+    (`part="model"`: the version it would serve, 1, is known), or whose config.yaml has an unknown key
+    (`part="config"`: its versions are not)."""
+    config, build = CONFIGS["add_sub"]
+    if part == "config":
+        _write(root, name, {**config, "bogus": 1}, build)
+    else:
+        _write(root, name, config, not_onnx)
+    return root

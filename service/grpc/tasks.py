@@ -20,6 +20,7 @@ import grpc
 
 from service.batching.sequences import FinishReason, TextChunk
 from service.config import Task
+from service.errors import DeepserveError
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
 from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
@@ -47,16 +48,28 @@ FINISH_REASONS = {
 
 
 class _Servicer:
+    task: Task
+    """The task of the service's default model."""
+
     def __init__(self, core: TaskAPIs, recorder: RequestRecorder, pending: PendingResponses) -> None:
         self.core = core
         self.recorder = recorder
         self.pending = pending
 
     def _record(self, request: Any, model: str, version: str, api: str, code: str, seconds: float) -> None:
-        """Metrics by the model that answered; by the requested one only if it exists (bounded labels)."""
-        if not model and self.core.registry.is_ready(request.model_name, request.model_version):
-            model, version = request.model_name, request.model_version  # only loaded names and versions
+        """Metrics by the model that answered. A call that ended without an answer naming it (an error, a deadline,
+        a cancel) counts under the model it went to: the one it names, or the task's default, if loaded (only
+        loaded names and versions, so labels stay bounded); else under `_unknown`."""
+        if not model:
+            model, version = self._chosen(request)
         self.recorder.record(model or UNKNOWN_MODEL, version, api, code, seconds)
+
+    def _chosen(self, request: Any) -> tuple[str, str]:
+        try:
+            pipeline = self.core.choose(self.task, request.model_name, request.model_version)
+        except DeepserveError:
+            return "", ""
+        return pipeline.name, pipeline.version
 
 
 def unary(api: str) -> Callable:
@@ -157,6 +170,8 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class ImageClassifierServicer(_Servicer):
+    task = Task.IMAGE_CLASSIFICATION
+
     @unary("classify")
     async def Classify(self, request: ic.ClassifyRequest, context: grpc.aio.ServicerContext) -> ic.ClassifyResponse:
         result = await self.core.classify(
@@ -178,6 +193,8 @@ class ImageClassifierServicer(_Servicer):
 
 
 class SentimentAnalyzerServicer(_Servicer):
+    task = Task.SENTIMENT
+
     @unary("sentiment")
     async def Analyze(self, request: sa.AnalyzeRequest, context: grpc.aio.ServicerContext) -> sa.AnalyzeResponse:
         result = await self.core.analyze(
@@ -197,6 +214,8 @@ class SentimentAnalyzerServicer(_Servicer):
 
 
 class TextGeneratorServicer(_Servicer):
+    task = Task.TEXT_GENERATION
+
     @streaming("generate")
     async def Generate(
         self, request: tg.GenerateRequest, context: grpc.aio.ServicerContext

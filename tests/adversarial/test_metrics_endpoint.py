@@ -58,7 +58,7 @@ def test_metrics_honours_name_filter_accept_and_gzip(committed: Server) -> None:
 
 
 def test_only_metrics_is_served(committed: Server) -> None:
-    for path in ("/", "/foo", "/metrics/", "/favicon.ico", "/metricsfoo"):
+    for path in ("/", "/foo", "/metrics/", "/favicon.ico", "/metricsfoo", "/v2/health/ready", "/healthz"):
         status, _, body = request(committed, "GET", path)
         assert status == 404, path
         assert b"deepserve_" not in body

@@ -27,10 +27,13 @@ METRICS = {
     "deepserve_request_duration_seconds", "deepserve_requests_total", "deepserve_queue_duration_seconds",
     "deepserve_compute_duration_seconds", "deepserve_batch_size", "deepserve_queue_depth",
     "deepserve_queue_capacity", "deepserve_inflight_requests", "deepserve_rejected_requests_total",
-    "deepserve_model_ready", "deepserve_generation_time_to_first_token_seconds",
+    "deepserve_model_ready", "deepserve_model_load_failures_total", "deepserve_generation_time_to_first_token_seconds",
     "deepserve_generation_inter_token_latency_seconds", "deepserve_generation_tokens_total",
     "deepserve_generation_active_sequences", "deepserve_generation_waiting_sequences",
 }  # fmt: skip
+# The grpc.health.v1 name each probe asks for: readiness the overall "" (strict readiness: every model loaded),
+# start-up and liveness "liveness" (start-up finished; a broken model must not restart the pod).
+PROBED_SERVICES = {"startupProbe": "liveness", "readinessProbe": "", "livenessProbe": "liveness"}
 
 
 def build(overlay: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -82,8 +85,8 @@ def test_ports_probes_and_services_agree(objects: dict[tuple[str, str], dict[str
         expected["health"] = int(env["DEEPSERVE_HEALTH_PORT"])
     assert ports == expected
     probed = ports.get("health", ports["grpc"])  # the kubelet's gRPC probes cannot speak TLS
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"] == {"port": probed, "service": ""}, probe
+    for probe, service in PROBED_SERVICES.items():
+        assert container[probe]["grpc"] == {"port": probed, "service": service}, probe
 
     grpc_svc, metrics_svc = objects[("Service", "deepserve-grpc")], objects[("Service", "deepserve-metrics")]
     assert grpc_svc["spec"]["clusterIP"] == "None", "gRPC clients balance over a headless Service's pod IPs"

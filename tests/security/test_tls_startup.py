@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from service.errors import ConfigError
 from service.grpc.tls import CertificateFiles
 from tests.security.certs import CertAuthority
+from tests.tiny_models import make_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,8 +68,9 @@ def test_unusable_files_are_config_errors_naming_the_flag(
 def test_serve_exits_with_the_message(ca: CertAuthority, tmp_path: Path) -> None:
     cert, key = ca.server().write(tmp_path, "server")
     key.write_bytes(ca.server().key)
+    repo = make_repository(tmp_path / "models", names=("add_sub",))  # an empty one would stop it first
     command = [
-        sys.executable, "-m", "service", "serve", "--model-repository", str(tmp_path), "--port", "0",
+        sys.executable, "-m", "service", "serve", "--model-repository", str(repo), "--port", "0",
         "--metrics-port", "0", "--device", "cpu", "--tls-cert-file", str(cert), "--tls-key-file", str(key),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)

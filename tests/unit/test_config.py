@@ -185,3 +185,13 @@ def test_server_settings_read_env_and_reject_unknown(monkeypatch: pytest.MonkeyP
         ServerSettings(port=70000)
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         ServerSettings(bogus=1)  # type: ignore[call-arg]
+
+
+def test_strict_readiness_is_the_default_and_reads_true_or_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEEPSERVE_STRICT_READINESS", raising=False)
+    assert ServerSettings().strict_readiness is True
+    monkeypatch.setenv("DEEPSERVE_STRICT_READINESS", "false")
+    assert ServerSettings().strict_readiness is False
+    assert ServerSettings(strict_readiness="true").strict_readiness is True  # type: ignore[arg-type]  # as the flag
+    with pytest.raises(ValueError, match="strict_readiness"):
+        ServerSettings(strict_readiness="maybe")  # type: ignore[arg-type]

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
 
-from service.errors import InvalidInputError
+from service.config import Task
+from service.errors import InvalidInputError, ModelNotFoundError
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc.backpressure import PendingResponses
 from service.grpc.requests import guarded
@@ -37,13 +39,14 @@ class Recorder:
         self.calls.append((model, version, api, code))
 
 
-class Registry:
-    def is_ready(self, model: str, version: str) -> bool:
-        return model == "lm"
-
-
 class Core:
-    registry = Registry()
+    """The one model, `lm` version 3, is the default for generation; a call that ends without naming the model
+    that answered is counted under it (named or not)."""
+
+    def choose(self, kind: Task, model: str = "", version: str = "") -> SimpleNamespace:
+        if model not in ("", "lm") or version not in ("", "3"):
+            raise ModelNotFoundError(f"unknown model {model!r}")
+        return SimpleNamespace(name="lm", version="3")
 
 
 class Context:
@@ -85,6 +88,8 @@ class Context:
 
 
 class Servicer(_Servicer):
+    task = Task.TEXT_GENERATION
+
     def __init__(self, script: Script) -> None:
         super().__init__(Core(), Recorder(), PendingResponses(1 << 30, 1 << 30))  # type: ignore[arg-type]
         self.script = script
@@ -134,7 +139,7 @@ async def test_cancelled_while_a_message_is_written_counts_once_as_the_client_se
     task = asyncio.create_task(guarded_call(servicer)(REQUEST, context))
     await context.stalled.wait()  # the handler is suspended at its `yield`, gRPC is writing
     await cancel(task, context)
-    assert servicer.counted == [("lm", "", "generate", code)]
+    assert servicer.counted == [("lm", "3", "generate", code)]
 
 
 @pytest.mark.parametrize(("remaining", "code"), [(30.0, "CANCELLED"), (0.0, "DEADLINE_EXCEEDED")])
@@ -151,7 +156,7 @@ async def test_cancelled_while_computing_counts_once(remaining: float, code: str
     task = asyncio.create_task(guarded_call(servicer)(REQUEST, context))
     await computing.wait()
     await cancel(task, context)
-    assert servicer.counted == [("lm", "", "generate", code)]
+    assert servicer.counted == [("lm", "3", "generate", code)]
 
 
 async def test_a_handler_dropped_at_a_yield_is_counted_when_the_call_is_done_and_only_then() -> None:
@@ -168,9 +173,9 @@ async def test_a_handler_dropped_at_a_yield_is_counted_when_the_call_is_done_and
     task = asyncio.create_task(grpc_aio_loop())
     await context.stalled.wait()
     await cancel(task, context)
-    assert servicer.counted == [("lm", "", "generate", "CANCELLED")]
+    assert servicer.counted == [("lm", "3", "generate", "CANCELLED")]
     await responses.aclose()  # what the finalizer does, later
-    assert servicer.counted == [("lm", "", "generate", "CANCELLED")]
+    assert servicer.counted == [("lm", "3", "generate", "CANCELLED")]
 
 
 async def test_a_stream_that_ends_counts_once_as_ok_by_the_model_that_answered_before_the_call_is_done() -> None:
@@ -186,6 +191,16 @@ async def test_a_stream_that_ends_counts_once_as_ok_by_the_model_that_answered_b
     assert servicer.counted == [("lm", "3", "generate", "OK")]
 
 
+async def test_an_unknown_model_counts_as_unknown() -> None:
+    async def fails() -> AsyncIterator[tg.GenerateResponse]:
+        raise ModelNotFoundError("unknown model 'nope'")
+        yield DELTA
+
+    servicer, context = Servicer(fails), Context()
+    assert await guarded_call(servicer)(tg.GenerateRequest(prompt="Hello", model_name="nope"), context) is None
+    assert servicer.counted == [("_unknown", "", "generate", "NOT_FOUND")]
+
+
 async def test_an_error_counts_once_with_its_status() -> None:
     async def fails() -> AsyncIterator[tg.GenerateResponse]:
         yield DELTA
@@ -195,4 +210,4 @@ async def test_an_error_counts_once_with_its_status() -> None:
     assert await guarded_call(servicer)(REQUEST, context) is None
     assert context.code is grpc.StatusCode.INVALID_ARGUMENT
     context.done()
-    assert servicer.counted == [("lm", "", "generate", "INVALID_ARGUMENT")]
+    assert servicer.counted == [("lm", "3", "generate", "INVALID_ARGUMENT")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +18,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import task_apis
 from service.client import ClientError, GenerationStream, TaskClient
+from service.config import Task
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc
 from tests.conftest import RunningServer, start_server
@@ -148,7 +151,7 @@ def test_every_cancelled_stream_is_counted_once_as_cancelled(server: RunningServ
     scheduler = server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None
     registry = server.app.metrics.registry
-    labels = {"model": "slow_lm", "version": "", "api": "generate"}
+    labels = {"model": "slow_lm", "version": "1", "api": "generate"}
 
     def counted(code: str) -> float:
         return registry.get_sample_value("deepserve_requests_total", {**labels, "code": code}) or 0
@@ -170,12 +173,16 @@ def test_every_cancelled_stream_is_counted_once_as_cancelled(server: RunningServ
     assert counted("OK") == before["OK"]
 
 
-def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer) -> None:
+@pytest.mark.parametrize("named", [True, False], ids=["named", "default_model"])
+def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer, named: bool) -> None:
+    """Counted under its model (named, or the task's default: slow_lm comes first by name), never `_unknown`."""
+    assert server.app.tasks.choose(Task.TEXT_GENERATION).name == "slow_lm"
     registry = server.app.metrics.registry
-    labels = {"model": "slow_lm", "version": "", "api": "generate", "code": "DEADLINE_EXCEEDED"}
+    labels = {"model": "slow_lm", "version": "1", "api": "generate", "code": "DEADLINE_EXCEEDED"}
+    unknown = {**labels, "model": "_unknown", "version": ""}
     before = registry.get_sample_value("deepserve_requests_total", labels) or 0
     with TaskClient(server.address, timeout=0.5) as client:
-        stream = client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm")
+        stream = client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm" if named else "")
         received: list[str] = []
         with pytest.raises(ClientError) as caught:
             for text in stream:
@@ -186,6 +193,7 @@ def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer) 
     assert scheduler is not None and eventually(lambda: scheduler.active == 0)
     # counted as the client saw it, whether gRPC's deadline or the scheduler's ended the stream
     assert eventually(lambda: registry.get_sample_value("deepserve_requests_total", labels) == before + 1)
+    assert registry.get_sample_value("deepserve_requests_total", unknown) is None
 
 
 def test_too_many_waiting_requests_get_queue_full(server: RunningServer) -> None:
@@ -255,6 +263,20 @@ def test_generation_metrics(server: RunningServer, client: TaskClient) -> None:
     assert registry.get_sample_value("deepserve_generation_tokens_total", labels) == tokens + 7
     assert registry.get_sample_value("deepserve_generation_time_to_first_token_seconds_count", labels) == ttft + 1
     assert registry.get_sample_value("deepserve_generation_inter_token_latency_seconds_count", labels)
+
+
+def test_generation_metrics_only_for_generation_models(server: RunningServer) -> None:
+    """Scraped over HTTP: every loaded model has its serving metrics; only text_generation models have the
+    generation ones (no series of zeros for the others)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.app.metrics_port}/metrics", timeout=5) as response:
+        families = list(text_string_to_metric_families(response.read().decode()))
+    models = lambda prefix: {  # noqa: E731
+        s.labels["model"] for f in families if f.name.startswith(prefix) for s in f.samples if "model" in s.labels
+    }
+    assert models("deepserve_queue_capacity") == {"quadrants", "tiny_sentiment", "tiny_lm", "slow_lm"}
+    assert models("deepserve_generation_") == {"tiny_lm", "slow_lm"}
+    for family in ("tokens", "active_sequences", "waiting_sequences", "time_to_first_token_seconds"):
+        assert models(f"deepserve_generation_{family}") == {"tiny_lm", "slow_lm"}, family
 
 
 def test_health_and_reflection_list_the_task_services(server: RunningServer) -> None:
