@@ -194,3 +194,14 @@ def test_failed_first_load_without_strict_readiness(tmp_path: Path) -> None:
         assert sample(scrape(running), "deepserve_model_ready", model="late", version="1") == 0
     finally:
         running.stop()
+
+
+def test_a_replaced_version_has_no_readiness_series(controlled: tuple[RunningServer, Path]) -> None:
+    """`deepserve_model_ready` 0 means a model that should serve and does not: a version a reload replaced is
+    not one of those (an alert on 0 would otherwise fire for it forever)."""
+    running, repo = controlled
+    add_sub(repo / "add_sub" / "2" / "model.onnx")
+    tc.InferenceServerClient(running.address).load_model("add_sub")
+    samples = scrape(running)
+    assert sample(samples, "deepserve_model_ready", model="add_sub", version="2") == 1
+    assert sample(samples, "deepserve_model_ready", model="add_sub", version="1") is None
