@@ -1,4 +1,6 @@
 # deepserve: `make run` serves models/ on 127.0.0.1:8001 (metrics :8002); `make test` runs lint, types, tests.
+# `make run` passes no flags, so DEEPSERVE_PORT, DEEPSERVE_METRICS_PORT, ... apply as they do to `deepserve serve`;
+# ARGS adds flags: `make run ARGS="--port 9001 --log-level debug"`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,11 +9,14 @@ TRAIN_STAMP := $(VENV)/.installed-train
 STUBS  := service/grpc/_generated/inference/grpc_service_pb2.py
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install install-train stubs run test lint typecheck unit train bench ops-check clean
+ARGS   ?=
+
+.PHONY: install install-train stubs run test lint typecheck unit train docs bench ops-check clean
 
 install: $(STAMP) $(STUBS)
 
 $(STAMP): pyproject.toml
+	@echo "Setting up $(VENV) with the project and its dev tools (once; a minute or two)."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -20,7 +25,8 @@ $(STAMP): pyproject.toml
 install-train: $(TRAIN_STAMP)
 
 $(TRAIN_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,train]'
+	@echo "Installing the train extra (TensorFlow, tf2onnx, scikit-learn: about 1.3 GB to download, a few minutes)."
+	$(BIN)/pip install -e '.[dev,train]'
 	touch $@
 
 stubs: $(STUBS)
@@ -29,7 +35,8 @@ $(STUBS): $(STAMP) $(PROTOS) service/grpc/codegen.py
 	$(BIN)/python -m service.grpc.codegen
 
 run: install
-	$(BIN)/deepserve serve --model-repository models --host 127.0.0.1 --port 8001 --metrics-port 8002
+	@echo "In another terminal: source .venv/bin/activate, then try the commands in docs/task-apis.md."
+	$(BIN)/deepserve serve $(ARGS)
 
 lint: install
 	$(BIN)/ruff check service training tests bench
@@ -45,7 +52,11 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 train: install-train
+	@echo "Training the three models: about 14 minutes on 2 CPU cores; progress per model below."
 	$(BIN)/deepserve-train all --output models
+
+docs: install  # rewrite the outputs of the docs' command examples from a run on the committed models
+	$(BIN)/python -m tests.e2e.docs_examples --update
 
 bench: install
 	$(BIN)/python bench/serving.py

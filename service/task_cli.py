@@ -178,7 +178,7 @@ def _generate(client: TaskClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(vars_of(summary))
     else:
-        print()
+        print(flush=True)  # before the summary on stderr, which a shell's 2>&1 would otherwise print first
         cut = ", prompt truncated" if summary.prompt_truncated else ""
         print(f"[{summary.finish_reason}: {summary.prompt_tokens} prompt tokens, {summary.generated_tokens} generated"
               f"{cut}; {summary.model} v{summary.version}]", file=sys.stderr)  # fmt: skip
