@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from service.config import ServerSettings
-from tests.ops.test_manifests import ROOT, build, by_kind, server_env
+from tests.ops.test_manifests import PROBED_SERVICES, ROOT, build, by_kind, server_env
 
 pytestmark = pytest.mark.ops
 
@@ -30,6 +30,8 @@ COMBINATIONS = (("tls-auth",), ("tls-auth", "mtls"), ("tls-auth", "cert-manager"
 FILE_SETTINGS = ("DEEPSERVE_TLS_CERT_FILE", "DEEPSERVE_TLS_KEY_FILE", "DEEPSERVE_TLS_CLIENT_CA_FILE",
                  "DEEPSERVE_AUTH_TOKENS_FILE")  # fmt: skip
 PRIVATE_KEY = re.compile(rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----")
+# Each overlay has its own namespace, so that both can run side by side (k8s/overlays/gpu).
+NAMESPACES = {"cpu": "deepserve", "gpu": "deepserve-gpu"}
 
 
 def overlay(tmp_path: Path, base: str, components: tuple[str, ...] = (), patches: list[Any] | None = None) -> Path:
@@ -96,10 +98,10 @@ def test_components_build_on_each_overlay(tmp_path: Path, base: str, components:
     # Probes on the plaintext health port, which is a named container port; gRPC stays on its own.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["health"] == int(env["DEEPSERVE_HEALTH_PORT"]) != ports["grpc"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"] == {"port": ports["health"], "service": ""}, probe
+    for probe, service in PROBED_SERVICES.items():
+        assert container[probe]["grpc"] == {"port": ports["health"], "service": service}, probe
     assert container["envFrom"] and "env" not in container, "settings come from the ConfigMap only"
-    namespaced_in(objects, "deepserve")
+    namespaced_in(objects, NAMESPACES[base])
 
     plain_container, _ = container_and_volumes(build(base))
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # only the port moved
@@ -115,8 +117,10 @@ def test_secure_overlays_are_the_plain_ones_with_tls_auth(base: str, tmp_path: P
     assert build(f"{base}-secure") == build(overlay(tmp_path, base, ("tls-auth",)))
 
 
-def test_cert_manager_issues_the_mounted_secret_for_the_grpc_service(tmp_path: Path) -> None:
-    objects = build(overlay(tmp_path, "cpu", ("tls-auth", "cert-manager")))
+@pytest.mark.parametrize("base", ["cpu", "gpu"])
+def test_cert_manager_issues_the_mounted_secret_for_the_grpc_service(tmp_path: Path, base: str) -> None:
+    objects = build(overlay(tmp_path, base, ("tls-auth", "cert-manager")))
+    namespaced_in(objects, NAMESPACES[base])  # the issuers and certificates follow the overlay's namespace
     certificate = objects[("Certificate", "deepserve-tls")]["spec"]
     _, volumes = container_and_volumes(objects)
     assert certificate["secretName"] == volumes["tls"]["secret"]["secretName"]
