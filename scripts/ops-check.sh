@@ -4,6 +4,10 @@
 #   promtool check/test        Prometheus config, rules, rule unit tests
 #   kubectl kustomize          every overlay builds (cpu, gpu and their -secure variants) ...
 #   kubernetes-validate        ... and validate (strict) against the Kubernetes API schemas
+#   scripts/ops_consistency.py what no tool sees: metric names against service/metrics.py, every alert
+#                              tested firing and quiet with a runbook, compose scrape port and Grafana
+#                              data source, Dockerfile COPY against .dockerignore, ServiceMonitors, and
+#                              k8s/monitoring against the compose rules and dashboard
 #   checkov                    k8s/ (rendered by kustomize) and the Dockerfile
 # Missing tools are installed: Debian packages with apt-get when running as root, Python tools into
 # .venv-ops. Exits non-zero when any check fails.
@@ -19,9 +23,12 @@ PY_TOOLS=(kubernetes-validate checkov pyyaml requests)
 failed=()
 
 say() { printf '\n== %s\n' "$*"; }
-run() {  # run NAME CMD...: record a failure instead of stopping, so one run reports everything
-    local name=$1; shift
-    if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failed+=("$name"); fi
+run() {  # run NAME CMD...: record a failure instead of stopping, so one run reports everything;
+         # returns the command's status, so a later step can depend on it
+    local name=$1 status=0; shift
+    "$@" || status=$?
+    if [ "$status" -eq 0 ]; then echo "ok: $name"; else echo "FAILED: $name (exit $status)"; failed+=("$name"); fi
+    return "$status"
 }
 
 install_debian() {  # install_debian PACKAGE... when a command is missing
@@ -65,7 +72,7 @@ built=$(mktemp -d)
 trap 'rm -rf "$built"' EXIT
 # Every overlay in k8s/overlays, and cpu and gpu with every component of k8s/components on (mtls and
 # cert-manager are opt-in, so no committed overlay lists them; a throwaway one does).
-overlays=(k8s/overlays/*/)
+overlays=(k8s/overlays/*/ k8s/monitoring/)
 for variant in cpu gpu; do
     all="$built/$variant-all-components"
     mkdir -p "$all"
@@ -85,16 +92,18 @@ for overlay in "${overlays[@]}"; do
     name=$(basename "$overlay")
     if run "kustomize $name" kubectl kustomize "$overlay" -o "$built/$name.yaml"; then
         for version in $K8S_VERSIONS; do
-            # The ServiceMonitor (Prometheus Operator) and cert-manager's Certificate and Issuer are CRDs
-            # with no schema in the Kubernetes API: they are reported as warnings and checked by
-            # tests/ops/test_manifests.py and tests/ops/test_security_manifests.py instead.
+            # The ServiceMonitor and PrometheusRule (Prometheus Operator) and cert-manager's Certificate
+            # and Issuer are CRDs with no schema in the Kubernetes API: they are reported as warnings and
+            # checked by scripts/ops_consistency.py, tests/ops/test_manifests.py and
+            # tests/ops/test_security_manifests.py instead.
             run "validate $name @ $version" "$OPS_VENV/bin/kubernetes-validate" --strict --quiet \
                 -k "$version" "$built/$name.yaml"
         done
     fi
 done
-run "prometheus-adapter values parse" "$OPS_VENV/bin/python" -c \
-    "import yaml, sys; d = yaml.safe_load(open('k8s/prometheus-adapter/values.yaml')); sys.exit(not d['rules']['custom'])"
+
+say "consistency (scripts/ops_consistency.py)"
+run "consistency" "$OPS_VENV/bin/python" scripts/ops_consistency.py
 
 say "checkov"
 # --skip-download: no network calls; findings are the built-in checks. Skips are annotated in the files.
