@@ -1,7 +1,9 @@
 """The monitoring files against real processes: a `deepserve serve` subprocess with traffic, and the
 Prometheus binary (loopback only, temporary data directory) scraping it with deploy/prometheus's scrape
 job and rules. Every PromQL query of the Grafana dashboard, every recording and alert rule, and the
-prometheus-adapter rule behind the HPA must evaluate without error and return data.
+prometheus-adapter rule behind the HPA must evaluate without error and return data; every series they read
+is one the running server exports. (That each alert fires when it should is promtool's part:
+deploy/prometheus/tests, run by scripts/ops-check.sh and tests/ops/test_consistency.py.)
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import grpc
 import numpy as np
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2
 
+from scripts import ops_consistency
 from tests.ops.servers import ROOT, Server, add_sub_request, check_add_sub, free_port, v2_stub
 from tests.tiny_models import make_repository
 
@@ -38,6 +42,9 @@ ADAPTER_VALUES = ROOT / "k8s/prometheus-adapter/values.yaml"
 # Grafana's variables, as Grafana would expand them for "All" models and a 1s scrape interval.
 GRAFANA_VARS = {"$model": ".*", "$__rate_interval": "1m"}
 GENERATION = "deepserve_generation_"
+# Series that exist only once something went wrong (the fixture's server is healthy): an alert that reads
+# them is checked against the server's declared metric families instead of against data.
+ON_FAILURE = {"deepserve_model_load_failures_total"}
 
 if PROMETHEUS is None:
     pytest.skip(
@@ -47,6 +54,7 @@ if PROMETHEUS is None:
 
 class Prometheus:
     def __init__(self, workdir: Path, target: str) -> None:
+        self.target = target
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = self._config(target)
@@ -239,14 +247,50 @@ def test_recording_rule_has_data(prometheus: Prometheus, record: str, expr: str)
         assert any(math.isfinite(v) for v in values(prometheus.query(record))), record
 
 
+def selectors(expr: str) -> list[str]:
+    """The vector selectors of a PromQL expression, with their label matchers (`name{a="b"}`)."""
+    found = []
+    for name in sorted(ops_consistency.promql_series(expr)):
+        for match in re.finditer(rf"(?<![\w:]){re.escape(name)}\s*(\{{[^}}]*\}})?(?![\w:(])", expr):
+            found.append(f"{name}{match.group(1) or ''}")
+    return found
+
+
 def test_alert_expressions_evaluate(prometheus: Prometheus) -> None:
-    """Alert expressions are valid PromQL over real series (they return nothing while all is well)."""
+    """Alert expressions are valid PromQL that return nothing while all is well; and they cannot be quiet for
+    the wrong reason: every series selector in them (label matchers included) has data from the live server,
+    so an alert on a misspelt metric or label value fails here (promtool's tests show each one firing)."""
     alerts = [r for r in all_rules(prometheus) if r["type"] == "alerting"]
-    assert alerts
+    assert {a["name"] for a in alerts} == {r["alert"] for r in ops_consistency.rules(ROOT) if "alert" in r}
     for alert in alerts:
         prometheus.query(alert["query"])  # raises on a PromQL error
     firing = {a["name"] for a in alerts if a["state"] != "inactive"}
     assert not firing, f"healthy test traffic must not fire alerts: {firing}"
+    empty = {}
+    for alert in alerts:
+        for selector in selectors(alert["query"]):
+            if any(selector.startswith(name) for name in ON_FAILURE):
+                continue  # no load failed here; test_every_series_read_is_exported_by_the_server covers it
+            if not prometheus.query(selector):
+                empty.setdefault(alert["name"], []).append(selector)
+    assert not empty, f"alert expressions select series without data: {empty}"
+
+
+def test_every_series_read_is_exported_by_the_server(prometheus: Prometheus) -> None:
+    """The dashboard, the rules and prometheus-adapter read only series that the running server declares on
+    its /metrics page (every metric family is listed there, with or without samples)."""
+    with urllib.request.urlopen(f"http://{prometheus.target}/metrics", timeout=5) as reply:
+        families = list(text_string_to_metric_families(reply.read().decode()))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exported = {f.name + s for f in families for s in suffixes.get(f.type, ("",))}
+    assert exported >= ON_FAILURE
+    recorded = {r["record"] for r in ops_consistency.rules(ROOT) if "record" in r}
+    reads = [rule["expr"] for rule in ops_consistency.rules(ROOT)]
+    reads += [expr for _, expr in ops_consistency.dashboard_queries(ROOT)]
+    adapter = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
+    reads += [rule[key] for rule in adapter for key in ("seriesQuery", "metricsQuery")]
+    read = set().union(*(ops_consistency.promql_series(expr) for expr in reads))
+    assert read - recorded - {"up"} <= exported, read - recorded - {"up"} - exported
 
 
 def test_prometheus_adapter_rules_return_per_target_values(prometheus: Prometheus) -> None:
