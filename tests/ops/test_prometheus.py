@@ -29,8 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2
 
 from scripts import ops_consistency
+from service.client import TaskClient
 from tests.ops.servers import ROOT, Server, add_sub_request, check_add_sub, free_port, v2_stub
 from tests.tiny_models import make_repository
+from tests.tiny_task_models import write_lm
 
 pytestmark = pytest.mark.ops
 
@@ -45,6 +47,7 @@ GENERATION = "deepserve_generation_"
 # Series that exist only once something went wrong (the fixture's server is healthy): an alert that reads
 # them is checked against the server's declared metric families instead of against data.
 ON_FAILURE = {"deepserve_model_load_failures_total"}
+GENERATION_MODEL = "tiny_lm"
 
 if PROMETHEUS is None:
     pytest.skip(
@@ -146,6 +149,7 @@ def send_traffic(address: str) -> None:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     root = tmp_path_factory.mktemp("prometheus")
     repo = make_repository(root / "models", ("add_sub", "token_sum"))
+    write_lm(repo, GENERATION_MODEL)  # the generation series exist only for a model that generates
     server = Server(repo, root / "deepserve.log").start()
     prom: Prometheus | None = None
     try:
@@ -155,6 +159,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         # Prometheus starts scraping new targets a few seconds after it is ready.
         wait_until(lambda: prom.query('up{job="deepserve"} == 1'), 30)
         send_traffic(server.address)
+        with TaskClient(server.address, timeout=30) as client:
+            assert client.generate("The quick brown fox", max_new_tokens=8, model=GENERATION_MODEL).text()
         # Enough scrapes after the traffic for rate() over the 1m window and for every rule to be evaluated.
         wait_until(lambda: prom.query('sum(deepserve_requests_total{code="INVALID_ARGUMENT"}) >= 5'), 30)
         time.sleep(3)
@@ -199,8 +205,9 @@ def test_dashboard_query_returns_data(prometheus: Prometheus, panel: str, expr: 
     if GENERATION not in expr:
         # Served models saw traffic: real numbers, not the NaN of an empty histogram.
         assert any(math.isfinite(v) for v in values(result)), f"{panel}: only NaN: {result}"
-    # The per-model selection works the same with one concrete model.
-    assert prometheus.query(expand(expr, **{"$model": "add_sub"})), f"{panel}: no data for model add_sub"
+    # The per-model selection works the same with one concrete model (of the kind the panel shows).
+    model = GENERATION_MODEL if GENERATION in expr else "add_sub"
+    assert prometheus.query(expand(expr, **{"$model": model})), f"{panel}: no data for model {model}"
 
 
 def test_model_variable_lists_served_models(prometheus: Prometheus) -> None:
@@ -208,7 +215,12 @@ def test_model_variable_lists_served_models(prometheus: Prometheus) -> None:
     variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "model")
     metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"]).groups()  # type: ignore[union-attr]
     models = prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
-    assert {"add_sub", "token_sum"} <= set(models)
+    assert {"add_sub", "token_sum", GENERATION_MODEL} <= set(models)
+
+
+def test_generation_series_only_for_the_generation_model(prometheus: Prometheus) -> None:
+    series = prometheus.query(f'{{__name__=~"{GENERATION}.*"}}')
+    assert series and {r["metric"]["model"] for r in series} == {GENERATION_MODEL}
 
 
 def all_rules(prometheus: Prometheus) -> list[dict[str, Any]]:
