@@ -12,7 +12,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from service.config import Device
-from service.errors import DeepserveError, ModelLoadError, ModelNotFoundError, UnavailableError, quoted
+from service.errors import (
+    DeepserveError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnavailableError,
+    quoted,
+)
 from service.memory import release_memory
 from service.metrics import Metrics
 from service.pipeline import ModelPipeline
@@ -61,9 +68,16 @@ class ModelRegistry:
                 raise UnavailableError(f"model {quoted(name)} is loading; retry shortly")
             if name in self._failed:
                 raise UnavailableError(f"model {quoted(name)} failed to load: {self._failed[name]}")
-            raise ModelNotFoundError(f"unknown model {quoted(name)}; available models: {_listed(sorted(self._models))}")
+            raise ModelNotFoundError(  # "Request for unknown model": Triton's wording, which tools check for
+                f"Request for unknown model {quoted(name)}; available models: {_listed(sorted(self._models))}"
+            )
         if not version:
             return versions[max(versions, key=int)]
+        if not version.isdigit():  # Triton's wording, which its example clients check for
+            raise InvalidInputError(
+                f"failed to get model version from specified version string {quoted(version)}: versions are "
+                "positive integers; leave it empty for the newest"
+            )
         pipeline = versions.get(version)
         if pipeline is None:
             raise ModelNotFoundError(

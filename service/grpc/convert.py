@@ -168,6 +168,12 @@ def decode_infer_request(
     """`time_remaining` is the gRPC deadline's remaining seconds (None without a deadline); `limits` are the
     model's, checked before any tensor is decoded."""
     raw_contents = request.raw_input_contents
+    mixed = next((t.name for t in request.inputs if t.HasField("contents")), None) if raw_contents else None
+    if mixed is not None:  # Triton's wording, which its example clients check for
+        raise InvalidInputError(
+            f"contents field must not be specified when using raw_input_contents for {quoted(mixed)} for model "
+            f"{quoted(request.model_name)}; send every input in raw_input_contents, or every one in contents"
+        )
     if raw_contents and len(raw_contents) != len(request.inputs):
         raise InvalidInputError(
             f"{len(raw_contents)} raw_input_contents for {len(request.inputs)} inputs; send one per input, or none"

@@ -73,7 +73,7 @@ def test_unknown_versions_share_one_label_so_metrics_do_not_grow(committed: Serv
 
         def calls(first: int, count: int) -> Counter[str]:
             futures = [
-                analyze.future(sa.AnalyzeRequest(texts=["ok"], model_name="sentiment_rnn", model_version=f"{v}x"))
+                analyze.future(sa.AnalyzeRequest(texts=["ok"], model_name="sentiment_rnn", model_version=str(1000 + v)))
                 for v in range(first, first + count)
             ]
             return Counter(f.exception().code().name for f in futures)  # type: ignore[union-attr]

@@ -66,7 +66,11 @@ BAD_REQUESTS: dict[str, tuple[Callable[[], pb.ModelInferRequest], grpc.StatusCod
         "unknown model 'nope'; available models: ['add_sub', 'bytes_identity', 'fp16_double', 'token_sum']",
     ),
     "unknown version": (lambda: add_sub(version="7"), NOT_FOUND, "model 'add_sub' has no version '7' loaded"),
-    "non-numeric version": (lambda: add_sub(version="latest"), NOT_FOUND, "has no version 'latest' loaded"),
+    "non-numeric version": (
+        lambda: add_sub(version="latest"),
+        INVALID,
+        "failed to get model version from specified version string 'latest': versions are positive integers",
+    ),
     "path traversal": (
         lambda: raw_request("../add_sub", fp32("INPUT0", 1, 4)),
         NOT_FOUND,

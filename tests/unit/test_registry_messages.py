@@ -23,7 +23,7 @@ def test_unknown_model_lists_at_most_max_listed_names() -> None:
     with pytest.raises(ModelNotFoundError) as caught:
         registry(names).get("x" * 100_000)
     message = caught.value.message
-    assert message.startswith("unknown model 'xxxx") and "…(99936 more characters)" in message
+    assert message.startswith("Request for unknown model 'xxxx") and "…(99936 more characters)" in message
     assert f"{names[MAX_LISTED - 1]!r}] and 5 more" in message and names[MAX_LISTED] not in message
     assert len(message) < 600
 
