@@ -17,6 +17,9 @@ from prometheus_client import Gauge
 
 from service.errors import PayloadTooLargeError
 
+COUNTED_FROM = 4096
+"""Smaller responses are not counted (most answers: labels, scores, a digit's probabilities). Even 10,000
+stalled calls of such responses hold under 100 MB."""
 COPIES = 2
 """Copies of a response the server holds until its call ends: the serialized bytes the handler returned
 and gRPC core's buffer (measured with a zero-window client)."""
@@ -40,6 +43,8 @@ class PendingResponses:
                 f"the server holds {self.total} bytes of responses that clients have not read "
                 f"(max_pending_response_bytes {self.total_limit}); retry later or on another replica"
             )
+        if not self._by_peer:  # nothing held anywhere: no need to ask who is calling
+            return
         held = self._by_peer.get(context.peer(), 0)
         if held >= self.connection_limit:
             raise PayloadTooLargeError(
@@ -49,7 +54,10 @@ class PendingResponses:
 
     def hold(self, context: grpc.aio.ServicerContext, size: int) -> None:
         """Count a response of `size` bytes until its call is done, or refuse it if it would go over a bound
-        (a response larger than a bound alone still goes out when nothing else is held)."""
+        (a response larger than a bound alone still goes out when nothing else is held). Responses under
+        `COUNTED_FROM` bytes are not counted: the bookkeeping would cost more than they can hold."""
+        if size < COUNTED_FROM:
+            return
         peer, size = context.peer(), size * COPIES
         held = self._by_peer.get(peer, 0)
         if (held and held + size > self.connection_limit) or (self.total and self.total + size > self.total_limit):
