@@ -21,11 +21,9 @@ import enum
 import hashlib
 import hmac
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from service.errors import ConfigError, PermissionDeniedError, QuotaExceededError, UnauthenticatedError
+from service.files import signature
 
 log = logging.getLogger(__name__)
 
@@ -169,23 +168,6 @@ class Tokens:
         return len(self.entries)
 
 
-@dataclass(frozen=True, slots=True)
-class _Signature:
-    """What changes when the file is rewritten or replaced (Kubernetes swaps a symlink: a new inode)."""
-
-    inode: int
-    size: int
-    mtime_ns: int
-
-
-def _signature(path: Path) -> _Signature | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return _Signature(st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class TokenStore:
     """The tokens of `path`, read again when the file changes (checked at most every `check_seconds`, when a
     request asks). A file that does not read or validate on reload keeps the last good tokens and logs an
@@ -197,7 +179,7 @@ class TokenStore:
         self.path = path
         self.check_seconds = check_seconds
         self.clock = clock
-        self._signature = _signature(path)
+        self._signature = signature(path)
         self._tokens = Tokens(read_tokens_file(path))
         self._checked = clock()
         log.info("auth tokens loaded", extra={"path": str(path), "tokens": [e.name for e in self._tokens.entries]})
@@ -210,10 +192,10 @@ class TokenStore:
         return self._tokens
 
     def _reload_if_changed(self) -> None:
-        signature = _signature(self.path)
-        if signature == self._signature:
+        seen = signature(self.path)
+        if seen == self._signature:
             return
-        self._signature = signature  # a broken file is reported once, not at every check
+        self._signature = seen  # a broken file is reported once, not at every check
         try:
             tokens = Tokens(read_tokens_file(self.path))
         except ConfigError as err:

@@ -33,9 +33,6 @@ class PendingResponses:
         self._by_peer: dict[str, int] = {}
         self._gauge = gauge
 
-    def pending(self, peer: str) -> int:
-        return self._by_peer.get(peer, 0)
-
     def admit(self, context: grpc.aio.ServicerContext) -> None:
         """Refuse new work for a connection (or the server) whose unread responses are over the bound."""
         if self.total >= self.total_limit:

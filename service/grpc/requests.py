@@ -33,8 +33,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from service.errors import DeepserveError
-from service.grpc.errors import fail
+from service.errors import DeepserveError, InvalidInputError
+from service.grpc.errors import fail, status_of
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def guarded(
 
     async def refuse(request: Unparsable, context: grpc.aio.ServicerContext) -> None:
         refused(method, request.message)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        await context.abort(*status_of(InvalidInputError(request.message)))  # abort: it must also end a stream
 
     async def checked(requests: AsyncIterable[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for request in requests:

@@ -16,7 +16,6 @@ bundle holding at least one CA certificate. gRPC core negotiates TLS 1.2 or 1.3 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ import grpc
 
 from service.config import ServerSettings
 from service.errors import ConfigError
+from service.files import Signature, signature
 
 log = logging.getLogger(__name__)
 
-_Stat = tuple[int, int, int, int, int] | None
 """(device, inode, size, mtime_ns, ctime_ns) of one file; None when it cannot be stat'ed."""
 
 
@@ -94,8 +93,8 @@ class CertificateFiles:
         log.info("TLS certificate reloaded; new connections get it", extra={"reloads": self.reloads})
         return pems.configuration()
 
-    def _stat(self) -> tuple[_Stat, ...]:
-        return tuple(_stat(path) for _, path in self.files)
+    def _stat(self) -> tuple[Signature | None, ...]:
+        return tuple(signature(path) for _, path in self.files)
 
     def _read(self) -> _Pems:
         """The files' contents, checked; `ConfigError` naming the flag when they do not check out."""
@@ -115,14 +114,6 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials:
     assert settings.tls_cert_file is not None and settings.tls_key_file is not None
     files = CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     return files.credentials()
-
-
-def _stat(path: Path) -> _Stat:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _read(flag: str, path: Path) -> bytes:

@@ -7,7 +7,7 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import tritonclient.grpc as triton
@@ -16,6 +16,7 @@ from service.client import TaskClient
 from tests.adversarial.conftest import MODELS, serve
 from tests.conftest import RunningServer, start_server
 from tests.ops.servers import Server
+from tests.waiting import eventually
 
 MODEL = "textgen_transformer"
 WARMUP, RELOADS, GENERATE_EVERY = 10, 60, 5
@@ -67,15 +68,6 @@ def in_process() -> Iterator[RunningServer]:
     running.stop()
 
 
-def wait_until(done: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_a_reload_frees_the_replaced_version_without_the_cycle_collector(in_process: RunningServer) -> None:
     """With the cycle collector off, the old version dies by reference counting alone: nothing holds it, not
     even in a reference cycle (which would keep its ONNX Runtime sessions until a rare full collection)."""
@@ -98,7 +90,7 @@ def test_a_reload_frees_the_replaced_version_without_the_cycle_collector(in_proc
         try:
             in_process.call(app.registry.load(MODEL))
             assert generate(client, 2)
-            freed = wait_until(lambda: all(ref() is None for ref in refs.values()))
+            freed = eventually(lambda: all(ref() is None for ref in refs.values()), 10.0)
             alive = [name for name, ref in refs.items() if ref() is not None]
         finally:
             gc.enable()

@@ -5,27 +5,17 @@ stalled connections go away."""
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import numpy as np
 
 from tests.adversarial.clients import code_of, digit_request, requests_counted, tokens, v2_request, v2_stub
 from tests.adversarial.h2client import StalledClient
 from tests.ops.servers import Server, metric
+from tests.waiting import eventually
 
 CONNECTIONS, CALLS = 10, 3
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 RESPONSE_MB = 16 * 128 * 2048 * 4 / 2**20  # textgen logits for a full batch: 16 MiB
-
-
-def wait_for(condition, timeout: float = 120.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_stalled_clients_hold_bounded_memory_and_give_it_back(committed: Server) -> None:
@@ -49,7 +39,7 @@ def test_stalled_clients_hold_bounded_memory_and_give_it_back(committed: Server)
             peak = max(peak, committed.rss_mb())
             return answered() == CONNECTIONS * CALLS
 
-        assert wait_for(all_answered), answered()
+        assert eventually(all_answered, 120, 0.2), answered()
         counted = requests_counted(committed, model="textgen_transformer", api="v2") - before
         # one response per stalled connection fits its bound (64 MiB, about three copies of a 16 MiB reply)
         assert counted == {"OK": CONNECTIONS, "RESOURCE_EXHAUSTED": CONNECTIONS * (CALLS - 1)}, counted
@@ -62,5 +52,5 @@ def test_stalled_clients_hold_bounded_memory_and_give_it_back(committed: Server)
     finally:
         for client in clients:
             client.close()
-    assert wait_for(lambda: metric(committed.scrape(), "deepserve_pending_response_bytes") == 0, 30)
-    assert wait_for(lambda: committed.rss_mb() - rss_before < 150, 30), (rss_before, committed.rss_mb())
+    assert eventually(lambda: metric(committed.scrape(), "deepserve_pending_response_bytes") == 0, 30, 0.2)
+    assert eventually(lambda: committed.rss_mb() - rss_before < 150, 30, 0.2), (rss_before, committed.rss_mb())

@@ -9,7 +9,7 @@ import asyncio
 import re
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,6 +24,7 @@ from service.config import ServerSettings
 from service.errors import ConfigError
 from tests.conftest import RunningServer, start_server
 from tests.tiny_models import add_sub, make_broken, make_repository, not_onnx
+from tests.waiting import eventually
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 V2 = "inference.GRPCInferenceService"
@@ -47,14 +48,6 @@ def health(running: RunningServer, service: str = "") -> int:
     with grpc.insecure_channel(running.address) as channel:
         request = health_pb2.HealthCheckRequest(service=service)
         return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status)
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Health follows a change from a task the registry's listener schedules: give it a moment."""
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        time.sleep(0.02)
-    return condition()
 
 
 def index(client: tc.InferenceServerClient) -> dict[str, tuple[str, str, str]]:

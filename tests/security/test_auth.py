@@ -32,6 +32,7 @@ from service.logs import JsonFormatter
 from tests.conftest import RunningServer, start_server
 from tests.tiny_models import make_repository
 from tests.tiny_task_models import make_task_repository
+from tests.waiting import eventually
 
 Code = grpc.StatusCode
 TOKENS = {name: f"{name}-{secrets.token_urlsafe(24)}" for name in ("reader", "ops", "both", "burst")}
@@ -89,12 +90,6 @@ def server(repo: Path, log: io.StringIO, tmp_path_factory: pytest.TempPathFactor
     running = start_server(repo, auth_tokens_file=path, model_control_mode="explicit")
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def channel(server: RunningServer) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address) as ch:
-        yield ch
 
 
 # ---- one call per RPC: each returns the status code it ended with -----------------------------------------
@@ -227,15 +222,6 @@ def slow_stream(ch: grpc.Channel) -> grpc.Call:
     return call  # type: ignore[no-any-return]
 
 
-def eventually(done: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_max_concurrent_requests(server: RunningServer, channel: grpc.Channel) -> None:
     assert server.app.authorizer is not None
     in_flight = server.app.authorizer.in_flight
@@ -249,12 +235,12 @@ def test_max_concurrent_requests(server: RunningServer, channel: grpc.Channel) -
         assert message.startswith(f"token 'burst' already has {BURST_LIMIT} requests in flight")
         assert status(analyze, channel, CREDENTIALS["reader"])[0] is Code.OK  # other tokens are not held back
         first.cancel()  # a cancelled stream frees its place
-        assert eventually(lambda: in_flight.count("burst") == 1)
+        assert eventually(lambda: in_flight.count("burst") == 1, timeout=10.0)
         assert status(analyze, channel, BURST)[0] is Code.OK
     finally:
         first.cancel()
         second.cancel()
-    assert eventually(lambda: in_flight.count("burst") == 0)
+    assert eventually(lambda: in_flight.count("burst") == 0, timeout=10.0)
 
 
 def test_a_stream_that_ends_frees_its_place(server: RunningServer, channel: grpc.Channel) -> None:

@@ -102,12 +102,6 @@ def server(root: Path) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="module")
-def channel(server: RunningServer) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address) as ch:
-        yield ch
-
-
-@pytest.fixture(scope="module")
 def seen() -> list[str]:
     """Every message a client read in this module; the last test scans them all."""
     return []

@@ -10,7 +10,7 @@ import contextlib
 import re
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_g
 from tests.conftest import RunningServer, start_server
 from tests.integration.tasks.conftest import serve_committed
 from tests.tiny_task_models import EOS_TRIGGER_TEXT, LM_CONTEXT, write_lm, write_quadrants
+from tests.waiting import eventually
 
 PROMPT = "The quick brown fox"
 
@@ -36,15 +37,6 @@ def messages(server: RunningServer, request: tg.GenerateRequest, timeout: float 
     """The raw stream of response messages (to count them)."""
     with grpc.insecure_channel(server.address) as channel:
         return list(tg_grpc.TextGeneratorStub(channel).Generate(request, timeout=timeout))
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_streams_several_deltas_then_one_final_message(server: RunningServer) -> None:
