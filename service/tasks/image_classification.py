@@ -5,7 +5,9 @@ the `image:` section): decode (PNG, JPEG, BMP, GIF, WebP; first frame), apply th
 flatten transparency onto white, convert to the model's colour mode, invert when the model's ink
 polarity asks for it (a `light_on_dark` model gets images whose border is light inverted), resize
 (`fit` keeps the aspect ratio and pads with the background colour, `stretch` does not), scale and
-normalize, and lay out as NHWC or NCHW.
+normalize, and lay out as NHWC or NCHW. With `locate: ink` the mark on the page (a digit on paper) is
+found, cropped, scaled and centred by mass first (`service/tasks/ink.py`); a page with no mark on it
+takes the whole-image path.
 
 Images are refused by their size in bytes (`limits.max_image_bytes`) before they are opened, and from
 their header, before any pixel is decoded, when they exceed `limits.max_image_pixels` (by default far
@@ -25,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.config import ImagePreprocessing, ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
+from service.tasks import ink
 from service.tasks.assets import read_labels
 
 log = logging.getLogger(__name__)
@@ -136,13 +139,23 @@ def resize(image: Image.Image, spec: ImagePreprocessing, background: int | tuple
 def prepare(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
     """A decoded image → float32 (H, W, C) for NHWC or (C, H, W) for NCHW, as the model was trained."""
     image = to_mode(image, spec.channels)
+    if spec.locate == "ink" and (mark := ink.find(image)) is not None:
+        pixels = ink.render(image, mark, spec.height, spec.width)
+        if spec.ink == "dark_on_light" or (spec.ink == "any" and mark.light_background):
+            pixels = np.float32(255.0) - pixels
+        return normalize(pixels, spec)
     light = background_is_light(image)
     if (spec.ink == "light_on_dark" and light) or (spec.ink == "dark_on_light" and not light):
         image, light = ImageOps.invert(image), not light
     level = 255 if light else 0
     canvas = resize(image, spec, level if spec.channels == 1 else (level,) * 3)
+    return normalize(np.asarray(canvas, dtype=np.float32), spec)
+
+
+def normalize(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    """float32 pixels in 0..255 (H, W) or (H, W, C) → scaled, normalized, in the model's layout."""
     norm = spec.normalization
-    pixels = np.asarray(canvas, dtype=np.float32).reshape(spec.height, spec.width, spec.channels)
+    pixels = pixels.reshape(spec.height, spec.width, spec.channels)
     mean, std = np.asarray(norm.mean, dtype=np.float32), np.asarray(norm.std, dtype=np.float32)
     array: np.ndarray = (pixels * np.float32(norm.scale) - mean) / std
     return array.transpose(2, 0, 1) if spec.layout == "NCHW" else array
