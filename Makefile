@@ -58,8 +58,9 @@ train: install-train
 docs: install  # rewrite the outputs of the docs' command examples from a run on the committed models
 	$(BIN)/python -m tests.e2e.docs_examples --update
 
-bench: install
+bench: install  # serving bench, then issue 12's peer table (its tools go into .bench-venvs/ on first use)
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/peers_table.py
 
 ops-check:  # static checks of Dockerfile, compose, Prometheus rules and k8s manifests with the real tools
 	scripts/ops-check.sh

@@ -142,27 +142,13 @@ async def closed_loop(address: str, payload: bytes, concurrency: int, seconds: f
     return latencies
 
 
-ECHO_SERVER = """
-import asyncio, sys, grpc
-async def main():
-    server = grpc.aio.server()
-    answer = bytes(100)
-    async def infer(request, context):
-        return answer
-    handler = grpc.unary_unary_rpc_method_handler(infer)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelInfer": handler}),))
-    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
-    await server.start()
-    await server.wait_for_termination()
-asyncio.run(main())
-"""
+ECHO_SERVER = ROOT / "bench" / "peers" / "echo_server.py"
 
 
 async def grpc_floor(payload: bytes, concurrencies: list[int], seconds: float) -> dict[int, list[float]]:
     """The same load against a bare grpc.aio server that answers at once: what gRPC itself costs here."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)])
+    proc = subprocess.Popen([sys.executable, str(ECHO_SERVER), str(port)])
     try:
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 30

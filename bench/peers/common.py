@@ -1,0 +1,153 @@
+"""What the two minimal peers share: a KServe V2 servicer with the RPCs perf_analyzer calls besides ModelInfer
+(ServerLive/Ready/Metadata, ModelReady, ModelMetadata, ModelConfig), the tensor decoding and encoding, and `serve()`.
+
+The ONNX Runtime session gets the options deepserve gives the model (from `execution` in its config.yaml, by
+deepserve's own service.runtime.session_options), with `intra_op_threads` 0 there meaning 2 here (issue 12's
+machine has 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.peers.ort_session import session  # noqa: E402
+from service.config import DATATYPES, ModelConfig, load_model_config  # noqa: E402
+from service.grpc._generated.inference import grpc_service_pb2 as pb  # noqa: E402
+from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
+from service.grpc._generated.inference import model_config_pb2 as mc  # noqa: E402
+from service.runtime import session_options  # noqa: E402
+
+DEFAULT_INTRA_OP_THREADS = 2
+# The session config entries deepserve may set (ONNX Runtime cannot list those that are set).
+SESSION_CONFIG_KEYS = (
+    "session.intra_op.allow_spinning",
+    "session.inter_op.allow_spinning",
+    "session.force_spinning_stop",
+    "session.dynamic_block_base",
+    "session.set_denormal_as_zero",
+    "session.disable_prepacking",
+    "session.use_env_allocators",
+)
+
+
+def ort_options(config: ModelConfig, intra_op_threads: int = DEFAULT_INTRA_OP_THREADS) -> dict[str, Any]:
+    """The session options deepserve gives this model (service.runtime.session_options, whatever they are in
+    this checkout), as a plain dict for bench/peers/ort_session.py; `intra_op_threads` where the config has 0."""
+    threads = config.execution.intra_op_threads or intra_op_threads
+    opts = session_options(config.execution, threads)
+    entries = {}
+    for key in SESSION_CONFIG_KEYS:
+        try:
+            entries[key] = opts.get_session_config_entry(key)
+        except RuntimeError:  # not set
+            continue
+    return {
+        "intra_op_threads": opts.intra_op_num_threads,
+        "inter_op_threads": opts.inter_op_num_threads,
+        "graph_optimization_level": opts.graph_optimization_level.name,
+        "config_entries": entries,
+    }
+
+
+def _shape(config: ModelConfig, dims: tuple[int, ...]) -> list[int]:
+    return ([-1] if config.batched else []) + list(dims)
+
+
+def metadata_response(name: str, config: ModelConfig) -> pb.ModelMetadataResponse:
+    tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=name,
+        versions=["1"],
+        platform="onnxruntime_onnx",
+        inputs=[tensor(name=t.name, datatype=t.datatype, shape=_shape(config, t.dims)) for t in config.inputs],
+        outputs=[tensor(name=t.name, datatype=t.datatype, shape=_shape(config, t.dims)) for t in config.outputs],
+    )
+
+
+def config_response(name: str, config: ModelConfig) -> pb.ModelConfigResponse:
+    """The fields perf_analyzer reads: max_batch_size, inputs and outputs with their types and dims."""
+    kind = {k: mc.DataType.Name(mc.DataType.Value(f"TYPE_{k}")) for k in DATATYPES if k != "BYTES"}
+    kind["BYTES"] = "TYPE_STRING"
+    return pb.ModelConfigResponse(
+        config=mc.ModelConfig(
+            name=name,
+            platform="onnxruntime_onnx",
+            backend="onnxruntime",
+            max_batch_size=config.max_batch_size,
+            input=[mc.ModelInput(name=t.name, data_type=kind[t.datatype], dims=t.dims) for t in config.inputs],
+            output=[mc.ModelOutput(name=t.name, data_type=kind[t.datatype], dims=t.dims) for t in config.outputs],
+        )
+    )
+
+
+class Peer(pb_grpc.GRPCInferenceServiceServicer):
+    """One model, one ONNX Runtime session; subclasses implement ModelInfer."""
+
+    def __init__(self, model_dir: Path, intra_op_threads: int) -> None:
+        self.name = model_dir.name
+        self.config = load_model_config(model_dir)
+        self.session = session(str(model_dir / "1" / "model.onnx"), ort_options(self.config, intra_op_threads))
+        self.input_name = self.config.inputs[0].name
+        self.metadata = metadata_response(self.name, self.config)
+        self.model_config = config_response(self.name, self.config)
+
+    def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=type(self).__name__, version="0")
+
+    def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=request.name == self.name)
+
+    def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        return self.metadata
+
+    def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
+        return self.model_config
+
+    def decode(self, request: pb.ModelInferRequest) -> np.ndarray:
+        tensor = request.inputs[0]
+        dtype = np.dtype(DATATYPES[tensor.datatype])
+        if request.raw_input_contents:
+            return np.frombuffer(request.raw_input_contents[0], dtype=dtype).reshape(tensor.shape)
+        return np.asarray(tensor.contents.fp32_contents, dtype=dtype).reshape(tensor.shape)
+
+    def encode(self, outputs: list[np.ndarray]) -> pb.ModelInferResponse:
+        response = pb.ModelInferResponse(model_name=self.name, model_version="1")
+        for spec, out in zip(self.config.outputs, outputs, strict=True):
+            response.outputs.add(name=spec.name, datatype=spec.datatype, shape=out.shape)
+            response.raw_output_contents.append(out.tobytes())
+        return response
+
+
+def serve(peer_class: type[Peer], default_workers: int) -> None:
+    """`python bench/peers/<peer>.py --port P [--model-dir models/digits_cnn]`: serves until killed."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "digits_cnn")
+    parser.add_argument("--intra-op-threads", type=int, default=DEFAULT_INTRA_OP_THREADS)
+    parser.add_argument("--workers", type=int, default=default_workers, help="gRPC handler threads")
+    args = parser.parse_args()
+    peer = peer_class(args.model_dir, args.intra_op_threads)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(peer, server)
+    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    server.start()
+    options = ort_options(peer.config, args.intra_op_threads)
+    print(json.dumps({"peer": peer_class.__name__, "port": args.port, "ort": options}), flush=True)
+    server.wait_for_termination()

@@ -1,0 +1,31 @@
+"""MLServer peer's runtime (runs in MLServer's own virtualenv, .bench-venvs/mlserver): ONNX Runtime called
+inline in `predict`, as MLServer's own sync runtimes do. model-settings.json gives the model file as
+`parameters.uri` and the session options (bench/peers/ort_session.py) as `parameters.extra.ort`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlserver import MLModel  # type: ignore[import-not-found]
+from mlserver.codecs import NumpyCodec  # type: ignore[import-not-found]
+from mlserver.types import InferenceRequest, InferenceResponse  # type: ignore[import-not-found]
+
+from bench.peers.ort_session import session
+
+
+class OnnxModel(MLModel):  # type: ignore[misc]
+    async def load(self) -> bool:
+        parameters: Any = self.settings.parameters
+        self.session = session(parameters.uri, parameters.extra["ort"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = NumpyCodec.decode_input(payload.inputs[0])
+        outputs = self.session.run(None, {self.input_name: x})
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            outputs=[NumpyCodec.encode_output(n, y) for n, y in zip(self.output_names, outputs, strict=True)],
+        )

@@ -1,0 +1,122 @@
+"""Triton's perf_analyzer as the load generator: one run per concurrency, KServe V2 over gRPC, batch 1.
+
+It runs in sync mode (one thread per concurrent request, each sending its next request when the answer
+arrives), sends the same input in every request (`input_data`), measures windows of `window_ms` until the
+last three agree within `stability` percent, and reports their mean: throughput and client latency
+percentiles from its CSV (`-f`), and the server-side breakdown (from the ModelStatistics RPC) from its text
+output where the server implements that RPC.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_SERVER = re.compile(
+    r"Avg request latency: (?P<request>\d+) usec \(overhead (?P<overhead>\d+) usec \+ queue (?P<queue>\d+) usec"
+    r" \+ compute input (?P<compute_input>\d+) usec \+ compute infer (?P<compute_infer>\d+) usec"
+    r" \+ compute output (?P<compute_output>\d+) usec\)"
+)
+
+
+@dataclass(frozen=True)
+class PerfPoint:
+    concurrency: int
+    throughput: float  # infer/s
+    p50_us: float
+    p99_us: float
+    server_us: dict[str, float] | None  # request, overhead, queue, compute_input, compute_infer, compute_output
+    stable: bool = True  # False: perf_analyzer's windows never agreed within the stability threshold
+
+
+def parse_csv(text: str) -> list[dict[str, float]]:
+    """perf_analyzer's `-f` file: one row per concurrency, every column a number (µs for latencies)."""
+    rows = csv.DictReader(io.StringIO(text.strip()))
+    return [{key.strip(): float(value) for key, value in row.items() if key and value} for row in rows]
+
+
+def parse_server(stdout: str) -> dict[str, float] | None:
+    """The last 'Avg request latency: … (overhead … + queue … + compute …)' line of its text output, in µs."""
+    found = list(_SERVER.finditer(stdout))
+    return {k: float(v) for k, v in found[-1].groupdict().items()} if found else None
+
+
+def point(csv_text: str, stdout: str) -> PerfPoint:
+    row = parse_csv(csv_text)[-1]
+    return PerfPoint(
+        concurrency=int(row["Concurrency"]),
+        throughput=row["Inferences/Second"],
+        p50_us=row["p50 latency"],
+        p99_us=row["p99 latency"],
+        server_us=parse_server(stdout),
+    )
+
+
+def input_data(path: Path, inputs: dict[str, np.ndarray]) -> Path:
+    """A `--input-data` file that sends these arrays (batch dimension dropped) in every request. Better than
+    perf_analyzer's random FP32 bit patterns: those include NaN and Inf, which cost some models more, and
+    which MLServer 1.7.1 cannot encode in a raw answer (struct.error: required argument is not a float)."""
+    data = {name: {"content": a[0].ravel().tolist(), "shape": list(a.shape[1:])} for name, a in inputs.items()}
+    path.write_text(json.dumps({"data": [data]}))
+    return path
+
+
+def run(
+    binary: Path,
+    env: dict[str, str],
+    address: str,
+    model: str,
+    concurrency: int,
+    data: Path,
+    window_ms: int,
+    stability: int,
+    max_trials: int,
+) -> PerfPoint | str:
+    """One measurement, or why there is none (perf_analyzer's last error line). When the windows never agree
+    within `stability` percent, measures again with the check off (3 windows) and marks the point unstable."""
+    first = _run(binary, env, address, model, concurrency, data, window_ms, stability, max_trials)
+    if first != _UNSTABLE:
+        return first
+    again = _run(binary, env, address, model, concurrency, data, window_ms, 100_000, 3)
+    return dataclasses.replace(again, stable=False) if isinstance(again, PerfPoint) else again
+
+
+_UNSTABLE = "Failed to obtain stable measurement."
+
+
+def _run(
+    binary: Path,
+    env: dict[str, str],
+    address: str,
+    model: str,
+    concurrency: int,
+    data: Path,
+    window_ms: int,
+    stability: int,
+    max_trials: int,
+) -> PerfPoint | str:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "perf.csv"
+        cmd = [str(binary), "-m", model, "-i", "grpc", "-u", address, "-b", "1", "--input-data", str(data),
+               "--concurrency-range", f"{concurrency}:{concurrency}", "-p", str(window_ms),
+               "-s", str(stability), "--max-trials", str(max_trials), "-f", str(out)]  # fmt: skip
+        timeout = 60 + window_ms / 1000 * (max_trials + 2)
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"perf_analyzer timed out after {timeout:.0f} s"
+        if done.returncode or not out.exists():
+            lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+            if _UNSTABLE in lines:
+                return _UNSTABLE
+            return lines[-1] if lines else f"perf_analyzer exited {done.returncode}"
+        return point(out.read_text(), done.stdout)

@@ -1,0 +1,38 @@
+"""bench/perf_analyzer.py: reading perf_analyzer's CSV and its server-side breakdown (captured from 2.41.0)."""
+
+from __future__ import annotations
+
+from bench.perf_analyzer import parse_csv, parse_server, point
+
+WITH_SERVER = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,\
+Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,\
+p95 latency,p99 latency
+1,664.07,2,722,8,1,759,7,0,1379,1564,2365,5100
+"""
+WITHOUT_SERVER = """Concurrency,Inferences/Second,Client Send,Client Recv,p50 latency,p90 latency,\
+p95 latency,p99 latency
+8,841.561,2,0,1033,1216,1788,6208
+"""
+STDOUT = """  Server:
+    Inference count: 2394
+    Avg request latency: 996 usec (overhead 220 usec + queue 8 usec + compute input 1 usec + compute infer 759 usec \
++ compute output 7 usec)
+"""
+
+
+def test_csv_rows_are_numbers() -> None:
+    (row,) = parse_csv(WITH_SERVER)
+    assert row["Concurrency"] == 1 and row["Inferences/Second"] == 664.07 and row["Server Compute Infer"] == 759
+
+
+def test_point_with_server_breakdown() -> None:
+    p = point(WITH_SERVER, STDOUT)
+    assert (p.concurrency, p.throughput, p.p50_us, p.p99_us) == (1, 664.07, 1379, 5100)
+    assert p.server_us == {"request": 996, "overhead": 220, "queue": 8, "compute_input": 1, "compute_infer": 759,
+                           "compute_output": 7}  # fmt: skip
+
+
+def test_point_without_server_statistics() -> None:
+    p = point(WITHOUT_SERVER, "Client:\n    Throughput: 841.561 infer/sec\n")
+    assert (p.concurrency, p.p50_us, p.server_us) == (8, 1033, None)
+    assert parse_server("") is None
