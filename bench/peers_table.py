@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument(
         "--stability", type=int, default=30, help="perf_analyzer -s: the last 3 windows agree within this percent"
     )
-    parser.add_argument("--max-trials", type=int, default=5, help="perf_analyzer's windows before it gives up")
+    parser.add_argument("--max-trials", type=int, default=4, help="perf_analyzer's windows before it gives up")
     parser.add_argument("--loop-seconds", type=float, default=2.0, help="closed-loop cross-check per point")
     parser.add_argument("--raw-seconds", type=float, default=1.0, help="raw ONNX Runtime, per batch size")
     parser.add_argument(
