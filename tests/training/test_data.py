@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,30 @@ def test_tokenizers_reserve_pad_id_zero() -> None:
     ids = encode(wordpiece, ["The CAT", "dog"], max_length=8)
     assert 0 not in ids[0] and pad(ids).tolist()[1][len(ids[1]) :] == [0] * (len(ids[0]) - len(ids[1]))
     assert bpe.decode(encode(bpe, ["the cat"])[0]) == "the cat"
+
+
+def test_digit_evaluation_pages_are_balanced_held_out_and_small() -> None:
+    """training/eval/digit_pages: what the issue asks of it, and nothing training could have seen."""
+    from training.digit_sets import EVAL_PAGES, eval_pages
+    from training.eval.make_digit_pages import test_split
+    from training.fonts import eval_fonts, train_fonts
+
+    pages = eval_pages()
+    assert len(pages) >= 100
+    assert np.bincount([p.label for p in pages]).tolist() == [16] * 10
+    for key, values in (("kind", {"printed", "handwritten"}), ("polarity", {"dark_on_light", "light_on_dark"}),
+                        ("fmt", {"PNG", "JPEG"}), ("source", {"font", "scan", "pen"})):  # fmt: skip
+        assert {getattr(p, key) for p in pages} == values
+    total = 0
+    for page in pages:
+        with Image.open(page.path) as image:
+            assert image.size == (640, 480) and image.format == page.fmt
+        total += page.path.stat().st_size
+    assert total < 5_000_000
+    with EVAL_PAGES.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(0.1 <= float(r["height_share"]) <= 0.5 and abs(float(r["rotation"])) <= 15 for r in rows)
+    scans = {int(r["item"]) for r in rows if r["source"] == "scan"}
+    assert scans <= set(test_split().tolist())  # the test split, which training holds out
+    assert {r["item"] for r in rows if r["source"] == "font"} <= {f.stem for f in eval_fonts()}
+    assert not {f.stem for f in eval_fonts()} & {f.stem for f in train_fonts()}

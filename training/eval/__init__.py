@@ -1,0 +1,1 @@
+"""Evaluation sets written for this project, never trained on (see README.md here)."""
