@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from training.handdrawn import draw_digit
 
+Level = np.ndarray
+"""An RGB grey or colour level, float32 (3,)."""
 Glyph = Callable[[int], Image.Image]
 """Renders the glyph about this many pixels tall."""
 NOISE_SIDE = 1024
@@ -176,16 +178,7 @@ class PageMaker:
         polarity = polarity or ("light_on_dark" if rng.random() < style.light_on_dark_share else "dark_on_light")
         paper, ink = self._levels(polarity == "light_on_dark")
         box = (left, top, left + mask.width, top + mask.height)
-        alpha = np.zeros((height, width), np.float32)
-        alpha[top : box[3], left : box[2]] = np.asarray(mask, np.float32) * np.float32(1 / 255)
-        self._specks(alpha, box)
-        light = self._lighting(height, width)
-        colour = bool(np.ptp(paper) > 0 or np.ptp(ink) > 0)
-        if colour:
-            pixels = (paper + (ink - paper) * alpha[..., None]) * light[..., None]
-        else:
-            pixels = (paper[0] + (ink[0] - paper[0]) * alpha) * light
-        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB" if colour else "L")
+        image, colour = self._compose(mask, box, (width, height), paper, ink)
         blur = float(rng.uniform(*style.blur)) if rng.random() < 0.5 else 0.0
         if blur > 0.2:  # around the digit only: elsewhere the page is flat (or a gentle ramp)
             margin = int(3 * blur) + 2
@@ -203,6 +196,22 @@ class PageMaker:
         meta = {"page": f"{width}x{height}", "height_share": round(target / height, 3), "rotation": round(angle, 1),
                 "polarity": polarity, "blur": round(blur, 2), "noise": round(sigma, 1), "colour": colour}  # fmt: skip
         return Page(image, fmt, quality, meta)
+
+    def _compose(
+        self, mask: Image.Image, box: tuple[int, int, int, int], size: tuple[int, int], paper: Level, ink: Level
+    ) -> tuple[Image.Image, bool]:
+        """Paper with the glyph's ink at `box`, specks and uneven light; grayscale unless tinted."""
+        width, height = size
+        alpha = np.zeros((height, width), np.float32)
+        alpha[box[1] : box[3], box[0] : box[2]] = np.asarray(mask, np.float32) * np.float32(1 / 255)
+        self._specks(alpha, box)
+        light = self._lighting(height, width)
+        colour = bool(np.ptp(paper) > 0 or np.ptp(ink) > 0)
+        if colour:
+            pixels = (paper + (ink - paper) * alpha[..., None]) * light[..., None]
+        else:
+            pixels = (paper[0] + (ink[0] - paper[0]) * alpha) * light
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB" if colour else "L"), colour
 
     def _specks(self, alpha: np.ndarray, box: tuple[int, int, int, int]) -> None:
         if self.rng.random() >= self.style.specks_share:

@@ -45,9 +45,29 @@ def test_repository_is_small(models_dir: Path) -> None:
 
 def test_digits_quality(models_dir: Path) -> None:
     metrics = card(models_dir / "digits_cnn")["metrics"]
-    assert metrics["test"]["accuracy"] >= 0.97
+    assert metrics["test"]["accuracy"] >= 0.98
     assert metrics["handdrawn"]["accuracy"] >= 0.9
+    assert metrics["eval_pages"]["accuracy"] >= 0.95 and metrics["eval_pages"]["pages"] >= 100
+    assert set(metrics["eval_pages"]["per_class"]) == {str(d) for d in range(10)}
     assert card(models_dir / "digits_cnn")["model"]["parameters"] >= 500_000
+
+
+def test_digits_read_the_evaluation_pages_through_the_servers_preprocessing(models_dir: Path) -> None:
+    """training/eval/digit_pages: 160 pages never trained on, as files, through the server's own task code
+    (decode, locate the ink, crop, centre) with the committed config.yaml, then the committed model."""
+    from service.tasks.image_classification import ImageClassification
+    from training.digit_sets import eval_pages, score
+
+    entry = models_dir / "digits_cnn"
+    task = ImageClassification("digits_cnn", load_model_config(entry), entry)
+    pages = eval_pages()
+    feeds = task.preprocess([page.path.read_bytes() for page in pages])
+    batch = np.concatenate([feed["image"] for feed in feeds])
+    result = score(pages, session(entry).run(None, {"image": batch})[0].argmax(axis=1))
+    assert result["accuracy"] >= 0.95, result["wrong"]
+    assert result["accuracy"] == card(entry)["metrics"]["eval_pages"]["accuracy"]  # the card says what this does
+    for group in ("by_kind", "by_polarity", "by_format"):
+        assert min(v["accuracy"] for v in result[group].values()) >= 0.9, (group, result[group])
 
 
 def _png(image) -> bytes:
@@ -66,7 +86,9 @@ def test_digits_read_pen_drawings_through_the_servers_preprocessing(models_dir: 
     spec = load_model_config(entry).image
     images, labels = drawn_digits(per_digit=5, seed=123)
     batch = np.stack([prepare(decode(_png(image)), spec) for image in images])
-    ours = np.stack([prepare_image(image, spec.height, spec.width, spec.channels, spec.ink) for image in images])
+    ours = np.stack(
+        [prepare_image(image, spec.height, spec.width, spec.channels, spec.ink, spec.locate) for image in images]
+    )
     np.testing.assert_allclose(batch, ours, atol=1e-6)  # training and serving preprocess alike
     predicted = session(entry).run(None, {"image": batch})[0].argmax(axis=1)
     assert np.mean(predicted == labels) >= 0.9
