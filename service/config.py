@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ModelLoadError, quoted
@@ -157,9 +157,29 @@ class Execution(_Strict):
     The count each session gets is logged when the model loads."""
     inter_op_threads: int = Field(default=0, ge=0)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    allow_spinning: bool = False
-    """ONNX Runtime worker threads spin while idle by default, which steals CPU from the server on
-    small machines; off unless measured to help."""
+    spinning: Literal["never", "lone_runs", "during_runs", "always"] = "lone_runs"
+    """How ONNX Runtime's intra-op threads wait for work between the operators of a run and after it.
+    - `lone_runs`: a second session of the model, whose threads spin between operators and stop the moment
+      the run returns, runs the requests that have the server to themselves (`BatchPolicy.inline`); batches
+      under load run on a session whose threads sleep. Lone requests save waking the threads for each
+      operator (0.1 ms of a 0.5 ms batch-1 run of digits_cnn) and load loses nothing, for the memory of a
+      second session.
+    - `during_runs`: one session, spinning during every run: the same gain for lone requests, but under load
+      the spinning threads take CPU from the event loop (about 10% fewer requests per second on 2 CPUs).
+    - `always`: they also spin for a while after each run (ONNX Runtime's own default): worse again.
+    - `never`: they sleep whenever they have nothing to do.
+    docs/performance.md has the measurements."""
+    allow_spinning: StrictBool | None = None
+    """Deprecated: `true` is `spinning: always`, `false` is `spinning: never`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_spinning(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("allow_spinning") is not None:
+            if "spinning" in data:
+                raise ValueError("set `spinning` only; `allow_spinning` is its deprecated older form")
+            return {**data, "spinning": "always" if data["allow_spinning"] is True else "never"}
+        return data
 
 
 class WarmupInput(_Strict):

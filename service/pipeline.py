@@ -110,7 +110,9 @@ class ModelPipeline:
         # The batcher runs the session's own bound method, not one of this pipeline's: a pipeline → batcher →
         # pipeline cycle would keep a replaced version (and its ONNX Runtime sessions) alive until a full
         # garbage collection, so repeated reloads would pile them up.
-        self.batcher = DynamicBatcher(f"{name}:{version}", session.run, policy, executor, self.observer)
+        self.batcher = DynamicBatcher(
+            f"{name}:{version}", session.run, policy, executor, self.observer, run_inline=session.run_lone
+        )
 
     async def close(self, timeout: float | None = None) -> None:
         await self.batcher.close(timeout)

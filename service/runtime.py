@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,14 +98,18 @@ def intra_op_threads(execution: Execution) -> tuple[int, str]:
     return budget.threads, f"container CPU limit of {budget.limit:g} CPUs, {budget.affinity} CPUs in affinity"
 
 
-def session_options(execution: Execution, intra_op_threads: int) -> ort.SessionOptions:
+def session_options(execution: Execution, intra_op_threads: int, lone: bool = False) -> ort.SessionOptions:
+    """`lone`: the options of the session for lone requests (`spinning: lone_runs`), which spins during runs."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = execution.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization_level]
-    spin = "1" if execution.allow_spinning else "0"
+    spinning = "during_runs" if lone else execution.spinning
+    spin = "0" if spinning in ("never", "lone_runs") else "1"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if spinning == "during_runs":
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
     return opts
 
@@ -135,6 +139,11 @@ class ModelSession:
             ) from None
         self.providers = self._session.get_providers()
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self._lone: ort.InferenceSession | None = None
+        if config.execution.spinning == "lone_runs" and self.providers[0] == CPU:
+            self._lone = ort.InferenceSession(
+                str(path), sess_options=session_options(config.execution, threads, lone=True), providers=providers
+            )
         log.info("session threads", extra={"model": self.model, "file": self.shown, "intra_op_threads": threads,
                                            "threads_from": source})  # fmt: skip
 
@@ -142,9 +151,23 @@ class ModelSession:
         self, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None, quiet: bool = False
     ) -> dict[str, np.ndarray]:
         """`quiet`: ONNX Runtime prints no error of its own to stderr (the caller logs it)."""
+        return self._run(self._session, feed, outputs, quiet)
+
+    @property
+    def run_lone(self) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
+        """Runs a lone request on the session whose threads spin during runs (`spinning: lone_runs`), if any."""
+        lone = self._lone
+        if lone is None:
+            return None
+        return lambda feed: self._run(lone, feed)
+
+    def _run(
+        self, session: ort.InferenceSession, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None,
+        quiet: bool = False,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
         names = list(outputs) if outputs else self.output_names
         options = _QUIET if quiet else None
-        results = self._session.run(names, {name: _text_for_ort(arr) for name, arr in feed.items()}, options)
+        results = session.run(names, {name: _text_for_ort(arr) for name, arr in feed.items()}, options)
         return dict(zip(names, results, strict=True))
 
     def graph_signature(self) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
@@ -161,6 +184,11 @@ class ModelSession:
         Without a `warmup` key: one run on zeros, which some models cannot take (text cast to a number, say);
         those log a warning and load anyway. A sample the config asks for must run."""
         folder = self.path.parent.parent
+        if self._lone is not None:
+            try:
+                self._run(self._lone, sample_feed(self.config, 0, folder, self.model), quiet=True)
+            except Exception:  # noqa: BLE001 - the main session's warm-up below reports what is wrong
+                pass
         if self.config.warmup is None:
             try:
                 self.run(sample_feed(self.config, 0, folder, self.model), quiet=True)

@@ -25,6 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from service.batching.activity import Activity
 from service.batching.collate import CollateSpec, Tensors, batch_size, concat, own_length, split
 from service.errors import (
     DeadlineExceededError,
@@ -41,6 +42,8 @@ RunFn = Callable[[Tensors], Tensors]
 """Runs one batch (in a worker thread): feed dict in, all outputs out."""
 
 _QUEUED, _RUNNING, _DONE = 0, 1, 2
+INLINE_MAX_S = 0.002
+"""A model whose lone requests run in less than this (a moving average) may run them on the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,12 @@ class BatchPolicy:
     collate: CollateSpec = field(default_factory=lambda: CollateSpec({}, {}))
     batched: bool = True
     """False when the model has no batch dimension: every request runs alone, as is."""
+    inline: bool = True
+    """Run a request at once on the event loop thread, without the hand-off to a worker thread and back,
+    when it is the only request in flight in the whole process, this model's lone runs are short
+    (`INLINE_MAX_S`) and no queue delay is asked for (which would make it wait for company). Nobody can be
+    kept waiting by that: a request that arrives meanwhile queues as it would behind a running batch, and
+    the next batch goes to a worker thread as usual."""
 
 
 class BatchObserver(Protocol):
@@ -113,9 +122,13 @@ class DynamicBatcher:
         policy: BatchPolicy,
         executor: Executor,
         observer: BatchObserver | None = None,
+        run_inline: RunFn | None = None,
     ) -> None:
+        """`run_inline`: what runs a lone request on the event loop (`BatchPolicy.inline`), when that should
+        differ from `run`: a session whose threads spin while it runs, say."""
         self.name = name
         self._run = run
+        self._run_lone = run_inline or run
         self._policy = policy
         self._executor = executor
         self._observer: BatchObserver = observer or _NullObserver()
@@ -129,6 +142,10 @@ class DynamicBatcher:
         self._idle.set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._inline = policy.inline and not (policy.batched and policy.max_queue_delay_s > 0)
+        self._solo_s = float("inf")
+        """Moving average of the model time of batches of one request; until the first has run in a worker
+        thread it is unknown, and no request runs on the event loop."""
         self.executions = 0
         """Model runs so far (tests count them)."""
 
@@ -173,16 +190,23 @@ class DynamicBatcher:
         self._live += 1
         self._live_items += size
         self._idle.clear()
-        self._observer.queue_depth(self._live)
-        if self._free:
-            self._pump()
+        Activity.in_flight += 1
         try:
+            if Activity.alone(now) and self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S:
+                self._run_inline(self._take(size))
+            else:
+                self._observer.queue_depth(self._live)
+                if self._free:
+                    self._pump()
             return await item.future
         except asyncio.CancelledError:
             if item.state == _QUEUED:
                 self._drop(item)
                 self._observer.rejected("cancelled")
             raise
+        finally:
+            Activity.in_flight -= 1
+            Activity.last_answer = time.monotonic()
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting; let queued and running batches finish (up to `timeout`), then fail the rest."""
@@ -294,11 +318,17 @@ class DynamicBatcher:
     def _launch(self, batch: list[_Pending]) -> None:
         self._free -= 1
         self._running += 1
-        done = asyncio.get_running_loop().run_in_executor(self._executor, self._execute, batch)
+        done = asyncio.get_running_loop().run_in_executor(self._executor, self._execute, batch, self._run)
         done.add_done_callback(functools.partial(self._finish, batch=batch))
 
+    def _run_inline(self, batch: list[_Pending]) -> None:
+        """`_launch` without the worker thread: the batch runs now, on this (the event loop's) thread."""
+        self._free -= 1
+        self._running += 1
+        self._settle(self._execute(batch, self._run_lone), batch)
+
     # ---- running --------------------------------------------------------------------------------
-    def _execute(self, batch: list[_Pending]) -> _Outcome:
+    def _execute(self, batch: list[_Pending], run: RunFn) -> _Outcome:
         """Worker thread: collate, run, split. Errors are returned, never raised past here. A batch of
         several requests that fails is run again one request at a time, so only the guilty ones fail."""
         outcome = _Outcome()
@@ -307,7 +337,7 @@ class DynamicBatcher:
         try:
             feed, padded_len = concat([p.inputs for p in batch], spec)
             t1 = time.perf_counter()
-            outputs = self._run(feed)
+            outputs = run(feed)
             t2 = time.perf_counter()
             outcome.pieces = (
                 list(split(outputs, [p.size for p in batch], [p.length for p in batch], padded_len, spec))
@@ -341,11 +371,16 @@ class DynamicBatcher:
             return err
 
     def _finish(self, done: asyncio.Future, batch: list[_Pending]) -> None:
+        self._settle(done.result(), batch)
+
+    def _settle(self, outcome: _Outcome, batch: list[_Pending]) -> None:
         self._free += 1
         self._running -= 1
         self.executions += 1
+        if len(batch) == 1:
+            solo = self._solo_s
+            self._solo_s = outcome.infer_s if solo == float("inf") else 0.8 * solo + 0.2 * outcome.infer_s
         self._pump()  # start the next batch before answering this one's callers
-        outcome: _Outcome = done.result()
         error = outcome.error or InferenceError(f"model '{self.name}' returned no outputs")
         pieces = outcome.pieces if outcome.pieces is not None else [error for _ in batch]
         waits = [p.started - p.enqueued for p in batch]

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.batching.activity import Activity
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.sampling import sample_batch
 from service.batching.sequences import (
@@ -242,6 +243,7 @@ class GenerationScheduler:
             raise DeadlineExceededError(f"deadline passed before the request to '{self.name}' was queued")
         seq = SequenceState(next(self._ids), prompt_ids, max_new_tokens, sampling, detokenizer, deadline, now)
         self._live.add(seq)
+        Activity.in_flight += 1
         self._idle.clear()
         with self._lock:
             self._waiting.append(seq)
@@ -425,6 +427,7 @@ class GenerationScheduler:
         seq.finished = True
         seq.finish_reason = reason
         self._live.discard(seq)
+        Activity.in_flight -= 1
         if not self._live:
             self._idle.set()
         if error is not None:

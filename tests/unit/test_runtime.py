@@ -307,3 +307,38 @@ def test_step_model_can_have_its_own_intra_op_threads(tmp_path: Path) -> None:
     default = load_step_model(path, parse_model_config({**LM_CONFIG, "execution": {"intra_op_threads": 2}}, "lm"),
                               [CPU], "lm")  # fmt: skip
     assert default.session._session.get_session_options().intra_op_num_threads == 2
+
+
+def test_lone_requests_get_a_session_that_spins_only_during_runs(add_sub_file: Path) -> None:
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = np.ones((2, 4), dtype=np.float32)
+    session = ModelSession(add_sub_file, add_sub_config(), [CPU])  # spinning: lone_runs, the default
+    assert session.run_lone is not None
+    np.testing.assert_array_equal(session.run_lone({"INPUT0": a, "INPUT1": b})["OUTPUT0"], a + b)
+    lone = runtime.session_options(add_sub_config().execution, 2, lone=True)
+    assert lone.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert lone.get_session_config_entry("session.force_spinning_stop") == "1"
+    batches = runtime.session_options(add_sub_config().execution, 2)
+    assert batches.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    for mode in ("never", "during_runs", "always"):
+        assert ModelSession(add_sub_file, add_sub_config(execution={"spinning": mode}), [CPU]).run_lone is None
+
+
+@pytest.mark.parametrize(
+    ("execution", "spin", "stop"),
+    [({"spinning": "never"}, "0", None), ({"spinning": "during_runs"}, "1", "1"), ({"spinning": "always"}, "1", None),
+     ({"allow_spinning": True}, "1", None), ({"allow_spinning": False}, "0", None)],
+)  # fmt: skip
+def test_spinning_modes_set_onnx_runtime_options(execution: dict, spin: str, stop: str | None) -> None:
+    opts = runtime.session_options(add_sub_config(execution=execution).execution, 2)
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spin
+    if stop is None:
+        with pytest.raises(Exception):  # noqa: B017, PT011 - onnxruntime raises its own type for a missing key
+            opts.get_session_config_entry("session.force_spinning_stop")
+    else:
+        assert opts.get_session_config_entry("session.force_spinning_stop") == stop
+
+
+def test_allow_spinning_and_spinning_together_is_a_config_error() -> None:
+    with pytest.raises(ModelLoadError, match="set `spinning` only"):
+        add_sub_config(execution={"spinning": "never", "allow_spinning": True})
