@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from concurrent.futures import Executor
 from dataclasses import replace
 
@@ -47,6 +48,18 @@ def batch_policy(config: ModelConfig) -> BatchPolicy:
     )
 
 
+class InFlight:
+    """A count that a gauge reads at scrape time."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def get(self) -> int:
+        return self.value
+
+
 class StatsObserver:
     """Feeds the ModelStatistics counters and the Prometheus metrics from the same events."""
 
@@ -55,9 +68,6 @@ class StatsObserver:
         self.metrics = metrics
         self.lock = threading.Lock()
         metrics.queue_capacity.set(capacity)
-
-    def queue_depth(self, depth: int) -> None:
-        self.metrics.queue_depth.set(depth)
 
     def rejected(self, reason: str, count: int = 1) -> None:
         self.metrics.rejected[reason].inc(count)
@@ -113,6 +123,13 @@ class ModelPipeline:
         self.batcher = DynamicBatcher(
             f"{name}:{version}", session.run, policy, executor, self.observer, run_inline=session.run_lone
         )
+        self.in_flight = InFlight()
+        """Requests accepted and not yet answered (V2 and task APIs; the event loop counts them)."""
+        # Both gauges are read when /metrics is scraped, not set on every request; neither reader keeps this
+        # version alive once it is replaced (the metric children outlive it).
+        metrics.inflight.set_function(self.in_flight.get)
+        batcher = weakref.ref(self.batcher)
+        metrics.queue_depth.set_function(lambda: b.queue_depth if (b := batcher()) is not None else 0)
 
     async def close(self, timeout: float | None = None) -> None:
         await self.batcher.close(timeout)

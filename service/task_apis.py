@@ -316,10 +316,10 @@ async def _run_all(pipeline: ModelPipeline, feeds: list[dict[str, np.ndarray]], 
 def _tracked(pipeline: ModelPipeline) -> Iterator[None]:
     """In-flight gauge and ModelStatistics success/failure for one task request."""
     start, ok = time.perf_counter(), False
-    pipeline.metrics.inflight.inc()
+    pipeline.in_flight.value += 1
     try:
         yield
         ok = True
     finally:
-        pipeline.metrics.inflight.dec()
+        pipeline.in_flight.value -= 1
         pipeline.observer.request_done(time.perf_counter() - start, ok)

@@ -69,7 +69,6 @@ class BatchPolicy:
 class BatchObserver(Protocol):
     """Receives what happened, once per batch (metrics and statistics)."""
 
-    def queue_depth(self, depth: int) -> None: ...
     def rejected(self, reason: str, count: int = 1) -> None: ...
     def batch_done(
         self, items: int, waits: list[float], collate_s: float, infer_s: float, split_s: float, ok: bool
@@ -77,9 +76,6 @@ class BatchObserver(Protocol):
 
 
 class _NullObserver:
-    def queue_depth(self, depth: int) -> None:
-        pass
-
     def rejected(self, reason: str, count: int = 1) -> None:
         pass
 
@@ -194,10 +190,8 @@ class DynamicBatcher:
         try:
             if Activity.alone(now) and self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S:
                 self._run_inline(self._take(size))
-            else:
-                self._observer.queue_depth(self._live)
-                if self._free:
-                    self._pump()
+            elif self._free:
+                self._pump()
             return await item.future
         except asyncio.CancelledError:
             if item.state == _QUEUED:
@@ -230,7 +224,6 @@ class DynamicBatcher:
         self._live_items -= item.size
         if item.timer is not None:
             item.timer.cancel()
-        self._observer.queue_depth(self._live)
         if len(self._queue) > 2 * self._live + 64:
             self._queue = deque(p for p in self._queue if p.state == _QUEUED)
         self._check_idle()
@@ -294,7 +287,6 @@ class DynamicBatcher:
                 item.timer.cancel()
         self._live -= len(batch)
         self._live_items -= items
-        self._observer.queue_depth(self._live)
         return batch
 
     def _pump(self) -> None:

@@ -209,12 +209,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # ---- helpers --------------------------------------------------------------------------------
     @staticmethod
     async def _infer(pipeline: ModelPipeline, request: InferRequest) -> InferResponse:
-        inflight = pipeline.metrics.inflight
-        inflight.inc()
+        inflight = pipeline.in_flight
+        inflight.value += 1
         try:
             return await pipeline.infer(request)
         finally:
-            inflight.dec()
+            inflight.value -= 1
 
     def _versions(self, name: str) -> list[str]:
         return sorted((p.version for p in self.registry.loaded() if p.name == name), key=int)
