@@ -58,9 +58,11 @@ train: install-train
 docs: install  # rewrite the outputs of the docs' command examples from a run on the committed models
 	$(BIN)/python -m tests.e2e.docs_examples --update
 
-bench: install  # serving bench, then issue 12's peer table (its tools go into .bench-venvs/ on first use)
+bench: install  # serving bench, issue 12's peer table (its tools go into .bench-venvs/ on first use), generation
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/peers_table.py
+	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/generation_grpc.py
 
 ops-check:  # static checks of Dockerfile, compose, Prometheus rules and k8s manifests with the real tools
 	scripts/ops-check.sh

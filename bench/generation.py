@@ -71,6 +71,8 @@ class Timings:
     tokens: int = 0
     rows: int = 0
     steps: int = 0
+    batches: list[int] = field(default_factory=list)
+    """Rows of each model step, in order."""
 
     def sequences(self, active: int, waiting: int) -> None:
         pass
@@ -78,6 +80,7 @@ class Timings:
     def step(self, batch: int, seconds: float) -> None:
         self.steps += 1
         self.rows += batch
+        self.batches.append(batch)
 
     def token(self, seconds: float, first: bool) -> None:
         (self.first if first else self.gaps).append(seconds)
@@ -115,10 +118,13 @@ DecoderFactory = Callable[[int], Decoder]
 
 
 async def scheduled(
-    name: str, decoders: list[Decoder], task: TextGeneration, requests: list[GenerationInput], slots: int
-) -> Result:
+    name: str, decoders: list[Decoder], task: TextGeneration, requests: list[GenerationInput], slots: int,
+    eos_id: int | None = None,
+) -> Result:  # fmt: skip
+    """`eos_id`: None generates every request's max_new_tokens; the model's end-of-text token stops a request
+    where the server would stop it."""
     timings = Timings()
-    config = SchedulerConfig(task.generation.context_length, slots, len(requests), eos_id=None, pad_id=0)
+    config = SchedulerConfig(task.generation.context_length, slots, len(requests), eos_id=eos_id, pad_id=0)
     scheduler = GenerationScheduler(name, decoders, config, timings)
     scheduler.start()
     start = time.perf_counter()

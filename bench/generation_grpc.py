@@ -1,0 +1,191 @@
+"""Generation over gRPC against the same scheduler in-process, and both against ONNX Runtime alone.
+
+    python bench/generation_grpc.py [--model-repository models --model textgen_transformer --streams 16]
+
+The workload of bench/generation.py (prompts of varied length, max_new_tokens 16..128, seeded sampling),
+generated three ways:
+1. in-process: the server's `GenerationScheduler` with the model's own settings (lanes, KV-cache step model,
+   end-of-text token), all requests arriving at once;
+2. over gRPC: `deepserve serve` as a subprocess, `--streams` concurrent `TextGenerator.Generate` calls from
+   real grpc.aio clients in this process, all sent at once;
+3. the bound: what ONNX Runtime alone needs for the in-process run's model steps, with the same rows per
+   step: the sum over its steps of the step graph's own time at that many rows (measured here, session.run
+   only, cache at 64 tokens). Prefill is costed as decoding steps, so the bound is if anything too high.
+A request's seed makes its text the same alone or beside others, so both runs generate the same tokens.
+Modes alternate `--repeats` times and the fastest run of each is kept. Prints tokens/s, time to first token
+(from sending) and inter-token latency (between text deltas over gRPC) p50/p99, and the ratios the issue
+asks for: in-process / bound and gRPC / in-process (goals: at least 0.85 each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.generation import PROMPTS, Result, Timings, _ms, load, scheduled, workload  # noqa: E402
+from bench.serving import free_port  # noqa: E402
+from service.batching.decoders import Decoder  # noqa: E402
+from service.batching.scheduler import lane_slots  # noqa: E402
+from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
+from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
+from service.runtime import StepModel  # noqa: E402
+from service.tasks.kv_cache import KVCacheDecoder  # noqa: E402
+from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
+
+SAMPLING = {"temperature": 0.8, "top_k": 50, "top_p": 0.95}
+"""As bench/generation.py's workload."""
+
+
+def step_graph_costs(step: StepModel, context: int, length: int = 64, rows: int = 16) -> dict[int, float]:
+    """Seconds of `session.run` of the KV-cache step graph per decoding step, for 1..`rows` rows."""
+    costs = {}
+    for batch in range(1, rows + 1):
+        spent = [0.0]
+
+        def timed(feed: dict, outputs: list[str] | None = None, spent: list[float] = spent) -> dict:
+            start = time.perf_counter()
+            out = step.session.run(feed, outputs)
+            spent[0] += time.perf_counter() - start
+            return out
+
+        decoder = KVCacheDecoder(timed, step.layers, step.heads, step.head_dim, batch, context)
+        tokens = [[1] * length for _ in range(batch)]
+        decoder.next_logits(range(batch), tokens)
+        steps, spent[0] = 0, 0.0
+        while spent[0] < 0.25 or steps < 8:
+            for t in tokens:
+                if len(t) >= context - 1:
+                    del t[length:]
+                t.append(1)
+            decoder.next_logits(range(batch), tokens)
+            steps += 1
+        costs[batch] = spent[0] / steps
+    return costs
+
+
+def bound(timings: Timings, costs: dict[int, float]) -> float:
+    """Tokens/s if every step of this run took only the step graph's own time at its number of rows (steps one
+    after another: with several lanes, whose steps overlap, this bound is too low)."""
+    return timings.tokens / sum(costs[b] for b in timings.batches)
+
+
+async def over_grpc(address: str, model: str, requests: list[GenerationInput], prompts: list[str]) -> Result:
+    timings = Timings()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tg_grpc.TextGeneratorStub(channel)
+
+        async def one(i: int, request: GenerationInput) -> None:
+            message = tg.GenerateRequest(
+                prompt=prompts[i], max_new_tokens=request.max_new_tokens, seed=i, model_name=model, **SAMPLING
+            )
+            sent = last = time.perf_counter()
+            first = True
+            async for event in stub.Generate(message, timeout=300):
+                now = time.perf_counter()
+                if event.HasField("delta"):
+                    timings.token(now - (sent if first else last), first)
+                    first, last = False, now
+                else:
+                    generated.append(event.finished.generated_tokens)
+
+        generated: list[int] = []
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+        seconds = time.perf_counter() - start
+    timings.tokens = sum(generated)  # a delta may carry several tokens: count what the server generated
+    return Result("over gRPC", seconds, timings)
+
+
+async def ready(address: str, model: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tg_grpc.TextGeneratorStub(channel)
+        while True:
+            try:
+                async for _ in stub.Generate(tg.GenerateRequest(prompt="x", max_new_tokens=2, model_name=model)):
+                    pass
+                return
+            except grpc.aio.AioRpcError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+
+async def compare(
+    args: argparse.Namespace, task: TextGeneration, step: StepModel, requests: list[GenerationInput],
+    prompts: list[str], address: str,
+) -> tuple[Result, Result]:  # fmt: skip
+    generation = task.generation
+    context = generation.context_length
+
+    def decoders() -> list[Decoder]:
+        shares = lane_slots(generation.max_active_sequences, generation.lanes)
+        return [KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, n, context) for n in shares]
+
+    await scheduled("warmup", decoders(), task, requests[:2], 2, generation.eos_id)
+    await ready(address, args.model)
+    local: list[Result] = []
+    remote: list[Result] = []
+    for _ in range(args.repeats):
+        slots = generation.max_active_sequences
+        local.append(await scheduled("in-process", decoders(), task, requests, slots, generation.eos_id))
+        remote.append(await over_grpc(address, args.model, requests, prompts))
+    return max(local, key=lambda r: r.tokens_per_s), max(remote, key=lambda r: r.tokens_per_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    parser.add_argument("--model", default="textgen_transformer")
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    _, step, task, source = load(args.model_repository, args.model)
+    if step is None:
+        sys.exit(f"{args.model} has no generation.step_model: this bench measures the KV-cache path")
+    requests = workload(task, args.streams, 0)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.streams)]
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(args.model_repository),
+           "--port", str(port), "--metrics-port", str(free_port()), "--log-level", "warning"]  # fmt: skip
+    server = subprocess.Popen(cmd, cwd=ROOT)
+    try:
+        local, remote = asyncio.run(compare(args, task, step, requests, prompts, f"127.0.0.1:{port}"))
+    finally:
+        server.terminate()
+        server.wait(30)
+    costs = step_graph_costs(step, task.generation.context_length, rows=task.generation.max_active_sequences)
+    limit = bound(local.timings, costs)
+    t = local.timings
+    print(f"model: {source}; {args.streams} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}; "
+          f"lanes {task.generation.lanes}; fastest of {args.repeats} runs each")  # fmt: skip
+    shown = ", ".join(f"{b}: {costs[b] * 1000:.2f}" for b in (1, 2, 4, 8, 12, 16) if b in costs)
+    print(f"step graph alone, ms per step by rows (cache at 64 tokens): {shown}")
+    print(f"in-process run: {t.steps} steps, {np.mean(t.batches):.1f} rows per step on average\n")
+    print("| run | tokens | seconds | tokens/s | TTFT p50 / p99 ms | ITL p50 / p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in (local, remote):
+        g = r.timings
+        print(f"| {r.mode} | {g.tokens} | {r.seconds:.2f} | {r.tokens_per_s:,.0f} | {_ms(g.first, 50).strip()} / "
+              f"{_ms(g.first, 99).strip()} | {_ms(g.gaps, 50).strip()} / {_ms(g.gaps, 99).strip()} |")  # fmt: skip
+    print(
+        f"| ONNX Runtime alone, same rows per step (bound) | {t.tokens} | {t.tokens / limit:.2f} | {limit:,.0f} | | |"
+    )
+    print(f"\nin-process / bound = {local.tokens_per_s / limit:.2f} (goal >= 0.85)")
+    print(f"over gRPC / in-process = {remote.tokens_per_s / local.tokens_per_s:.2f} (goal >= 0.85)")
+    if remote.timings.tokens != local.timings.tokens:
+        print(f"note: the two runs generated {local.timings.tokens} and {remote.timings.tokens} tokens")
+
+
+if __name__ == "__main__":
+    main()
