@@ -134,13 +134,7 @@ def test_graceful_stop_of_one_replica_fails_no_request(replicas: list[Server], c
     assert not sender.failures, f"{len(sender.failures)} of {sent} requests failed: {sender.failures[:5]}"
     served_after = [ok_requests(s) - a for s, a in zip(staying, after_stop, strict=True)]
     assert all(n > 0 for n in served_after), f"the remaining replicas served {served_after} after the stop"
-
-
-def test_replica_log_shows_drain(replicas: list[Server]) -> None:
-    """The stopped replica went through the drain path (not a crash) — read from its own log."""
-    log = replicas[0].log()
-    if replicas[0].proc is None or replicas[0].proc.poll() is None:
-        pytest.skip("runs after the graceful-stop test")
+    log = leaving.log()  # it went through the drain path, not a crash
     assert "draining" in log and "stopped" in log, log
 
 

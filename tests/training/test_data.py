@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest.importorskip("sklearn", reason="the training data sets need the `train` extra (make install-train)")
+
 from training import data as datasets
 from training.images import augment, prepare_image
 from training.tokenization import encode, pad, train_byte_bpe, train_wordpiece

@@ -333,7 +333,7 @@ def test_spinning_modes_set_onnx_runtime_options(execution: dict, spin: str, sto
     opts = runtime.session_options(add_sub_config(execution=execution).execution, 2)
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spin
     if stop is None:
-        with pytest.raises(Exception):  # noqa: B017, PT011 - onnxruntime raises its own type for a missing key
+        with pytest.raises(Exception):  # noqa: B017 - onnxruntime raises its own type for a missing key
             opts.get_session_config_entry("session.force_spinning_stop")
     else:
         assert opts.get_session_config_entry("session.force_spinning_stop") == stop

@@ -375,8 +375,24 @@ async def test_a_cancelled_sequence_is_released_and_not_computed_again() -> None
     await scheduler.close()
 
 
+class MeetingDecoder(CachingDecoder):
+    """A `CachingDecoder` whose first step waits until the other lane's first step has begun: with six
+    requests waiting both lanes must take some, however the two threads happen to be scheduled."""
+
+    def __init__(self, meeting: threading.Barrier) -> None:
+        super().__init__()
+        self.meeting: threading.Barrier | None = meeting
+
+    def next_logits(self, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        if self.meeting is not None:
+            self.meeting.wait()
+            self.meeting = None
+        return super().next_logits(seq_ids, tokens)
+
+
 async def test_lanes_share_the_slots_and_keep_their_sequences() -> None:
-    decoders = [CachingDecoder(), CachingDecoder()]
+    meeting = threading.Barrier(2, timeout=10)
+    decoders = [MeetingDecoder(meeting), MeetingDecoder(meeting)]
     config = SchedulerConfig(64, max_active_sequences=3, max_waiting=8)
     scheduler = GenerationScheduler("lanes", decoders, config)
     scheduler.start()

@@ -401,6 +401,8 @@ def test_unloading_the_model_ends_its_streams_and_its_service(tmp_path: Path, mo
             request = health_pb2.HealthCheckRequest(service="deepserve.v1.TextGenerator")
             assert eventually(lambda: health.Check(request).status == health_pb2.HealthCheckResponse.NOT_SERVING)
             running.call(running.app.registry.load("slow_lm"))
-            assert client.generate(PROMPT, max_new_tokens=3).text() is not None
+            reloaded = client.generate(PROMPT, max_new_tokens=3)
+            reloaded.text()
+            assert reloaded.summary is not None and reloaded.summary.generated_tokens >= 1, "serves again once loaded"
     finally:
         running.stop()
