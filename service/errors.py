@@ -14,7 +14,6 @@ class ErrorCode(enum.Enum):
     UNAVAILABLE = "unavailable"
     QUEUE_FULL = "queue_full"
     DEADLINE_EXCEEDED = "deadline_exceeded"
-    CANCELLED = "cancelled"
     TOO_LARGE = "too_large"
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
@@ -51,10 +50,6 @@ class QueueFullError(DeepserveError):
 
 class DeadlineExceededError(DeepserveError):
     code = ErrorCode.DEADLINE_EXCEEDED
-
-
-class CancelledError(DeepserveError):
-    code = ErrorCode.CANCELLED
 
 
 class PayloadTooLargeError(DeepserveError):

@@ -18,6 +18,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 MODEL = ("model", "version")
+UNKNOWN_MODEL = "_unknown"
+"""The model label of requests that name no loaded model."""
 
 
 class Metrics:

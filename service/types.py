@@ -12,7 +12,6 @@ class ModelState(str, enum.Enum):
     LOADING = "LOADING"
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
-    UNLOADING = "UNLOADING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,22 +34,6 @@ class InferResponse:
     version: str
     outputs: dict[str, np.ndarray]
     id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TensorMetadata:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelMetadata:
-    name: str
-    versions: tuple[str, ...]
-    platform: str
-    inputs: tuple[TensorMetadata, ...]
-    outputs: tuple[TensorMetadata, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,9 @@ from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc.backpressure import PendingResponses
 from service.grpc.errors import cancelled_status, fail
 from service.grpc.requests import GuardedServer, add_service
-from service.metrics import RequestRecorder
+from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
 
-UNKNOWN_MODEL = "_unknown"
 INLINE_ITEMS = 16
 SERVICES: dict[str, Task] = {
     ic.DESCRIPTOR.services_by_name["ImageClassifier"].full_name: Task.IMAGE_CLASSIFICATION,

@@ -23,13 +23,12 @@ from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.auth import caller
 from service.grpc.backpressure import PendingResponses
 from service.grpc.errors import cancelled_status, fail, status_of
-from service.metrics import RequestRecorder
+from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
 from service.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
-UNKNOWN_MODEL = "_unknown"
 MODEL_CONTROL_OFF = (
     "model control is off: this server does not load or unload models on request; start it with "
     "--model-control-mode explicit to allow RepositoryModelLoad and RepositoryModelUnload"

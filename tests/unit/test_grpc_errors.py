@@ -22,7 +22,6 @@ def test_every_error_code_has_a_status() -> None:
         (errors.ModelLoadError("model 'm': bad config"), grpc.StatusCode.UNAVAILABLE),
         (errors.QueueFullError("queue full: model 'm'"), grpc.StatusCode.UNAVAILABLE),
         (errors.DeadlineExceededError("deadline passed"), grpc.StatusCode.DEADLINE_EXCEEDED),
-        (errors.CancelledError("cancelled"), grpc.StatusCode.CANCELLED),
         (errors.PayloadTooLargeError("too large"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (errors.UnauthenticatedError("no credentials"), grpc.StatusCode.UNAUTHENTICATED),
         (errors.PermissionDeniedError("token 'x' lacks the 'admin' scope"), grpc.StatusCode.PERMISSION_DENIED),
