@@ -290,6 +290,11 @@ class Generation(_Strict):
     bos_id: int | None = None
     default_max_new_tokens: int = Field(default=64, ge=1)
     max_new_tokens_limit: int = Field(default=512, ge=1)
+    default_temperature: float = Field(default=1.0, ge=0.0, le=10.0)
+    """Temperature of a request that leaves it unset (0 is greedy)."""
+    default_top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """top_p of a request that leaves it unset (1 is no limit). A small model reads best with some of the
+    unlikely tail cut off and a temperature below 1; greedy decoding tends to repeat itself."""
     step_model: str | None = Field(default=None, min_length=1)
     """File in each version folder (next to model.onnx) with the same weights exported for KV-cache
     decoding; generation then computes only each sequence's new tokens per step. Without it every step

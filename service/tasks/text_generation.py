@@ -150,8 +150,8 @@ class TextGeneration:
         return GenerationInput(ids, encoded.truncated, max_new_tokens, sampling, stops)
 
     def sampling(self, temperature: float | None, top_k: int, top_p: float | None, seed: int | None) -> SamplingParams:
-        temperature = 1.0 if temperature is None else temperature
-        top_p = 1.0 if top_p is None else top_p
+        temperature = self.generation.default_temperature if temperature is None else temperature
+        top_p = self.generation.default_top_p if top_p is None else top_p
         if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
             raise InvalidInputError(f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy), "
                                     f"got {temperature:g}")  # fmt: skip

@@ -67,7 +67,7 @@ def test_tiny_rnn(tmp_path: Path) -> None:
 def test_tiny_transformer(tmp_path: Path) -> None:
     from training.textgen import TextgenSettings, run
 
-    settings = TextgenSettings(epochs=1, limit=16, vocab_size=300, d_model=16, heads=2, layers=1)
+    settings = TextgenSettings(epochs=1, limit=16, vocab_size=300, d_model=16, heads=2, layers=1, eval_prompts=3)
     entry = run(settings, tmp_path / "models", tmp_path / "work")
     info = _check(entry, "textgen_transformer")
     assert info["parity"]["padding_invariance_max_abs_diff"] <= 1e-4
@@ -76,6 +76,9 @@ def test_tiny_transformer(tmp_path: Path) -> None:
     assert info["kv_cache"]["parity"]["max_abs_diff"] <= 1e-4
     assert info["kv_cache"]["parity"]["max_abs_diff_vs_keras"] <= 1e-4
     assert step_parity_on_reference(entry) <= 1e-4
+    evaluation = info["metrics"]["eval_prompts"]
+    assert evaluation["prompts"] == 3 and len(evaluation["greedy"]["completions"]) == 3
+    assert set(info["baseline"]["test"]) == {"perplexity", "tokens"}
 
 
 def test_cli_writes_an_entry(tmp_path: Path) -> None:

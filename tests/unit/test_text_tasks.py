@@ -103,6 +103,24 @@ def test_generation_defaults(generation: TextGeneration) -> None:
     assert request.sampling == SamplingParams(temperature=1.0, top_k=0, top_p=1.0, seed=None)
 
 
+def test_sampling_defaults_come_from_the_config_and_requests_override_them(tmp_path: Path) -> None:
+    folder = write_lm(tmp_path, context=16)
+    config = _config(folder)
+    generation = config.generation.model_copy(update={"default_temperature": 0.6, "default_top_p": 0.9})
+    task = TextGeneration(folder.name, config.model_copy(update={"generation": generation}), folder)
+    assert task.prepare("hi").sampling == SamplingParams(temperature=0.6, top_k=0, top_p=0.9, seed=None)
+    explicit = task.prepare("hi", temperature=0.0, top_p=1.0).sampling
+    assert explicit == SamplingParams(temperature=0.0, top_k=0, top_p=1.0, seed=None)
+
+
+@pytest.mark.parametrize(("key", "value"), [("default_temperature", -1.0), ("default_top_p", 0.0)])
+def test_sampling_defaults_out_of_range_are_config_errors(tmp_path: Path, key: str, value: float) -> None:
+    raw = yaml.safe_load((write_lm(tmp_path, context=16) / "config.yaml").read_text())
+    raw["generation"][key] = value
+    with pytest.raises(ValueError, match=key):
+        ModelConfig.model_validate(raw)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
