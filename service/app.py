@@ -1,10 +1,11 @@
-"""Composition root: settings → repository → registry → gRPC server + metrics endpoint; lifecycle.
+"""Composition root: settings → repository → registry → gRPC server + HTTP/REST port + metrics endpoint; lifecycle.
 
 Start-up: check that the repository holds models, bind the port (liveness answers at once), load and warm
 up the models, then report SERVING: with strict readiness (the default) only while every model the server
 is meant to serve does (`ModelRegistry.all_ready`), re-evaluated on every load and unload. On
-SIGTERM/SIGINT: NOT_SERVING, stop accepting, let in-flight requests finish within `grace_seconds`, close
-the batchers, exit 0.
+SIGTERM/SIGINT: NOT_SERVING (gRPC health and /v2/health/ready), stop accepting on both ports, let in-flight
+requests finish within `grace_seconds`, close the batchers, exit 0. The HTTP port runs on this event loop, as
+gRPC does: both call the same registry, pipelines and batchers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from service.grpc.server import V2_SERVICE, build_health_server, build_server
 from service.grpc.tasks import SERVICES as TASK_SERVICES
 from service.grpc.tasks import add_task_services
 from service.grpc.v2 import InferenceServicer
+from service.http.auth import HttpAuthorizer
+from service.http.listener import Tls
+from service.http.server import HttpEndpoint
+from service.http.v2 import V2Api
 from service.memory import return_large_blocks
 from service.metrics import Metrics, RequestRecorder
 from service.metrics_http import MetricsEndpoint
@@ -61,6 +66,7 @@ class App:
         self.draining = False
         self.port = 0
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
         recorder = RequestRecorder(self.metrics)
         pending = PendingResponses(
             settings.max_pending_response_bytes,
@@ -73,6 +79,8 @@ class App:
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES), self.authorizer)
         add_task_services(GuardedServer(self.server, authorizer=self.authorizer), self.tasks, recorder, pending)
+        self.http = _http_endpoint(settings, V2Api(self.registry, recorder, self.ready, settings.max_message_bytes),
+                                   self.authorizer)  # fmt: skip
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
         """Plaintext port with only grpc.health.v1, answered by `self.health` (the main port's servicer)."""
@@ -84,6 +92,12 @@ class App:
     async def start(self) -> None:
         s = self.settings
         await self._update_health()
+        if self.http is not None:
+            try:
+                self.http.bind(s.host, s.http_port)
+            except OSError:
+                await self.server.stop(None)
+                raise
         await self.server.start()
         if s.metrics_port is not None:
             try:
@@ -91,13 +105,20 @@ class App:
             except OSError:
                 await self.server.stop(None)  # or the gRPC server outlives the loop and fails noisily at exit
                 raise
+        if self.http is not None:
+            try:
+                self.http_port = await self.http.serve(s.host, s.http_port)
+            except OSError:
+                await self.server.stop(None)
+                await self.metrics_endpoint.close()
+                raise
         if self.health_server is not None:
             await self.health_server.start()
         log.info(
             "listening",
-            extra={"grpc": f"{s.host}:{self.port}", "metrics": self.metrics_port, "device": s.device.value,
-                   "providers": available_providers(), "tls": s.tls, "mutual_tls": s.tls_client_ca_file is not None,
-                   "health": self.health_port},
+            extra={"grpc": f"{s.host}:{self.port}", "http": self.http_port, "metrics": self.metrics_port,
+                   "device": s.device.value, "providers": available_providers(), "tls": s.tls,
+                   "mutual_tls": s.tls_client_ca_file is not None, "health": self.health_port},
         )  # fmt: skip
         await self.registry.load_all()
         self.started = True
@@ -117,7 +138,11 @@ class App:
         # Clients that watch health (or a load balancer's probes) move away before new calls are refused:
         # calls that reach a stopping gRPC server before their handler starts are cancelled.
         await asyncio.sleep(min(self.settings.drain_notice_s, grace))
+        if self.http is not None:
+            self.http.stop_accepting()
         await self.server.stop(grace)
+        if self.http is not None:
+            await self.http.close()
         if self.health_server is not None:
             await self.health_server.stop(None)
         await self.metrics_endpoint.close()
@@ -156,6 +181,18 @@ class App:
             await self.health.set(name, SERVING if serving else NOT_SERVING)  # type: ignore[arg-type]
         live = self.started or self.draining
         await self.health.set(LIVENESS, SERVING if live else NOT_SERVING)  # type: ignore[arg-type]
+
+
+def _http_endpoint(settings: ServerSettings, v2: V2Api, authorizer: Authorizer | None) -> HttpEndpoint | None:
+    """The HTTP port (None with --http-port 0): the gRPC port's TLS files and tokens (one in-flight count per token
+    across both protocols)."""
+    if settings.http_port == 0:
+        return None
+    tls = None
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        tls = Tls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    http_authorizer = None if authorizer is None else HttpAuthorizer(authorizer.store, authorizer.in_flight)
+    return HttpEndpoint(v2, http_authorizer, tls)
 
 
 def _authorizer(settings: ServerSettings) -> Authorizer | None:

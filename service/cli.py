@@ -54,11 +54,14 @@ def _env_only(p: argparse.ArgumentParser) -> str:
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("serve", help="serve a model repository over gRPC", description="Serve a model repository.")
+    p = sub.add_parser(
+        "serve", help="serve a model repository over gRPC and HTTP", description="Serve a model repository."
+    )
     _setting(p, "model_repository", "folder of models")
     _setting(p, "host", "address to bind")
     _setting(p, "port", "gRPC port, 0 for any free one", type=int)
     _setting(p, "metrics_port", "HTTP /metrics port, 0 for any free one", type=int)
+    _setting(p, "http_port", "HTTP/REST port (KServe V2), 0 to disable", type=int)
     _setting(p, "device", "execution device", choices=["auto", "cpu", "cuda"])
     _setting(p, "grace_seconds", "on SIGTERM/SIGINT, seconds in-flight requests get to finish", type=float)
     _setting(p, "log_level", "JSON log lines on stderr from this level", choices=["debug", "info", "warning", "error"])

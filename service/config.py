@@ -522,6 +522,9 @@ class ServerSettings(BaseSettings):
     """gRPC port; 0 picks a free one."""
     metrics_port: int | None = Field(default=8002, ge=0, le=65535)
     """HTTP port for /metrics; None disables the endpoint."""
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    """HTTP/REST port: KServe V2 REST (`/v2/...`), next to gRPC on the same models, limits and tokens; 0 disables
+    it. 8000 as in Triton (HTTP 8000, gRPC 8001, metrics 8002)."""
     device: Device = Device.AUTO
     grace_seconds: float = Field(default=10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""

@@ -1,4 +1,5 @@
-"""Domain errors. Each carries an `ErrorCode`; `service/grpc/errors.py` maps codes to gRPC statuses.
+"""Domain errors. Each carries an `ErrorCode`; `service/grpc/errors.py` maps codes to gRPC statuses and
+`service/http/errors.py` to HTTP statuses, one table per protocol; `explain` is what both say to the client.
 
 Messages are written for the user who made the request: say what was wrong and how to fix it.
 """
@@ -6,6 +7,12 @@ Messages are written for the user who made the request: say what was wrong and h
 from __future__ import annotations
 
 import enum
+import logging
+import traceback
+
+log = logging.getLogger(__name__)
+GENERIC_INTERNAL = "internal error; it was logged on the server"
+MAX_ID_SHOWN = 64
 
 
 class ErrorCode(enum.Enum):
@@ -119,3 +126,37 @@ def quoted(value: str | bytes, limit: int = 64) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}…({len(text) - limit} more characters)"
+
+
+def explain(err: BaseException, request_id: str = "") -> tuple[ErrorCode, str]:
+    """The code and the user-facing message for an exception raised while serving a request, whatever the protocol.
+
+    The caller's mistakes and the server's load are logged as one line at debug level (overload cannot flood the
+    log); internal errors at error level, unexpected exceptions with their traceback, and the client gets a generic
+    message with the request's id. The finished frames in the traceback are cleared (after logging): an exception
+    that went through a future or a thread sits in a reference cycle with those frames, which would keep the
+    request's data (a 60 MB text) alive until the cycle collector happens to run."""
+    try:
+        return _explain(err, request_id)
+    finally:
+        traceback.clear_frames(err.__traceback__)
+
+
+def _explain(err: BaseException, request_id: str) -> tuple[ErrorCode, str]:
+    if isinstance(err, DeepserveError):
+        if err.code is ErrorCode.INTERNAL:
+            log.error("request failed", extra={"request_id": request_id, "error": err.message})
+            return err.code, _with_id(err.message, request_id)
+        log.debug("request refused", extra={"request_id": request_id, "code": err.code.value, "error": err.message})
+        return err.code, err.message
+    log.error("unexpected error", extra={"request_id": request_id}, exc_info=err)
+    return ErrorCode.INTERNAL, _with_id(GENERIC_INTERNAL, request_id)
+
+
+def _with_id(message: str, request_id: str) -> str:
+    """An internal error's message with the request's id, which the log line carries too. Cut short: the client chose
+    it, and a message past gRPC's metadata limit would reach the client as another error."""
+    if not request_id:
+        return message
+    shown = request_id if len(request_id) <= MAX_ID_SHOWN else f"{request_id[:MAX_ID_SHOWN]}…"
+    return f"{message} (request id {shown})"

@@ -50,6 +50,7 @@ class RunningServer:
 
 def start_server(repo: Path, **overrides: object) -> RunningServer:
     overrides.setdefault("drain_notice_s", 0.0)
+    overrides.setdefault("http_port", 0)  # off unless a test asks for it (the default, 8000, may be taken)
     settings = ServerSettings(model_repository=repo, host="127.0.0.1", port=0, metrics_port=0, **overrides)
     return RunningServer(settings)
 

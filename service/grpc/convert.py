@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import struct
-import time
-
 import numpy as np
 
-from service.config import DATATYPES, ModelConfig
+from service import tensors
+from service.config import ModelConfig
 from service.errors import InvalidInputError, quoted
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import model_config_pb2 as mc
 from service.types import InferRequest, InferResponse, ModelStats
 from service.validation import RequestLimits, datatype_of
 
-_DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
 # Typed-contents field for each datatype (FP16/BF16 travel only as raw bytes).
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -36,48 +33,10 @@ _CONFIG_TYPES = {
     "INT64": mc.TYPE_INT64, "FP16": mc.TYPE_FP16, "FP32": mc.TYPE_FP32, "FP64": mc.TYPE_FP64,
     "BYTES": mc.TYPE_STRING,
 }  # fmt: skip
-_LEN = struct.Struct("<I")
 _RAW_OUTPUT_TAG = bytes([pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER << 3 | 2])
 """Field `raw_output_contents`, wire type 2 (length-delimited): one byte, as the field number is below 16."""
-# Typed contents arrive in 32-bit fields for the narrower integer types: decoded wide, then range-checked.
-_WIDE = {"INT8": np.dtype(np.int32), "INT16": np.dtype(np.int32), "UINT8": np.dtype(np.uint32),
-         "UINT16": np.dtype(np.uint32)}  # fmt: skip
-_NARROW = frozenset(_WIDE)
-
-
-# ---- BYTES tensors --------------------------------------------------------------------------------
-def decode_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
-    """Elements each prefixed by a 4-byte little-endian length. The count is checked against the data's
-    size before the array is allocated: every element takes at least its 4-byte prefix."""
-    if count * _LEN.size > len(raw):
-        raise InvalidInputError(
-            f"input {quoted(name)}: raw BYTES data of {len(raw)} bytes cannot hold {count} elements "
-            f"(each takes at least its 4-byte length prefix)"
-        )
-    out = np.empty(count, dtype=object)
-    view = memoryview(raw)
-    pos = 0
-    for i in range(count):
-        (n,) = _LEN.unpack_from(view, pos)
-        pos += 4
-        if pos + n > len(view):
-            raise InvalidInputError(f"input {quoted(name)}: BYTES element {i} claims {n} bytes but the data ends first")
-        out[i] = bytes(view[pos : pos + n])
-        pos += n
-        if pos + 4 * (count - i - 1) > len(view):
-            raise InvalidInputError(f"input {quoted(name)}: raw BYTES data ends after {i + 1} of {count} elements")
-    if pos != len(view):
-        raise InvalidInputError(f"input {quoted(name)}: {len(view) - pos} bytes left over after {count} BYTES elements")
-    return out
-
-
-def encode_bytes(arr: np.ndarray) -> bytes:
-    parts = []
-    for item in arr.reshape(-1):
-        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
-        parts.append(_LEN.pack(len(data)))
-        parts.append(data)
-    return b"".join(parts)
+decode_bytes = tensors.decode_bytes
+encode_bytes = tensors.encode_bytes
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -89,66 +48,20 @@ def _decode_tensor(
     name, datatype = tensor.name, tensor.datatype
     count = limits.check_declared(name, tensor.shape)
     shape = tuple(tensor.shape)
-    dtype = _DTYPES.get(datatype)
-    if dtype is None:
-        raise InvalidInputError(
-            f"input {quoted(name)}: unknown datatype {quoted(datatype)}; use one of {sorted(_DTYPES)}"
-        )
+    tensors.dtype_of(name, datatype)
     if raw is not None:
-        if datatype == "BYTES":
-            return decode_bytes(raw, count, name).reshape(shape)
-        expected = count * dtype.itemsize
-        if len(raw) != expected:
-            raise InvalidInputError(
-                f"input {quoted(name)}: raw data is {len(raw)} bytes but shape {list(shape)} of {datatype} needs "
-                f"{expected}"
-            )
-        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+        return tensors.from_raw(name, datatype, shape, count, raw)
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidInputError(f"input {quoted(name)}: {datatype} data must be sent in raw_input_contents")
-    values = getattr(tensor.contents, field)
-    if len(values) != count:
-        raise InvalidInputError(
-            f"input {quoted(name)}: {len(values)} values in contents.{field} but shape {list(shape)} needs {count}"
-        )
-    if datatype == "BYTES":
-        arr = np.empty(count, dtype=object)
-        arr[:] = list(values)
-        return arr.reshape(shape)
-    wide = np.asarray(values, dtype=_WIDE.get(datatype, dtype))
-    if datatype in _NARROW and wide.size:
-        info = np.iinfo(dtype)
-        low, high = int(wide.min()), int(wide.max())
-        if low < info.min or high > info.max:
-            raise InvalidInputError(
-                f"input {quoted(name)}: {datatype} values must be between {info.min} and {info.max}, "
-                f"contents.{field} holds {low if low < info.min else high}"
-            )
-    return wide.astype(dtype, copy=False).reshape(shape)
-
-
-_SHARED_MEMORY = "deepserve has no shared memory; send the tensors in the request itself (raw_input_contents)"
-UNSUPPORTED_TENSOR_PARAMETERS = {
-    "shared_memory_region": _SHARED_MEMORY,
-    "shared_memory_byte_size": _SHARED_MEMORY,
-    "shared_memory_offset": _SHARED_MEMORY,
-    "classification": "deepserve does not implement Triton's classification extension; ask for the raw output, or "
-    "use deepserve.v1.ImageClassifier or deepserve.v1.SentimentAnalyzer",
-}
-"""Triton's tensor parameters that change what a tensor holds: ignoring them would answer with something other
-than what the client asked for, so they are refused. Other parameters are ignored, as Triton does."""
+    return tensors.from_typed(name, datatype, shape, count, getattr(tensor.contents, field), f"contents.{field}")
 
 
 def _refuse_tensor_parameters(request: pb.ModelInferRequest) -> None:
-    for kind, tensors in (("input", request.inputs), ("output", request.outputs)):
-        for tensor in tensors:
-            for key in tensor.parameters:
-                if key in UNSUPPORTED_TENSOR_PARAMETERS:
-                    raise InvalidInputError(
-                        f"{kind} {quoted(tensor.name)}: parameter {quoted(key)} is not supported: "
-                        f"{UNSUPPORTED_TENSOR_PARAMETERS[key]}"
-                    )
+    for kind, items in (("input", request.inputs), ("output", request.outputs)):
+        for tensor in items:
+            if tensor.parameters:
+                tensors.refuse_tensor_parameters(kind, tensor.name, tensor.parameters)
 
 
 def _timeout_parameter(request: pb.ModelInferRequest) -> float | None:
@@ -185,8 +98,7 @@ def decode_infer_request(
             raise InvalidInputError(f"input {quoted(tensor.name)} appears twice in the request")
         inputs[tensor.name] = _decode_tensor(tensor, raw_contents[i] if raw_contents else None, limits)
     timeout = _timeout_parameter(request) if request.parameters else None
-    timeouts = [t for t in (time_remaining, timeout) if t is not None]
-    deadline = time.monotonic() + min(timeouts) if timeouts else None
+    deadline = tensors.deadline(time_remaining, timeout)
     return InferRequest(
         model=request.model_name,
         version=request.model_version,
@@ -207,7 +119,7 @@ def serialize_infer_response(response: InferResponse) -> bytes:
     for name, arr in response.outputs.items():
         datatype = datatype_of(arr)
         out.outputs.add(name=name, datatype=datatype, shape=arr.shape)
-        data = encode_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).data.cast("B")
+        data = tensors.raw_bytes(arr, datatype)
         parts += (_RAW_OUTPUT_TAG, _varint(len(data)), data)
     return b"".join([out.SerializeToString(), *parts])
 

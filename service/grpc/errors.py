@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import traceback
-
 import grpc
 
-from service.errors import DeepserveError, ErrorCode
+from service.errors import GENERIC_INTERNAL, ErrorCode, explain
 
-log = logging.getLogger(__name__)
+__all__ = ["GENERIC_INTERNAL", "STATUS", "cancelled_status", "fail", "status_of"]
 
 STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -25,42 +22,12 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 DEADLINE_SLACK_S = 0.05
-GENERIC_INTERNAL = "internal error; it was logged on the server"
-MAX_ID_SHOWN = 64
 
 
 def status_of(err: BaseException, request_id: str = "") -> tuple[grpc.StatusCode, str]:
-    """The status and the user-facing message for an exception raised while serving a request.
-
-    The finished frames in its traceback are cleared (after logging): an exception that went through a
-    future or a thread sits in a reference cycle with those frames, which would keep the request's data
-    (a 60 MB text) alive until the cycle collector happens to run."""
-    try:
-        return _status_of(err, request_id)
-    finally:
-        traceback.clear_frames(err.__traceback__)
-
-
-def _status_of(err: BaseException, request_id: str) -> tuple[grpc.StatusCode, str]:
-    if isinstance(err, DeepserveError):
-        code = STATUS[err.code]
-        if code is grpc.StatusCode.INTERNAL:
-            log.error("request failed", extra={"request_id": request_id, "error": err.message})
-            return code, _with_id(err.message, request_id)
-        # the caller's mistake or the server's load: one line at debug level, so overload cannot flood logs
-        log.debug("request refused", extra={"request_id": request_id, "code": code.name, "error": err.message})
-        return code, err.message
-    log.error("unexpected error", extra={"request_id": request_id}, exc_info=err)
-    return grpc.StatusCode.INTERNAL, _with_id(GENERIC_INTERNAL, request_id)
-
-
-def _with_id(message: str, request_id: str) -> str:
-    """An INTERNAL message with the request's id, which the log line carries too. Cut short: the client chose it,
-    and a message past gRPC's metadata limit would reach the client as another error."""
-    if not request_id:
-        return message
-    shown = request_id if len(request_id) <= MAX_ID_SHOWN else f"{request_id[:MAX_ID_SHOWN]}…"
-    return f"{message} (request id {shown})"
+    """The status and the user-facing message for an exception raised while serving a request (`explain`)."""
+    code, message = explain(err, request_id)
+    return STATUS[code], message
 
 
 def fail(context: grpc.aio.ServicerContext, err: BaseException, request_id: str = "") -> str:

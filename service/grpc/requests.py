@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -35,11 +34,9 @@ from google.protobuf.message import DecodeError, Message
 
 from service.errors import DeepserveError, InvalidInputError
 from service.grpc.errors import fail, status_of
+from service.logs import RefusalLog
 
 log = logging.getLogger(__name__)
-
-REFUSAL_LOG_SECONDS = 10.0
-"""At most one WARNING per method this often for requests that do not parse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +76,7 @@ class GuardedServer:
         self, server: grpc.aio.Server, refusals: RefusalLog | None = None, authorizer: Authorizing | None = None
     ) -> None:
         self.server = server
-        self.refusals = refusals or RefusalLog()
+        self.refusals = refusals or RefusalLog(logger=log)
         self.authorizer = authorizer
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         """Method → the handler registered for it and its guarded twin."""
@@ -124,42 +121,6 @@ def add_service(
     guarded_server = guarding(server)
     guarded_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     guarded_server.add_registered_method_handlers(service.full_name, handlers)
-
-
-class RefusalLog:
-    """Logs refused requests as at most one WARNING per method (and `key`) every `seconds`; the next line counts
-    the ones left out. Methods are the server's own and keys a bounded set (token names), so the state stays as
-    small as the service list times the keys."""
-
-    @dataclass(slots=True)
-    class _Method:
-        logged_at: float
-        left_out: int = 0
-
-    def __init__(
-        self,
-        seconds: float = REFUSAL_LOG_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        message: str = "refused a request that does not parse (INVALID_ARGUMENT)",
-    ) -> None:
-        self.seconds = seconds
-        self.clock = clock
-        self.message = message
-        self._methods: dict[tuple[str, str], RefusalLog._Method] = {}
-
-    def __call__(self, method: str, reason: str, key: str = "", **fields: object) -> None:
-        now = self.clock()
-        state = self._methods.get((method, key))
-        if state is not None and now - state.logged_at < self.seconds:
-            state.left_out += 1
-            return
-        left_out = state.left_out if state is not None else 0
-        self._methods[method, key] = RefusalLog._Method(now)
-        log.warning(
-            self.message,
-            extra={"method": method, "reason": reason, **fields, "not_logged": left_out,
-                   "window_seconds": self.seconds},
-        )  # fmt: skip
 
 
 def guarded(

@@ -154,7 +154,7 @@ class DocsServer:
         self.log = log
         port = self.address.rsplit(":", 1)[1]
         args = ["serve", "--model-repository", "models", "--device", "cpu", "--host", "127.0.0.1", "--port", port,
-                "--metrics-port", "0", "--log-level", "warning"]  # fmt: skip
+                "--metrics-port", "0", "--http-port", "0", "--log-level", "warning"]  # fmt: skip
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [str(bin_dir / "deepserve"), *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT

@@ -27,14 +27,14 @@ def _deepserve(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("flag", ["--port", "--metrics-port", "--health-port"])
+@pytest.mark.parametrize("flag", ["--port", "--metrics-port", "--http-port", "--health-port"])
 def test_a_busy_port_is_one_line_naming_it_and_its_flag_then_exit_2(tmp_path: Path, flag: str) -> None:
     repo = make_repository(tmp_path / "models", names=("add_sub",))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        args = {"--port": "0", "--metrics-port": "0", flag: str(port)}
+        args = {"--port": "0", "--metrics-port": "0", "--http-port": "0", flag: str(port)}
         done = _deepserve("serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--device", "cpu",
                           *(word for pair in args.items() for word in pair))  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -53,7 +53,7 @@ def test_a_busy_port_set_by_the_environment_names_the_variable_too(tmp_path: Pat
         taken.listen()
         port = taken.getsockname()[1]
         done = _deepserve(
-            "serve", "--model-repository", str(repo), "--metrics-port", "0",
+            "serve", "--model-repository", str(repo), "--metrics-port", "0", "--http-port", "0",
             env={"DEEPSERVE_PORT": str(port), "DEEPSERVE_HOST": "127.0.0.1"},
         )  # fmt: skip
     assert done.returncode == 2

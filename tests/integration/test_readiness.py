@@ -106,7 +106,7 @@ def test_a_repository_without_models_does_not_start(tmp_path: Path) -> None:
         "no_config": "holds no models",
     }
     for folder, problem in cases.items():
-        settings = ServerSettings(model_repository=tmp_path / folder, port=0, metrics_port=None)
+        settings = ServerSettings(model_repository=tmp_path / folder, port=0, metrics_port=None, http_port=0)
         with pytest.raises(ConfigError, match=re.escape(f"--model-repository {tmp_path / folder} {problem}")):
             asyncio.run(_app(settings))
 

@@ -37,6 +37,7 @@ class Server:
     grace_seconds: float = 5.0
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
     args: list[str] = field(default_factory=list)
     """Extra `deepserve serve` flags."""
     proc: subprocess.Popen[bytes] | None = None
@@ -49,7 +50,7 @@ class Server:
         cmd = [
             sys.executable, "-m", "service", "serve",
             "--model-repository", str(self.repo), "--host", "127.0.0.1",
-            "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+            "--port", str(self.port), "--metrics-port", str(self.metrics_port), "--http-port", str(self.http_port),
             "--device", "cpu", "--grace-seconds", str(self.grace_seconds), "--log-level", "info", *self.args,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}

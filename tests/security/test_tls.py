@@ -204,7 +204,12 @@ async def test_health_port_in_use_is_a_clear_error(repo: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         settings = ServerSettings(
-            model_repository=repo, host="127.0.0.1", port=0, metrics_port=0, health_port=taken.getsockname()[1]
+            model_repository=repo,
+            host="127.0.0.1",
+            port=0,
+            metrics_port=0,
+            http_port=0,
+            health_port=taken.getsockname()[1],
         )
         with pytest.raises(OSError, match=r"^cannot bind health port 127\.0\.0\.1:\d+ \(in use\); .* --health-port "):
             App(settings)
