@@ -84,6 +84,7 @@ FROM os AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     DEEPSERVE_HOST=0.0.0.0 \
     DEEPSERVE_PORT=8001 \
+    DEEPSERVE_HTTP_PORT=8000 \
     DEEPSERVE_METRICS_PORT=8002 \
     DEEPSERVE_MODEL_REPOSITORY=/models
 RUN groupadd --system --gid 10001 deepserve \
@@ -95,7 +96,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY models/ /models/
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # Health through the gRPC health service the server itself publishes (overall status ""): on the plaintext
 # DEEPSERVE_HEALTH_PORT when it is set (the gRPC port speaks TLS only then), else on the gRPC port.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

@@ -10,8 +10,8 @@ digits (other CPUs round differently). Every ```` ```python ````
 block runs too and must exit 0; its output is not compared. An HTML comment `<!-- docs: not run ... -->` on the
 line before a block leaves it out (timings, machines that are not there).
 
-The docs show the server at `127.0.0.1:8001` and an unused port `127.0.0.1:8999`; the runner starts
-`deepserve serve --model-repository models --device cpu` on a free port, substitutes both addresses in the
+The docs show the server at `127.0.0.1:8001` (HTTP: `127.0.0.1:8000`) and an unused port `127.0.0.1:8999`; the
+runner starts `deepserve serve --model-repository models --device cpu` on free ports, substitutes the addresses in the
 commands (and `DEEPSERVE_SERVER` for commands that use the default), and maps them back in the output.
 
 `tests/e2e/test_docs.py` checks every block; `make docs` (`python -m tests.e2e.docs_examples --update`)
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "docs/task-apis.md")
 DOCS_SERVER = "127.0.0.1:8001"
 DOCS_UNUSED = "127.0.0.1:8999"
+DOCS_HTTP = "127.0.0.1:8000"
 ANY_LINES = "…"
 SKIP = "<!-- docs: not run"
 EXIT = re.compile(r"^\[exit status (\d+)(.*)\]$")
@@ -143,6 +144,7 @@ class DocsServer:
     def __init__(self, log: Path) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.unused = f"127.0.0.1:{free_port()}"  # nothing listens there (closed again at once)
+        self.http = f"127.0.0.1:{free_port()}"
         bin_dir = Path(sys.executable).parent
         self.env = {
             **os.environ,
@@ -152,9 +154,9 @@ class DocsServer:
         }
         self.env.pop("DEEPSERVE_TOKEN", None)
         self.log = log
-        port = self.address.rsplit(":", 1)[1]
+        port, http_port = self.address.rsplit(":", 1)[1], self.http.rsplit(":", 1)[1]
         args = ["serve", "--model-repository", "models", "--device", "cpu", "--host", "127.0.0.1", "--port", port,
-                "--metrics-port", "0", "--http-port", "0", "--log-level", "warning"]  # fmt: skip
+                "--metrics-port", "0", "--http-port", http_port, "--log-level", "warning"]  # fmt: skip
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [str(bin_dir / "deepserve"), *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
@@ -188,10 +190,10 @@ class DocsServer:
                 self.process.wait(10)
 
     def _to_real(self, text: str) -> str:
-        return text.replace(DOCS_SERVER, self.address).replace(DOCS_UNUSED, self.unused)
+        return text.replace(DOCS_SERVER, self.address).replace(DOCS_UNUSED, self.unused).replace(DOCS_HTTP, self.http)
 
     def _to_docs(self, text: str) -> str:
-        return text.replace(self.address, DOCS_SERVER).replace(self.unused, DOCS_UNUSED)
+        return text.replace(self.address, DOCS_SERVER).replace(self.unused, DOCS_UNUSED).replace(self.http, DOCS_HTTP)
 
     def run(self, command: str) -> tuple[list[str], int]:
         """The command's output lines (stdout and stderr in the order written) and its exit status."""
