@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,10 @@ def start(source: Path, repository: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(repository), "--port", str(port),
            "--metrics-port", str(free_port()), "--log-level", "warning"]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=source), f"127.0.0.1:{port}"  # `-m service` imports SOURCE's code
+    # No HTTP port: several servers run at once, and older checkouts have no --http-port flag (the variable
+    # is ignored by them).
+    env = {**os.environ, "DEEPSERVE_HTTP_PORT": "0"}
+    return subprocess.Popen(cmd, cwd=source, env=env), f"127.0.0.1:{port}"  # `-m service` imports SOURCE's code
 
 
 async def ready(address: str, payload: bytes, timeout: float = 90) -> None:

@@ -157,7 +157,8 @@ def main() -> None:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.streams)]
     port = free_port()
     cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(args.model_repository),
-           "--port", str(port), "--metrics-port", str(free_port()), "--log-level", "warning"]  # fmt: skip
+           "--port", str(port), "--metrics-port", str(free_port()), "--http-port", "0",
+           "--log-level", "warning"]  # fmt: skip
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
         local, remote = asyncio.run(compare(args, task, step, requests, prompts, f"127.0.0.1:{port}"))

@@ -216,7 +216,7 @@ def main() -> None:
             deepserve = start("deepserve (committed config)",
                               [sys.executable, "-m", "service", "serve", "--model-repository",
                                str(args.model_repository), "--port", str(port), "--metrics-port", str(free_port()),
-                               "--log-level", "warning"], port, tmp)  # fmt: skip
+                               "--http-port", "0", "--log-level", "warning"], port, tmp)  # fmt: skip
             deepserve.peer = False
             servers.append(deepserve)
             minimal = (

@@ -79,7 +79,7 @@ class Server:
     def __init__(self, repo: Path) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(repo), "--port", str(self.port),
-               "--metrics-port", str(self.metrics_port), "--log-level", "warning"]  # fmt: skip
+               "--metrics-port", str(self.metrics_port), "--http-port", "0", "--log-level", "warning"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT)
         self.address = f"127.0.0.1:{self.port}"
 

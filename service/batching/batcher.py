@@ -60,10 +60,11 @@ class BatchPolicy:
     """False when the model has no batch dimension: every request runs alone, as is."""
     inline: bool = True
     """Run a request at once on the event loop thread, without the hand-off to a worker thread and back,
-    when it is the only request in flight in the whole process, this model's lone runs are short
-    (`INLINE_MAX_S`) and no queue delay is asked for (which would make it wait for company). Nobody can be
-    kept waiting by that: a request that arrives meanwhile queues as it would behind a running batch, and
-    the next batch goes to a worker thread as usual."""
+    when it has the whole process to itself (`activity.Activity`) and this model's lone runs are short
+    (`INLINE_MAX_S`). Nobody can be kept waiting by that: a request that arrives meanwhile queues as it
+    would behind a running batch, and the next batch goes to a worker thread as usual. Such a request
+    does not wait `max_queue_delay` either: after a quiet spell there is no company to wait for, so the
+    delay applies only under load, where it is meant to gather batches."""
 
 
 class BatchObserver(Protocol):
@@ -138,7 +139,7 @@ class DynamicBatcher:
         self._idle.set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._inline = policy.inline and not (policy.batched and policy.max_queue_delay_s > 0)
+        self._inline = policy.inline
         self._solo_s = float("inf")
         """Moving average of the model time of batches of one request; until the first has run in a worker
         thread it is unknown, and no request runs on the event loop."""
