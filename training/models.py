@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -52,6 +53,9 @@ class RnnSpec:
     """"lstm" or "gru"."""
     bigram_buckets: int = 0
     """Size of the hashed token-bigram table of the linear ("wide") path; 0 for the RNN alone."""
+    lexicon_features: int = 0
+    """Columns of a fixed (not trained) per-token table of lexicon scores, fed to the RNN beside the learned
+    embedding and, averaged over the text, to the logits; 0 for none. `build_rnn` takes the table."""
 
 
 @keras.saving.register_keras_serializable("deepserve")
@@ -101,29 +105,48 @@ class MaskedMean(layers.Layer):
         return ops.sum(x * keep, axis=1) / ops.maximum(ops.sum(keep, axis=1), 1.0)
 
 
-def build_rnn(spec: RnnSpec, name: str = "sentiment_rnn") -> keras.Model:
+def build_rnn(spec: RnnSpec, name: str = "sentiment_rnn", lexicon: np.ndarray | None = None) -> keras.Model:
     """Embedding (id 0 is padding and masked) → bidirectional LSTM (or GRU) over the sequence → masked mean
     and max pooling → class logits. With `bigram_buckets`, a linear path adds to those logits the mean of
     per-class weights of the text's tokens and of its hashed token bigrams (a "wide & deep" classifier);
     then softmax.
 
+    With `lexicon` (vocab_size x spec.lexicon_features, fixed), each token's row of lexicon scores is
+    concatenated to its embedding, and their mean over the text feeds the logits through a dense layer.
+
     The mask makes the probabilities independent of right padding, which the server's batcher adds.
     """
     token_ids = keras.Input((None,), dtype="int64", name="token_ids")
     x = layers.Embedding(spec.vocab_size, spec.embedding, mask_zero=True)(token_ids)
+    scores = None
+    if spec.lexicon_features:
+        if lexicon is None or lexicon.shape != (spec.vocab_size, spec.lexicon_features):
+            raise ValueError(f"build_rnn needs a ({spec.vocab_size}, {spec.lexicon_features}) lexicon table")
+        table = layers.Embedding(
+            spec.vocab_size,
+            spec.lexicon_features,
+            mask_zero=True,  # carries the mask through the concatenation: padding must not change the output
+            trainable=False,
+            embeddings_initializer=keras.initializers.Constant(lexicon),
+            name="lexicon",
+        )
+        scores = table(token_ids)
+        x = layers.Concatenate()([x, scores])
     x = layers.SpatialDropout1D(spec.dropout / 2)(x)
     cell = {"lstm": layers.LSTM, "gru": layers.GRU}[spec.cell]
     x = layers.Bidirectional(cell(spec.units, return_sequences=True))(x)
     pooled = [layers.GlobalAveragePooling1D()(x), MaskedMaxPooling1D()(x)]
     x = layers.Dropout(spec.dropout)(layers.Concatenate()(pooled))
-    if not spec.bigram_buckets:
-        probabilities = layers.Dense(spec.classes, activation="softmax", name="probabilities")(x)
-        return keras.Model(token_ids, probabilities, name=name)
     logits = [layers.Dense(spec.classes)(x)]
-    bigram_ids = HashedBigrams(spec.vocab_size, spec.bigram_buckets)(token_ids)
-    for ids, size in ((token_ids, spec.vocab_size), (bigram_ids, spec.bigram_buckets)):
-        logits.append(MaskedMean()(layers.Embedding(size, spec.classes, embeddings_initializer="zeros")(ids), ids))
-    probabilities = layers.Activation("softmax", name="probabilities")(layers.Add()(logits))
+    if scores is not None:
+        logits.append(layers.Dense(spec.classes)(MaskedMean()(scores, token_ids)))
+    if spec.bigram_buckets:
+        bigram_ids = HashedBigrams(spec.vocab_size, spec.bigram_buckets)(token_ids)
+        for ids, size in ((token_ids, spec.vocab_size), (bigram_ids, spec.bigram_buckets)):
+            table = layers.Embedding(size, spec.classes, embeddings_initializer="zeros")
+            logits.append(MaskedMean()(table(ids), ids))
+    total = logits[0] if len(logits) == 1 else layers.Add()(logits)
+    probabilities = layers.Activation("softmax", name="probabilities")(total)
     return keras.Model(token_ids, probabilities, name=name)
 
 

