@@ -220,13 +220,14 @@ def main() -> None:
             deepserve.peer = False
             servers.append(deepserve)
             minimal = (
-                ("minimal inline sync grpcio server", "inline_server.py", 8),
-                ("inline + one-thread batcher (max 64, 2 ms)", "batcher_server.py", 64),
+                ("minimal inline sync grpcio server", "inline_server.py", 8, []),
+                ("the same, ONNX Runtime's default options (spinning)", "inline_server.py", 8, ["--ort-defaults"]),
+                ("inline + one-thread batcher (max 64, 2 ms)", "batcher_server.py", 64, []),
             )
-            for name, script, workers in minimal:
+            for name, script, workers, extra in minimal:
                 port = free_port()
                 cmd = [sys.executable, str(PEERS / script), "--port", str(port), "--model-dir", str(model_dir),
-                       "--intra-op-threads", str(args.intra_op_threads), "--workers", str(workers)]  # fmt: skip
+                       "--intra-op-threads", str(args.intra_op_threads), "--workers", str(workers), *extra]  # fmt: skip
                 servers.append(start(name, cmd, port, tmp))
             if mlserver_python is not None:
                 folder, port = mlserver_folder(tmp, model_dir, config, options)

@@ -29,8 +29,8 @@ Item = tuple[np.ndarray, "Future[list[np.ndarray]]"]
 
 
 class BatcherServer(Peer):
-    def __init__(self, model_dir: Path, intra_op_threads: int) -> None:
-        super().__init__(model_dir, intra_op_threads)
+    def __init__(self, model_dir: Path, intra_op_threads: int, ort_defaults: bool = False) -> None:
+        super().__init__(model_dir, intra_op_threads, ort_defaults)
         self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         threading.Thread(target=self.batch_loop, name="batcher", daemon=True).start()
 

@@ -94,10 +94,15 @@ def config_response(name: str, config: ModelConfig) -> pb.ModelConfigResponse:
 class Peer(pb_grpc.GRPCInferenceServiceServicer):
     """One model, one ONNX Runtime session; subclasses implement ModelInfer."""
 
-    def __init__(self, model_dir: Path, intra_op_threads: int) -> None:
+    def __init__(self, model_dir: Path, intra_op_threads: int, ort_defaults: bool = False) -> None:
+        """`ort_defaults`: ONNX Runtime's own session options (its threads spin) but for the thread count,
+        instead of the ones deepserve gives the model's batches."""
         self.name = model_dir.name
         self.config = load_model_config(model_dir)
-        self.session = session(str(model_dir / "1" / "model.onnx"), ort_options(self.config, intra_op_threads))
+        self.options = ort_options(self.config, intra_op_threads)
+        if ort_defaults:
+            self.options = {**self.options, "config_entries": {}}
+        self.session = session(str(model_dir / "1" / "model.onnx"), self.options)
         self.input_name = self.config.inputs[0].name
         self.metadata = metadata_response(self.name, self.config)
         self.model_config = config_response(self.name, self.config)
@@ -142,12 +147,12 @@ def serve(peer_class: type[Peer], default_workers: int) -> None:
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "digits_cnn")
     parser.add_argument("--intra-op-threads", type=int, default=DEFAULT_INTRA_OP_THREADS)
     parser.add_argument("--workers", type=int, default=default_workers, help="gRPC handler threads")
+    parser.add_argument("--ort-defaults", action="store_true", help="ONNX Runtime's own options (spinning)")
     args = parser.parse_args()
-    peer = peer_class(args.model_dir, args.intra_op_threads)
+    peer = peer_class(args.model_dir, args.intra_op_threads, args.ort_defaults)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(peer, server)
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     server.start()
-    options = ort_options(peer.config, args.intra_op_threads)
-    print(json.dumps({"peer": peer_class.__name__, "port": args.port, "ort": options}), flush=True)
+    print(json.dumps({"peer": peer_class.__name__, "port": args.port, "ort": peer.options}), flush=True)
     server.wait_for_termination()
