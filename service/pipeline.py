@@ -14,8 +14,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from service.batching.batcher import BatchPolicy, DynamicBatcher
+from service.batching.batcher import DynamicBatcher
 from service.batching.collate import CollateSpec, Tensors
+from service.batching.policy import BatchPolicy
 from service.config import ModelConfig
 from service.metrics import ModelMetrics
 from service.runtime import ModelSession, StepModel

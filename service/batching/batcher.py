@@ -20,70 +20,17 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from service.batching.activity import Activity
-from service.batching.collate import CollateSpec, Tensors, batch_size, concat, own_length, split
-from service.errors import (
-    DeadlineExceededError,
-    DeepserveError,
-    InferenceError,
-    InvalidInputError,
-    QueueFullError,
-    UnavailableError,
-)
+from service.batching.collate import Tensors, batch_size, own_length
+from service.batching.execution import Outcome, RunFn, execute, user_error
+from service.batching.policy import INLINE_MAX_S, BatchObserver, BatchPolicy, NullObserver
+from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, QueueFullError, UnavailableError
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[Tensors], Tensors]
-"""Runs one batch (in a worker thread): feed dict in, all outputs out."""
-
 _QUEUED, _RUNNING, _DONE = 0, 1, 2
-INLINE_MAX_S = 0.002
-"""A model whose lone requests run in less than this (a moving average) may run them on the event loop."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPolicy:
-    max_batch_size: int
-    """Largest batch (sum of the requests' own batch sizes); 1 with batching off."""
-    max_queue_delay_s: float = 0.0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 1024
-    default_timeout_s: float | None = None
-    instances: int = 1
-    collate: CollateSpec = field(default_factory=lambda: CollateSpec({}, {}))
-    batched: bool = True
-    """False when the model has no batch dimension: every request runs alone, as is."""
-    inline: bool = True
-    """Run a request at once on the event loop thread, without the hand-off to a worker thread and back,
-    when it has the whole process to itself (`activity.Activity`) and this model's lone runs are short
-    (`INLINE_MAX_S`). Nobody can be kept waiting by that: a request that arrives meanwhile queues as it
-    would behind a running batch, and the next batch goes to a worker thread as usual. Such a request
-    does not wait `max_queue_delay` either: after a quiet spell there is no company to wait for, so the
-    delay applies only under load, where it is meant to gather batches."""
-
-
-class BatchObserver(Protocol):
-    """Receives what happened, once per batch (metrics and statistics)."""
-
-    def rejected(self, reason: str, count: int = 1) -> None: ...
-    def batch_done(
-        self, items: int, waits: list[float], collate_s: float, infer_s: float, split_s: float, ok: bool
-    ) -> None: ...
-
-
-class _NullObserver:
-    def rejected(self, reason: str, count: int = 1) -> None:
-        pass
-
-    def batch_done(
-        self, items: int, waits: list[float], collate_s: float, infer_s: float, split_s: float, ok: bool
-    ) -> None:
-        pass
 
 
 class _Pending:
@@ -101,26 +48,11 @@ class _Pending:
         self.length: int | None = None
 
 
-@dataclass(slots=True)
-class _Outcome:
-    pieces: list[Tensors | BaseException] | None = None
-    """Per request: its outputs, or the error of its own run when the batch failed and was re-run one by one."""
-    error: BaseException | None = None
-    collate_s: float = 0.0
-    infer_s: float = 0.0
-    split_s: float = 0.0
-
-
 class DynamicBatcher:
     def __init__(
-        self,
-        name: str,
-        run: RunFn,
-        policy: BatchPolicy,
-        executor: Executor,
-        observer: BatchObserver | None = None,
-        run_inline: RunFn | None = None,
-    ) -> None:
+        self, name: str, run: RunFn, policy: BatchPolicy, executor: Executor,
+        observer: BatchObserver | None = None, run_inline: RunFn | None = None,
+    ) -> None:  # fmt: skip
         """`run_inline`: what runs a lone request on the event loop (`BatchPolicy.inline`), when that should
         differ from `run`: a session whose threads spin while it runs, say."""
         self.name = name
@@ -128,7 +60,7 @@ class DynamicBatcher:
         self._run_lone = run_inline or run
         self._policy = policy
         self._executor = executor
-        self._observer: BatchObserver = observer or _NullObserver()
+        self._observer: BatchObserver = observer or NullObserver()
         self._queue: deque[_Pending] = deque()
         self._live = 0
         """Requests queued and not dropped (the deque may still hold dropped ones until compaction)."""
@@ -139,7 +71,6 @@ class DynamicBatcher:
         self._idle.set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._inline = policy.inline
         self._solo_s = float("inf")
         """Moving average of the model time of batches of one request; until the first has run in a worker
         thread it is unknown, and no request runs on the event loop."""
@@ -189,7 +120,8 @@ class DynamicBatcher:
         self._idle.clear()
         Activity.in_flight += 1
         try:
-            if Activity.alone(now) and self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S:
+            lone = policy.inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S
+            if Activity.alone(now) and lone:
                 self._run_inline(self._take(size))
             elif self._free:
                 self._pump()
@@ -321,52 +253,23 @@ class DynamicBatcher:
         self._settle(self._execute(batch, self._run_lone), batch)
 
     # ---- running --------------------------------------------------------------------------------
-    def _execute(self, batch: list[_Pending], run: RunFn) -> _Outcome:
-        """Worker thread: collate, run, split. Errors are returned, never raised past here. A batch of
-        several requests that fails is run again one request at a time, so only the guilty ones fail."""
-        outcome = _Outcome()
-        spec = self._policy.collate
-        t0 = time.perf_counter()
-        try:
-            feed, padded_len = concat([p.inputs for p in batch], spec)
-            t1 = time.perf_counter()
-            outputs = run(feed)
-            t2 = time.perf_counter()
-            outcome.pieces = (
-                list(split(outputs, [p.size for p in batch], [p.length for p in batch], padded_len, spec))
-                if self._policy.batched
-                else [outputs]
-            )
-            t3 = time.perf_counter()
-            outcome.collate_s, outcome.infer_s, outcome.split_s = t1 - t0, t2 - t1, t3 - t2
-        except BaseException as err:  # noqa: BLE001 - every failure must reach the callers
-            if len(batch) > 1 and not isinstance(err, DeepserveError):
-                log.warning(
-                    "batch failed; running its requests one by one",
-                    extra={"model": self.name, "batch": len(batch), "error": repr(err)},
-                )
-                outcome.pieces = [self._run_alone(p) for p in batch]
-            else:
-                outcome.error = err
-            outcome.infer_s = time.perf_counter() - t0
-        return outcome
-
-    def _run_alone(self, item: _Pending) -> Tensors | BaseException:
-        try:
-            outputs = self._run(item.inputs)
-        except BaseException as err:  # noqa: BLE001 - returned to this request only
-            return err
-        if not self._policy.batched:
-            return outputs
-        try:
-            return split(outputs, [item.size], [item.length], item.length, self._policy.collate)[0]
-        except BaseException as err:  # noqa: BLE001
-            return err
+    def _execute(self, batch: list[_Pending], run: RunFn) -> Outcome:
+        """In a worker thread, or on the loop for a lone request (see `execution.execute`)."""
+        return execute(
+            self.name,
+            [p.inputs for p in batch],
+            [p.size for p in batch],
+            [p.length for p in batch],
+            run,
+            self._run,
+            self._policy.collate,
+            self._policy.batched,
+        )
 
     def _finish(self, done: asyncio.Future, batch: list[_Pending]) -> None:
         self._settle(done.result(), batch)
 
-    def _settle(self, outcome: _Outcome, batch: list[_Pending]) -> None:
+    def _settle(self, outcome: Outcome, batch: list[_Pending]) -> None:
         self._free += 1
         self._running -= 1
         self.executions += 1
@@ -382,7 +285,7 @@ class DynamicBatcher:
             item.state = _DONE
             if isinstance(piece, BaseException):
                 failed += 1
-                piece = self._user_error(piece, len(batch))
+                piece = user_error(self.name, piece, len(batch))
             if item.future.done():
                 continue
             if isinstance(piece, BaseException):
@@ -394,10 +297,3 @@ class DynamicBatcher:
             sum(p.size for p in batch), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, failed == 0
         )
         self._check_idle()
-
-    def _user_error(self, error: BaseException, batch: int) -> BaseException:
-        """What a request whose run failed is told: domain errors as they are, anything else logged and generic."""
-        if isinstance(error, DeepserveError):
-            return error
-        log.error("model run failed", extra={"model": self.name, "batch": batch, "error": repr(error)}, exc_info=error)
-        return InferenceError(f"model '{self.name}' failed to run this request; the error was logged")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from service.batching.activity import QUIET_GAP_S, Activity
-from service.batching.batcher import INLINE_MAX_S, BatchPolicy, DynamicBatcher
+from service.batching.batcher import DynamicBatcher
 from service.batching.collate import CollateSpec
+from service.batching.policy import INLINE_MAX_S, BatchPolicy
 from service.errors import DeadlineExceededError, InferenceError, QueueFullError, UnavailableError
 
 

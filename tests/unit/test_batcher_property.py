@@ -11,7 +11,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.batching.batcher import BatchPolicy, DynamicBatcher
+from service.batching.batcher import DynamicBatcher
+from service.batching.policy import BatchPolicy
 from service.errors import DeadlineExceededError, InferenceError, QueueFullError
 
 request = st.fixed_dictionaries(
