@@ -31,6 +31,7 @@ from service.grpc.v2 import InferenceServicer
 from service.http.auth import HttpAuthorizer
 from service.http.listener import Tls
 from service.http.server import HttpEndpoint
+from service.http.tasks import TaskRoutes
 from service.http.v2 import V2Api
 from service.memory import return_large_blocks
 from service.metrics import Metrics, RequestRecorder
@@ -79,8 +80,10 @@ class App:
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES), self.authorizer)
         add_task_services(GuardedServer(self.server, authorizer=self.authorizer), self.tasks, recorder, pending)
-        self.http = _http_endpoint(settings, V2Api(self.registry, recorder, self.ready, settings.max_message_bytes),
-                                   self.authorizer)  # fmt: skip
+        self.http = _http_endpoint(
+            settings, V2Api(self.registry, recorder, self.ready, settings.max_message_bytes),
+            TaskRoutes(self.tasks, recorder, settings.max_message_bytes), self.authorizer,
+        )  # fmt: skip
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
         """Plaintext port with only grpc.health.v1, answered by `self.health` (the main port's servicer)."""
@@ -183,7 +186,9 @@ class App:
         await self.health.set(LIVENESS, SERVING if live else NOT_SERVING)  # type: ignore[arg-type]
 
 
-def _http_endpoint(settings: ServerSettings, v2: V2Api, authorizer: Authorizer | None) -> HttpEndpoint | None:
+def _http_endpoint(
+    settings: ServerSettings, v2: V2Api, tasks: TaskRoutes, authorizer: Authorizer | None
+) -> HttpEndpoint | None:
     """The HTTP port (None with --http-port 0): the gRPC port's TLS files and tokens (one in-flight count per token
     across both protocols)."""
     if settings.http_port == 0:
@@ -192,7 +197,7 @@ def _http_endpoint(settings: ServerSettings, v2: V2Api, authorizer: Authorizer |
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         tls = Tls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     http_authorizer = None if authorizer is None else HttpAuthorizer(authorizer.store, authorizer.in_flight)
-    return HttpEndpoint(v2, http_authorizer, tls)
+    return HttpEndpoint(v2, tasks, http_authorizer, tls)
 
 
 def _authorizer(settings: ServerSettings) -> Authorizer | None:

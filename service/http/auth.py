@@ -27,6 +27,10 @@ SCOPES: dict[str, Scope | None] = {
     "model_metadata": Scope.INFER,
     "model_ready": Scope.INFER,
     "model_infer": Scope.INFER,
+    # the task endpoints, as gRPC's deepserve.v1 services
+    "classify": Scope.INFER,
+    "sentiment": Scope.INFER,
+    "generate": Scope.INFER,
 }
 """Route name → the scope a token needs; None: open to anyone. A route listed nowhere needs `admin`."""
 UNLISTED = Scope.ADMIN

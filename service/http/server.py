@@ -1,8 +1,10 @@
-"""The HTTP port: KServe V2 REST routes on Starlette, served by uvicorn on the server's event loop.
+"""The HTTP port: KServe V2 REST routes and the task endpoints (`/v1/...`) on Starlette, served by uvicorn on the
+server's event loop.
 
 The boundary (`_edge`) wraps every route once: it authorizes the request against the route's scope
-(`auth.SCOPES`, when the server has tokens), counts it against the token until the response is sent, and
-answers any failure as JSON through the one HTTP error table. Unknown paths and methods answer JSON too.
+(`auth.SCOPES`, when the server has tokens), counts it against the token until the response has been sent (a
+streamed one to its end, or until its client goes away), and answers any failure as JSON through the one HTTP
+error table. Unknown paths and methods answer JSON too.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from service.http.auth import HttpAuthorizer
 from service.http.errors import error_response
 from service.http.listener import AsgiListener, Tls
+from service.http.tasks import TaskRoutes
 from service.http.v2 import V2Api
 
 LIMIT_CONCURRENCY = 1024
@@ -36,18 +40,34 @@ def _edge(name: str, handler: Handler, authorizer: HttpAuthorizer | None) -> Han
                 client = request.client
                 peer = f"{client.host}:{client.port}" if client else ""
                 release = authorizer.admit(name, request.headers.getlist("authorization"), peer)
-            return await handler(request)
+            response = await handler(request)
         except Exception as err:  # noqa: BLE001 - every failure gets a status
-            return error_response(err)
-        finally:
+            response = error_response(err)
+        except BaseException:
             if release is not None:
                 release()
+            raise
+        return response if release is None else _Releasing(response, release)
 
     endpoint.__name__ = name
     return endpoint
 
 
-def build_app(v2: V2Api, authorizer: HttpAuthorizer | None) -> Starlette:
+class _Releasing(Response):
+    """A response that calls `release` once it has been sent, or once sending it ended any other way (the client
+    went away, the server stopped): a token's in-flight count covers a stream to its end."""
+
+    def __init__(self, response: Response, release: Callable[[], None]) -> None:
+        self.response, self.release = response, release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.release()
+
+
+def build_app(v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None) -> Starlette:
     model = "/v2/models/{name}"
     version = "/v2/models/{name}/versions/{version}"
     routes = [
@@ -61,8 +81,10 @@ def build_app(v2: V2Api, authorizer: HttpAuthorizer | None) -> Starlette:
         (f"{model}/infer", "model_infer", ["POST"]),
         (f"{version}/infer", "model_infer", ["POST"]),
     ]
+    task_routes = [("/v1/classify", "classify"), ("/v1/sentiment", "sentiment"), ("/v1/generate", "generate")]
     return Starlette(
-        routes=[Route(path, _edge(name, getattr(v2, name), authorizer), methods=m) for path, name, m in routes],
+        routes=[Route(path, _edge(name, getattr(v2, name), authorizer), methods=m) for path, name, m in routes]
+        + [Route(path, _edge(name, getattr(tasks, name), authorizer), methods=["POST"]) for path, name in task_routes],
         exception_handlers={HTTPException: _http_error},
     )
 
@@ -71,7 +93,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (no such path, a method the path does not take) as JSON errors."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = f"no such endpoint: {request.url.path[:200]}; the KServe V2 REST routes are under /v2"
+        message = (
+            f"no such endpoint: {request.url.path[:200]}; the KServe V2 REST routes are under /v2, the task "
+            "endpoints are POST /v1/classify, /v1/sentiment and /v1/generate"
+        )
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path[:200]}"
     else:
@@ -82,6 +107,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 class HttpEndpoint(AsgiListener):
     """`await serve(host, port)` starts the HTTP port on the running loop and returns the bound port."""
 
-    def __init__(self, v2: V2Api, authorizer: HttpAuthorizer | None, tls: Tls | None = None) -> None:
-        super().__init__(build_app(v2, authorizer), "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S,
-                         tls)  # fmt: skip
+    def __init__(self, v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None, tls: Tls | None = None) -> None:
+        super().__init__(build_app(v2, tasks, authorizer), "HTTP port", "http_port", LIMIT_CONCURRENCY,
+                         SHUTDOWN_TIMEOUT_S, tls)  # fmt: skip
