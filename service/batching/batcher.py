@@ -71,6 +71,7 @@ class DynamicBatcher:
         self._idle.set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._inline = policy.inline and not (policy.batched and policy.max_queue_delay_s > 0)
         self._solo_s = float("inf")
         """Moving average of the model time of batches of one request; until the first has run in a worker
         thread it is unknown, and no request runs on the event loop."""
@@ -120,7 +121,7 @@ class DynamicBatcher:
         self._idle.clear()
         Activity.in_flight += 1
         try:
-            lone = policy.inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S
+            lone = self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S
             if Activity.alone(now) and lone:
                 self._run_inline(self._take(size))
             elif self._free:

@@ -28,9 +28,8 @@ class BatchPolicy:
     """Run a request at once on the event loop thread, without the hand-off to a worker thread and back,
     when it has the whole process to itself (`activity.Activity`) and this model's lone runs are short
     (`INLINE_MAX_S`). Nobody can be kept waiting by that: a request that arrives meanwhile queues as it
-    would behind a running batch, and the next batch goes to a worker thread as usual. Such a request
-    does not wait `max_queue_delay` either: after a quiet spell there is no company to wait for, so the
-    delay applies only under load, where it is meant to gather batches."""
+    would behind a running batch, and the next batch goes to a worker thread as usual. Not with a
+    `max_queue_delay`: a model configured to wait for company always waits."""
 
 
 class BatchObserver(Protocol):
