@@ -102,7 +102,7 @@ def test_token_ids_outside_the_vocabulary_fail_alone(committed: Server, stub, cl
         thread.join(30)
     assert errors == []
     assert outcomes and {code for code, _ in outcomes} == {INVALID}
-    assert "holds 1000000000000; its values must be between 0 and 5999" in outcomes[0][1]
+    assert "holds 1000000000000; its values must be between 0 and 7999" in outcomes[0][1]
 
 
 @pytest.mark.parametrize(
