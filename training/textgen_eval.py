@@ -3,9 +3,13 @@
 Each prompt (a function's signature and docstring from a test module of the standard library, never trained
 on) is completed through the KV-cache step model, token by token, with the server's own sampler. Measured:
 
+The prompt goes in without its final newline: byte-level BPE merges a newline with the indentation after it,
+so a prompt ending in a lone newline token would be one the model never saw before an indented line.
+
 - `parse_share`: the share of prompts whose completed function parses with `ast`. The function's body is
-  the generated text up to the first non-blank line back at column 0 (where the function ends) or the end
-  of the text; a body cut by the token budget loses its last, unfinished line. An empty body fails.
+  the generated text (after the rest of the prompt's last line) up to the first non-blank line back at
+  column 0 (where the function ends) or the end of the text; a body cut by the token budget loses its last,
+  unfinished line. An empty body fails.
 - `finished_share`: the share whose function ended (a line back at column 0, or end of text) in the budget.
 - `loop_share`: the share whose generated tokens hold a loop: a span of at least `LOOP_SPAN` tokens that is
   one block of 1..32 tokens repeated at least three times.
@@ -90,7 +94,7 @@ def function_body(generated: str, cut_by_budget: bool) -> tuple[str, bool]:
     """The generated body of a function whose prompt ends at column 0's docstring, and whether it ended."""
     lines = generated.split("\n")
     for i, line in enumerate(lines):
-        if line.strip() and not line[0].isspace():
+        if i and line.strip() and not line[0].isspace():
             return "\n".join(lines[:i]), True
     if cut_by_budget:
         return "\n".join(lines[:-1]), False
@@ -98,10 +102,11 @@ def function_body(generated: str, cut_by_budget: bool) -> tuple[str, bool]:
 
 
 def parses(prompt: str, body: str) -> bool:
+    """`body` continues `prompt`'s last line (the prompt as the model read it, without its final newline)."""
     if not body.strip():
         return False
     try:
-        ast.parse(prompt + body)
+        ast.parse(prompt.removesuffix("\n") + body)
     except (SyntaxError, ValueError):
         return False
     return True
@@ -124,7 +129,8 @@ def loops(tokens: list[int]) -> bool:
 def _complete(decoder: StepDecoder, tokenizer, bos: int | None, prompts: list[Prompt], params: dict) -> dict:
     rows = []
     for item in prompts:
-        ids = ([bos] if bos is not None else []) + tokenizer.encode(item.prompt, add_special_tokens=False).ids
+        prompt = item.prompt.removesuffix("\n")
+        ids = ([bos] if bos is not None else []) + tokenizer.encode(prompt, add_special_tokens=False).ids
         sampling = SamplingParams(seed=item.id, **params)
         tokens = decoder.generate(ids, MAX_NEW_TOKENS, sampling)
         text = tokenizer.decode(tokens)
