@@ -119,14 +119,9 @@ def from_typed(
 ) -> np.ndarray:
     """A tensor sent as values of a typed field (gRPC `contents.<type>_contents`); `where` names the field."""
     dtype = dtype_of(name, datatype)
-    if len(values) != count:
-        raise InvalidInputError(
-            f"input {quoted(name)}: {len(values)} values in {where} but shape {list(shape)} needs {count}"
-        )
+    _check_count(name, len(values), where, shape, count)
     if datatype == "BYTES":
-        arr = np.empty(count, dtype=object)
-        arr[:] = list(values)
-        return arr.reshape(shape)
+        return _objects(list(values), shape)
     wide = np.asarray(values, dtype=_WIDE.get(datatype, dtype))
     if datatype in _WIDE:
         _check_range(name, datatype, wide, where)
@@ -139,14 +134,9 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], count: int, data
     (UTF-8) or lists of byte values."""
     dtype = dtype_of(name, datatype)
     values = _flat(name, data)
-    if len(values) != count:
-        raise InvalidInputError(
-            f"input {quoted(name)}: {len(values)} values in data but shape {list(shape)} needs {count}"
-        )
+    _check_count(name, len(values), "data", shape, count)
     if datatype == "BYTES":
-        arr = np.empty(count, dtype=object)
-        arr[:] = [_json_bytes(name, i, v) for i, v in enumerate(values)]
-        return arr.reshape(shape)
+        return _objects([_json_bytes(name, i, v) for i, v in enumerate(values)], shape)
     try:
         parsed = np.asarray(values)
     except (OverflowError, ValueError):
@@ -160,6 +150,18 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], count: int, data
     if datatype in INTEGER_DATATYPES:
         _check_range(name, datatype, parsed, "data")
     return parsed.astype(dtype, copy=False).reshape(shape)
+
+
+def _check_count(name: str, got: int, where: str, shape: tuple[int, ...], count: int) -> None:
+    if got != count:
+        raise InvalidInputError(f"input {quoted(name)}: {got} values in {where} but shape {list(shape)} needs {count}")
+
+
+def _objects(values: list[object], shape: tuple[int, ...]) -> np.ndarray:
+    """BYTES elements as an object array (np.asarray would make fixed-width strings, or split nested ones)."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr.reshape(shape)
 
 
 def _flat(name: str, data: object) -> list[object]:

@@ -4,9 +4,7 @@ tokens, and that the HTTP requests share the gRPC port's models and metrics."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import socket
 import urllib.error
 import urllib.request
@@ -17,10 +15,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc_grpc
 import tritonclient.http as tc
-import yaml
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import RunningServer, start_server
+from tests.http_tokens import OPS, TOKEN, tokens_file
 
 
 def free_port() -> int:
@@ -211,19 +209,9 @@ def test_http_port_zero_disables_it(model_repo: Path) -> None:
 
 
 # ---- tokens ---------------------------------------------------------------------------------------
-TOKEN = secrets.token_urlsafe(24)
-OPS = secrets.token_urlsafe(24)
-
-
 @pytest.fixture(scope="module")
 def secured(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
-    entries = [
-        {"name": "reader", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(), "scopes": ["infer"],
-         "max_concurrent_requests": 1},
-        {"name": "ops", "sha256": hashlib.sha256(OPS.encode()).hexdigest(), "scopes": ["admin"]},
-    ]  # fmt: skip
-    path.write_text(yaml.safe_dump({"tokens": entries}))
+    path = tokens_file(tmp_path_factory.mktemp("tokens"))
     running = start_server(model_repo, http_port=free_port(), auth_tokens_file=path)
     yield f"127.0.0.1:{running.app.http_port}"
     running.stop()

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pytest
 
+from service.batching.activity import Activity
 from service.batching.scheduler import GenerationScheduler, GenerationStream, SchedulerConfig
 from service.batching.sequences import Finished, FinishReason, TextChunk, collate
 from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, QueueFullError, UnavailableError
@@ -410,3 +411,22 @@ async def test_lanes_share_the_slots_and_keep_their_sequences() -> None:
 def test_more_lanes_than_slots_is_refused() -> None:
     with pytest.raises(ValueError, match="3 lanes for 2 active sequences"):
         GenerationScheduler("lanes", [CachingDecoder() for _ in range(3)], SchedulerConfig(64, max_active_sequences=2))
+
+
+async def test_a_live_stream_counts_as_in_flight_for_the_whole_process() -> None:
+    """While a generation streams, a batcher must not run a lone request on the event loop (batching/activity.py)."""
+    before = Activity.in_flight
+    scheduler = GenerationScheduler("counted", CachingDecoder(), SchedulerConfig(64, max_active_sequences=2))
+    scheduler.start()
+    stream = submit(scheduler, [1], 5)
+    assert Activity.in_flight == before + 1
+    busy_until = Activity.busy_until
+    Activity.in_flight += 1  # a batcher request arriving now counts itself, then asks
+    try:
+        assert not Activity.alone(time.monotonic())
+    finally:
+        Activity.in_flight -= 1
+        Activity.busy_until = busy_until
+    await collect(stream)
+    assert Activity.in_flight == before
+    await scheduler.close()

@@ -5,19 +5,17 @@ and a token's in-flight count held for as long as its stream runs."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
-import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from service.client import TaskClient
 from tests.conftest import RunningServer, start_server
+from tests.http_tokens import OPS, TOKEN, tokens_file
 from tests.integration.tasks.test_image import ink_box
 from tests.integration.test_http_v2 import free_port
 from tests.tiny_task_models import make_task_repository
@@ -299,19 +297,9 @@ def test_task_requests_are_counted_in_the_metrics(server: RunningServer) -> None
 
 
 # ---- tokens -------------------------------------------------------------------------------------------------
-TOKEN = secrets.token_urlsafe(24)
-OPS = secrets.token_urlsafe(24)
-
-
 @pytest.fixture(scope="module")
 def secured(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    path = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
-    entries = [
-        {"name": "reader", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(), "scopes": ["infer"],
-         "max_concurrent_requests": 1},
-        {"name": "ops", "sha256": hashlib.sha256(OPS.encode()).hexdigest(), "scopes": ["admin"]},
-    ]  # fmt: skip
-    path.write_text(yaml.safe_dump({"tokens": entries}))
+    path = tokens_file(tmp_path_factory.mktemp("tokens"))
     running = start_server(repo, http_port=free_port(), auth_tokens_file=path)
     yield running
     running.stop()
