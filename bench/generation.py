@@ -45,8 +45,15 @@ from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder  # no
 from service.batching.sampling import sample_batch  # noqa: E402
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lane_slots  # noqa: E402
 from service.batching.sequences import TextChunk  # noqa: E402
+from service.config import Device  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
-from service.runtime import CPU, ModelSession, StepModel, load_step_model  # noqa: E402
+from service.runtime import (  # noqa: E402
+    ModelSession,
+    StepModel,
+    available_providers,
+    choose_providers,
+    load_step_model,
+)
 from service.tasks.kv_cache import KVCacheDecoder  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
@@ -283,7 +290,9 @@ def fixed_cost(forward: ForwardFn, seconds: float) -> ForwardFn:
     return run
 
 
-def load(repository: Path, name: str) -> tuple[ModelSession, StepModel | None, TextGeneration, str]:
+def load(
+    repository: Path, name: str, device: Device = Device.CPU
+) -> tuple[ModelSession, StepModel | None, TextGeneration, str]:
     repo = ModelRepository(repository)
     source = f"{repository}/{name}"
     if name not in repo.names():
@@ -292,9 +301,11 @@ def load(repository: Path, name: str) -> tuple[ModelSession, StepModel | None, T
         repo, source = ModelRepository(tmp), f"stand-in with random weights ({name} not in {repository})"
     entry = repo.load(name)
     version = max(entry.versions, key=int)
-    session = ModelSession(entry.versions[version], entry.config, [CPU])
+    providers = choose_providers(device, entry.config.execution.providers, available_providers())
+    strict = device is Device.CUDA
+    session = ModelSession(entry.versions[version], entry.config, providers, strict)
     step_file = entry.step_models.get(version)
-    step = load_step_model(step_file, entry.config, [CPU], name) if step_file else None
+    step = load_step_model(step_file, entry.config, providers, name, strict) if step_file else None
     return session, step, TextGeneration(name, entry.config, entry.path), source
 
 
@@ -309,8 +320,9 @@ def main() -> None:
         "--lanes", type=int, default=0, help="lanes of continuous batching (0: the model's generation.lanes)"
     )
     parser.add_argument("--fixed-step-ms", type=float, default=0.0, help="step cost of an extra table (0: none)")
+    parser.add_argument("--device", choices=[d.value for d in Device], default="cpu", help="as `deepserve serve`'s")
     args = parser.parse_args()
-    session, step, task, source = load(args.model_repository, args.model)
+    session, step, task, source = load(args.model_repository, args.model, Device(args.device))
     args.lanes = args.lanes or task.generation.lanes
     output, context = task.output, task.generation.context_length
 

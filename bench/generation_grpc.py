@@ -36,6 +36,7 @@ from bench.generation import PROMPTS, Result, Timings, _ms, load, scheduled, wor
 from bench.serving import free_port  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
 from service.batching.scheduler import lane_slots  # noqa: E402
+from service.config import Device  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
 from service.runtime import StepModel  # noqa: E402
@@ -149,8 +150,9 @@ def main() -> None:
     parser.add_argument("--model", default="textgen_transformer")
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", choices=[d.value for d in Device], default="cpu", help="as `deepserve serve`'s")
     args = parser.parse_args()
-    _, step, task, source = load(args.model_repository, args.model)
+    _, step, task, source = load(args.model_repository, args.model, Device(args.device))
     if step is None:
         sys.exit(f"{args.model} has no generation.step_model: this bench measures the KV-cache path")
     requests = workload(task, args.streams, 0)
@@ -158,7 +160,7 @@ def main() -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(args.model_repository),
            "--port", str(port), "--metrics-port", str(free_port()), "--http-port", "0",
-           "--log-level", "warning"]  # fmt: skip
+           "--log-level", "warning", "--device", args.device]  # fmt: skip
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
         local, remote = asyncio.run(compare(args, task, step, requests, prompts, f"127.0.0.1:{port}"))

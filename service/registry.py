@@ -215,12 +215,13 @@ class ModelRegistry:
         providers = choose_providers(self.device, entry.config.execution.providers, available_providers())
         built: dict[str, ModelPipeline] = {}
         limits = RequestLimits.resolve(entry.name, entry.config, vocab_size(entry.name, entry.path, entry.config))
+        strict = self.device is Device.CUDA
         for version, path in entry.versions.items():
-            session = ModelSession(path, entry.config, providers)
+            session = ModelSession(path, entry.config, providers, strict)
             check_signature(session, entry.config, entry.name)
             session.warmup()
             step_file = entry.step_models.get(version)
-            step = load_step_model(step_file, entry.config, providers, entry.name) if step_file else None
+            step = load_step_model(step_file, entry.config, providers, entry.name, strict) if step_file else None
             log.info(
                 "model version loaded",
                 extra={"model": entry.name, "version": version, "providers": session.providers},

@@ -120,16 +120,23 @@ class ModelSession:
     `path` is `<model folder>/<version>/<file>`. Load errors name it relative to the model's folder and say
     what is wrong in our words: ONNX Runtime's own messages carry server paths; they go to the log."""
 
-    def __init__(self, path: Path, config: ModelConfig, providers: list[str]) -> None:
+    def __init__(
+        self, path: Path, config: ModelConfig, providers: list[str], strict: bool = False, buckets: bool = True
+    ) -> None:
+        """`strict` (`--device cuda`): a session that asked for CUDA first but runs on the CPU is a load error.
+        ONNX Runtime falls back to the CPU by itself when the CUDA provider cannot start (a missing cuDNN, say).
+        `buckets`: a session per size of `execution.batch_buckets` (not for step models, whose batch is rows)."""
         self.path = path
         self.config = config
         self.model = path.parent.parent.name
         self.shown = f"{path.parent.name}/{path.name}"
         """The file as config.yaml and messages name it, relative to the model's folder."""
         threads, source = intra_op_threads(config.execution)
+        cuda = config.execution.cuda
+        with_options = [(name, cuda.provider_options()) if name == CUDA else name for name in providers]
         try:
             self._session = ort.InferenceSession(
-                str(path), sess_options=session_options(config.execution, threads), providers=providers
+                str(path), sess_options=session_options(config.execution, threads), providers=with_options
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
             log.error("cannot load a model file", extra={"model": self.model, "path": str(path), "error": str(err)})
@@ -138,20 +145,49 @@ class ModelSession:
                 f"model '{self.model}': cannot load {self.shown}: {problem} (the server log has the details)"
             ) from None
         self.providers = self._session.get_providers()
+        fell_back = _fell_back(self._session, providers, cuda.provider_options())
+        if fell_back:
+            problem = (f"model '{self.model}': {self.shown} asked for the CUDA execution provider with "
+                       f"execution.cuda's options, but {fell_back}; the log has ONNX Runtime's reason")  # fmt: skip
+            if strict:
+                raise ModelLoadError(problem + ". --device cuda never falls back: fix CUDA, or use --device auto")
+            log.warning(problem + "; it serves anyway (--device auto)", extra={"model": self.model})
+        self._io_binding = config.execution.io_binding
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self._buckets: list[tuple[int, ort.InferenceSession]] = []
+        sizes = bucket_sizes(config, self.providers[0]) if buckets else []
+        for size in sizes[:-1]:
+            session = ort.InferenceSession(
+                str(path), sess_options=session_options(config.execution, threads), providers=with_options
+            )
+            self._buckets.append((size, session))
+        if sizes:
+            self._buckets.append((sizes[-1], self._session))
         self._lone: ort.InferenceSession | None = None
         if config.execution.spinning == "lone_runs" and self.providers[0] == CPU:
             self._lone = ort.InferenceSession(
                 str(path), sess_options=session_options(config.execution, threads, lone=True), providers=providers
             )
         log.info("session threads", extra={"model": self.model, "file": self.shown, "intra_op_threads": threads,
-                                           "threads_from": source})  # fmt: skip
+                                           "threads_from": source, "batch_buckets": sizes})  # fmt: skip
 
     def run(
         self, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None, quiet: bool = False
     ) -> dict[str, np.ndarray]:
         """`quiet`: ONNX Runtime prints no error of its own to stderr (the caller logs it)."""
-        return self._run(self._session, feed, outputs, quiet)
+        if not self._buckets:
+            return self._run(self._session, feed, outputs, quiet)
+        count = len(next(iter(feed.values())))
+        size, session = next(((b, s) for b, s in self._buckets if b >= count), self._buckets[-1])
+        if size <= count:
+            return self._run(session, feed, outputs, quiet)
+        padded = {name: pad_batch(arr, size) for name, arr in feed.items()}
+        return {name: out[:count] for name, out in self._run(session, padded, outputs, quiet).items()}
+
+    @property
+    def bucket_sizes(self) -> list[int]:
+        """The batch sizes with a session of their own (`execution.batch_buckets`), none when one serves all."""
+        return [size for size, _ in self._buckets]
 
     @property
     def run_lone(self) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
@@ -167,6 +203,14 @@ class ModelSession:
     ) -> dict[str, np.ndarray]:  # fmt: skip
         names = list(outputs) if outputs else self.output_names
         options = _QUIET if quiet else None
+        if self._io_binding:
+            binding = session.io_binding()
+            for name, arr in feed.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+            for name in names:
+                binding.bind_output(name, "cpu")
+            session.run_with_iobinding(binding, options)
+            return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
         results = session.run(names, {name: _text_for_ort(arr) for name, arr in feed.items()}, options)
         return dict(zip(names, results, strict=True))
 
@@ -189,6 +233,12 @@ class ModelSession:
                 self._run(self._lone, sample_feed(self.config, 0, folder, self.model), quiet=True)
             except Exception:  # noqa: BLE001 - the main session's warm-up below reports what is wrong
                 pass
+        for size, _ in self._buckets:
+            try:
+                one = {name: arr[:1] for name, arr in sample_feed(self.config, 0, folder, self.model).items()}
+                self.run({name: pad_batch(arr, size) for name, arr in one.items()}, quiet=True)
+            except Exception:  # noqa: BLE001 - the warm-up below reports what is wrong
+                break
         if self.config.warmup is None:
             try:
                 self.run(sample_feed(self.config, 0, folder, self.model), quiet=True)
@@ -218,6 +268,51 @@ class ModelSession:
                 f"model '{self.model}': {self.shown} failed its warm-up run {what}; {fix} "
                 "(the server log has the details)"
             ) from None
+
+
+def bucket_sizes(config: ModelConfig, provider: str) -> list[int]:
+    """`execution.batch_buckets` resolved for a model whose session runs on `provider`: [] for one session."""
+    top = config.max_batch_size
+    chosen = config.execution.batch_buckets
+    if not config.batched or top <= 1:
+        return []
+    if chosen is None:
+        if provider != CUDA:
+            return []
+        chosen = tuple(8**k for k in range(top.bit_length()) if 8**k < top)
+    if not chosen:
+        return []
+    if chosen[-1] > top:
+        raise ModelLoadError(
+            f"execution.batch_buckets {list(chosen)} go beyond max_batch_size {top}; drop the larger sizes"
+        )
+    return list(chosen) if chosen[-1] == top else [*chosen, top]
+
+
+def pad_batch(arr: np.ndarray, size: int) -> np.ndarray:
+    """`arr` with copies of its first item appended up to `size` items: real data, so no padded row meets a
+    division by zero or an all-masked softmax that a row of zeros could."""
+    return np.concatenate([arr, np.repeat(arr[:1], size - len(arr), axis=0)])
+
+
+def _fell_back(session: ort.InferenceSession, asked: list[str], options: dict[str, str]) -> str | None:
+    """What ONNX Runtime did instead of running on CUDA with `options`, when it did. When creating the CUDA
+    provider fails (no cuDNN, a bad device id), its Python binding retries by itself: with CUDA's default
+    options (device 0, an arena without a limit), then on the CPU, and only prints a notice."""
+    if asked[:1] != [CUDA]:
+        return None
+    running = session.get_providers()
+    if running[:1] != [CUDA]:
+        return f"ONNX Runtime runs it on {running}: CUDA or cuDNN failed to start"
+    actual = session.get_provider_options().get(CUDA, {})
+    differ = [key for key in ("device_id", "gpu_mem_limit") if key in actual and actual[key] != options[key]]
+    if differ:
+        return (
+            "ONNX Runtime runs it with CUDA's default options instead ("
+            + ", ".join(f"{key} {actual[key]}, not {options[key]}" for key in differ)
+            + ")"
+        )
+    return None
 
 
 def _text_for_ort(arr: np.ndarray) -> np.ndarray:
@@ -280,7 +375,9 @@ class StepModel:
 _CACHE_NAME = re.compile(r"^(past_key|past_value|new_key|new_value)_(\d+)$")
 
 
-def load_step_model(path: Path, config: ModelConfig, providers: list[str], model: str) -> StepModel:
+def load_step_model(
+    path: Path, config: ModelConfig, providers: list[str], model: str, strict: bool = False
+) -> StepModel:
     """Session for the step graph, checked against the contract documented on `Generation.step_model`,
     and warmed up with a prefill and a decoding step."""
     threads = config.generation.step_intra_op_threads if config.generation else None
@@ -288,7 +385,7 @@ def load_step_model(path: Path, config: ModelConfig, providers: list[str], model
         config = config.model_copy(
             update={"execution": config.execution.model_copy(update={"intra_op_threads": threads})}
         )
-    session = ModelSession(path, config, providers)
+    session = ModelSession(path, config, providers, strict, buckets=False)
     inputs, outputs = session.graph_signature()
 
     def fail(problem: str) -> ModelLoadError:

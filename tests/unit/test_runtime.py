@@ -342,3 +342,153 @@ def test_spinning_modes_set_onnx_runtime_options(execution: dict, spin: str, sto
 def test_allow_spinning_and_spinning_together_is_a_config_error() -> None:
     with pytest.raises(ModelLoadError, match="set `spinning` only"):
         add_sub_config(execution={"spinning": "never", "allow_spinning": True})
+
+
+# ---- CUDA options, fallback, batch buckets, I/O binding (docs/gpu.md has the GPU measurements) ----------------
+def test_cuda_options_reach_onnx_runtime_in_its_own_names() -> None:
+    config = add_sub_config(execution={"cuda": {"device_id": 1, "gpu_mem_limit": "512MiB",
+                                                "arena_extend_strategy": "next_power_of_two",
+                                                "cudnn_conv_algo_search": "exhaustive", "use_tf32": True}})  # fmt: skip
+    assert config.execution.cuda.provider_options() == {
+        "device_id": "1",
+        "gpu_mem_limit": str(512 * 1024**2),
+        "arena_extend_strategy": "kNextPowerOfTwo",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "use_tf32": "1",
+        "do_copy_in_default_stream": "1",
+    }
+    defaults = add_sub_config().execution.cuda.provider_options()
+    assert defaults["gpu_mem_limit"] == str(2 * 1024**3), "the arena must be limited unless configured"
+    assert defaults["arena_extend_strategy"] == "kSameAsRequested"
+    assert defaults["cudnn_conv_algo_search"] == "HEURISTIC"
+    assert defaults["use_tf32"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("cuda", "fragment"),
+    [
+        ({"gpu_mem_limit": "1KiB"}, "gpu_mem_limit"),
+        ({"gpu_mem_limit": "lots"}, "gpu_mem_limit"),
+        ({"device_id": -1}, "device_id"),
+        ({"arena_extend_strategy": "grow"}, "arena_extend_strategy"),
+        ({"cudnn_conv_algo_search": "fast"}, "cudnn_conv_algo_search"),
+        ({"use_tf32": "yes"}, "use_tf32"),
+        ({"graphs": True}, "graphs"),
+    ],
+)
+def test_bad_cuda_options_are_load_errors_naming_the_key(cuda: dict, fragment: str) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        add_sub_config(execution={"cuda": cuda})
+    assert "add_sub" in str(info.value) and fragment in str(info.value)
+
+
+@pytest.mark.parametrize("buckets", [[8, 1], [1, 1, 8], [0, 8]])
+def test_batch_buckets_must_increase_from_one(buckets: list[int]) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        add_sub_config(execution={"batch_buckets": buckets})
+    assert "batch_buckets" in str(info.value) and "increasing" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("max_batch_size", "chosen", "provider", "expected"),
+    [
+        (64, None, CUDA, [1, 8, 64]),
+        (16, None, CUDA, [1, 8, 16]),
+        (8, None, CUDA, [1, 8]),
+        (100, None, CUDA, [1, 8, 64, 100]),
+        (64, None, CPU, []),
+        (64, [], CUDA, []),
+        (64, [1, 4], CPU, [1, 4, 64]),
+        (64, [2, 64], CUDA, [2, 64]),
+        (1, None, CUDA, []),
+        (0, None, CUDA, []),
+    ],
+)
+def test_bucket_sizes(max_batch_size: int, chosen: list[int] | None, provider: str, expected: list[int]) -> None:
+    data = copy.deepcopy(CONFIGS["add_sub"][0])
+    data.pop("dynamic_batching")
+    data |= {"max_batch_size": max_batch_size, "execution": {"batch_buckets": chosen}}
+    assert runtime.bucket_sizes(parse_model_config(data, "add_sub"), provider) == expected
+
+
+def test_batch_buckets_beyond_max_batch_size_are_a_load_error(add_sub_file: Path) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        ModelSession(add_sub_file, add_sub_config(execution={"batch_buckets": [1, 16]}), [CPU])
+    assert "max_batch_size 8" in str(info.value) and "[1, 16]" in str(info.value)
+
+
+def test_a_batch_runs_padded_to_its_bucket_and_comes_back_unpadded(add_sub_file: Path) -> None:
+    bucketed = ModelSession(add_sub_file, add_sub_config(execution={"batch_buckets": [1, 4]}), [CPU])
+    plain = ModelSession(add_sub_file, add_sub_config(), [CPU])
+    assert bucketed.bucket_sizes == [1, 4, 8] and plain.bucket_sizes == []
+    rng = np.random.default_rng(0)
+    seen: list[tuple[int, int]] = []
+    for count in (1, 2, 3, 4, 5, 8):
+        a, b = rng.random((count, 4), dtype=np.float32), rng.random((count, 4), dtype=np.float32)
+        out = bucketed.run({"INPUT0": a, "INPUT1": b})
+        assert {name: arr.shape for name, arr in out.items()} == {"OUTPUT0": (count, 4), "OUTPUT1": (count, 4)}
+        np.testing.assert_array_equal(out["OUTPUT0"], plain.run({"INPUT0": a, "INPUT1": b})["OUTPUT0"])
+        np.testing.assert_array_equal(out["OUTPUT1"], a - b)
+        seen.append((count, next(size for size in bucketed.bucket_sizes if size >= count)))
+    assert seen == [(1, 1), (2, 4), (3, 4), (4, 4), (5, 8), (8, 8)]
+
+
+def test_each_bucket_runs_on_its_own_session(add_sub_file: Path) -> None:
+    """A session that only ever sees one batch size never re-plans cuDNN's convolutions (docs/gpu.md)."""
+    session = ModelSession(add_sub_file, add_sub_config(execution={"batch_buckets": [1, 4]}), [CPU])
+    sessions = [s for _, s in session._buckets]
+    assert len({id(s) for s in sessions}) == 3 and sessions[-1] is session._session
+    seen: list[int] = []
+    for _, inner in session._buckets:
+        original = inner.run
+
+        def recording(names, feed, options=None, original=original):
+            seen.append(len(next(iter(feed.values()))))
+            return original(names, feed, options)
+
+        try:
+            object.__setattr__(inner, "run", recording)
+        except AttributeError:
+            pytest.skip("onnxruntime sessions don't take attributes")
+    for count in (3, 1, 7):
+        session.run({"INPUT0": np.zeros((count, 4), np.float32), "INPUT1": np.zeros((count, 4), np.float32)})
+    assert seen == [4, 1, 8]
+
+
+def test_padding_repeats_the_first_item() -> None:
+    arr = np.array([[1, 2], [3, 4]], np.int64)
+    np.testing.assert_array_equal(runtime.pad_batch(arr, 4), [[1, 2], [3, 4], [1, 2], [1, 2]])
+    text = np.array([b"a", b"bc"], dtype=object)
+    assert runtime.pad_batch(text, 3).tolist() == [b"a", b"bc", b"a"]
+
+
+def test_io_binding_gives_the_same_outputs(add_sub_file: Path) -> None:
+    bound = ModelSession(add_sub_file, add_sub_config(execution={"io_binding": True}), [CPU])
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.full((3, 4), 0.5, dtype=np.float32)
+    out = bound.run({"INPUT0": a, "INPUT1": b})
+    np.testing.assert_array_equal(out["OUTPUT0"], a + b)
+    np.testing.assert_array_equal(out["OUTPUT1"], a - b)
+    assert list(bound.run({"INPUT0": a, "INPUT1": b}, ["OUTPUT1"])) == ["OUTPUT1"]
+
+
+def test_cuda_that_does_not_start_is_a_load_error_under_device_cuda(
+    add_sub_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """onnxruntime without CUDA here stands for CUDA failing to start: asked for CUDA first, ONNX Runtime runs
+    the session on the CPU and only prints a notice. `--device cuda` (strict) refuses; `auto` warns."""
+    if CUDA in runtime.available_providers():
+        pytest.skip("this onnxruntime has CUDA: the fallback cannot be provoked this way")
+    with pytest.raises(ModelLoadError) as info:
+        ModelSession(add_sub_file, add_sub_config(), [CUDA, CPU], strict=True)
+    message = str(info.value)
+    assert "'add_sub'" in message and "1/model.onnx" in message and "CPUExecutionProvider" in message
+    assert "--device cuda never falls back" in message
+    session = ModelSession(add_sub_file, add_sub_config(), [CUDA, CPU], strict=False)
+    assert session.providers == [CPU]
+    assert any("asked for the CUDA execution provider" in r.getMessage() for r in caplog.records)
+
+
+def test_cpu_sessions_never_count_as_a_fallback(add_sub_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ModelSession(add_sub_file, add_sub_config(), [CPU], strict=True)
+    assert not any("CUDA" in r.getMessage() for r in caplog.records)
