@@ -22,6 +22,9 @@ SCOPES: dict[str, Scope | None] = {
     # Open (None): the health routes, as on gRPC (ServerLive, ServerReady): load balancers and probes call them.
     "server_live": None,
     "server_ready": None,
+    # the API's description (/openapi.json) and the page that renders it (/docs): static, no model named
+    "openapi": None,
+    "docs": None,
     # infer: everything that names or runs a model, and the server's metadata
     "server_metadata": Scope.INFER,
     "model_metadata": Scope.INFER,

@@ -18,7 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from service.http import openapi
 from service.http.auth import HttpAuthorizer
+from service.http.docs import DocsPages
 from service.http.errors import error_response
 from service.http.listener import AsgiListener, Tls
 from service.http.tasks import TaskRoutes
@@ -68,25 +70,22 @@ class _Releasing(Response):
 
 
 def build_app(v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None) -> Starlette:
-    model = "/v2/models/{name}"
-    version = "/v2/models/{name}/versions/{version}"
+    """The routes of `openapi.OPERATIONS`, each through the boundary, and the API's own description: `/openapi.json`
+    and the `/docs` page that renders it (its files ship in `service/http/static/`)."""
+    handlers = {openapi.V2: v2, openapi.TASKS: tasks}
     routes = [
-        ("/v2", "server_metadata", ["GET"]),
-        ("/v2/health/live", "server_live", ["GET"]),
-        ("/v2/health/ready", "server_ready", ["GET"]),
-        (model, "model_metadata", ["GET"]),
-        (version, "model_metadata", ["GET"]),
-        (f"{model}/ready", "model_ready", ["GET"]),
-        (f"{version}/ready", "model_ready", ["GET"]),
-        (f"{model}/infer", "model_infer", ["POST"]),
-        (f"{version}/infer", "model_infer", ["POST"]),
+        Route(
+            op.path, _edge(op.handler, getattr(handlers[op.tag], op.handler), authorizer), methods=[op.method.upper()]
+        )
+        for op in openapi.OPERATIONS
     ]
-    task_routes = [("/v1/classify", "classify"), ("/v1/sentiment", "sentiment"), ("/v1/generate", "generate")]
-    return Starlette(
-        routes=[Route(path, _edge(name, getattr(v2, name), authorizer), methods=m) for path, name, m in routes]
-        + [Route(path, _edge(name, getattr(tasks, name), authorizer), methods=["POST"]) for path, name in task_routes],
-        exception_handlers={HTTPException: _http_error},
-    )
+    pages = DocsPages(openapi.document(auth=authorizer is not None))
+    routes += [
+        Route("/openapi.json", _edge("openapi", pages.openapi, authorizer), methods=["GET"]),
+        Route("/docs", _edge("docs", pages.page, authorizer), methods=["GET"]),
+        Route("/docs/{asset}", _edge("docs", pages.asset, authorizer), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -95,7 +94,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = (
             f"no such endpoint: {request.url.path[:200]}; the KServe V2 REST routes are under /v2, the task "
-            "endpoints are POST /v1/classify, /v1/sentiment and /v1/generate"
+            "endpoints are POST /v1/classify, /v1/sentiment and /v1/generate; all are described at /openapi.json "
+            "and /docs"
         )
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path[:200]}"

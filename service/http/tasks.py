@@ -46,6 +46,7 @@ UINT32 = 2**32 - 1
 UINT64 = 2**64 - 1
 GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "model", "version",
                    "stream")  # fmt: skip
+SENTIMENT_FIELDS = ("texts", "model", "version")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """Proxies (nginx) must pass events on as they come."""
 
@@ -90,7 +91,7 @@ class TaskRoutes:
         named = _Named()
 
         async def run() -> tuple[dict[str, Any], str, str]:
-            doc = await self._json(request, ("texts", "model", "version"))
+            doc = await self._json(request, SENTIMENT_FIELDS)
             named.model, named.version = _string(doc, "model"), _string(doc, "version")
             texts = doc.get("texts")
             if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

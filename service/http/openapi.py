@@ -1,0 +1,551 @@
+"""The HTTP port's routes, described once: `OPERATIONS` is the table `server.build_app` builds its routes from and
+the OpenAPI 3.1 document (`/openapi.json`) is generated from, with the request and response schemas below, the
+scopes of `auth.SCOPES` and the statuses of the one error table (`errors.STATUS`). A route added to the app without
+a description here cannot exist; the tests validate the document and every real answer against its schema.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from service import __version__
+from service.auth import Scope
+from service.batching.sequences import FinishReason
+from service.errors import ErrorCode
+from service.http.auth import SCOPES, UNLISTED
+from service.http.errors import STATUS
+
+OPENAPI_VERSION = "3.1.0"
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema, example: Any = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"application/json": content}
+
+
+BINARY: Schema = {"type": "string", "format": "binary"}
+
+
+@dataclass(frozen=True)
+class Operation:
+    path: str
+    method: str
+    handler: str
+    """The handler's name on `V2Api` or `TaskRoutes`; also the route's name in `auth.SCOPES` and the metrics."""
+    tag: str
+    summary: str
+    description: str
+    responses: dict[str, Any]
+    """The success response(s): status → OpenAPI response object."""
+    errors: tuple[ErrorCode, ...] = ()
+    """What the route can fail with besides the token checks (added when tokens are on) and 500 (always)."""
+    parameters: tuple[dict[str, Any], ...] = ()
+    body: dict[str, Any] | None = None
+    """The OpenAPI request body object."""
+    operation_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.operation_id or self.handler
+
+
+V2, TASKS = "KServe V2", "Tasks"
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "model name"}
+VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "description": "model version",
+}
+MODEL_ERRORS = (ErrorCode.NOT_FOUND, ErrorCode.UNAVAILABLE)
+RUN_ERRORS = (
+    ErrorCode.INVALID_INPUT,
+    ErrorCode.TOO_LARGE,
+    ErrorCode.NOT_FOUND,
+    ErrorCode.UNAVAILABLE,
+    ErrorCode.QUEUE_FULL,
+    ErrorCode.DEADLINE_EXCEEDED,
+)
+
+
+def _ok(description: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {"200": {"description": description, "content": content}}
+
+
+def _model_ops(prefix: str, versioned: bool) -> list[Operation]:
+    params = (NAME, VERSION) if versioned else (NAME,)
+    which = "the given version of a model" if versioned else "a model (its newest loaded version)"
+    suffix = "_version" if versioned else ""
+    infer_body = {
+        "required": True,
+        "description": "JSON tensors; or Triton's binary data extension: the JSON header (its length in the "
+        "`Inference-Header-Content-Length` header), then each input with a `binary_data_size` parameter, in order.",
+        "content": {
+            **_json(
+                ref("InferRequest"),
+                {"inputs": [{"name": "token_ids", "shape": [1, 4], "datatype": "INT64", "data": [[5, 6, 7, 8]]}]},
+            ),
+            "application/octet-stream": {"schema": BINARY},
+        },
+    }
+    infer_ok = {
+        "description": "the outputs; as binary data (`application/octet-stream`, with `Inference-Header-Content-"
+        "Length`) when the request asked for `binary_data` outputs",
+        "content": {**_json(ref("InferResponse")), "application/octet-stream": {"schema": BINARY}},
+    }
+    header = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "binary data extension: bytes of JSON at the start of the body",
+    }
+    return [
+        Operation(
+            prefix,
+            "get",
+            "model_metadata",
+            V2,
+            f"Metadata of {which}",
+            "Inputs and outputs with datatypes and shapes (-1: variable; the batch dimension first when the "
+            "model batches), and the versions loaded.",
+            _ok("the model's metadata", _json(ref("ModelMetadata"))),
+            MODEL_ERRORS,
+            params,
+            operation_id=f"model{suffix}_metadata",
+        ),
+        Operation(
+            f"{prefix}/ready",
+            "get",
+            "model_ready",
+            V2,
+            f"Whether {which} is ready",
+            "200 when it serves; otherwise the error that says why (404 unknown, 503 loading or failed).",
+            _ok("ready", _json(ref("ModelReady"))),
+            MODEL_ERRORS,
+            params,
+            operation_id=f"model{suffix}_ready",
+        ),
+        Operation(
+            f"{prefix}/infer",
+            "post",
+            "model_infer",
+            V2,
+            f"Run {which}",
+            "Inputs are batched with other requests. The `timeout` parameter (µs) bounds the time in the queue.",
+            {"200": infer_ok},
+            RUN_ERRORS,
+            (*params, header),
+            infer_body,
+            operation_id=f"model{suffix}_infer",
+        ),
+    ]
+
+
+MODEL_QUERY = (
+    {
+        "name": "model",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "model name; default: the server's image_classification model",
+    },
+    {
+        "name": "version",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "model version; default: the newest loaded",
+    },
+)
+TOP_K = {
+    "name": "top_k",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "labels per image, most probable first; 0 (default): 5, or every class if fewer",
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "/v2",
+        "get",
+        "server_metadata",
+        V2,
+        "Server metadata",
+        "Name, version and protocol extensions.",
+        _ok("the server's metadata", _json(ref("ServerMetadata"))),
+    ),
+    Operation(
+        "/v2/health/live",
+        "get",
+        "server_live",
+        V2,
+        "Liveness",
+        "200 once the server runs; needs no token.",
+        _ok("live", _json(ref("Live"))),
+    ),
+    Operation(
+        "/v2/health/ready",
+        "get",
+        "server_ready",
+        V2,
+        "Readiness",
+        "200 while every model the server is meant to serve is loaded (strict readiness); 503 before, and "
+        "while draining. Needs no token.",
+        {**_ok("ready", _json(ref("Ready"))), "503": {"description": "not ready", "content": _json(ref("Ready"))}},
+    ),
+    *_model_ops("/v2/models/{name}", versioned=False),
+    *_model_ops("/v2/models/{name}/versions/{version}", versioned=True),
+    Operation(
+        "/v1/classify",
+        "post",
+        "classify",
+        TASKS,
+        "Classify images",
+        "One image as the body, or several as `multipart/form-data` file parts (in order; a `top_k` field may "
+        "come along). PNG, JPEG, BMP, GIF or WebP; decoded, resized and normalised the way the model says.",
+        _ok("the labels of each image, in order", _json(ref("ClassifyResponse"))),
+        RUN_ERRORS,
+        (TOP_K, *MODEL_QUERY),
+        {
+            "required": True,
+            "content": {
+                "image/*": {"schema": BINARY},
+                "application/octet-stream": {"schema": BINARY},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {"type": "array", "items": BINARY, "minItems": 1},
+                            "top_k": {"type": "integer", "minimum": 0},
+                        },
+                    }
+                },
+            },
+        },
+    ),
+    Operation(
+        "/v1/sentiment",
+        "post",
+        "sentiment",
+        TASKS,
+        "Analyze the sentiment of texts",
+        "One answer per text, in order: the most probable label and every label's probability. The "
+        "Content-Type is not looked at (`curl -d` works).",
+        _ok("one sentiment per text", _json(ref("SentimentResponse"))),
+        RUN_ERRORS,
+        (),
+        {"required": True, "content": _json(ref("SentimentRequest"), {"texts": ["What a wonderful day"]})},
+    ),
+    Operation(
+        "/v1/generate",
+        "post",
+        "generate",
+        TASKS,
+        "Generate text",
+        'The continuation of a prompt, whole; or, with `"stream": true`, as Server-Sent Events: an '
+        "`event: delta` (`GenerationDelta`) per piece of text as it is generated, then one `event: finished` "
+        "(`GenerationFinished`), or `event: error` (`GenerationStreamError`) should it fail after the stream "
+        "began. A client that disconnects cancels the generation.",
+        _ok(
+            "the generated text, or its stream",
+            {
+                **_json(ref("GenerateResponse")),
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "x-events": {
+                        "delta": ref("GenerationDelta"),
+                        "finished": ref("GenerationFinished"),
+                        "error": ref("GenerationStreamError"),
+                    },
+                },
+            },
+        ),
+        RUN_ERRORS,
+        (),
+        {
+            "required": True,
+            "content": _json(ref("GenerateRequest"), {"prompt": "import os", "max_new_tokens": 16, "stream": True}),
+        },
+    ),
+)
+"""Every API route of the HTTP port (`/openapi.json` and `/docs` themselves are not listed)."""
+
+ERROR_MEANING: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_INPUT: "invalid input",
+    ErrorCode.NOT_FOUND: "unknown model or version",
+    ErrorCode.UNAVAILABLE: "model loading or failed, or the server draining",
+    ErrorCode.QUEUE_FULL: "queue full",
+    ErrorCode.DEADLINE_EXCEEDED: "deadline passed while queued",
+    ErrorCode.TOO_LARGE: "body over --max-message-bytes",
+    ErrorCode.UNAUTHENTICATED: "no or unknown token",
+    ErrorCode.PERMISSION_DENIED: "token without the scope",
+    ErrorCode.QUOTA_EXCEEDED: "the token's max_concurrent_requests reached",
+    ErrorCode.NOT_ENABLED: "turned off by the server's settings",
+    ErrorCode.INTERNAL: "unexpected error (details in the server's log)",
+}
+TOKEN_ERRORS = (ErrorCode.UNAUTHENTICATED, ErrorCode.PERMISSION_DENIED, ErrorCode.QUOTA_EXCEEDED)
+
+DATATYPES = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+PARAMETERS: Schema = {"type": "object", "additionalProperties": {"type": ["string", "number", "integer", "boolean"]}}
+TENSOR_DATA: Schema = {
+    "description": "row-major values, flat or nested; BYTES as strings",
+    "type": ["array", "number", "integer", "boolean", "string"],
+}
+
+
+def _object(properties: dict[str, Schema], required: list[str], description: str = "") -> Schema:
+    schema: Schema = {"type": "object", "properties": properties, "required": required}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+STRING, INTEGER, NUMBER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+COUNT = {"type": "integer", "minimum": 0}
+MODEL_NAME = {"model_name": STRING, "model_version": STRING}
+FINISHED: dict[str, Schema] = {
+    "finish_reason": {"type": "string", "enum": [r.value for r in FinishReason]},
+    "prompt_tokens": COUNT,
+    "generated_tokens": COUNT,
+    "prompt_truncated": BOOLEAN,
+    **MODEL_NAME,
+}
+SCHEMAS: dict[str, Schema] = {
+    "Error": _object({"error": STRING}, ["error"], "every error's body, with the status from the one HTTP table"),
+    "Live": _object({"live": BOOLEAN}, ["live"]),
+    "Ready": _object({"ready": BOOLEAN}, ["ready"]),
+    "ModelReady": _object({"name": STRING, "ready": BOOLEAN}, ["name", "ready"]),
+    "ServerMetadata": _object(
+        {"name": STRING, "version": STRING, "extensions": {"type": "array", "items": STRING}},
+        ["name", "version", "extensions"],
+    ),
+    "TensorMetadata": _object(
+        {
+            "name": STRING,
+            "datatype": {"type": "string", "enum": DATATYPES},
+            "shape": {"type": "array", "items": INTEGER},
+        },
+        ["name", "datatype", "shape"],
+    ),
+    "ModelMetadata": _object(
+        {
+            "name": STRING,
+            "versions": {"type": "array", "items": STRING},
+            "platform": STRING,
+            "inputs": {"type": "array", "items": ref("TensorMetadata")},
+            "outputs": {"type": "array", "items": ref("TensorMetadata")},
+        },
+        ["name", "versions", "platform", "inputs", "outputs"],
+    ),
+    "InferInput": _object(
+        {
+            "name": STRING,
+            "shape": {"type": "array", "items": COUNT},
+            "datatype": {"type": "string", "enum": DATATYPES},
+            "parameters": PARAMETERS,
+            "data": TENSOR_DATA,
+        },
+        ["name", "shape", "datatype"],
+        "`data`, or the parameter `binary_data_size` (binary data extension)",
+    ),
+    "InferRequestedOutput": _object(
+        {"name": STRING, "parameters": PARAMETERS},
+        ["name"],
+        "parameter `binary_data`: answer this output as binary data",
+    ),
+    "InferRequest": _object(
+        {
+            "id": STRING,
+            "parameters": PARAMETERS,
+            "inputs": {"type": "array", "items": ref("InferInput"), "minItems": 1},
+            "outputs": {"type": "array", "items": ref("InferRequestedOutput")},
+        },
+        ["inputs"],
+        "parameters: `timeout` (µs in the queue at most), `binary_data_output`",
+    ),
+    "InferOutput": _object(
+        {
+            "name": STRING,
+            "shape": {"type": "array", "items": COUNT},
+            "datatype": {"type": "string", "enum": DATATYPES},
+            "parameters": PARAMETERS,
+            "data": TENSOR_DATA,
+        },
+        ["name", "shape", "datatype"],
+        "`data` (flat, row-major), or the parameter `binary_data_size`",
+    ),
+    "InferResponse": _object(
+        {**MODEL_NAME, "id": STRING, "outputs": {"type": "array", "items": ref("InferOutput")}},
+        ["model_name", "model_version", "outputs"],
+    ),
+    "Label": _object({"label": STRING, "probability": NUMBER, "index": COUNT}, ["label", "probability", "index"]),
+    "ClassifyResponse": _object(
+        {
+            **MODEL_NAME,
+            "classifications": {
+                "type": "array",
+                "items": _object({"labels": {"type": "array", "items": ref("Label")}}, ["labels"]),
+            },
+        },
+        ["model_name", "model_version", "classifications"],
+        "one entry per image, in order",
+    ),
+    "SentimentRequest": _object(
+        {
+            "texts": {"type": "array", "items": STRING, "minItems": 1},
+            "model": {**STRING, "description": "default: the server's sentiment model"},
+            "version": {**STRING, "description": "default: the newest loaded"},
+        },
+        ["texts"],
+    ),
+    "Sentiment": _object(
+        {
+            "label": STRING,
+            "probability": NUMBER,
+            "tokens": COUNT,
+            "truncated": BOOLEAN,
+            "scores": {
+                "type": "array",
+                "items": _object({"label": STRING, "probability": NUMBER}, ["label", "probability"]),
+            },
+        },
+        ["label", "probability", "tokens", "truncated", "scores"],
+    ),
+    "SentimentResponse": _object(
+        {**MODEL_NAME, "sentiments": {"type": "array", "items": ref("Sentiment")}},
+        ["model_name", "model_version", "sentiments"],
+        "one entry per text, in order",
+    ),
+    "GenerateRequest": _object(
+        {
+            "prompt": {"type": "string", "minLength": 1, "description": "longer than the context: its last tokens"},
+            "max_new_tokens": {**COUNT, "description": "0 (default): the model's default"},
+            "temperature": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 10,
+                "description": "0: greedy; default: the model's (generation.default_temperature)",
+            },
+            "top_k": {**COUNT, "description": "sample among the k most probable tokens; 0: no limit"},
+            "top_p": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "description": "nucleus sampling; default: the model's (generation.default_top_p)",
+            },
+            "seed": {**COUNT, "description": "the same seed, prompt and parameters give the same text"},
+            "stop": {
+                "type": ["string", "array"],
+                "items": STRING,
+                "maxItems": 8,
+                "description": "stop when the text contains one of these (not returned)",
+            },
+            "model": {**STRING, "description": "default: the server's text_generation model"},
+            "version": {**STRING, "description": "default: the newest loaded"},
+            "stream": {"type": "boolean", "default": False, "description": "answer with Server-Sent Events"},
+        },
+        ["prompt"],
+    ),
+    "GenerateResponse": _object({"text": STRING, **FINISHED}, ["text", *FINISHED]),
+    "GenerationDelta": _object({"text": STRING}, ["text"], "`event: delta`: new text to append"),
+    "GenerationFinished": _object(FINISHED, list(FINISHED), "`event: finished`, the last event"),
+    "GenerationStreamError": _object(
+        {"error": STRING, "status": INTEGER},
+        ["error", "status"],
+        "`event: error`: the generation failed after the stream began",
+    ),
+}
+for _schema in SCHEMAS.values():  # every object here is closed, as the handlers refuse unknown fields
+    _schema["additionalProperties"] = False
+
+
+def _errors(op: Operation, auth: bool) -> dict[str, Any]:
+    codes = [*op.errors, ErrorCode.INTERNAL]
+    if auth and SCOPES.get(op.handler, UNLISTED) is not None:
+        codes += TOKEN_ERRORS
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        meanings = by_status.setdefault(int(STATUS[code]), [])
+        if ERROR_MEANING[code] not in meanings:
+            meanings.append(ERROR_MEANING[code])
+    return {
+        str(status): {"description": "; ".join(meanings), "content": _json(ref("Error"))}
+        for status, meanings in sorted(by_status.items())
+    }
+
+
+def _operation(op: Operation, auth: bool) -> dict[str, Any]:
+    scope = SCOPES.get(op.handler, UNLISTED)
+    doc: dict[str, Any] = {"operationId": op.id, "tags": [op.tag], "summary": op.summary, "description": op.description}
+    if op.parameters:
+        doc["parameters"] = list(op.parameters)
+    if op.body is not None:
+        doc["requestBody"] = op.body
+    doc["responses"] = {**op.responses, **_errors(op, auth)}
+    if auth:
+        doc["security"] = [] if scope is None else [{"bearer": [scope.value]}]
+    doc["x-scope"] = None if scope is None else scope.value
+    return {**doc, **op.extra}
+
+
+@functools.cache
+def document(auth: bool) -> dict[str, Any]:
+    """The OpenAPI document; `auth`: whether the server checks tokens (then operations say which scope they need,
+    and list 401/403/429)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, auth)
+    doc: dict[str, Any] = {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "deepserve",
+            "version": __version__,
+            "description": "KServe V2 REST (the Open Inference Protocol; `tritonclient.http` works unchanged) and "
+            "task endpoints on ONNX Runtime models. The same models answer gRPC on the gRPC port. Errors are "
+            '`{"error": "<message>"}`.',
+        },
+        "tags": [
+            {"name": TASKS, "description": "images, texts and prompts in; labels and generated text out"},
+            {"name": V2, "description": "tensors in and out: the Open Inference Protocol over HTTP"},
+        ],
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
+    if auth:
+        doc["components"]["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a token from the server's --auth-tokens-file; scopes: "
+                + ", ".join(s.value for s in Scope),
+            },
+        }
+    return doc
