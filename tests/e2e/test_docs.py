@@ -56,3 +56,19 @@ def test_matching_rules() -> None:
     assert matches(["a", "…", "z"], ["a", "z"]) and matches(["a", "…", "z"], ["a", "b", "c", "z"])
     assert not matches(["a", "…", "z"], ["a", "b"])
     assert not matches(["a"], ["a", "b"])
+
+
+def test_every_http_route_has_a_curl_example_in_the_task_apis_page() -> None:
+    """docs/task-apis.md shows every route of the HTTP port (`service/http/openapi.py` lists them), run with curl,
+    POST routes with a body, plus /openapi.json and /docs."""
+    from service.http.openapi import OPERATIONS
+
+    commands = [c.text for b in BLOCKS if b.path == "docs/task-apis.md" and b.lang == "console" for c in b.commands()]
+    curls = [c for c in commands if c.startswith("curl ") and "127.0.0.1:8000/" in c]
+    routes = [(op.method, op.path) for op in OPERATIONS] + [("get", "/openapi.json"), ("get", "/docs")]
+    for method, path in routes:
+        pattern = re.compile(r"127\.0\.0\.1:8000" + re.sub(r"\\\{\w+\\\}", r"[^/\\s'?]+", re.escape(path)) + r"[\s'?]")
+        shown = [c for c in curls if pattern.search(c + " ")]
+        if method == "post":
+            shown = [c for c in shown if re.search(r" (-d|--data-binary|-F) ", c)]
+        assert shown, f"docs/task-apis.md has no curl example of {method.upper()} {path}"

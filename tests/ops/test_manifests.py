@@ -80,7 +80,8 @@ def test_ports_probes_and_services_agree(objects: dict[tuple[str, str], dict[str
     pod = by_kind(objects, "Deployment")["spec"]["template"]
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    expected = {"grpc": int(env["DEEPSERVE_PORT"]), "metrics": int(env["DEEPSERVE_METRICS_PORT"])}
+    expected = {"grpc": int(env["DEEPSERVE_PORT"]), "metrics": int(env["DEEPSERVE_METRICS_PORT"]),
+                "http": int(env["DEEPSERVE_HTTP_PORT"])}  # fmt: skip
     if "DEEPSERVE_HEALTH_PORT" in env:  # the plaintext health listener (k8s/components/tls-auth)
         expected["health"] = int(env["DEEPSERVE_HEALTH_PORT"])
     assert ports == expected
@@ -89,9 +90,13 @@ def test_ports_probes_and_services_agree(objects: dict[tuple[str, str], dict[str
         assert container[probe]["grpc"] == {"port": probed, "service": service}, probe
 
     grpc_svc, metrics_svc = objects[("Service", "deepserve-grpc")], objects[("Service", "deepserve-metrics")]
+    http_svc = objects[("Service", "deepserve-http")]
     assert grpc_svc["spec"]["clusterIP"] == "None", "gRPC clients balance over a headless Service's pod IPs"
     assert metrics_svc["spec"].get("clusterIP") != "None"
-    for svc, port in ((grpc_svc, "grpc"), (metrics_svc, "metrics")):
+    assert http_svc["spec"].get("clusterIP") != "None", "HTTP/1.1 connections spread over a ClusterIP Service"
+    scheme = "https" if "DEEPSERVE_TLS_CERT_FILE" in env else "http"
+    assert [p["appProtocol"] for p in http_svc["spec"]["ports"]] == [scheme]
+    for svc, port in ((grpc_svc, "grpc"), (metrics_svc, "metrics"), (http_svc, "http")):
         assert matches(svc["spec"]["selector"], pod["metadata"]["labels"])
         assert [p["targetPort"] for p in svc["spec"]["ports"]] == [port]
 

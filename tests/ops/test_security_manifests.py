@@ -124,11 +124,11 @@ def test_cert_manager_issues_the_mounted_secret_for_the_grpc_service(tmp_path: P
     certificate = objects[("Certificate", "deepserve-tls")]["spec"]
     _, volumes = container_and_volumes(objects)
     assert certificate["secretName"] == volumes["tls"]["secret"]["secretName"]
-    service = objects[("Service", "deepserve-grpc")]["metadata"]
-    name, namespace = service["name"], service["namespace"]
-    assert {name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"} <= set(
-        certificate["dnsNames"]
-    )
+    for service_name in ("deepserve-grpc", "deepserve-http"):  # the HTTP port speaks HTTPS with the same certificate
+        service = objects[("Service", service_name)]["metadata"]
+        name, namespace = service["name"], service["namespace"]
+        names = {name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"}
+        assert names <= set(certificate["dnsNames"])
     assert "server auth" in certificate["usages"]
     assert certificate["privateKey"]["rotationPolicy"] == "Always"
     issuer = certificate["issuerRef"]
@@ -163,6 +163,7 @@ def test_metrics_only_from_the_monitoring_namespace(name: str) -> None:
     assert "ipBlock" not in peer
     (rule,) = grpc
     assert "from" not in rule, "gRPC clients are admitted from anywhere unless an overlay narrows it"
+    assert [p["port"] for p in rule["ports"]] == ["grpc", "http"], "HTTP clients share gRPC's rule (and its narrowing)"
 
 
 def documented_patches() -> list[list[Any]]:
