@@ -81,7 +81,7 @@ class App:
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES), self.authorizer)
         add_task_services(GuardedServer(self.server, authorizer=self.authorizer), self.tasks, recorder, pending)
         self.http = _http_endpoint(
-            settings, V2Api(self.registry, recorder, self.ready, settings.max_message_bytes),
+            settings, V2Api(self.registry, recorder, self.ready, settings.max_message_bytes, model_control=control),
             TaskRoutes(self.tasks, recorder, settings.max_message_bytes), self.authorizer,
         )  # fmt: skip
         self.health_server: grpc.aio.Server | None = None

@@ -41,6 +41,24 @@ PipelineFactory = Callable[[ModelEntry, str, ModelSession], ModelPipeline]
 MAX_LISTED = 20
 """Model names (or versions) listed in a NOT_FOUND message, at most."""
 
+MODEL_CONTROL_OFF = (
+    "model control is off: this server does not load or unload models on request; start it with "
+    "--model-control-mode explicit to allow RepositoryModelLoad and RepositoryModelUnload"
+)
+"""Why RepositoryModelLoad/Unload (gRPC) and POST /v2/repository/models/{name}/load|unload (HTTP) are refused."""
+MAX_NAMED_PARAMETERS = 5
+
+
+def load_parameters_refused(names: list[str]) -> str:
+    """The message for a RepositoryModelLoad with parameters (Triton's `config` and `file:<path>` overrides): not
+    supported, rather than answered OK with nothing changed. Names the first few, each cut short."""
+    shown = ", ".join(quoted(name) for name in sorted(names)[:MAX_NAMED_PARAMETERS])
+    more = f" and {len(names) - MAX_NAMED_PARAMETERS} more" if len(names) > MAX_NAMED_PARAMETERS else ""
+    return (
+        f"RepositoryModelLoad parameters are not supported (got {shown}{more}): deepserve loads a model only as it "
+        "is in its repository; change the files there and load it again without parameters"
+    )
+
 
 class ModelRegistry:
     def __init__(

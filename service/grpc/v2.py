@@ -25,14 +25,10 @@ from service.grpc.backpressure import PendingResponses
 from service.grpc.errors import cancelled_status, fail, status_of
 from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.pipeline import ModelPipeline
-from service.registry import ModelRegistry
+from service.registry import MODEL_CONTROL_OFF, ModelRegistry, load_parameters_refused
 from service.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
-MODEL_CONTROL_OFF = (
-    "model control is off: this server does not load or unload models on request; start it with "
-    "--model-control-mode explicit to allow RepositoryModelLoad and RepositoryModelUnload"
-)
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification_tasks"]
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SHARED_MEMORY = "send the tensors in the request itself (raw_input_contents)"
@@ -48,18 +44,6 @@ ALTERNATIVES = {
     "LogSettings": "set the log level when the server starts (deepserve serve --log-level)",
 }
 """What to use instead of the Triton methods deepserve does not implement."""
-MAX_NAMED_PARAMETERS = 5
-
-
-def load_parameters_refused(names: list[str]) -> str:
-    """The message for a RepositoryModelLoad with parameters (Triton's `config` and `file:<path>` overrides): not
-    supported, rather than answered OK with nothing changed. Names the first few, each cut short."""
-    shown = ", ".join(quoted(name) for name in sorted(names)[:MAX_NAMED_PARAMETERS])
-    more = f" and {len(names) - MAX_NAMED_PARAMETERS} more" if len(names) > MAX_NAMED_PARAMETERS else ""
-    return (
-        f"RepositoryModelLoad parameters are not supported (got {shown}{more}): deepserve loads a model only as it "
-        "is in its repository; change the files there and load it again without parameters"
-    )
 
 
 S = TypeVar("S", bound=type)

@@ -30,6 +30,11 @@ SCOPES: dict[str, Scope | None] = {
     "model_metadata": Scope.INFER,
     "model_ready": Scope.INFER,
     "model_infer": Scope.INFER,
+    "model_stats": Scope.INFER,
+    "repository_index": Scope.INFER,
+    # admin: loading and unloading models (also refused unless --model-control-mode explicit)
+    "model_load": Scope.ADMIN,
+    "model_unload": Scope.ADMIN,
     # the task endpoints, as gRPC's deepserve.v1 services
     "classify": Scope.INFER,
     "sentiment": Scope.INFER,

@@ -204,3 +204,25 @@ def model_metadata(name: str, versions: list[str], config: ModelConfig) -> dict[
         "inputs": [tensor(t) for t in config.inputs],
         "outputs": [tensor(t) for t in config.outputs],
     }
+
+
+def model_statistics(name: str, version: str, stats: Any) -> dict[str, Any]:
+    """Triton's statistics extension, as its HTTP endpoint answers (`ModelStatistics` on gRPC): counts and
+    durations in nanoseconds."""
+
+    def duration(d: Any) -> dict[str, int]:
+        return {"count": int(d.count), "ns": int(d.ns)}
+
+    kinds = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+    return {
+        "name": name,
+        "version": version,
+        "last_inference": int(stats.last_inference_ms),
+        "inference_count": int(stats.inference_count),
+        "execution_count": int(stats.execution_count),
+        "inference_stats": {kind: duration(getattr(stats, kind)) for kind in kinds},
+        "batch_stats": [
+            {"batch_size": size, **{kind: duration(getattr(b, kind)) for kind in kinds[3:]}}
+            for size, b in sorted(stats.batches.items())
+        ],
+    }

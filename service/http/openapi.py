@@ -16,6 +16,7 @@ from service.batching.sequences import FinishReason
 from service.errors import ErrorCode
 from service.http.auth import SCOPES, UNLISTED
 from service.http.errors import STATUS
+from service.types import ModelState
 
 OPENAPI_VERSION = "3.1.0"
 Schema = dict[str, Any]
@@ -113,6 +114,18 @@ def _model_ops(prefix: str, versioned: bool) -> list[Operation]:
     }
     return [
         Operation(
+            f"{prefix}/stats",
+            "get",
+            "model_stats",
+            V2,
+            f"Statistics of {which}" if versioned else "Statistics of a model's loaded versions",
+            "Triton's statistics extension: counts, and cumulative durations in nanoseconds.",
+            _ok("one entry per version", _json(ref("ModelStatisticsResponse"))),
+            MODEL_ERRORS,
+            params,
+            operation_id=f"model{suffix}_stats",
+        ),
+        Operation(
             prefix,
             "get",
             "model_metadata",
@@ -206,6 +219,61 @@ OPERATIONS: tuple[Operation, ...] = (
         "while draining. Needs no token.",
         {**_ok("ready", _json(ref("Ready"))), "503": {"description": "not ready", "content": _json(ref("Ready"))}},
     ),
+    # before /v2/models/{name}, as in Triton: a model named "stats" has no metadata route over HTTP
+    Operation(
+        "/v2/models/stats",
+        "get",
+        "model_stats",
+        V2,
+        "Statistics of every loaded model version",
+        "Triton's statistics extension: counts, and cumulative durations in nanoseconds.",
+        _ok("one entry per loaded version", _json(ref("ModelStatisticsResponse"))),
+        operation_id="all_model_stats",
+    ),
+    Operation(
+        "/v2/repository/index",
+        "post",
+        "repository_index",
+        V2,
+        "The models of the repository and their states",
+        'Triton\'s model repository extension; `{"ready": true}` lists only the versions that serve. The body '
+        "may be empty.",
+        _ok(
+            "one entry per model version (or per model that failed to load)",
+            _json({"type": "array", "items": ref("RepositoryIndexEntry")}),
+        ),
+        (ErrorCode.INVALID_INPUT, ErrorCode.TOO_LARGE),
+        body={"required": False, "content": _json(ref("RepositoryIndexRequest"), {"ready": True})},
+    ),
+    *[
+        Operation(
+            f"/v2/repository/models/{{name}}/{action}",
+            "post",
+            f"model_{action}",
+            V2,
+            f"{action.capitalize()} a model",
+            f"Triton's model repository extension: {what} Only with `--model-control-mode explicit` (else 403); "
+            "the `admin` scope when the server checks tokens. Answers 200 with an empty body.",
+            {"200": {"description": f"{action}ed"}},
+            (
+                ErrorCode.INVALID_INPUT,
+                ErrorCode.NOT_ENABLED,
+                ErrorCode.NOT_FOUND,
+                ErrorCode.UNAVAILABLE,
+                ErrorCode.TOO_LARGE,
+            ),
+            (NAME,),
+            {"required": False, "content": _json(ref("RepositoryModelRequest"))},
+        )
+        for action, what in [
+            (
+                "load",
+                "(re)load the model's versions from the repository; a failed reload keeps the old version "
+                "serving. `parameters` (Triton's config and file overrides) are refused.",
+            ),
+            ("unload", "stop serving the model once its requests in flight have finished."),
+        ]
+    ],
     *_model_ops("/v2/models/{name}", versioned=False),
     *_model_ops("/v2/models/{name}/versions/{version}", versioned=True),
     Operation(
@@ -331,6 +399,7 @@ def _object(properties: dict[str, Schema], required: list[str], description: str
 STRING, INTEGER, NUMBER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 COUNT = {"type": "integer", "minimum": 0}
 MODEL_NAME = {"model_name": STRING, "model_version": STRING}
+STAT_KINDS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 FINISHED: dict[str, Schema] = {
     "finish_reason": {"type": "string", "enum": [r.value for r in FinishReason]},
     "prompt_tokens": COUNT,
@@ -473,6 +542,41 @@ SCHEMAS: dict[str, Schema] = {
             "stream": {"type": "boolean", "default": False, "description": "answer with Server-Sent Events"},
         },
         ["prompt"],
+    ),
+    "RepositoryIndexRequest": _object(
+        {"ready": {"type": "boolean", "default": False, "description": "only the versions that serve"}}, []
+    ),
+    "RepositoryIndexEntry": _object(
+        {
+            "name": STRING,
+            "version": STRING,
+            "state": {"type": "string", "enum": [s.value for s in ModelState]},
+            "reason": STRING,
+        },
+        ["name", "version", "state", "reason"],
+    ),
+    "RepositoryModelRequest": _object({"parameters": PARAMETERS}, []),
+    "StatisticDuration": _object({"count": COUNT, "ns": COUNT}, ["count", "ns"]),
+    "ModelStatistics": _object(
+        {
+            "name": STRING,
+            "version": STRING,
+            "last_inference": {**COUNT, "description": "milliseconds since the epoch"},
+            "inference_count": COUNT,
+            "execution_count": COUNT,
+            "inference_stats": _object({k: ref("StatisticDuration") for k in STAT_KINDS}, list(STAT_KINDS)),
+            "batch_stats": {
+                "type": "array",
+                "items": _object(
+                    {"batch_size": COUNT, **{k: ref("StatisticDuration") for k in STAT_KINDS[3:]}},
+                    ["batch_size", *STAT_KINDS[3:]],
+                ),
+            },
+        },
+        ["name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats"],
+    ),
+    "ModelStatisticsResponse": _object(
+        {"model_stats": {"type": "array", "items": ref("ModelStatistics")}}, ["model_stats"]
     ),
     "GenerateResponse": _object({"text": STRING, **FINISHED}, ["text", *FINISHED]),
     "GenerationDelta": _object({"text": STRING}, ["text"], "`event: delta`: new text to append"),

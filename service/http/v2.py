@@ -7,34 +7,41 @@ Each one takes the request apart (`codec`), calls the registry or a model's pipe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service import __version__
-from service.errors import DeepserveError, InvalidInputError, PayloadTooLargeError
+from service.errors import DeepserveError, InvalidInputError, NotEnabledError, PayloadTooLargeError, quoted
 from service.http import codec
 from service.http.errors import error_response
 from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.pipeline import ModelPipeline
-from service.registry import ModelRegistry
+from service.registry import MODEL_CONTROL_OFF, ModelRegistry, load_parameters_refused
+
+log = logging.getLogger(__name__)
 
 API = "http_v2"
 """The `api` label of these requests in the metrics."""
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 
 class V2Api:
     def __init__(
-        self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: Callable[[], bool], max_body_bytes: int
-    ) -> None:
+        self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: Callable[[], bool], max_body_bytes: int,
+        model_control: bool = False,
+    ) -> None:  # fmt: skip
         self.registry = registry
         self.recorder = recorder
         self.is_ready = is_ready
         self.max_body_bytes = max_body_bytes
+        self.model_control = model_control
+        """Load and unload allowed (--model-control-mode explicit); otherwise 403."""
 
     async def server_live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -84,6 +91,68 @@ class V2Api:
             self.recorder.record(pipeline.name, pipeline.version, API, code, seconds)
             pipeline.observer.request_done(seconds, response.status_code == HTTPStatus.OK)
         return response
+
+    async def model_stats(self, request: Request) -> Response:
+        """Triton's statistics extension: every loaded version, or those of the model (and version) in the path."""
+        name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
+        if name:
+            self.registry.get(name, version)  # 404 for an unknown model or version, 503 for one not loaded
+        stats = [
+            codec.model_statistics(p.name, p.version, p.observer.stats)
+            for p in self.registry.loaded()
+            if (not name or p.name == name) and (not version or p.version == version)
+        ]
+        return JSONResponse({"model_stats": stats})
+
+    async def repository_index(self, request: Request) -> Response:
+        """Triton's model repository extension: every model of the repository with its state (`{"ready": true}`:
+        only those that serve)."""
+        doc = await self._optional_json(request)
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInputError("'ready' must be true or false")
+        return JSONResponse(
+            [
+                {"name": e.name, "version": e.version, "state": e.state.value, "reason": e.reason}
+                for e in self.registry.index()
+                if not ready or e.state.value == "READY"
+            ]
+        )
+
+    async def model_load(self, request: Request) -> Response:
+        name = self._controlled("load", request)
+        parameters = (await self._optional_json(request)).get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise InvalidInputError("'parameters' must be a JSON object")
+        if parameters:  # Triton's `config` and `file:<path>` overrides, or anything else
+            raise InvalidInputError(load_parameters_refused(list(parameters)))
+        await self.registry.load(name)
+        return Response(status_code=HTTPStatus.OK)  # an empty body, as Triton answers
+
+    async def model_unload(self, request: Request) -> Response:
+        name = self._controlled("unload", request)
+        await self._optional_json(request)  # parameters (Triton's unload_dependents) change nothing here
+        await self.registry.unload(name)
+        return Response(status_code=HTTPStatus.OK)
+
+    def _controlled(self, action: str, request: Request) -> str:
+        """Refuse model control unless it is on (403); log who asked."""
+        if not self.model_control:
+            raise NotEnabledError(MODEL_CONTROL_OFF)
+        name = str(request.path_params["name"])
+        client = request.client
+        peer = f"{client.host}:{client.port}" if client else ""
+        log.info(f"model {action} requested", extra={"model": quoted(name), "peer": peer, "api": "http"})
+        return name
+
+    async def _optional_json(self, request: Request) -> dict[str, Any]:
+        body = await read_body(request, self.max_body_bytes)
+        if not body.strip():
+            return {}
+        doc = codec.parse_json(body, "the request body")
+        if not isinstance(doc, dict):
+            raise InvalidInputError("the request body must be a JSON object")
+        return doc
 
     def _get(self, request: Request) -> ModelPipeline:
         params = request.path_params
