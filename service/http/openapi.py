@@ -16,6 +16,7 @@ from service.batching.sequences import FinishReason
 from service.errors import ErrorCode
 from service.http.auth import SCOPES, UNLISTED
 from service.http.errors import STATUS
+from service.http.tasks import MAX_TIMEOUT_MS
 from service.types import ModelState
 
 OPENAPI_VERSION = "3.1.0"
@@ -182,6 +183,18 @@ MODEL_QUERY = (
         "description": "model version; default: the newest loaded",
     },
 )
+TIMEOUT_DESCRIPTION = (
+    "milliseconds this request may take, as a gRPC deadline: its time in the queue, and a generation to its end "
+    "(504 when it passes; in a stream, an `error` event after the text so far)"
+)
+TIMEOUT_SCHEMA: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS}
+TIMEOUT_MS = {
+    "name": "timeout_ms",
+    "in": "query",
+    "required": False,
+    "schema": TIMEOUT_SCHEMA,
+    "description": TIMEOUT_DESCRIPTION,
+}
 TOP_K = {
     "name": "top_k",
     "in": "query",
@@ -286,7 +299,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "come along). PNG, JPEG, BMP, GIF or WebP; decoded, resized and normalised the way the model says.",
         _ok("the labels of each image, in order", _json(ref("ClassifyResponse"))),
         RUN_ERRORS,
-        (TOP_K, *MODEL_QUERY),
+        (TOP_K, *MODEL_QUERY, TIMEOUT_MS),
         {
             "required": True,
             "content": {
@@ -492,6 +505,7 @@ SCHEMAS: dict[str, Schema] = {
             "texts": {"type": "array", "items": STRING, "minItems": 1},
             "model": {**STRING, "description": "default: the server's sentiment model"},
             "version": {**STRING, "description": "default: the newest loaded"},
+            "timeout_ms": {**TIMEOUT_SCHEMA, "description": TIMEOUT_DESCRIPTION},
         },
         ["texts"],
     ),
@@ -540,6 +554,7 @@ SCHEMAS: dict[str, Schema] = {
             "model": {**STRING, "description": "default: the server's text_generation model"},
             "version": {**STRING, "description": "default: the newest loaded"},
             "stream": {"type": "boolean", "default": False, "description": "answer with Server-Sent Events"},
+            "timeout_ms": {**TIMEOUT_SCHEMA, "description": TIMEOUT_DESCRIPTION},
         },
         ["prompt"],
     ),

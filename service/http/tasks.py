@@ -5,13 +5,17 @@ answered through the one HTTP table (`errors.py`). Answers use the protobuf mess
 
 - classify: the body is one image (`Content-Type: image/*` or `application/octet-stream`), or `multipart/form-data`
   with one file part per image (in order; a field `top_k` may come along). Query parameters `top_k`, `model`,
-  `version`.
-- sentiment: JSON `{"texts": [...], "model", "version"}` (the Content-Type is not looked at: `curl -d` works).
+  `version`, `timeout_ms`.
+- sentiment: JSON `{"texts": [...], "model", "version", "timeout_ms"}` (the Content-Type is not looked at: `curl -d`
+  works).
 - generate: JSON `{"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "model", "version",
-  "stream"}`. Without `"stream": true` the answer is the whole text and how it finished; with it, `text/event-stream`:
-  an `event: delta` with `{"text"}` per chunk, then one `event: finished` with the finish reason and token counts (or
-  one `event: error` with `{"error", "status"}` if it fails after the stream began). A client that disconnects
-  cancels the generation: its slot is free at the scheduler's next step.
+  "stream", "timeout_ms"}`. Without `"stream": true` the answer is the whole text and how it finished; with it,
+  `text/event-stream`: an `event: delta` with `{"text"}` per chunk, then one `event: finished` with the finish reason
+  and token counts (or one `event: error` with `{"error", "status"}` if it fails after the stream began). A client
+  that disconnects cancels the generation: its slot is free at the scheduler's next step.
+
+`timeout_ms` bounds a request as a gRPC deadline bounds a task call: 504 when it passes (in a stream, an `event: error`
+with status 504 after the text sent so far).
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ CLIENT_CLOSED = "499"
 UINT32 = 2**32 - 1
 UINT64 = 2**64 - 1
 GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "model", "version",
-                   "stream")  # fmt: skip
-SENTIMENT_FIELDS = ("texts", "model", "version")
+                   "stream", "timeout_ms")  # fmt: skip
+SENTIMENT_FIELDS = ("texts", "model", "version", "timeout_ms")
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """Proxies (nginx) must pass events on as they come."""
 
@@ -70,11 +75,13 @@ class TaskRoutes:
         named = _Named(_query(request, "model"), _query(request, "version"))
 
         async def run() -> tuple[dict[str, Any], str, str]:
+            timeout = request.query_params.get("timeout_ms")
+            deadline = _deadline(None if timeout is None else _count(timeout, "timeout_ms"))
             body = await read_body(request, self.max_body_bytes)
             images, form_top_k = _images(request.headers.get("content-type", ""), body)
             text = request.query_params.get("top_k", form_top_k)
             top_k = 0 if text is None else _count(text, "top_k")
-            result = await self.core.classify(images, top_k, named.model, named.version)
+            result = await self.core.classify(images, top_k, named.model, named.version, deadline)
             doc = {
                 "model_name": result.model,
                 "model_version": result.version,
@@ -93,10 +100,11 @@ class TaskRoutes:
         async def run() -> tuple[dict[str, Any], str, str]:
             doc = await self._json(request, SENTIMENT_FIELDS)
             named.model, named.version = _string(doc, "model"), _string(doc, "version")
+            deadline = _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS))
             texts = doc.get("texts")
             if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
                 raise InvalidInputError('\'texts\' must be a list of strings: {"texts": ["a review", ...]}')
-            result = await self.core.analyze(texts, named.model, named.version)
+            result = await self.core.analyze(texts, named.model, named.version, deadline)
             answer = {
                 "model_name": result.model,
                 "model_version": result.version,
@@ -137,6 +145,7 @@ class TaskRoutes:
                 stop=stop,
                 model=model,
                 version=version,
+                deadline=_deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS)),
             )
             # The first event before any answer: errors found before generating (a bad parameter, an unknown model,
             # a full queue) get their own status, streamed or not.
@@ -317,6 +326,16 @@ def _number(doc: dict[str, Any], key: str) -> float | None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise InvalidInputError(f"{key!r} must be a number, got {json.dumps(value)[:32]}")
     return float(value)
+
+
+def _deadline(timeout_ms: int | None) -> float | None:
+    """The `time.monotonic()` deadline of a request's `timeout_ms` (as a gRPC deadline bounds a task call: its time
+    in the queue, and a generation to its end), counted from when the handler reads it."""
+    if timeout_ms is None:
+        return None
+    if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
+        raise InvalidInputError(f"timeout_ms must be from 1 to {MAX_TIMEOUT_MS} (a day), got {timeout_ms}")
+    return time.monotonic() + timeout_ms / 1000
 
 
 def _count(text: str, name: str) -> int:

@@ -263,6 +263,55 @@ def test_disconnecting_cancels_a_generation_that_is_not_streamed(server: Running
     assert eventually(lambda: closed(server) == before + 1)  # counted as the client closing, not as finished
 
 
+def timed_out(server: RunningServer) -> float:
+    labels = {"model": "slow_lm", "version": "1", "api": "http_generate", "code": "504"}
+    return server.app.metrics.registry.get_sample_value("deepserve_requests_total", labels) or 0
+
+
+def test_timeout_ms_ends_a_generation_with_504(server: RunningServer) -> None:
+    scheduler = server.app.tasks.scheduler("slow_lm")
+    assert scheduler is not None
+    before = timed_out(server)
+    doc = {"prompt": PROMPT, "max_new_tokens": 2000, "temperature": 0.0, "model": "slow_lm", "timeout_ms": 300}
+    status, answer = post(server, "/v1/generate", doc)
+    assert status == 504 and "deadline" in answer["error"], answer
+    conn, response = open_stream(server, doc)
+    try:
+        got = list(events(response))
+    finally:
+        conn.close()
+    assert response.status == 200 and got[0][0] == "delta"  # the text generated in time, then the error
+    assert got[-1] == ("error", {"error": got[-1][1]["error"], "status": 504}) and "deadline" in got[-1][1]["error"]
+    assert {name for name, _ in got[:-1]} == {"delta"}
+    assert eventually(lambda: scheduler.active == 0)
+    assert timed_out(server) == before + 2
+
+
+def test_timeout_ms_leaves_requests_that_finish_in_time_alone(server: RunningServer) -> None:
+    status, doc = request(server, "/v1/classify?timeout_ms=30000", IMAGE, "image/png")
+    assert status == 200, doc
+    assert post(server, "/v1/sentiment", {"texts": ["fine"], "timeout_ms": 30000})[0] == 200
+    status, doc = post(server, "/v1/generate", {"prompt": PROMPT, "max_new_tokens": 3, "model": "tiny_lm",
+                                                "timeout_ms": 30000})  # fmt: skip
+    assert status == 200 and doc["generated_tokens"] == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "doc", "message"),
+    [
+        ("/v1/classify?timeout_ms=0", None, "timeout_ms must be from 1 to"),
+        ("/v1/classify?timeout_ms=soon", None, "timeout_ms must be a whole number"),
+        ("/v1/sentiment", {"texts": ["x"], "timeout_ms": -5}, "'timeout_ms' must be a whole number"),
+        ("/v1/sentiment", {"texts": ["x"], "timeout_ms": 1.5}, "'timeout_ms' must be a whole number"),
+        ("/v1/generate", {"prompt": PROMPT, "timeout_ms": 0}, "timeout_ms must be from 1 to"),
+        ("/v1/generate", {"prompt": PROMPT, "timeout_ms": 10**12}, "'timeout_ms' must be a whole number"),
+    ],
+)
+def test_bad_timeout_ms_is_400(server: RunningServer, path: str, doc: dict | None, message: str) -> None:
+    status, answer = request(server, path, IMAGE, "image/png") if doc is None else post(server, path, doc)
+    assert status == 400 and message in answer["error"], answer
+
+
 @pytest.mark.parametrize(
     ("doc", "status", "message"),
     [
