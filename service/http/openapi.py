@@ -7,7 +7,7 @@ a description here cannot exist; the tests validate the document and every real 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from service import __version__
@@ -42,7 +42,7 @@ class Operation:
     path: str
     method: str
     handler: str
-    """The handler's name on `V2Api` or `TaskRoutes`; also the route's name in `auth.SCOPES` and the metrics."""
+    """The handler's name on `V2Api` or `TaskRoutes`; also the route's name in `auth.SCOPES`."""
     tag: str
     summary: str
     description: str
@@ -54,7 +54,6 @@ class Operation:
     body: dict[str, Any] | None = None
     """The OpenAPI request body object."""
     operation_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -370,7 +369,7 @@ ERROR_MEANING: dict[ErrorCode, str] = {
     ErrorCode.NOT_FOUND: "unknown model or version",
     ErrorCode.UNAVAILABLE: "model loading or failed, or the server draining",
     ErrorCode.QUEUE_FULL: "queue full",
-    ErrorCode.DEADLINE_EXCEEDED: "deadline passed while queued",
+    ErrorCode.DEADLINE_EXCEEDED: "the request's deadline passed (V2: `timeout` while queued; tasks: `timeout_ms`)",
     ErrorCode.TOO_LARGE: "body over --max-message-bytes",
     ErrorCode.UNAUTHENTICATED: "no or unknown token",
     ErrorCode.PERMISSION_DENIED: "token without the scope",
@@ -632,7 +631,7 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
     if auth:
         doc["security"] = [] if scope is None else [{"bearer": [scope.value]}]
     doc["x-scope"] = None if scope is None else scope.value
-    return {**doc, **op.extra}
+    return doc
 
 
 @functools.cache

@@ -115,7 +115,8 @@ function renderOperation(path, method, op) {
   const section = el("section", { class: "op", id: "op-" + op.operationId, "data-operation": op.operationId },
     el("h3", {}, el("span", { class: "method " + method, text: method.toUpperCase() }), el("code", { text: path }),
       el("span", { text: op.summary }),
-      el("span", { class: "scope", text: scope ? "token scope: " + scope : "no token needed" })),
+      el("span", { class: "scope", text: !scope ? "no token needed" : tokensOn ? "needs a token with scope " + scope
+        : "scope " + scope + " (this server checks no tokens)" })),
     el("p", {}, prose(op.description)),
     renderParameters(op.parameters), renderBody(op.requestBody), renderResponses(op.responses));
   const tryIt = (TRY[op.operationId] || genericTry)(path, method, op);
@@ -136,7 +137,10 @@ function renderSchemas(schemas) {
   }
 }
 
+let tokensOn = false;  // whether the server checks tokens: its document then has a security scheme
+
 function render(spec) {
+  tokensOn = Boolean(spec.components.securitySchemes);
   document.title = spec.info.title + " HTTP API";
   document.getElementById("title").textContent = spec.info.title;
   document.getElementById("version").textContent = spec.info.version + " · OpenAPI " + spec.openapi;
