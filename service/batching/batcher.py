@@ -23,10 +23,11 @@ from collections import deque
 from concurrent.futures import Executor
 
 from service.batching.activity import Activity
+from service.batching.admission import admit
 from service.batching.collate import Tensors, batch_size, own_length
 from service.batching.execution import Outcome, RunFn, execute, user_error
 from service.batching.policy import INLINE_MAX_S, BatchObserver, BatchPolicy, NullObserver
-from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, QueueFullError, UnavailableError
+from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -88,27 +89,25 @@ class DynamicBatcher:
 
         `deadline` is a `time.monotonic()` value; past it the request is dropped if it has not started.
         """
-        if self._closed:
-            raise UnavailableError(f"model '{self.name}' is shutting down; retry on another replica")
         policy = self._policy
         size = batch_size(inputs) if policy.batched else 1
         if size > policy.max_batch_size and policy.batched:
             raise InvalidInputError(
                 f"batch of {size} exceeds max_batch_size {policy.max_batch_size} of model '{self.name}'"
             )
-        if self._live >= policy.max_queue_size:
-            self._observer.rejected("queue_full")
-            raise QueueFullError(
-                f"queue full: model '{self.name}' already has {self._live} requests waiting "
-                f"(max_queue_size {policy.max_queue_size}); retry with backoff"
-            )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         if deadline is None and policy.default_timeout_s is not None:
             deadline = now + policy.default_timeout_s
-        if deadline is not None and deadline <= now:
-            self._observer.rejected("deadline")
-            raise DeadlineExceededError(f"deadline passed before the request to '{self.name}' was queued")
+        admit(
+            self.name,
+            self._observer,
+            closed=self._closed,
+            waiting=self._live,
+            limit=("max_queue_size", policy.max_queue_size),
+            deadline=deadline,
+            now=now,
+        )
         key = policy.collate.key(inputs) if policy.batched else ()
         item = _Pending(inputs, size, key, loop.create_future(), now)
         if policy.collate.pad_values:

@@ -42,7 +42,18 @@ class BatchObserver(Protocol):
 
 
 class NullObserver:
+    """Observes nothing; stands in for a `BatchObserver` or a scheduler's `GenerationObserver`."""
+
     def rejected(self, reason: str, count: int = 1) -> None:
+        pass
+
+    def sequences(self, active: int, waiting: int) -> None:
+        pass
+
+    def step(self, batch: int, seconds: float) -> None:
+        pass
+
+    def token(self, seconds: float, first: bool) -> None:
         pass
 
     def batch_done(

@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.batching.activity import Activity
+from service.batching.admission import admit
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
+from service.batching.policy import NullObserver
 from service.batching.sampling import sample_batch
 from service.batching.sequences import (
     Detokenizer,
@@ -58,7 +60,6 @@ from service.errors import (
     DeepserveError,
     InferenceError,
     InvalidInputError,
-    QueueFullError,
     UnavailableError,
 )
 from service.types import SamplingParams
@@ -86,20 +87,6 @@ class GenerationObserver(Protocol):
     def step(self, batch: int, seconds: float) -> None: ...
     def token(self, seconds: float, first: bool) -> None: ...
     def rejected(self, reason: str) -> None: ...
-
-
-class _NullObserver:
-    def sequences(self, active: int, waiting: int) -> None:
-        pass
-
-    def step(self, batch: int, seconds: float) -> None:
-        pass
-
-    def token(self, seconds: float, first: bool) -> None:
-        pass
-
-    def rejected(self, reason: str) -> None:
-        pass
 
 
 Ended = tuple[SequenceState, FinishReason, DeepserveError]
@@ -169,7 +156,7 @@ class GenerationScheduler:
             raise ValueError(f"{len(decoders)} lanes for {config.max_active_sequences} active sequences")
         slots = lane_slots(config.max_active_sequences, len(decoders))
         self._lanes = [_Lane(f"{name}:{i}", d, n) for i, (d, n) in enumerate(zip(decoders, slots, strict=True))]
-        self._observer: GenerationObserver = observer or _NullObserver()
+        self._observer: GenerationObserver = observer or NullObserver()
         self._waiting: deque[SequenceState] = deque()
         self._lock = threading.Condition()
         """Guards `_waiting` and `_stopping`; lanes wait on it while they have nothing to run."""
@@ -218,8 +205,6 @@ class GenerationScheduler:
         deadline: float | None = None,
     ) -> GenerationStream:  # fmt: skip
         """Queue one request; its events arrive on the returned stream. `deadline` is `time.monotonic()`."""
-        if self._closed:
-            raise UnavailableError(f"model '{self.name}' is shutting down; retry on another replica")
         context = self.config.context_length
         if not prompt_ids:
             raise InvalidInputError("the prompt has no tokens")
@@ -230,19 +215,19 @@ class GenerationScheduler:
             )
         if max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        waiting = self.waiting
+        waiting, now = self.waiting, time.monotonic()
         # Requests that a free slot will take at the next step are not backlog: only the rest count.
-        free_slots = max(0, self.config.max_active_sequences - self.active)
-        if waiting - free_slots >= self.config.max_waiting:
-            self._observer.rejected("queue_full")
-            raise QueueFullError(
-                f"queue full: model '{self.name}' already has {waiting} generation requests waiting "
-                f"(max_waiting {self.config.max_waiting}); retry with backoff"
-            )
-        now = time.monotonic()
-        if deadline is not None and deadline <= now:
-            self._observer.rejected("deadline")
-            raise DeadlineExceededError(f"deadline passed before the request to '{self.name}' was queued")
+        backlog = waiting - max(0, self.config.max_active_sequences - self.active)
+        admit(
+            self.name,
+            self._observer,
+            closed=self._closed,
+            waiting=waiting,
+            limit=("max_waiting", self.config.max_waiting),
+            deadline=deadline,
+            now=now,
+            backlog=backlog,
+        )
         seq = SequenceState(next(self._ids), prompt_ids, max_new_tokens, sampling, detokenizer, deadline, now)
         self._live.add(seq)
         Activity.in_flight += 1

@@ -7,8 +7,11 @@ failed to load says why); the details go to the log."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from service.config import ModelConfig, inside
@@ -32,6 +35,29 @@ def read_labels(model: str, model_dir: Path, config: ModelConfig, classes: int |
             f"{classes} classes"
         )
     return labels
+
+
+@dataclass(frozen=True, slots=True)
+class ClassOutput:
+    """A classifier's output (`probabilities`, or `logits` that a softmax turns into them) and its labels."""
+
+    name: str
+    labels: list[str]
+    softmax: bool
+
+    @classmethod
+    def load(cls, model: str, model_dir: Path, config: ModelConfig) -> ClassOutput:
+        out = config.output("probabilities") or config.outputs[0]
+        labels = read_labels(model, model_dir, config, out.dims[-1] if out.dims[-1] > 0 else None)
+        return cls(out.name, labels, out.name == "logits")
+
+    def probabilities(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One request's probabilities (float64), in label order."""
+        scores = np.asarray(outputs[self.name], dtype=np.float64).reshape(-1)
+        if self.softmax:
+            scores = np.exp(scores - scores.max())
+            scores /= scores.sum()
+        return scores
 
 
 def load_tokenizer(model: str, model_dir: Path, file_name: str) -> Tokenizer:

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from service.config import ImagePreprocessing, ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
 from service.tasks import ink
-from service.tasks.assets import read_labels
+from service.tasks.assets import ClassOutput
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +183,11 @@ class ImageClassification:
         if config.inputs[0].dims != expected:
             raise ModelLoadError(f"model '{model}': input `{self.input}` has dims {list(config.inputs[0].dims)} but "
                                  f"the image section describes {list(expected)}")  # fmt: skip
-        out = config.output("probabilities") or config.outputs[0]
-        self.output = out.name
-        self.softmax = out.name == "logits"
         self.model = model
         self.spec = spec
         self.limits = config.limits
-        self.labels = read_labels(model, model_dir, config, out.dims[-1] if out.dims[-1] > 0 else None)
+        self.classes = ClassOutput.load(model, model_dir, config)
+        self.labels = self.classes.labels
 
     def top_k(self, requested: int) -> int:
         """0 means DEFAULT_TOP_K (or every class); more than the classes is an error."""
@@ -226,9 +224,6 @@ class ImageClassification:
         ]
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[LabelScore]:
-        scores = np.asarray(outputs[self.output], dtype=np.float64).reshape(-1)
-        if self.softmax:
-            scores = np.exp(scores - scores.max())
-            scores /= scores.sum()
+        scores = self.classes.probabilities(outputs)
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [LabelScore(self.labels[i], float(scores[i]), int(i)) for i in order]

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.config import DATATYPES, ModelConfig
+from service.config import ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
-from service.tasks.assets import load_tokenizer, read_labels
-from service.tasks.text import TextEncoder, as_text
-
-MASK_INPUT = "attention_mask"
+from service.tasks.assets import ClassOutput, load_tokenizer
+from service.tasks.text import TextEncoder, TokenInputs, as_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,22 +35,13 @@ class SentimentAnalysis:
     def __init__(self, model: str, config: ModelConfig, model_dir: Path) -> None:
         if config.text is None or not config.batched:
             raise ModelLoadError(f"model '{model}': the sentiment task needs a `text:` section and max_batch_size > 0")
-        ids = [t for t in config.inputs if t.name != MASK_INPUT]
-        if len(ids) != 1 or ids[0].datatype not in ("INT32", "INT64") or len(ids[0].dims) != 1:
-            raise ModelLoadError(f"model '{model}': the sentiment task needs one integer token input of dims [-1] "
-                                 "(and optionally `attention_mask`)")  # fmt: skip
         self.model = model
-        self.input = ids[0].name
-        self.dtype = np.dtype(DATATYPES[ids[0].datatype])
-        mask = config.input(MASK_INPUT)
-        self.mask_dtype = np.dtype(DATATYPES[mask.datatype]) if mask is not None else None
-        out = config.output("probabilities") or config.outputs[0]
-        self.output = out.name
-        self.softmax = out.name == "logits"
+        self.tokens = TokenInputs.of(model, config, "sentiment", rank=1)
         self.max_length = config.text.max_length
         self.limits = config.limits
         self.encoder = TextEncoder(load_tokenizer(model, model_dir, config.text.tokenizer), config.text)
-        self.labels = read_labels(model, model_dir, config, out.dims[-1] if out.dims[-1] > 0 else None)
+        self.classes = ClassOutput.load(model, model_dir, config)
+        self.labels = self.classes.labels
 
     def check_count(self, texts: Sequence[object]) -> None:
         if not texts:
@@ -72,17 +61,11 @@ class SentimentAnalysis:
             encoded = self.encoder.head(text, self.max_length)
             if not encoded.ids:
                 raise InvalidInputError(f"texts[{i}] has no tokens the model can read")
-            feed = {self.input: np.asarray([encoded.ids], dtype=self.dtype)}
-            if self.mask_dtype is not None:
-                feed[MASK_INPUT] = np.ones((1, len(encoded.ids)), dtype=self.mask_dtype)
-            prepared.append((feed, len(encoded.ids), encoded.truncated))
+            prepared.append((self.tokens.feed([encoded.ids]), len(encoded.ids), encoded.truncated))
         return prepared
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], tokens: int, truncated: bool) -> SentimentResult:
-        scores = np.asarray(outputs[self.output], dtype=np.float64).reshape(-1)
-        if self.softmax:
-            scores = np.exp(scores - scores.max())
-            scores /= scores.sum()
+        scores = self.classes.probabilities(outputs)
         best = int(np.argmax(scores))
         return SentimentResult(
             label=self.labels[best],

@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import ArrayLike
 from tokenizers import Tokenizer
 
-from service.config import TextPreprocessing
-from service.errors import InvalidInputError
+from service.config import DATATYPES, ModelConfig, TextPreprocessing
+from service.errors import InvalidInputError, ModelLoadError
+
+MASK_INPUT = "attention_mask"
 
 WINDOW_CHARS_PER_TOKEN = 8
 """First window: this many characters per token wanted (it grows fourfold while too short)."""
@@ -27,6 +31,38 @@ _SPACE = re.compile(r"\s")
 class Encoded:
     ids: list[int]
     truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInputs:
+    """A text model's integer token input and, when it has one, its `attention_mask`."""
+
+    name: str
+    dtype: np.dtype
+    mask_dtype: np.dtype | None
+
+    @classmethod
+    def of(cls, model: str, config: ModelConfig, task: str, rank: int | None = None) -> TokenInputs:
+        """`rank`, when given, is the number of dims (besides the batch) the task requires."""
+        ids = [t for t in config.inputs if t.name != MASK_INPUT]
+        if len(ids) != 1 or ids[0].datatype not in ("INT32", "INT64") or rank not in (None, len(ids[0].dims)):
+            shape = f" of {rank} dimension{'s' * (rank != 1)}" if rank is not None else ""
+            raise ModelLoadError(
+                f"model '{model}': the {task} task needs one integer token input{shape} "
+                "(and optionally `attention_mask`)"
+            )
+        mask = config.input(MASK_INPUT)
+        mask_dtype = np.dtype(DATATYPES[mask.datatype]) if mask is not None else None
+        return cls(ids[0].name, np.dtype(DATATYPES[ids[0].datatype]), mask_dtype)
+
+    def feed(self, token_ids: ArrayLike, attention_mask: ArrayLike | None = None) -> dict[str, np.ndarray]:
+        """The model's inputs; without a mask, every token counts."""
+        ids = np.asarray(token_ids, dtype=self.dtype)
+        feed = {self.name: ids}
+        if self.mask_dtype is not None:
+            mask = np.ones(ids.shape, self.mask_dtype) if attention_mask is None else attention_mask
+            feed[MASK_INPUT] = np.asarray(mask, dtype=self.mask_dtype)
+        return feed
 
 
 def as_text(value: str | bytes, what: str, blank_ok: bool = False, max_chars: int | None = None) -> str:

@@ -20,16 +20,15 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders
 
-from service.config import DATATYPES, ModelConfig
+from service.config import ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
 from service.tasks.assets import load_tokenizer
-from service.tasks.text import TextEncoder, as_text
+from service.tasks.text import TextEncoder, TokenInputs, as_text
 from service.types import SamplingParams
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 256
 MAX_TEMPERATURE = 10.0
-MASK_INPUT = "attention_mask"
 INCOMPLETE = "\ufffd"
 """What the decoder shows for bytes that do not (yet) form a whole UTF-8 character."""
 
@@ -110,18 +109,11 @@ class TextGeneration:
     def __init__(self, model: str, config: ModelConfig, model_dir: Path) -> None:
         if config.generation is None or config.text is None:
             raise ModelLoadError(f"model '{model}': the generation task needs `generation:` and `text:` sections")
-        ids = [t for t in config.inputs if t.name != MASK_INPUT]
-        if len(ids) != 1 or ids[0].datatype not in ("INT32", "INT64"):
-            raise ModelLoadError(f"model '{model}': the generation task needs one integer token input "
-                                 "(and optionally `attention_mask`)")  # fmt: skip
         out = config.output("logits") or config.outputs[0]
         self.model = model
         self.generation = config.generation
         self.max_chars = config.limits.max_text_chars
-        self.input = ids[0].name
-        self.dtype = np.dtype(DATATYPES[ids[0].datatype])
-        mask = config.input(MASK_INPUT)
-        self.mask_dtype = np.dtype(DATATYPES[mask.datatype]) if mask is not None else None
+        self.tokens = TokenInputs.of(model, config, "generation")
         self.output = out.name
         self.tokenizer = load_tokenizer(model, model_dir, config.text.tokenizer)
         self.encoder = TextEncoder(self.tokenizer, config.text)
@@ -169,10 +161,7 @@ class TextGeneration:
 
     def feed(self, token_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """The model's inputs for one forward step of the scheduler."""
-        feed = {self.input: token_ids.astype(self.dtype, copy=False)}
-        if self.mask_dtype is not None:
-            feed[MASK_INPUT] = attention_mask.astype(self.mask_dtype, copy=False)
-        return feed
+        return self.tokens.feed(token_ids, attention_mask)
 
 
 def check_stop(stop: Sequence[str | bytes]) -> tuple[str, ...]:
