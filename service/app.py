@@ -81,9 +81,11 @@ class App:
         self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES), self.authorizer)
         add_task_services(GuardedServer(self.server, authorizer=self.authorizer), self.tasks, recorder, pending)
         self.http = _http_endpoint(
-            settings, V2Api(self.registry, recorder, self.ready, settings.max_message_bytes, model_control=control),
-            TaskRoutes(self.tasks, recorder, settings.max_message_bytes), self.authorizer,
-        )  # fmt: skip
+            settings,
+            V2Api(self.registry, recorder, self.ready, settings.max_message_bytes, model_control=control),
+            TaskRoutes(self.tasks, recorder, settings.max_message_bytes),
+            self.authorizer,
+        )
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
         """Plaintext port with only grpc.health.v1, answered by `self.health` (the main port's servicer)."""
@@ -119,10 +121,17 @@ class App:
             await self.health_server.start()
         log.info(
             "listening",
-            extra={"grpc": f"{s.host}:{self.port}", "http": self.http_port, "metrics": self.metrics_port,
-                   "device": s.device.value, "providers": available_providers(), "tls": s.tls,
-                   "mutual_tls": s.tls_client_ca_file is not None, "health": self.health_port},
-        )  # fmt: skip
+            extra={
+                "grpc": f"{s.host}:{self.port}",
+                "http": self.http_port,
+                "metrics": self.metrics_port,
+                "device": s.device.value,
+                "providers": available_providers(),
+                "tls": s.tls,
+                "mutual_tls": s.tls_client_ca_file is not None,
+                "health": self.health_port,
+            },
+        )
         await self.registry.load_all()
         self.started = True
         await self._update_health()

@@ -206,9 +206,13 @@ class TokenStore:
         after = {e.name for e in tokens.entries}
         log.info(
             "auth tokens reloaded",
-            extra={"path": str(self.path), "tokens": sorted(after), "added": sorted(after - before),
-                   "removed": sorted(before - after)},
-        )  # fmt: skip
+            extra={
+                "path": str(self.path),
+                "tokens": sorted(after),
+                "added": sorted(after - before),
+                "removed": sorted(before - after),
+            },
+        )
 
 
 class InFlight:

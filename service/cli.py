@@ -48,8 +48,11 @@ def _setting(p: argparse.ArgumentParser, name: str, help: str, **kwargs: Any) ->
 def _env_only(p: argparse.ArgumentParser) -> str:
     """The epilog of `serve --help`: the settings that have no flag, with their defaults."""
     flags = {action.dest for action in p._actions}
-    rest = [f"DEEPSERVE_{name.upper()} (default {_shown(field.default)})"
-            for name, field in ServerSettings.model_fields.items() if name not in flags]  # fmt: skip
+    rest = [
+        f"DEEPSERVE_{name.upper()} (default {_shown(field.default)})"
+        for name, field in ServerSettings.model_fields.items()
+        if name not in flags
+    ]
     return "Settings without a flag, by environment variable only: " + ", ".join(rest) + "."
 
 

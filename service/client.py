@@ -182,15 +182,30 @@ class TaskClient:
         return Sentiments(response.model_name, response.model_version, results)
 
     def generate(
-        self, prompt: str, *, max_new_tokens: int = 0, temperature: float | None = None, top_k: int = 0,
-        top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (), model: str = "",
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 0,
+        temperature: float | None = None,
+        top_k: int = 0,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        model: str = "",
         version: str = "",
-    ) -> GenerationStream:  # fmt: skip
+    ) -> GenerationStream:
         """Starts generating at once; iterate the result for the text as it is produced."""
         request = tg.GenerateRequest(
-            prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            seed=seed, stop=stop, model_name=model, model_version=version,
-        )  # fmt: skip
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            stop=stop,
+            model_name=model,
+            model_version=version,
+        )
         return GenerationStream(self._generator.Generate(request, timeout=self.timeout, metadata=self._metadata))
 
     def close(self) -> None:

@@ -446,8 +446,10 @@ class ModelConfig(_Strict):
                 raise ValueError(f"input `{spec.name}`: value_range applies to integer inputs, not {spec.datatype}")
             other = self.input(spec.same_shape_as) if spec.same_shape_as else None
             if spec.same_shape_as and (other is None or len(other.dims) != len(spec.dims)):
-                raise ValueError(f"input `{spec.name}`: same_shape_as names `{spec.same_shape_as}`, which is not an "
-                                 "input of the same rank")  # fmt: skip
+                raise ValueError(
+                    f"input `{spec.name}`: same_shape_as names `{spec.same_shape_as}`, which is not an "
+                    "input of the same rank"
+                )
         return self
 
     @model_validator(mode="after")
@@ -458,15 +460,19 @@ class ModelConfig(_Strict):
         for sample in self.warmup or ():
             where = f"warmup sample '{sample.name}'"
             if sample.batch_size > max(self.max_batch_size, 1):
-                raise ValueError(f"{where}: batch_size {sample.batch_size} exceeds max_batch_size {self.max_batch_size}"
-                                 + ("; lower it" if self.batched else " (no batch dimension); make it 1"))  # fmt: skip
+                raise ValueError(
+                    f"{where}: batch_size {sample.batch_size} exceeds max_batch_size {self.max_batch_size}"
+                    + ("; lower it" if self.batched else " (no batch dimension); make it 1")
+                )
             for name, data in sample.inputs.items():
                 spec = self.input(name)
                 if spec is None:
                     raise ValueError(f"{where}: `{name}` is not an input; inputs: {[t.name for t in self.inputs]}")
                 if data.dims is not None and not _dims_fit(data.dims, spec.dims):
-                    raise ValueError(f"{where}: input `{name}` has dims {list(spec.dims)}; give as many positive "
-                                     f"`dims`, equal to the fixed ones, not {list(data.dims)}")  # fmt: skip
+                    raise ValueError(
+                        f"{where}: input `{name}` has dims {list(spec.dims)}; give as many positive "
+                        f"`dims`, equal to the fixed ones, not {list(data.dims)}"
+                    )
         return self
 
     @property

@@ -70,6 +70,11 @@ class RefusalLog:
         self._methods[method, key] = RefusalLog._Method(now)
         self.log.warning(
             self.message,
-            extra={"method": method, "reason": reason, **fields, "not_logged": left_out,
-                   "window_seconds": self.seconds},
-        )  # fmt: skip
+            extra={
+                "method": method,
+                "reason": reason,
+                **fields,
+                "not_logged": left_out,
+                "window_seconds": self.seconds,
+            },
+        )

@@ -26,20 +26,29 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.request_duration = Histogram(
-            "deepserve_request_duration_seconds", "Time from receiving a request to its answer.",
-            (*MODEL, "api"), buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "deepserve_request_duration_seconds",
+            "Time from receiving a request to its answer.",
+            (*MODEL, "api"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.requests = Counter(
             "deepserve_requests", "Requests answered, by gRPC status code.", (*MODEL, "api", "code"), registry=r
         )
         self.queue_duration = Histogram(
-            "deepserve_queue_duration_seconds", "Time a request waited in the batcher's queue.",
-            MODEL, buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "deepserve_queue_duration_seconds",
+            "Time a request waited in the batcher's queue.",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.compute_duration = Histogram(
-            "deepserve_compute_duration_seconds", "Time one model run (one batch) took.",
-            MODEL, buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "deepserve_compute_duration_seconds",
+            "Time one model run (one batch) took.",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "deepserve_batch_size", "Batch items per model run.", MODEL, buckets=BATCH_BUCKETS, registry=r
         )
@@ -49,9 +58,11 @@ class Metrics:
             "deepserve_inflight_requests", "Requests accepted and not yet answered.", MODEL, registry=r
         )
         self.rejected = Counter(
-            "deepserve_rejected_requests", "Requests dropped before running, by reason.", (*MODEL, "reason"),
+            "deepserve_rejected_requests",
+            "Requests dropped before running, by reason.",
+            (*MODEL, "reason"),
             registry=r,
-        )  # fmt: skip
+        )
         self.pending_response_bytes = Gauge(
             "deepserve_pending_response_bytes",
             "Bytes of responses handed to gRPC whose calls have not ended (clients that read slowly hold them).",
@@ -59,24 +70,32 @@ class Metrics:
         )
         self.model_ready = Gauge(
             "deepserve_model_ready",
-            "1 while the model version serves; 0 for the versions of a model that failed to load (version \"\" when "
+            '1 while the model version serves; 0 for the versions of a model that failed to load (version "" when '
             "its versions are unknown). Versions replaced or unloaded on purpose have no series.",
-            MODEL, registry=r,
-        )  # fmt: skip
+            MODEL,
+            registry=r,
+        )
         self.load_failures = Counter(
             "deepserve_model_load_failures",
             "Loads of a model that failed (at start-up, or on RepositoryModelLoad), whether or not an older version "
             "kept serving.",
-            ("model",), registry=r,
-        )  # fmt: skip
+            ("model",),
+            registry=r,
+        )
         self.ttft = Histogram(
-            "deepserve_generation_time_to_first_token_seconds", "Time from request to its first token.",
-            MODEL, buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "deepserve_generation_time_to_first_token_seconds",
+            "Time from request to its first token.",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inter_token = Histogram(
-            "deepserve_generation_inter_token_latency_seconds", "Time between consecutive tokens of a stream.",
-            MODEL, buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "deepserve_generation_inter_token_latency_seconds",
+            "Time between consecutive tokens of a stream.",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter("deepserve_generation_tokens", "Tokens generated.", MODEL, registry=r)
         self.active_sequences = Gauge(
             "deepserve_generation_active_sequences", "Sequences in the running batch.", MODEL, registry=r

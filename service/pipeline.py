@@ -104,9 +104,16 @@ class StatsObserver:
 
 class ModelPipeline:
     def __init__(
-        self, name: str, version: str, config: ModelConfig, session: ModelSession, executor: Executor,
-        metrics: ModelMetrics, step_model: StepModel | None = None, limits: RequestLimits | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        name: str,
+        version: str,
+        config: ModelConfig,
+        session: ModelSession,
+        executor: Executor,
+        metrics: ModelMetrics,
+        step_model: StepModel | None = None,
+        limits: RequestLimits | None = None,
+    ) -> None:
         self.name = name
         self.version = version
         self.config = config

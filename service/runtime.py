@@ -147,8 +147,10 @@ class ModelSession:
         self.providers = self._session.get_providers()
         fell_back = _fell_back(self._session, providers, cuda.provider_options())
         if fell_back:
-            problem = (f"model '{self.model}': {self.shown} asked for the CUDA execution provider with "
-                       f"execution.cuda's options, but {fell_back}; the log has ONNX Runtime's reason")  # fmt: skip
+            problem = (
+                f"model '{self.model}': {self.shown} asked for the CUDA execution provider with "
+                f"execution.cuda's options, but {fell_back}; the log has ONNX Runtime's reason"
+            )
             if strict:
                 raise ModelLoadError(problem + ". --device cuda never falls back: fix CUDA, or use --device auto")
             log.warning(problem + "; it serves anyway (--device auto)", extra={"model": self.model})
@@ -168,8 +170,16 @@ class ModelSession:
             self._lone = ort.InferenceSession(
                 str(path), sess_options=session_options(config.execution, threads, lone=True), providers=providers
             )
-        log.info("session threads", extra={"model": self.model, "file": self.shown, "intra_op_threads": threads,
-                                           "threads_from": source, "batch_buckets": sizes})  # fmt: skip
+        log.info(
+            "session threads",
+            extra={
+                "model": self.model,
+                "file": self.shown,
+                "intra_op_threads": threads,
+                "threads_from": source,
+                "batch_buckets": sizes,
+            },
+        )
 
     def run(
         self, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None, quiet: bool = False
@@ -198,9 +208,12 @@ class ModelSession:
         return lambda feed: self._run(lone, feed)
 
     def _run(
-        self, session: ort.InferenceSession, feed: dict[str, np.ndarray], outputs: Sequence[str] | None = None,
+        self,
+        session: ort.InferenceSession,
+        feed: dict[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
         quiet: bool = False,
-    ) -> dict[str, np.ndarray]:  # fmt: skip
+    ) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs else self.output_names
         options = _QUIET if quiet else None
         if self._io_binding:
@@ -389,8 +402,10 @@ def load_step_model(
     inputs, outputs = session.graph_signature()
 
     def fail(problem: str) -> ModelLoadError:
-        return ModelLoadError(f"model '{model}': `generation.step_model` {path.name}: {problem}; re-export it with "
-                              "deepserve-train or remove the key")  # fmt: skip
+        return ModelLoadError(
+            f"model '{model}': `generation.step_model` {path.name}: {problem}; re-export it with "
+            "deepserve-train or remove the key"
+        )
 
     for name in ("token_ids", "positions", "past_mask"):
         if inputs.get(name, ("", []))[0] != "INT64" or len(inputs[name][1]) != 2:
@@ -399,8 +414,10 @@ def load_step_model(
     layers = sum(1 for n in cache if n.startswith("past_key_"))
     expected = {f"{kind}_{i}" for kind in ("past_key", "past_value", "new_key", "new_value") for i in range(layers)}
     if not layers or set(cache) != expected:
-        raise fail(f"needs past_key_<l>, past_value_<l> inputs and new_key_<l>, new_value_<l> outputs for "
-                   f"l = 0..layers-1, found {sorted(cache)}")  # fmt: skip
+        raise fail(
+            f"needs past_key_<l>, past_value_<l> inputs and new_key_<l>, new_value_<l> outputs for "
+            f"l = 0..layers-1, found {sorted(cache)}"
+        )
     shape = inputs["past_key_0"][1]
     heads, head_dim = (shape[1], shape[3]) if len(shape) == 4 else (None, None)
     if not (isinstance(heads, int) and isinstance(head_dim, int)):
@@ -408,8 +425,10 @@ def load_step_model(
     bad = [n for n, (dtype, dims) in cache.items() if dtype != "FP32" or dims[1::2] != [heads, head_dim]]
     extra = sorted(set(inputs) - expected - {"token_ids", "positions", "past_mask"})
     if bad or extra:
-        raise fail(f"cache tensors {bad} differ from past_key_0 (FP32, same heads and head_dim) or there are "
-                   f"inputs outside the contract {extra}")  # fmt: skip
+        raise fail(
+            f"cache tensors {bad} differ from past_key_0 (FP32, same heads and head_dim) or there are "
+            f"inputs outside the contract {extra}"
+        )
     vocab = (config.output("logits") or config.outputs[0]).dims[-1]
     logits = outputs.get("logits", ("", []))[1]
     if len(logits) != 3 or (isinstance(logits[2], int) and vocab > 0 and logits[2] != vocab):

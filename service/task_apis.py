@@ -121,9 +121,13 @@ class TaskAPIs:
 
     # ---- the three APIs -------------------------------------------------------------------------
     async def classify(
-        self, images: Sequence[bytes], top_k: int = 0, model: str = "", version: str = "",
+        self,
+        images: Sequence[bytes],
+        top_k: int = 0,
+        model: str = "",
+        version: str = "",
         deadline: float | None = None,
-    ) -> Classified:  # fmt: skip
+    ) -> Classified:
         pipeline, task = self._get(Task.IMAGE_CLASSIFICATION, model, version, ImageClassification)
         k = task.top_k(top_k)
         task.check_count(images)
@@ -144,10 +148,19 @@ class TaskAPIs:
         return Analyzed(pipeline.name, pipeline.version, results)
 
     async def generate(
-        self, prompt: str | bytes, *, max_new_tokens: int = 0, temperature: float | None = None, top_k: int = 0,
-        top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (), model: str = "",
-        version: str = "", deadline: float | None = None,
-    ) -> AsyncGenerator[TextChunk | GenerationDone, None]:  # fmt: skip
+        self,
+        prompt: str | bytes,
+        *,
+        max_new_tokens: int = 0,
+        temperature: float | None = None,
+        top_k: int = 0,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        model: str = "",
+        version: str = "",
+        deadline: float | None = None,
+    ) -> AsyncGenerator[TextChunk | GenerationDone, None]:
         """Text pieces as they are generated, then one `GenerationDone`. Leaving early (or being
         cancelled) frees the request's slot at the scheduler's next step."""
         pipeline, task = self._get(Task.TEXT_GENERATION, model, version, TextGeneration)
@@ -164,9 +177,13 @@ class TaskAPIs:
                 async for event in stream:
                     if isinstance(event, Finished):
                         yield GenerationDone(
-                            event.reason, event.prompt_tokens, event.generated_tokens, request.prompt_truncated,
-                            pipeline.name, pipeline.version,
-                        )  # fmt: skip
+                            event.reason,
+                            event.prompt_tokens,
+                            event.generated_tokens,
+                            request.prompt_truncated,
+                            pipeline.name,
+                            pipeline.version,
+                        )
                     else:
                         yield event
             finally:
@@ -236,9 +253,11 @@ class TaskAPIs:
         if isinstance(task, TextGeneration):
             generation = self.registry.metrics.for_generation(pipeline.name, pipeline.version)
             handler.scheduler = GenerationScheduler(
-                f"{pipeline.name}:{pipeline.version}", _decoders(pipeline, task), _scheduler_config(task),
+                f"{pipeline.name}:{pipeline.version}",
+                _decoders(pipeline, task),
+                _scheduler_config(task),
                 GenerationMetrics(pipeline.metrics, generation),
-            )  # fmt: skip
+            )
             handler.scheduler.start()
         return handler
 

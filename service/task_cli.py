@@ -48,28 +48,34 @@ class UsageError(Exception):
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--server", default=os.environ.get("DEEPSERVE_SERVER", DEFAULT_TARGET),
+        "--server",
+        default=os.environ.get("DEEPSERVE_SERVER", DEFAULT_TARGET),
         help=f"HOST:PORT or dns:///HOST:PORT (round-robin over its addresses); env DEEPSERVE_SERVER, "
         f"default {DEFAULT_TARGET}",
-    )  # fmt: skip
+    )
     common.add_argument("--timeout", type=_positive(float), default=None, help="seconds to wait for the answer")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--model", default="", help="model name (default: the server's model for the task)")
     common.add_argument("--model-version", default="", help="model version (default: the newest)")
     common.add_argument(
-        "--token", default=os.environ.get("DEEPSERVE_TOKEN"),
+        "--token",
+        default=os.environ.get("DEEPSERVE_TOKEN"),
         help="bearer token for a server with --auth-tokens-file; env DEEPSERVE_TOKEN (safer: a command line is "
         "visible to other users of the machine)",
-    )  # fmt: skip
+    )
     common.add_argument("--tls-ca-file", help="PEM CA of the server's certificate: connect with TLS")
     common.add_argument("--tls-cert-file", help="PEM client certificate, for a server that requires one (mutual TLS)")
     common.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file")
 
     def parser(name: str, help: str, description: str) -> argparse.ArgumentParser:
         return sub.add_parser(
-            name, help=help, description=description, parents=[common], epilog=EXIT_CODES_HELP,
+            name,
+            help=help,
+            description=description,
+            parents=[common],
+            epilog=EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
+        )
 
     p = parser("classify", "classify images", "Classify image files (PNG, JPEG, BMP, GIF, WebP); - reads stdin.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -115,9 +121,13 @@ def _connect(args: argparse.Namespace, timeout: float) -> TaskClient:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             client = TaskClient(
-                args.server, timeout, token=args.token, tls_ca_file=args.tls_ca_file, tls_cert_file=args.tls_cert_file,
+                args.server,
+                timeout,
+                token=args.token,
+                tls_ca_file=args.tls_ca_file,
+                tls_cert_file=args.tls_cert_file,
                 tls_key_file=args.tls_key_file,
-            )  # fmt: skip
+            )
     except OSError as err:
         raise UsageError(f"cannot read {err.filename}: {err.strerror or err}") from None
     except ValueError as err:
@@ -156,9 +166,16 @@ def _sentiment(client: TaskClient, args: argparse.Namespace) -> int:
 def _generate(client: TaskClient, args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     stream = client.generate(
-        prompt, max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, stop=args.stop, model=args.model, version=args.model_version,
-    )  # fmt: skip
+        prompt,
+        max_new_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop=args.stop,
+        model=args.model,
+        version=args.model_version,
+    )
     printed = False
     try:
         for text in stream:
@@ -180,8 +197,11 @@ def _generate(client: TaskClient, args: argparse.Namespace) -> int:
     else:
         print(flush=True)  # before the summary on stderr, which a shell's 2>&1 would otherwise print first
         cut = ", prompt truncated" if summary.prompt_truncated else ""
-        print(f"[{summary.finish_reason}: {summary.prompt_tokens} prompt tokens, {summary.generated_tokens} generated"
-              f"{cut}; {summary.model} v{summary.version}]", file=sys.stderr)  # fmt: skip
+        print(
+            f"[{summary.finish_reason}: {summary.prompt_tokens} prompt tokens, {summary.generated_tokens} generated"
+            f"{cut}; {summary.model} v{summary.version}]",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -19,8 +19,12 @@ from service.errors import InvalidInputError, quoted
 DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
 _LEN = struct.Struct("<I")
 # Typed contents arrive in 32-bit fields for the narrower integer types: decoded wide, then range-checked.
-_WIDE = {"INT8": np.dtype(np.int32), "INT16": np.dtype(np.int32), "UINT8": np.dtype(np.uint32),
-         "UINT16": np.dtype(np.uint32)}  # fmt: skip
+_WIDE = {
+    "INT8": np.dtype(np.int32),
+    "INT16": np.dtype(np.int32),
+    "UINT8": np.dtype(np.uint32),
+    "UINT16": np.dtype(np.uint32),
+}
 _JSON_KINDS = {"BOOL": "b", "FP16": "biuf", "FP32": "biuf", "FP64": "biuf", **dict.fromkeys(INTEGER_DATATYPES, "iu")}
 """numpy kinds a JSON list may parse as, per datatype: numbers for numbers, true/false for BOOL."""
 _JSON_WORDS = {"b": "true or false", "biuf": "numbers", "iu": "integers"}

@@ -51,9 +51,14 @@ class _Pending:
 
 class DynamicBatcher:
     def __init__(
-        self, name: str, run: RunFn, policy: BatchPolicy, executor: Executor,
-        observer: BatchObserver | None = None, run_inline: RunFn | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        name: str,
+        run: RunFn,
+        policy: BatchPolicy,
+        executor: Executor,
+        observer: BatchObserver | None = None,
+        run_inline: RunFn | None = None,
+    ) -> None:
         """`run_inline`: what runs a lone request on the event loop (`BatchPolicy.inline`), when that should
         differ from `run`: a session whose threads spin while it runs, say."""
         self.name = name

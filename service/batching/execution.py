@@ -31,9 +31,15 @@ class Outcome:
 
 
 def execute(
-    model: str, inputs: list[Tensors], sizes: list[int], lengths: list[int | None], run: RunFn, rerun: RunFn,
-    spec: CollateSpec, batched: bool,
-) -> Outcome:  # fmt: skip
+    model: str,
+    inputs: list[Tensors],
+    sizes: list[int],
+    lengths: list[int | None],
+    run: RunFn,
+    rerun: RunFn,
+    spec: CollateSpec,
+    batched: bool,
+) -> Outcome:
     """The requests' `inputs` (each `sizes[i]` items, `lengths[i]` its own length where padding applies)
     collated into one feed, `run`, and split back; when that fails, each request alone through `rerun`."""
     outcome = Outcome()

@@ -69,9 +69,15 @@ class SequenceState:
     )  # fmt: skip
 
     def __init__(
-        self, seq_id: int, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingParams,
-        detokenizer: Detokenizer, deadline: float | None, now: float,
-    ) -> None:  # fmt: skip
+        self,
+        seq_id: int,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        detokenizer: Detokenizer,
+        deadline: float | None,
+        now: float,
+    ) -> None:
         self.id = seq_id
         self.tokens = list(prompt_ids)
         self.prompt_tokens = len(self.tokens)

@@ -101,8 +101,9 @@ class Authorizer:
             self.in_flight.enter(entry)
         except DeepserveError as err:
             name = entry.name if entry is not None else None
-            self.refusals(method, err.message, key=name or "", status=STATUS[err.code].name, token=name,
-                          peer=context.peer())  # fmt: skip
+            self.refusals(
+                method, err.message, key=name or "", status=STATUS[err.code].name, token=name, peer=context.peer()
+            )
             raise
         caller.set(entry.name)
         if scope is Scope.ADMIN:

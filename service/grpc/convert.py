@@ -162,7 +162,7 @@ def model_config(name: str, versions: list[str], config: ModelConfig) -> mc.Mode
             mc.ModelInstanceGroup(name=f"{name}_0", count=config.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
         ],
         default_model_filename="model.onnx",
-    )  # fmt: skip
+    )
     out.version_policy.specific.versions.extend(int(v) for v in versions)
     if config.batched and db.enabled:
         out.dynamic_batching.preferred_batch_size.extend(db.preferred_batch_sizes)

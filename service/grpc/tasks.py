@@ -184,11 +184,12 @@ class ImageClassifierServicer(_Servicer):
             model_name=result.model,
             model_version=result.version,
             classifications=[
-                ic.Classification(labels=[ic.LabelScore(label=s.label, probability=s.probability, index=s.index)
-                                          for s in scores])
+                ic.Classification(
+                    labels=[ic.LabelScore(label=s.label, probability=s.probability, index=s.index) for s in scores]
+                )
                 for scores in result.results
             ],
-        )  # fmt: skip
+        )
 
 
 class SentimentAnalyzerServicer(_Servicer):
@@ -204,12 +205,15 @@ class SentimentAnalyzerServicer(_Servicer):
             model_version=result.version,
             sentiments=[
                 sa.Sentiment(
-                    label=r.label, probability=r.probability, tokens=r.tokens, truncated=r.truncated,
+                    label=r.label,
+                    probability=r.probability,
+                    tokens=r.tokens,
+                    truncated=r.truncated,
                     scores=[sa.ClassScore(label=k, probability=v) for k, v in r.scores.items()],
                 )
                 for r in result.results
             ],
-        )  # fmt: skip
+        )
 
 
 class TextGeneratorServicer(_Servicer):

@@ -82,8 +82,10 @@ class CertificateFiles:
             return None  # mid-write: look again at the next handshake
         except ConfigError as err:
             self._seen = seen  # warn once per state of the files, not once per handshake
-            log.warning("TLS files changed but cannot be used; still serving the previous certificate",
-                        extra={"problem": str(err)})  # fmt: skip
+            log.warning(
+                "TLS files changed but cannot be used; still serving the previous certificate",
+                extra={"problem": str(err)},
+            )
             return None
         self._seen = seen
         if pems == self._current:

@@ -126,9 +126,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if request.name:
             await self._get(request.name, request.version, context)
         pipelines = [
-            p for p in self.registry.loaded()
+            p
+            for p in self.registry.loaded()
             if (not request.name or p.name == request.name) and (not request.version or p.version == request.version)
-        ]  # fmt: skip
+        ]
         return pb.ModelStatisticsResponse(
             model_stats=[convert.model_statistics(p.name, p.version, p.observer.stats) for p in pipelines]
         )

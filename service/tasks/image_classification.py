@@ -169,8 +169,9 @@ class ImageClassification:
             raise ModelLoadError(f"model '{model}': the image task needs an `image:` section and max_batch_size > 0")
         spec = config.image
         if len(config.inputs) != 1:
-            raise ModelLoadError(f"model '{model}': the image task feeds exactly one input, the config has "
-                                 f"{len(config.inputs)}")  # fmt: skip
+            raise ModelLoadError(
+                f"model '{model}': the image task feeds exactly one input, the config has {len(config.inputs)}"
+            )
         for name, values in (("mean", spec.normalization.mean), ("std", spec.normalization.std)):
             if len(values) not in (1, spec.channels):
                 raise ModelLoadError(f"model '{model}': image.normalization.{name} needs 1 or {spec.channels} values")
@@ -181,8 +182,10 @@ class ImageClassification:
         )
         self.input = config.inputs[0].name
         if config.inputs[0].dims != expected:
-            raise ModelLoadError(f"model '{model}': input `{self.input}` has dims {list(config.inputs[0].dims)} but "
-                                 f"the image section describes {list(expected)}")  # fmt: skip
+            raise ModelLoadError(
+                f"model '{model}': input `{self.input}` has dims {list(config.inputs[0].dims)} but "
+                f"the image section describes {list(expected)}"
+            )
         self.model = model
         self.spec = spec
         self.limits = config.limits
@@ -195,8 +198,9 @@ class ImageClassification:
         if requested == 0:
             return min(DEFAULT_TOP_K, classes)
         if not 1 <= requested <= classes:
-            raise InvalidInputError(f"top_k must be between 1 and {classes} (the classes of '{self.model}'), "
-                                    f"got {requested}")  # fmt: skip
+            raise InvalidInputError(
+                f"top_k must be between 1 and {classes} (the classes of '{self.model}'), got {requested}"
+            )
         return requested
 
     def check_count(self, images: Sequence[bytes]) -> None:

@@ -120,8 +120,10 @@ class KVCacheDecoder:
         count, longest = len(sequences), int(lengths.max())
         first = len(self._ids)
         if first + count > len(self._length) or longest > self._context:
-            raise InferenceError(f"KV cache: {count} new sequences (up to {longest} tokens) do not fit beside "
-                                 f"{first} of {len(self._length)} rows of {self._context} positions")  # fmt: skip
+            raise InferenceError(
+                f"KV cache: {count} new sequences (up to {longest} tokens) do not fit beside "
+                f"{first} of {len(self._length)} rows of {self._context} positions"
+            )
         token_ids = np.full((count, longest), self._pad_id, np.int64)
         for i, sequence in enumerate(sequences):
             token_ids[i, : lengths[i]] = sequence

@@ -120,17 +120,24 @@ class TextGeneration:
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def prepare(
-        self, prompt: str | bytes, max_new_tokens: int = 0, temperature: float | None = None, top_k: int = 0,
-        top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
-    ) -> GenerationInput:  # fmt: skip
+        self,
+        prompt: str | bytes,
+        max_new_tokens: int = 0,
+        temperature: float | None = None,
+        top_k: int = 0,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> GenerationInput:
         """Check the parameters (InvalidInputError naming the bad one) and tokenize the prompt."""
         sampling = self.sampling(temperature, top_k, top_p, seed)
         limit = self.generation.max_new_tokens_limit
         if max_new_tokens == 0:
             max_new_tokens = min(self.generation.default_max_new_tokens, limit)
         elif not 1 <= max_new_tokens <= limit:
-            raise InvalidInputError(f"max_new_tokens must be between 1 and {limit} for '{self.model}', "
-                                    f"got {max_new_tokens}")  # fmt: skip
+            raise InvalidInputError(
+                f"max_new_tokens must be between 1 and {limit} for '{self.model}', got {max_new_tokens}"
+            )
         stops = check_stop(stop)
         text = as_text(prompt, "the prompt", blank_ok=True, max_chars=self.max_chars)
         bos = self.generation.bos_id
@@ -145,11 +152,14 @@ class TextGeneration:
         temperature = self.generation.default_temperature if temperature is None else temperature
         top_p = self.generation.default_top_p if top_p is None else top_p
         if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
-            raise InvalidInputError(f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy), "
-                                    f"got {temperature:g}")  # fmt: skip
+            raise InvalidInputError(
+                f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy), got {temperature:g}"
+            )
         if not 0 <= top_k <= self.vocab_size:
-            raise InvalidInputError(f"top_k must be between 0 (no limit) and {self.vocab_size} (the vocabulary "
-                                    f"of '{self.model}'), got {top_k}")  # fmt: skip
+            raise InvalidInputError(
+                f"top_k must be between 0 (no limit) and {self.vocab_size} (the vocabulary "
+                f"of '{self.model}'), got {top_k}"
+            )
         if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
             raise InvalidInputError(f"top_p must be in (0, 1], got {top_p:g}")
         if seed is not None and not 0 <= seed < 2**64:
