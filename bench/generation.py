@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.transformer import write_standin  # noqa: E402
+from service import handlers  # noqa: E402
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder  # noqa: E402
 from service.batching.sampling import sample_batch  # noqa: E402
-from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lane_slots  # noqa: E402
-from service.batching.sequences import TextChunk  # noqa: E402
+from service.batching.scheduler import GenerationScheduler, lane_slots  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
 from service.runtime import (  # noqa: E402
@@ -54,8 +54,8 @@ from service.runtime import (  # noqa: E402
     choose_providers,
     load_step_model,
 )
-from service.tasks.kv_cache import KVCacheDecoder  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
+from service.types import TextChunk  # noqa: E402
 
 PROMPTS = [
     "The for statement",
@@ -131,7 +131,9 @@ async def scheduled(
     """`eos_id`: None generates every request's max_new_tokens; the model's end-of-text token stops a request
     where the server would stop it."""
     timings = Timings()
-    config = SchedulerConfig(task.generation.context_length, slots, len(requests), eos_id=eos_id, pad_id=0)
+    config = replace(
+        handlers.scheduler_config(task), max_active_sequences=slots, max_waiting=len(requests), eos_id=eos_id
+    )
     scheduler = GenerationScheduler(name, decoders, config, timings)
     scheduler.start()
     start = time.perf_counter()
@@ -271,7 +273,8 @@ async def compare(
         lambda: scheduled("one at a time", [make_decoder(1)], task, requests, 1),
     ]
     if forward is not None:
-        modes.append(continuous("continuous, no KV cache", lanes, lambda _: RecomputeDecoder(forward)))
+        pad = task.encoder.settings.pad_id
+        modes.append(continuous("continuous, no KV cache", lanes, lambda _: RecomputeDecoder(forward, pad)))
     runs: list[list[Result]] = [[] for _ in modes]
     for _ in range(repeats):
         for mode, results in zip(modes, runs, strict=True):
@@ -324,15 +327,11 @@ def main() -> None:
     args = parser.parse_args()
     session, step, task, source = load(args.model_repository, args.model, Device(args.device))
     args.lanes = args.lanes or task.generation.lanes
-    output, context = task.output, task.generation.context_length
-
-    def forward(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return session.run(task.feed(token_ids, mask), [output])[output]
+    context, pad = task.generation.context_length, task.encoder.settings.pad_id
+    forward = handlers.forward(session, task)
 
     def make_decoder(rows: int) -> Decoder:
-        if step is None:
-            return RecomputeDecoder(forward)
-        return KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows, context)
+        return handlers.lane_decoder(session, step, task, rows)
 
     requests = workload(task, args.requests, args.seed)
     cache = f"KV cache: {step.session.path.name}" if step else "no KV cache (no generation.step_model)"
@@ -347,7 +346,7 @@ def main() -> None:
     report(title + (f" (fastest of {args.repeats} runs per mode)" if args.repeats > 1 else ""), results)
     if args.fixed_step_ms:
         fixed = fixed_cost(forward, args.fixed_step_ms / 1000)
-        fixed_results = asyncio.run(compare(lambda _: RecomputeDecoder(fixed), None, task, requests, 1, 1))
+        fixed_results = asyncio.run(compare(lambda _: RecomputeDecoder(fixed, pad), None, task, requests, 1, 1))
         report(f"forward pass of fixed cost ({args.fixed_step_ms:g} ms + one row, whatever the batch; no cache)",
                fixed_results)  # fmt: skip
 

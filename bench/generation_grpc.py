@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT))
 from bench.generation import PROMPTS, Result, Timings, _ms, load, scheduled, workload  # noqa: E402
 from bench.serving import free_port  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
-from service.batching.scheduler import lane_slots  # noqa: E402
+from service.batching.kv_cache import KVCacheDecoder  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
-from service.runtime import StepModel  # noqa: E402
-from service.tasks.kv_cache import KVCacheDecoder  # noqa: E402
+from service.handlers import lane_decoders  # noqa: E402
+from service.runtime import ModelSession, StepModel  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
 SAMPLING = {"temperature": 0.8, "top_k": 50, "top_p": 0.95}
@@ -123,15 +123,13 @@ async def ready(address: str, model: str, timeout: float = 120) -> None:
 
 
 async def compare(
-    args: argparse.Namespace, task: TextGeneration, step: StepModel, requests: list[GenerationInput],
-    prompts: list[str], address: str,
+    args: argparse.Namespace, task: TextGeneration, session: ModelSession, step: StepModel,
+    requests: list[GenerationInput], prompts: list[str], address: str,
 ) -> tuple[Result, Result]:  # fmt: skip
     generation = task.generation
-    context = generation.context_length
 
     def decoders() -> list[Decoder]:
-        shares = lane_slots(generation.max_active_sequences, generation.lanes)
-        return [KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, n, context) for n in shares]
+        return lane_decoders(session, step, task)
 
     await scheduled("warmup", decoders(), task, requests[:2], 2, generation.eos_id)
     await ready(address, args.model)
@@ -152,7 +150,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=[d.value for d in Device], default="cpu", help="as `deepserve serve`'s")
     args = parser.parse_args()
-    _, step, task, source = load(args.model_repository, args.model, Device(args.device))
+    session, step, task, source = load(args.model_repository, args.model, Device(args.device))
     if step is None:
         sys.exit(f"{args.model} has no generation.step_model: this bench measures the KV-cache path")
     requests = workload(task, args.streams, 0)
@@ -163,7 +161,7 @@ def main() -> None:
            "--log-level", "warning", "--device", args.device]  # fmt: skip
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
-        local, remote = asyncio.run(compare(args, task, step, requests, prompts, f"127.0.0.1:{port}"))
+        local, remote = asyncio.run(compare(args, task, session, step, requests, prompts, f"127.0.0.1:{port}"))
     finally:
         server.terminate()
         server.wait(30)

@@ -1,4 +1,4 @@
-"""`deepserve` command line: serve; classify / sentiment / generate (the task APIs, see `task_cli`)."""
+"""`deepserve` command line: serve; classify / sentiment / generate (the task APIs, see `client/commands.py`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service import task_cli
+from service.client import commands
 from service.config import ServerSettings
 from service.errors import BindError, ConfigError
 
@@ -117,11 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = _serve_parser(sub)
     serve.epilog = _env_only(serve)
-    task_cli.add_parsers(sub)
+    commands.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
-    if args.command in task_cli.COMMANDS:
-        return task_cli.run(args)
+    if args.command in commands.COMMANDS:
+        return commands.run(args)
     parser.error(f"unknown command {args.command}")
     return 2

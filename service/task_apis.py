@@ -22,19 +22,18 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
-from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lane_slots
-from service.batching.sequences import Finished, FinishReason, TextChunk
+from service.batching.scheduler import GenerationScheduler
+from service.batching.sequences import Finished
 from service.config import Task
 from service.errors import DeepserveError, InvalidInputError, UnavailableError
+from service.handlers import GenerationMetrics, lane_decoders, scheduler_config
 from service.memory import release_memory
-from service.metrics import GenerationModelMetrics, ModelMetrics
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
 from service.tasks.image_classification import ImageClassification, LabelScore, pixels
-from service.tasks.kv_cache import KVCacheDecoder
 from service.tasks.sentiment import SentimentAnalysis, SentimentResult
 from service.tasks.text_generation import TextGeneration
+from service.types import FinishReason, TextChunk
 
 log = logging.getLogger(__name__)
 
@@ -78,30 +77,6 @@ class GenerationDone:
     prompt_truncated: bool
     model: str
     version: str
-
-
-class GenerationMetrics:
-    """The scheduler's events → the model's Prometheus metrics (the generation ones exist only for models that
-    generate: `Metrics.for_generation`)."""
-
-    def __init__(self, metrics: ModelMetrics, generation: GenerationModelMetrics) -> None:
-        self.m = metrics
-        self.g = generation
-
-    def sequences(self, active: int, waiting: int) -> None:
-        self.g.active_sequences.set(active)
-        self.g.waiting_sequences.set(waiting)
-
-    def step(self, batch: int, seconds: float) -> None:
-        self.m.batch_size.observe(batch)
-        self.m.compute_duration.observe(seconds)
-
-    def token(self, seconds: float, first: bool) -> None:
-        (self.g.ttft if first else self.g.inter_token).observe(seconds)
-        self.g.tokens.inc()
-
-    def rejected(self, reason: str) -> None:
-        self.m.rejected[reason].inc()
 
 
 @dataclass(slots=True)
@@ -254,8 +229,8 @@ class TaskAPIs:
             generation = self.registry.metrics.for_generation(pipeline.name, pipeline.version)
             handler.scheduler = GenerationScheduler(
                 f"{pipeline.name}:{pipeline.version}",
-                _decoders(pipeline, task),
-                _scheduler_config(task),
+                lane_decoders(pipeline.session, pipeline.step_model, task),
+                scheduler_config(task),
                 GenerationMetrics(pipeline.metrics, generation),
             )
             handler.scheduler.start()
@@ -277,39 +252,6 @@ class TaskAPIs:
         closing = asyncio.get_running_loop().create_task(stop(scheduler))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
-
-
-def _decoders(pipeline: ModelPipeline, task: TextGeneration) -> list[Decoder]:
-    """A decoder per lane: KV-cache decoding when the model has a `generation.step_model` (each lane's cache
-    holds its share of the active sequences), else full recomputation each step."""
-    g, pad = task.generation, task.encoder.settings.pad_id
-    step, lanes = pipeline.step_model, min(g.lanes, g.max_active_sequences)
-    if step is None:
-        return [RecomputeDecoder(_forward(pipeline, task), pad) for _ in range(lanes)]
-    return [
-        KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows, g.context_length, pad)
-        for rows in lane_slots(g.max_active_sequences, lanes)
-    ]
-
-
-def _forward(pipeline: ModelPipeline, task: TextGeneration) -> ForwardFn:
-    session, output = pipeline.session, task.output
-
-    def forward(token_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return session.run(task.feed(token_ids, attention_mask), [output])[output]
-
-    return forward
-
-
-def _scheduler_config(task: TextGeneration) -> SchedulerConfig:
-    g = task.generation
-    return SchedulerConfig(
-        context_length=g.context_length,
-        max_active_sequences=g.max_active_sequences,
-        max_waiting=g.max_waiting,
-        eos_id=g.eos_id,
-        pad_id=task.encoder.settings.pad_id,
-    )
 
 
 async def _maybe_in_thread(cheap: bool, fn, *args):  # type: ignore[no-untyped-def]

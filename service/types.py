@@ -14,6 +14,25 @@ class ModelState(str, enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
+class FinishReason(str, enum.Enum):
+    """Why a generation ended."""
+
+    LENGTH = "length"
+    STOP = "stop"
+    EOS = "eos"
+    CONTEXT = "context"
+    CANCELLED = "cancelled"
+    DEADLINE = "deadline"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """A piece of generated text, as it is streamed."""
+
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class InferRequest:
     """One inference call, already decoded into arrays (one per input name)."""

@@ -6,7 +6,8 @@ sequences left. Two implementations:
 - `RecomputeDecoder` wraps a full-sequence `forward(token_ids, attention_mask) -> logits` and recomputes
   every sequence in full each step (right-padded batch, logits read at each last real token). Keeps no
   state, so it also serves models exported without a KV cache.
-- the ONNX Runtime KV-cache decoder in `service/tasks/kv_cache.py` (it needs the step model's contract).
+- `KVCacheDecoder` (`kv_cache.py`): keeps each sequence's keys and values for a step model (the contract on
+  `service.config.Generation.step_model`), and feeds the model only the new token.
 
 No ONNX Runtime, gRPC or tokenizer in here.
 """

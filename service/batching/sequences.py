@@ -1,11 +1,10 @@
 """One generation request's state and what it streams: status, finish reasons, events, the caller's
 `GenerationStream`, the token collation of a step. Used by `scheduler.py`; no gRPC, ONNX Runtime or
-tokenizer in here."""
+tokenizer in here. `FinishReason` and `TextChunk` live in `service.types`, as the task APIs pass them on."""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,17 +12,18 @@ from typing import Protocol
 import numpy as np
 
 from service.errors import DeepserveError
-from service.types import SamplingParams
+from service.types import FinishReason, SamplingParams, TextChunk
 
-
-class FinishReason(str, enum.Enum):
-    LENGTH = "length"
-    STOP = "stop"
-    EOS = "eos"
-    CONTEXT = "context"
-    CANCELLED = "cancelled"
-    DEADLINE = "deadline"
-    ERROR = "error"
+__all__ = [
+    "Detokenizer",
+    "Event",
+    "FinishReason",
+    "Finished",
+    "GenerationStream",
+    "SequenceState",
+    "TextChunk",
+    "collate",
+]
 
 
 class Detokenizer(Protocol):
@@ -37,11 +37,6 @@ class Detokenizer(Protocol):
     def flush(self) -> str:
         """Text held back so far (e.g. a possible start of a stop sequence), released at the end."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class TextChunk:
-    text: str
 
 
 @dataclass(frozen=True, slots=True)

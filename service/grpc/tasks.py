@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 
-from service.batching.sequences import FinishReason, TextChunk
 from service.config import Task
 from service.errors import DeepserveError
 from service.grpc._generated.deepserve.v1 import image_classifier_pb2 as ic
@@ -29,6 +28,7 @@ from service.grpc.errors import cancelled_status, fail
 from service.grpc.requests import GuardedServer, add_service
 from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
+from service.types import FinishReason, TextChunk
 
 INLINE_ITEMS = 16
 SERVICES: dict[str, Task] = {

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from service.batching.decoders import Decoder, ForwardFn
+from service.batching.kv_cache import KVCacheDecoder
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import Finished, TextChunk
 from service.repository import ModelRepository
 from service.runtime import CPU, ModelSession, load_step_model
-from service.tasks.kv_cache import KVCacheDecoder
 from service.tasks.text_generation import TextGeneration
 
 MODELS = Path(__file__).resolve().parents[2] / "models"

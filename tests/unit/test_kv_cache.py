@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from service.batching.kv_cache import KVCacheDecoder
 from service.errors import InferenceError
-from service.tasks.kv_cache import KVCacheDecoder
 from tests.tiny_task_models import random_transformer
 from training.decoder_step import build_step_graph
 

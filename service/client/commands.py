@@ -1,4 +1,4 @@
-"""`deepserve classify | sentiment | generate`: the task APIs from a shell, through `service.client`."""
+"""`deepserve classify | sentiment | generate`: the task APIs from a shell, through `service.client.TaskClient`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from service.client import DEFAULT_TARGET, ClientError, TaskClient
+from service.client.tasks import DEFAULT_TARGET, ClientError, TaskClient
 
 COMMANDS = ("classify", "sentiment", "generate")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5, 6
