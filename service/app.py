@@ -158,7 +158,6 @@ class App:
         if self.health_server is not None:
             await self.health_server.stop(None)
         await self.metrics_endpoint.close()
-        await self.tasks.close(timeout=1.0)
         await self.registry.close(timeout=1.0)
         self.executor.shutdown(wait=True, cancel_futures=False)
         log.info("stopped")

@@ -1,17 +1,50 @@
-"""How a text generation model is wired to its scheduler: a decoder per lane on the model's sessions, the
-scheduler's settings from config.yaml, its events into the model's metrics. The server and the benchmarks
-build generation the same way, from here."""
+"""A task model's handler, built once by the registry's load step (in a worker thread, off the event loop):
+its task processing (`tasks/*`: labels, tokenizer, pre- and post-processing) and, for text generation, its
+scheduler, wired to the model's sessions: a decoder per lane, the scheduler's settings from config.yaml, its
+events into the model's metrics. The benchmarks build generation the same way, from here."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.kv_cache import KVCacheDecoder
-from service.batching.scheduler import SchedulerConfig, lane_slots
+from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lane_slots
+from service.config import ModelConfig, Task
 from service.metrics import GenerationModelMetrics, ModelMetrics
 from service.runtime import ModelSession, StepModel
+from service.tasks.image_classification import ImageClassification
+from service.tasks.sentiment import SentimentAnalysis
 from service.tasks.text_generation import TextGeneration
+
+TaskProcessing = ImageClassification | SentimentAnalysis | TextGeneration
+TASKS: dict[Task, type[TaskProcessing]] = {
+    Task.IMAGE_CLASSIFICATION: ImageClassification,
+    Task.SENTIMENT: SentimentAnalysis,
+    Task.TEXT_GENERATION: TextGeneration,
+}
+
+
+def task_processing(model: str, config: ModelConfig, model_dir: Path) -> TaskProcessing | None:
+    """The model's task processing, its assets read and checked (ModelLoadError says what is wrong); None for
+    a raw model."""
+    kind = TASKS.get(config.task)
+    return kind(model, config, model_dir) if kind is not None else None
+
+
+def generation_scheduler(
+    name: str,
+    session: ModelSession,
+    step: StepModel | None,
+    task: TextGeneration,
+    metrics: ModelMetrics,
+    generation: GenerationModelMetrics,
+) -> GenerationScheduler:
+    """`name` is the model and version ("textgen:1"); the scheduler's lanes start with `start()`, on the loop."""
+    config = scheduler_config(task)
+    return GenerationScheduler(name, lane_decoders(session, step, task), config, GenerationMetrics(metrics, generation))
 
 
 def lane_decoders(session: ModelSession, step: StepModel | None, task: TextGeneration) -> list[Decoder]:

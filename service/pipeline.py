@@ -1,4 +1,5 @@
-"""One loaded model version: its session behind a dynamic batcher, with statistics and metrics.
+"""One loaded model version: its session behind a dynamic batcher, with statistics and metrics, and for a
+task model its handler (task processing; a text generation model's scheduler), built with it at load.
 
 `infer` takes decoded tensors (V2 requests; task APIs after their preprocessing) through validation
 and the batcher; the session runs in a worker thread.
@@ -6,6 +7,7 @@ and the batcher; the session runs in a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import weakref
@@ -17,11 +19,16 @@ import numpy as np
 from service.batching.batcher import DynamicBatcher
 from service.batching.collate import CollateSpec, Tensors
 from service.batching.policy import BatchPolicy
+from service.batching.scheduler import GenerationScheduler
 from service.config import ModelConfig
+from service.handlers import TaskProcessing
 from service.metrics import ModelMetrics
 from service.runtime import ModelSession, StepModel
 from service.types import BatchStat, InferRequest, InferResponse, ModelStats
 from service.validation import RequestLimits, validate_inputs, validate_outputs
+
+DRAIN_SECONDS = 30.0
+"""Generations on an unloaded or replaced model version get this long to finish."""
 
 
 def batch_policy(config: ModelConfig) -> BatchPolicy:
@@ -113,6 +120,8 @@ class ModelPipeline:
         metrics: ModelMetrics,
         step_model: StepModel | None = None,
         limits: RequestLimits | None = None,
+        task: TaskProcessing | None = None,
+        scheduler: GenerationScheduler | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -120,6 +129,10 @@ class ModelPipeline:
         self.session = session
         self.step_model = step_model
         """The KV-cache decoding graph of a text_generation model (`generation.step_model`), if it has one."""
+        self.task = task
+        """The task's processing (None for a raw model), shared by the model's versions."""
+        self.scheduler = scheduler
+        """A text generation model's continuous batching (its lanes start with `start`)."""
         self.metrics = metrics
         self.limits = limits or RequestLimits.resolve(name, config)
         """Checked on V2 requests before decoding (`check_declared`) and before batching (`check_values`)."""
@@ -139,8 +152,16 @@ class ModelPipeline:
         batcher = weakref.ref(self.batcher)
         metrics.queue_depth.set_function(lambda: b.queue_depth if (b := batcher()) is not None else 0)
 
+    def start(self) -> None:
+        """On the event loop, once the version is in service."""
+        if self.scheduler is not None:
+            self.scheduler.start()
+
     async def close(self, timeout: float | None = None) -> None:
-        await self.batcher.close(timeout)
+        """Queued requests get `timeout` to run, generations at most `DRAIN_SECONDS`; the rest fail UNAVAILABLE."""
+        drain = DRAIN_SECONDS if timeout is None else min(timeout, DRAIN_SECONDS)
+        closing = [self.batcher.close(timeout), *([self.scheduler.close(drain)] if self.scheduler else [])]
+        await asyncio.gather(*closing)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         validate_inputs(self.config, self.name, request.inputs)

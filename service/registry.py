@@ -1,7 +1,10 @@
 """Loaded models by name and version: load, reload, unload at run time; readiness.
 
-A reload builds the new versions completely (session, warmup) before swapping them in, so a failed
-reload leaves the old ones serving.
+Loading a model builds everything its versions serve with, in a worker thread: the task processing (labels,
+tokenizer), each version's sessions (checked, warmed up), pipeline and, for text generation, scheduler. Any
+failure fails the load, so a model is either serving everything it offers or not loaded (one state, which
+ModelReady, RepositoryIndex, health and the task APIs all read). A reload builds the new versions completely
+before swapping them in, so a failed reload leaves the old ones serving.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from service.errors import (
     UnavailableError,
     quoted,
 )
+from service.handlers import generation_scheduler, task_processing
 from service.memory import release_memory
 from service.metrics import Metrics
 from service.pipeline import ModelPipeline
@@ -32,6 +36,7 @@ from service.runtime import (
     load_step_model,
 )
 from service.tasks.assets import vocab_size
+from service.tasks.text_generation import TextGeneration
 from service.types import ModelIndexEntry, ModelState
 from service.validation import RequestLimits
 
@@ -174,6 +179,8 @@ class ModelRegistry:
                 raise error from None
             finally:
                 self._loading.discard(name)
+            for pipeline in new.values():
+                pipeline.start()
             old = self._models.get(name, {})
             self._models[name] = new
             self._failed.pop(name, None)
@@ -229,7 +236,9 @@ class ModelRegistry:
         await asyncio.to_thread(release_memory)
 
     def _build(self, entry: ModelEntry) -> dict[str, ModelPipeline]:
-        """Worker thread: sessions for every selected version, checked against the config and warmed up."""
+        """Worker thread: the task processing, and for every selected version its sessions, checked against the
+        config and warmed up, and its pipeline."""
+        task = task_processing(entry.name, entry.config, entry.path)
         providers = choose_providers(self.device, entry.config.execution.providers, available_providers())
         built: dict[str, ModelPipeline] = {}
         limits = RequestLimits.resolve(entry.name, entry.config, vocab_size(entry.name, entry.path, entry.config))
@@ -245,8 +254,12 @@ class ModelRegistry:
                 extra={"model": entry.name, "version": version, "providers": session.providers},
             )
             metrics = self.metrics.for_model(entry.name, version)
+            scheduler = None
+            if isinstance(task, TextGeneration):
+                generation = self.metrics.for_generation(entry.name, version)
+                scheduler = generation_scheduler(f"{entry.name}:{version}", session, step, task, metrics, generation)
             built[version] = ModelPipeline(
-                entry.name, version, entry.config, session, self.executor, metrics, step, limits
+                entry.name, version, entry.config, session, self.executor, metrics, step, limits, task, scheduler
             )
         return built
 

@@ -1,9 +1,10 @@
-"""The task APIs' core: choose the model, run the task's processing around the model, stream generations.
+"""The task APIs' core, a thin facade: choose the model, run its task processing around the model, stream
+generations.
 
-Knows nothing of gRPC (like MLServer's DataPlane): `grpc/tasks.py` converts messages and calls these
-methods. For each loaded model whose config task is image_classification, sentiment or text_generation it
-keeps the task's processing (labels, tokenizer) and, for generation, a `GenerationScheduler` on the
-model's session; both follow the registry's loads, reloads and unloads (it listens to the registry).
+Knows nothing of gRPC or HTTP (like MLServer's DataPlane): `grpc/tasks.py` and `http/tasks.py` convert
+messages and call these methods. Each loaded task model's pipeline carries its handler, built when the
+registry loaded it (`handlers.py`): the task processing (labels, tokenizer) and, for generation, a
+`GenerationScheduler` on the model's sessions.
 
 Classification and sentiment go through the model's dynamic batcher (`pipeline.run`), one batch item
 per image or text, so requests are batched with each other and with V2 calls. Generation runs in the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,9 +25,7 @@ import numpy as np
 from service.batching.scheduler import GenerationScheduler
 from service.batching.sequences import Finished
 from service.config import Task
-from service.errors import DeepserveError, InvalidInputError, UnavailableError
-from service.handlers import GenerationMetrics, lane_decoders, scheduler_config
-from service.memory import release_memory
+from service.errors import InvalidInputError
 from service.pipeline import ModelPipeline
 from service.registry import ModelRegistry
 from service.tasks.image_classification import ImageClassification, LabelScore, pixels
@@ -35,22 +33,12 @@ from service.tasks.sentiment import SentimentAnalysis, SentimentResult
 from service.tasks.text_generation import TextGeneration
 from service.types import FinishReason, TextChunk
 
-log = logging.getLogger(__name__)
-
-TaskProcessing = ImageClassification | SentimentAnalysis | TextGeneration
 T = TypeVar("T", ImageClassification, SentimentAnalysis, TextGeneration)
-TASKS: dict[Task, type[TaskProcessing]] = {
-    Task.IMAGE_CLASSIFICATION: ImageClassification,
-    Task.SENTIMENT: SentimentAnalysis,
-    Task.TEXT_GENERATION: TextGeneration,
-}
 INLINE_PIXELS = 256 * 256
 """Images with up to this many pixels in total are decoded on the event loop (about a millisecond);
 larger ones in a thread, so one big request never stalls the others. Sizes come from the headers."""
 INLINE_CHARS = 64 * 1024
 """Texts and prompts up to this many characters in total are tokenized on the event loop."""
-DRAIN_SECONDS = 30.0
-"""Generations on an unloaded or replaced model version get this long to finish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +67,9 @@ class GenerationDone:
     version: str
 
 
-@dataclass(slots=True)
-class _Handler:
-    pipeline: ModelPipeline
-    task: TaskProcessing | None = None
-    scheduler: GenerationScheduler | None = None
-    error: str | None = None
-
-
 class TaskAPIs:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
-        self._handlers: dict[tuple[str, str], _Handler] = {}
-        self._closing: set[asyncio.Task] = set()
-        registry.listeners.append(self.sync)
 
     # ---- the three APIs -------------------------------------------------------------------------
     async def classify(
@@ -139,7 +116,7 @@ class TaskAPIs:
         """Text pieces as they are generated, then one `GenerationDone`. Leaving early (or being
         cancelled) frees the request's slot at the scheduler's next step."""
         pipeline, task = self._get(Task.TEXT_GENERATION, model, version, TextGeneration)
-        scheduler = self._handlers[(pipeline.name, pipeline.version)].scheduler
+        scheduler = pipeline.scheduler
         assert scheduler is not None
         request = await _maybe_in_thread(
             len(prompt) <= INLINE_CHARS, task.prepare, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop
@@ -166,31 +143,11 @@ class TaskAPIs:
 
     # ---- models -----------------------------------------------------------------------------------
     def serves(self, task: Task) -> bool:
-        """Whether a loaded model can serve `task` (health of the task's gRPC service)."""
-        return any(h.error is None and h.pipeline.config.task is task for h in self._handlers.values())
+        """Whether a loaded model serves `task` (health of the task's gRPC service)."""
+        return any(p.config.task is task for p in self.registry.loaded())
 
     def scheduler(self, model: str, version: str = "") -> GenerationScheduler | None:
-        pipeline = self.registry.get(model, version)
-        handler = self._handlers.get((pipeline.name, pipeline.version))
-        return handler.scheduler if handler else None
-
-    def sync(self) -> None:
-        """Registry listener: processing for newly loaded task models; unloaded ones are let go."""
-        loaded = {(p.name, p.version): p for p in self.registry.loaded()}
-        for key, handler in list(self._handlers.items()):
-            if loaded.get(key) is not handler.pipeline:
-                del self._handlers[key]
-                self._retire(handler, DRAIN_SECONDS)
-        for key, pipeline in loaded.items():
-            if key not in self._handlers and pipeline.config.task in TASKS:
-                self._handlers[key] = self._build(pipeline)
-
-    async def close(self, timeout: float | None = 1.0) -> None:
-        handlers, self._handlers = list(self._handlers.values()), {}
-        for handler in handlers:
-            self._retire(handler, timeout)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        return self.registry.get(model, version).scheduler
 
     def choose(self, kind: Task, model: str = "", version: str = "") -> ModelPipeline:
         """The model a request for `kind` goes to: the one it names, else the task's default."""
@@ -205,53 +162,9 @@ class TaskAPIs:
                 f"model '{pipeline.name}' serves the task {pipeline.config.task.value}, not {kind.value}; "
                 f"name a {kind.value} model, or none for the default"
             )
-        handler = self._handlers.get((pipeline.name, pipeline.version))
-        if handler is None or handler.pipeline is not pipeline:
-            self.sync()
-            handler = self._handlers[(pipeline.name, pipeline.version)]
-        if handler.error is not None or not isinstance(handler.task, expected):
-            raise UnavailableError(f"model '{pipeline.name}' cannot serve {kind.value}: {handler.error}")
-        return pipeline, handler.task
-
-    def _build(self, pipeline: ModelPipeline) -> _Handler:
-        config = pipeline.config
-        try:
-            model_dir = self.registry.repository.model_dir(pipeline.name)
-            task = TASKS[config.task](pipeline.name, config, model_dir)
-        except DeepserveError as err:
-            log.error("task processing failed to load", extra={"model": pipeline.name, "error": err.message})
-            return _Handler(pipeline, error=err.message)
-        except Exception:  # one broken model must not stop the others
-            log.exception("task processing failed to load", extra={"model": pipeline.name})
-            return _Handler(pipeline, error="its task assets failed to load (the server log has the details)")
-        handler = _Handler(pipeline, task)
-        if isinstance(task, TextGeneration):
-            generation = self.registry.metrics.for_generation(pipeline.name, pipeline.version)
-            handler.scheduler = GenerationScheduler(
-                f"{pipeline.name}:{pipeline.version}",
-                lane_decoders(pipeline.session, pipeline.step_model, task),
-                scheduler_config(task),
-                GenerationMetrics(pipeline.metrics, generation),
-            )
-            handler.scheduler.start()
-        return handler
-
-    def _retire(self, handler: _Handler, timeout: float | None) -> None:
-        """Stop a let-go handler's scheduler in the background (its generations get `timeout` to finish). Once
-        its lanes have exited and it is dropped, with its decoders' KV caches and the step model's session,
-        the memory they held goes back to the OS."""
-        scheduler, handler.scheduler = handler.scheduler, None
-        if scheduler is None:
-            return
-
-        async def stop(scheduler: GenerationScheduler) -> None:
-            await scheduler.close(timeout)
-            del scheduler
-            await asyncio.to_thread(release_memory)
-
-        closing = asyncio.get_running_loop().create_task(stop(scheduler))
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        task = pipeline.task
+        assert isinstance(task, expected)  # built with the pipeline, from the same config
+        return pipeline, task
 
 
 async def _maybe_in_thread(cheap: bool, fn, *args):  # type: ignore[no-untyped-def]

@@ -20,10 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from service.app import App
+from service.client import ClientError, TaskClient
 from service.config import ServerSettings
 from service.errors import ConfigError
 from tests.conftest import RunningServer, start_server
 from tests.tiny_models import add_sub, make_broken, make_repository, not_onnx
+from tests.tiny_task_models import write_sentiment
 from tests.waiting import eventually
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -91,6 +93,27 @@ def test_a_model_that_failed_to_load(partly_broken: Path, strict: bool) -> None:
         failures = "deepserve_model_load_failures_total"
         assert sample(samples, failures, model="broken") == sample(samples, failures, model="broken_config") == 1
         assert sample(samples, failures, model="add_sub") == 0
+    finally:
+        running.stop()
+
+
+def test_task_assets_load_with_the_model_one_state_everywhere(tmp_path: Path) -> None:
+    """A sentiment model whose labels cannot be read fails to load: not ready to ModelReady and RepositoryIndex,
+    UNAVAILABLE with the same reason to the task API, and its task service is not serving."""
+    root = make_repository(tmp_path / "models", names=("add_sub",))
+    (write_sentiment(root, "bad_labels") / "labels.txt").write_bytes(b"\xffnegative\nneutral\npositive\n")
+    running = start_server(root, strict_readiness=False)
+    try:
+        client = tc.InferenceServerClient(running.address)
+        assert client.is_model_ready("add_sub") and not client.is_model_ready("bad_labels")
+        version, state, reason = index(client)["bad_labels"]
+        assert (version, state) == ("", "UNAVAILABLE")
+        assert reason == "model 'bad_labels': cannot read 'labels.txt' (`labels`): it is not UTF-8 text (byte 0)"
+        with TaskClient(running.address) as tasks, pytest.raises(ClientError) as caught:
+            tasks.analyze(["great"], model="bad_labels")
+        assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+        assert caught.value.message == f"model 'bad_labels' failed to load: {reason}"
+        assert health(running, "deepserve.v1.SentimentAnalyzer") == NOT_SERVING
     finally:
         running.stop()
 

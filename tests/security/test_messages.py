@@ -51,6 +51,7 @@ BROKEN = {
     "no_tokenizer": "cannot read 'tokenizer.json' (`text.tokenizer`): there is no such file in the model's folder",
     "bad_tokenizer": "cannot read 'tokenizer.json' (`text.tokenizer`): it could not be read as a Hugging Face "
     "tokenizers file (the server log has the details)",
+    "bad_labels": "cannot read 'labels.txt' (`labels`): it is not UTF-8 text (byte 0)",
     "no_step_model": "`generation.step_model` is 'decoder_step.onnx' but there is no such file in the version "
     "folder (1/decoder_step.onnx)",
 }
@@ -143,14 +144,16 @@ def test_repository_model_load_says_why_in_our_words(channel: grpc.Channel, seen
     assert message.startswith(f"model '{name}': ") and BROKEN[name] in message
 
 
-def test_task_assets_that_fail_after_load_are_clean(channel: grpc.Channel, seen: list[str]) -> None:
+def test_task_assets_that_fail_fail_the_load_cleanly(channel: grpc.Channel, seen: list[str]) -> None:
+    """Task assets load with the model: one that cannot be read fails the load, and every API says so alike."""
     request = sa.AnalyzeRequest(texts=["great"], model_name="bad_labels")
     analyze = sa_grpc.SentimentAnalyzerStub(channel).Analyze
     message = refused(seen, lambda: analyze(request, timeout=10), grpc.StatusCode.UNAVAILABLE)
     assert message == (
-        "model 'bad_labels' cannot serve sentiment: model 'bad_labels': cannot read 'labels.txt' (`labels`): "
+        "model 'bad_labels' failed to load: model 'bad_labels': cannot read 'labels.txt' (`labels`): "
         "it is not UTF-8 text (byte 0)"
     )
+    assert not v2(channel).ModelReady(pb.ModelReadyRequest(name="bad_labels"), timeout=10).ready
 
 
 # ---- bad images ---------------------------------------------------------------------------------------

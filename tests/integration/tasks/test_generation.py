@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import task_apis
+from service import pipeline
 from service.client import ClientError, GenerationStream, TaskClient
 from service.config import Task
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
@@ -383,7 +383,7 @@ def test_transformer_refuses_bad_parameters(lm_server: RunningServer) -> None:
 
 
 def test_unloading_the_model_ends_its_streams_and_its_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(task_apis, "DRAIN_SECONDS", 0.2)
+    monkeypatch.setattr(pipeline, "DRAIN_SECONDS", 0.2)
     running = start_server(write_lm(tmp_path, "slow_lm", context=1024, slow_repeats=24).parent)
     try:
         with TaskClient(running.address) as client, grpc.insecure_channel(running.address) as channel:
