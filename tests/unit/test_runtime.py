@@ -220,8 +220,8 @@ def test_intra_op_threads_default_to_the_container_cpu_limit(
 ) -> None:
     (tmp_path / "cgroup").mkdir()
     (tmp_path / "cgroup" / "cpu.max").write_text("150000 100000\n")
-    real = runtime.cpu_budget
-    monkeypatch.setattr(runtime, "cpu_budget", lambda: real(tmp_path / "cgroup", affinity=8))
+    real = runtime.options.cpu_budget
+    monkeypatch.setattr(runtime.options, "cpu_budget", lambda: real(tmp_path / "cgroup", affinity=8))
     config = parse_model_config(copy.deepcopy(CONFIGS["add_sub"][0]), "add_sub")
     assert intra_op_threads(config.execution) == (2, "container CPU limit of 1.5 CPUs, 8 CPUs in affinity")
     configured = config.execution.model_copy(update={"intra_op_threads": 3})

@@ -1,35 +1,23 @@
-"""ONNX Runtime sessions: execution-provider choice, session options, warmup.
-
-Knows nothing of gRPC or batching: a `ModelSession` runs a feed dict and returns named outputs.
-"""
+"""A model version's ONNX Runtime session (`ModelSession`): load, run from several threads, warm up; and the
+check of a config's inputs and outputs against the graph."""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from service.config import Device, Execution, ModelConfig
-from service.cpus import cpu_budget
-from service.errors import ConfigError, ModelLoadError, quoted
+from service.config import ModelConfig
+from service.errors import ModelLoadError, quoted
+from service.runtime.options import bucket_sizes, intra_op_threads, pad_batch, session_options
+from service.runtime.providers import CPU, CUDA, fell_back
 from service.warmup import sample_feed
 
 log = logging.getLogger(__name__)
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-_PROVIDER_NAMES = {"cuda": CUDA, "cpu": CPU}
-_OPT_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
 # ONNX Runtime's load errors (exception class names) → what a client is told instead of their text.
 _LOAD_PROBLEMS = {
     "InvalidProtobuf": "the file is not a valid ONNX model",
@@ -55,63 +43,6 @@ _ORT_TYPES = {
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
-
-
-def check_device(device: Device, available: Sequence[str]) -> None:
-    """Fail start-up when `--device cuda` is asked for and CUDA is missing."""
-    if device is Device.CUDA and CUDA not in available:
-        raise ConfigError(
-            "--device cuda was requested but onnxruntime offers no CUDAExecutionProvider "
-            f"(available: {', '.join(available) or 'none'}); install the `gpu` extra (onnxruntime-gpu) "
-            "on a machine with CUDA, or use --device auto|cpu"
-        )
-
-
-def choose_providers(device: Device, preferred: Sequence[str] | None, available: Sequence[str]) -> list[str]:
-    """Execution providers for one model, most preferred first; CPU is always the last resort.
-
-    `device` is the server-wide choice, `preferred` the model's own `execution.providers` (names
-    `cuda`/`cpu`), `available` what `onnxruntime.get_available_providers()` offers.
-    """
-    if device is Device.CPU:
-        wanted = ["cpu"]
-    elif preferred:
-        wanted = list(preferred)
-    else:
-        wanted = ["cuda", "cpu"]
-    chosen = [_PROVIDER_NAMES[w] for w in wanted if _PROVIDER_NAMES[w] in available]
-    if device is Device.CUDA and CUDA not in chosen and "cuda" in wanted:
-        check_device(device, available)
-    if CPU not in chosen:
-        chosen.append(CPU)
-    return chosen
-
-
-def intra_op_threads(execution: Execution) -> tuple[int, str]:
-    """A session's intra-op pool size, and where it comes from (for the load log): `execution.intra_op_threads`,
-    else the container's CPU limit (service/cpus.py), else 0: ONNX Runtime's default, a thread per core."""
-    if execution.intra_op_threads:
-        return execution.intra_op_threads, "execution.intra_op_threads"
-    budget = cpu_budget()
-    if not budget.threads:
-        return 0, "ONNX Runtime's default (no container CPU limit)"
-    return budget.threads, f"container CPU limit of {budget.limit:g} CPUs, {budget.affinity} CPUs in affinity"
-
-
-def session_options(execution: Execution, intra_op_threads: int, lone: bool = False) -> ort.SessionOptions:
-    """`lone`: the options of the session for lone requests (`spinning: lone_runs`), which spins during runs."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = execution.inter_op_threads
-    opts.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization_level]
-    spinning = "during_runs" if lone else execution.spinning
-    spin = "0" if spinning in ("never", "lone_runs") else "1"
-    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    if spinning == "during_runs":
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
-    opts.log_severity_level = 3
-    return opts
 
 
 class ModelSession:
@@ -145,11 +76,11 @@ class ModelSession:
                 f"model '{self.model}': cannot load {self.shown}: {problem} (the server log has the details)"
             ) from None
         self.providers = self._session.get_providers()
-        fell_back = _fell_back(self._session, providers, cuda.provider_options())
-        if fell_back:
+        fell_back_to = fell_back(self._session, providers, cuda.provider_options())
+        if fell_back_to:
             problem = (
                 f"model '{self.model}': {self.shown} asked for the CUDA execution provider with "
-                f"execution.cuda's options, but {fell_back}; the log has ONNX Runtime's reason"
+                f"execution.cuda's options, but {fell_back_to}; the log has ONNX Runtime's reason"
             )
             if strict:
                 raise ModelLoadError(problem + ". --device cuda never falls back: fix CUDA, or use --device auto")
@@ -283,51 +214,6 @@ class ModelSession:
             ) from None
 
 
-def bucket_sizes(config: ModelConfig, provider: str) -> list[int]:
-    """`execution.batch_buckets` resolved for a model whose session runs on `provider`: [] for one session."""
-    top = config.max_batch_size
-    chosen = config.execution.batch_buckets
-    if not config.batched or top <= 1:
-        return []
-    if chosen is None:
-        if provider != CUDA:
-            return []
-        chosen = tuple(8**k for k in range(top.bit_length()) if 8**k < top)
-    if not chosen:
-        return []
-    if chosen[-1] > top:
-        raise ModelLoadError(
-            f"execution.batch_buckets {list(chosen)} go beyond max_batch_size {top}; drop the larger sizes"
-        )
-    return list(chosen) if chosen[-1] == top else [*chosen, top]
-
-
-def pad_batch(arr: np.ndarray, size: int) -> np.ndarray:
-    """`arr` with copies of its first item appended up to `size` items: real data, so no padded row meets a
-    division by zero or an all-masked softmax that a row of zeros could."""
-    return np.concatenate([arr, np.repeat(arr[:1], size - len(arr), axis=0)])
-
-
-def _fell_back(session: ort.InferenceSession, asked: list[str], options: dict[str, str]) -> str | None:
-    """What ONNX Runtime did instead of running on CUDA with `options`, when it did. When creating the CUDA
-    provider fails (no cuDNN, a bad device id), its Python binding retries by itself: with CUDA's default
-    options (device 0, an arena without a limit), then on the CPU, and only prints a notice."""
-    if asked[:1] != [CUDA]:
-        return None
-    running = session.get_providers()
-    if running[:1] != [CUDA]:
-        return f"ONNX Runtime runs it on {running}: CUDA or cuDNN failed to start"
-    actual = session.get_provider_options().get(CUDA, {})
-    differ = [key for key in ("device_id", "gpu_mem_limit") if key in actual and actual[key] != options[key]]
-    if differ:
-        return (
-            "ONNX Runtime runs it with CUDA's default options instead ("
-            + ", ".join(f"{key} {actual[key]}, not {options[key]}" for key in differ)
-            + ")"
-        )
-    return None
-
-
 def _text_for_ort(arr: np.ndarray) -> np.ndarray:
     """String tensors as `str`: onnxruntime's binding turns `bytes` elements into their repr, b"hi" → "b'hi'"."""
     if arr.dtype != object:
@@ -373,79 +259,3 @@ def check_signature(session: ModelSession, config: ModelConfig, model: str) -> N
             f"model '{model}': the ONNX graph needs inputs {missing} that config.yaml does not declare; "
             "add them under `inputs`"
         )
-
-
-@dataclass(frozen=True)
-class StepModel:
-    """A loaded `generation.step_model` (the KV-cache decoding graph) and the shape of its cache."""
-
-    session: ModelSession
-    layers: int
-    heads: int
-    head_dim: int
-
-
-_CACHE_NAME = re.compile(r"^(past_key|past_value|new_key|new_value)_(\d+)$")
-
-
-def load_step_model(
-    path: Path, config: ModelConfig, providers: list[str], model: str, strict: bool = False
-) -> StepModel:
-    """Session for the step graph, checked against the contract documented on `Generation.step_model`,
-    and warmed up with a prefill and a decoding step."""
-    threads = config.generation.step_intra_op_threads if config.generation else None
-    if threads is not None:
-        config = config.model_copy(
-            update={"execution": config.execution.model_copy(update={"intra_op_threads": threads})}
-        )
-    session = ModelSession(path, config, providers, strict, buckets=False)
-    inputs, outputs = session.graph_signature()
-
-    def fail(problem: str) -> ModelLoadError:
-        return ModelLoadError(
-            f"model '{model}': `generation.step_model` {path.name}: {problem}; re-export it with "
-            "deepserve-train or remove the key"
-        )
-
-    for name in ("token_ids", "positions", "past_mask"):
-        if inputs.get(name, ("", []))[0] != "INT64" or len(inputs[name][1]) != 2:
-            raise fail(f"needs an INT64 input `{name}` of rank 2")
-    cache = {n: spec for n, spec in {**inputs, **outputs}.items() if _CACHE_NAME.match(n)}
-    layers = sum(1 for n in cache if n.startswith("past_key_"))
-    expected = {f"{kind}_{i}" for kind in ("past_key", "past_value", "new_key", "new_value") for i in range(layers)}
-    if not layers or set(cache) != expected:
-        raise fail(
-            f"needs past_key_<l>, past_value_<l> inputs and new_key_<l>, new_value_<l> outputs for "
-            f"l = 0..layers-1, found {sorted(cache)}"
-        )
-    shape = inputs["past_key_0"][1]
-    heads, head_dim = (shape[1], shape[3]) if len(shape) == 4 else (None, None)
-    if not (isinstance(heads, int) and isinstance(head_dim, int)):
-        raise fail(f"past_key_0 must be FP32 [batch, heads, past, head_dim] with fixed heads and head_dim, got {shape}")
-    bad = [n for n, (dtype, dims) in cache.items() if dtype != "FP32" or dims[1::2] != [heads, head_dim]]
-    extra = sorted(set(inputs) - expected - {"token_ids", "positions", "past_mask"})
-    if bad or extra:
-        raise fail(
-            f"cache tensors {bad} differ from past_key_0 (FP32, same heads and head_dim) or there are "
-            f"inputs outside the contract {extra}"
-        )
-    vocab = (config.output("logits") or config.outputs[0]).dims[-1]
-    logits = outputs.get("logits", ("", []))[1]
-    if len(logits) != 3 or (isinstance(logits[2], int) and vocab > 0 and logits[2] != vocab):
-        raise fail(f"needs an output `logits` [batch, new, {vocab}] like model.onnx's, got {logits or 'none'}")
-    step = StepModel(session, layers, heads, head_dim)
-    _warmup_step(step, config.generation.context_length if config.generation else 1)
-    return step
-
-
-def _warmup_step(step: StepModel, context: int) -> None:
-    one = np.zeros((1, 1), np.int64)
-    for past in (0, context):
-        cache = np.zeros((1, step.heads, past, step.head_dim), np.float32)
-        feed: dict[str, np.ndarray] = {"token_ids": one, "positions": one, "past_mask": np.zeros((1, past), np.int64)}
-        feed |= {f"past_{kind}_{i}": cache for kind in ("key", "value") for i in range(step.layers)}
-        step.session.checked_run(feed, f"with a cache of {past} positions")
-
-
-def available_providers() -> list[str]:
-    return list(ort.get_available_providers())
