@@ -260,16 +260,8 @@ class DynamicBatcher:
     # ---- running --------------------------------------------------------------------------------
     def _execute(self, batch: list[_Pending], run: RunFn) -> Outcome:
         """In a worker thread, or on the loop for a lone request (see `execution.execute`)."""
-        return execute(
-            self.name,
-            [p.inputs for p in batch],
-            [p.size for p in batch],
-            [p.length for p in batch],
-            run,
-            self._run,
-            self._policy.collate,
-            self._policy.batched,
-        )
+        inputs, sizes, lengths = [p.inputs for p in batch], [p.size for p in batch], [p.length for p in batch]
+        return execute(self.name, inputs, sizes, lengths, run, self._run, self._policy.collate, self._policy.batched)
 
     def _finish(self, done: asyncio.Future, batch: list[_Pending]) -> None:
         self._settle(done.result(), batch)

@@ -6,8 +6,7 @@ log an ERROR with a traceback for each call, so a client sending garbage could f
 `GuardedServer` stands in for the server while services register and wraps every method handler once
 (`guarded`): its deserializer returns `Unparsable` instead of raising, and its behaviour ends a call that
 receives one with INVALID_ARGUMENT (for a streamed request, at the message that does not parse). The
-message names the field, element and byte when a text field is not UTF-8 (found by parsing the request
-again as its "bytes twin": the same message with every string field declared bytes). Refusals are logged
+message names the field, element and byte when a text field is not UTF-8 (`parsing.py`). Refusals are logged
 as at most one WARNING per method every `REFUSAL_LOG_SECONDS`, with the count of those not logged.
 No interceptor: wrapping at registration costs a call one isinstance check.
 
@@ -23,27 +22,18 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.descriptor import ServiceDescriptor
 
 from service.errors import DeepserveError, InvalidInputError
 from service.grpc.errors import fail, status_of
+from service.grpc.parsing import Unparsable, lenient
 from service.logs import RefusalLog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Unparsable:
-    """Stands in for a request that could not be parsed; `message` says why, for the client."""
-
-    message: str
 
 
 Admit = Callable[[grpc.aio.ServicerContext], Callable[[], None]]
@@ -54,18 +44,6 @@ call ends), or raises the `DeepserveError` the call is answered with."""
 class Authorizing(Protocol):
     def admission(self, method: str) -> Admit | None:
         """The check for `method` (asked once, at registration); None when the method is open."""
-
-
-def parser(cls: type[Message]) -> Callable[[bytes], Message | Unparsable]:
-    twin = _bytes_twin(cls.DESCRIPTOR)
-
-    def parse(data: bytes) -> Message | Unparsable:
-        try:
-            return cls.FromString(data)
-        except DecodeError:
-            return Unparsable(_explain(data, cls.DESCRIPTOR, twin))
-
-    return parse
 
 
 class GuardedServer:
@@ -164,7 +142,7 @@ def guarded(
 
     factory = _FACTORIES[handler.request_streaming, handler.response_streaming]
     serializer = _passing_bytes(handler.response_serializer)
-    parse = None if handler.request_deserializer is None else _lenient(handler.request_deserializer)
+    parse = None if handler.request_deserializer is None else lenient(handler.request_deserializer)
     if admit is None:
         return factory(call, parse, serializer)  # type: ignore[operator]
     return factory(_admitted(call, admit, parse, handler.request_streaming), None, serializer)  # type: ignore[operator]
@@ -218,21 +196,6 @@ def _passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any],
     return serialize
 
 
-def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """A deserializer that returns `Unparsable` instead of raising (with the field detail for messages)."""
-    cls = getattr(deserializer, "__self__", None)
-    if isinstance(cls, type) and issubclass(cls, Message) and deserializer == cls.FromString:
-        return parser(cls)
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except Exception:  # noqa: BLE001 - whatever the deserializer raises, the request does not parse
-            return Unparsable("the request could not be parsed")
-
-    return parse
-
-
 class _GuardedGenericHandler(grpc.GenericRpcHandler):
     """Guards the handlers another generic handler finds (each once, by `GuardedServer.guard`)."""
 
@@ -249,57 +212,3 @@ class _GuardedGenericHandler(grpc.GenericRpcHandler):
     def service_name(self) -> str | None:
         name = getattr(self.inner, "service_name", None)
         return name() if callable(name) else None
-
-
-def _bytes_twin(descriptor: Any) -> type[Message] | None:
-    """The message class with string fields as bytes, in its own pool with the files it imports (also
-    twinned). Map keys stay strings (protobuf allows no bytes keys). None if the twin cannot be built."""
-    pool = descriptor_pool.DescriptorPool()
-    try:
-        _add_twin(pool, descriptor.file, set())
-        return message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.full_name))
-    except Exception:  # without a twin, the message says less but is still right
-        log.debug("no bytes twin", extra={"type": descriptor.full_name}, exc_info=True)
-        return None
-
-
-def _add_twin(pool: descriptor_pool.DescriptorPool, file: Any, added: set[str]) -> None:
-    if file.name in added:
-        return
-    added.add(file.name)
-    for dependency in file.dependencies:
-        _add_twin(pool, dependency, added)
-    proto = descriptor_pb2.FileDescriptorProto()
-    file.CopyToProto(proto)
-    stack = list(proto.message_type)
-    while stack:
-        message = stack.pop()
-        stack.extend(message.nested_type)
-        for field in message.field:
-            if field.type == field.TYPE_STRING and not (message.options.map_entry and field.name == "key"):
-                field.type = field.TYPE_BYTES
-    pool.Add(proto)
-
-
-def _explain(data: bytes, descriptor: Any, twin: type[Message] | None) -> str:
-    invalid = f"the request is not a valid {descriptor.full_name} message"
-    if twin is None:
-        return f"{invalid} (or one of its text fields is not valid UTF-8)"
-    try:
-        message = twin.FromString(data)
-    except DecodeError:
-        return invalid
-    for field in descriptor.fields:
-        if field.type != FieldDescriptor.TYPE_STRING:
-            continue
-        values = getattr(message, field.name)
-        for i, value in enumerate(values if field.is_repeated else [values]):
-            try:
-                value.decode("utf-8")
-            except UnicodeDecodeError as err:
-                name = f"{field.name}[{i}]" if field.is_repeated else field.name
-                return (
-                    f"{name} is not valid UTF-8 (byte 0x{value[err.start : err.start + 1].hex()} at offset "
-                    f"{err.start}); send text encoded as UTF-8"
-                )
-    return f"{invalid} (a text field in a nested message is not valid UTF-8)"
