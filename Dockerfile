@@ -69,10 +69,11 @@ RUN pip install -r /tmp/requirements.txt
 # gencode/runtime VersionError. The import check below (run from / so it loads the installed package,
 # not /src) catches that at build time.
 COPY protos/ protos/
+COPY scripts/codegen.py scripts/codegen.py
 COPY service/ service/
 RUN pip freeze > /tmp/runtime-constraints.txt \
  && pip install --target /opt/codegen --constraint /tmp/runtime-constraints.txt grpcio-tools \
- && PYTHONPATH=/opt/codegen python -m service.grpc.codegen \
+ && PYTHONPATH=/opt/codegen python scripts/codegen.py \
  && pip install --no-deps . \
  && rm -f /opt/venv/bin/deepserve-train \
  && (test "$VARIANT" = gpu || pip check) \

@@ -31,8 +31,8 @@ $(TRAIN_STAMP): $(STAMP) pyproject.toml
 
 stubs: $(STUBS)
 
-$(STUBS): $(STAMP) $(PROTOS) service/grpc/codegen.py
-	$(BIN)/python -m service.grpc.codegen
+$(STUBS): $(STAMP) $(PROTOS) scripts/codegen.py
+	$(BIN)/python scripts/codegen.py
 
 run: install
 	@echo "In another terminal: source .venv/bin/activate, then try the commands in docs/task-apis.md."

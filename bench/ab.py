@@ -5,7 +5,7 @@ the medians per variant are printed. On a shared, noisy machine this compares fa
     python bench/ab.py NAME=SOURCE[:REPOSITORY] ... [--rounds 7 --seconds 1.5 --model digits_cnn]
 
 SOURCE is a checkout of deepserve (e.g. `git worktree add /tmp/base HEAD~1` for the code before a change;
-run `python -m service.grpc.codegen` there once); REPOSITORY a model repository (default: SOURCE/models),
+run `python scripts/codegen.py` there once); REPOSITORY a model repository (default: SOURCE/models),
 e.g. a copy of a model with another `execution` section. Example, a change against the commit before it:
 
     python bench/ab.py before=/tmp/base now=. never=.:/tmp/repo_never

@@ -1,6 +1,7 @@
 """Generate the protobuf/gRPC stubs from `protos/` into `service/grpc/_generated`.
 
-Run by `make install` (and the Docker build): `python -m service.grpc.codegen`. The generated imports
+Build tooling, not part of the served package: run by `make install` (and the Docker build) as
+`python scripts/codegen.py` from a checkout. The generated imports
 are rewritten to absolute package imports so nothing needs to be added to `sys.path`, and the
 messages are registered in a private descriptor pool (`_generated/_pool.py`) rather than protobuf's
 global one: other libraries that ship the same `inference` package (tritonclient, KServe) can then
@@ -13,9 +14,9 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
-OUT = Path(__file__).resolve().parent / "_generated"
+OUT = ROOT / "service" / "grpc" / "_generated"
 PACKAGE = "service.grpc._generated"
 
 
