@@ -28,6 +28,7 @@ SCOPES: dict[str, Scope | None] = {
     # infer: everything that names or runs a model, and the server's metadata
     "server_metadata": Scope.INFER,
     "model_metadata": Scope.INFER,
+    "model_config": Scope.INFER,
     "model_ready": Scope.INFER,
     "model_infer": Scope.INFER,
     "model_stats": Scope.INFER,

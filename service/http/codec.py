@@ -206,6 +206,40 @@ def model_metadata(name: str, versions: list[str], config: ModelConfig) -> dict[
     }
 
 
+def model_config(name: str, versions: list[str], config: ModelConfig) -> dict[str, Any]:
+    """Triton's model configuration extension, as its HTTP endpoint answers: the JSON of the `inference.ModelConfig`
+    that gRPC's `ModelConfig` returns (protobuf field names, enums by name), with 64-bit integers as JSON numbers
+    as Triton writes them. A test checks that the two agree for every model."""
+
+    def tensor(t: Any) -> dict[str, Any]:
+        kind = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
+        return {"name": t.name, "data_type": kind, "dims": list(t.dims)}
+
+    out: dict[str, Any] = {
+        "name": name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"specific": {"versions": [int(v) for v in versions]}},
+        "max_batch_size": config.max_batch_size,
+        "input": [tensor(t) for t in config.inputs],
+        "output": [tensor(t) for t in config.outputs],
+        "instance_group": [{"name": f"{name}_0", "count": config.instances, "kind": "KIND_CPU"}],
+        "default_model_filename": "model.onnx",
+    }
+    db = config.dynamic_batching
+    if config.batched and db.enabled:
+        policy: dict[str, Any] = {"max_queue_size": db.max_queue_size}
+        if db.default_timeout_ms:
+            policy["default_timeout_microseconds"] = int(db.default_timeout_ms * 1000)
+            policy["allow_timeout_override"] = True
+        out["dynamic_batching"] = {
+            "preferred_batch_size": list(db.preferred_batch_sizes),
+            "max_queue_delay_microseconds": int(db.max_queue_delay_ms * 1000),
+            "default_queue_policy": policy,
+        }
+    return out
+
+
 def model_statistics(name: str, version: str, stats: Any) -> dict[str, Any]:
     """Triton's statistics extension, as its HTTP endpoint answers (`ModelStatistics` on gRPC): counts and
     durations in nanoseconds."""

@@ -139,6 +139,20 @@ def _model_ops(prefix: str, versioned: bool) -> list[Operation]:
             operation_id=f"model{suffix}_metadata",
         ),
         Operation(
+            f"{prefix}/config",
+            "get",
+            "model_config",
+            V2,
+            f"Configuration of {which}",
+            "Triton's model configuration extension: the JSON of what gRPC's `ModelConfig` returns (the model's "
+            "inputs and outputs with their dims, without the batch dimension; `max_batch_size`; dynamic batching; "
+            "instances), as `tritonclient.http`'s `get_model_config` and perf_analyzer read it.",
+            _ok("the model's configuration", _json(ref("ModelConfig"))),
+            MODEL_ERRORS,
+            params,
+            operation_id=f"model{suffix}_config",
+        ),
+        Operation(
             f"{prefix}/ready",
             "get",
             "model_ready",
@@ -445,6 +459,63 @@ SCHEMAS: dict[str, Schema] = {
             "outputs": {"type": "array", "items": ref("TensorMetadata")},
         },
         ["name", "versions", "platform", "inputs", "outputs"],
+    ),
+    "ConfigTensor": _object(
+        {
+            "name": STRING,
+            "data_type": {"type": "string", "enum": [f"TYPE_{d}" for d in DATATYPES if d != "BYTES"] + ["TYPE_STRING"]},
+            "dims": {"type": "array", "items": INTEGER},
+        },
+        ["name", "data_type", "dims"],
+    ),
+    "ModelConfig": _object(
+        {
+            "name": STRING,
+            "platform": STRING,
+            "backend": STRING,
+            "version_policy": _object(
+                {"specific": _object({"versions": {"type": "array", "items": INTEGER}}, ["versions"])}, ["specific"]
+            ),
+            "max_batch_size": COUNT,
+            "input": {"type": "array", "items": ref("ConfigTensor")},
+            "output": {"type": "array", "items": ref("ConfigTensor")},
+            "instance_group": {
+                "type": "array",
+                "items": _object(
+                    {"name": STRING, "count": COUNT, "kind": {"type": "string", "enum": ["KIND_CPU"]}},
+                    ["name", "count", "kind"],
+                ),
+            },
+            "default_model_filename": STRING,
+            "dynamic_batching": _object(
+                {
+                    "preferred_batch_size": {"type": "array", "items": INTEGER},
+                    "max_queue_delay_microseconds": COUNT,
+                    "default_queue_policy": _object(
+                        {
+                            "max_queue_size": COUNT,
+                            "default_timeout_microseconds": COUNT,
+                            "allow_timeout_override": BOOLEAN,
+                        },
+                        ["max_queue_size"],
+                    ),
+                },
+                ["preferred_batch_size", "max_queue_delay_microseconds", "default_queue_policy"],
+                "present when the model batches dynamically",
+            ),
+        },
+        [
+            "name",
+            "platform",
+            "backend",
+            "version_policy",
+            "max_batch_size",
+            "input",
+            "output",
+            "instance_group",
+            "default_model_filename",
+        ],
+        "Triton's model configuration (the JSON of inference.ModelConfig)",
     ),
     "InferInput": _object(
         {

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 API = "http_v2"
 """The `api` label of these requests in the metrics."""
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 
 
 class V2Api:
@@ -56,6 +56,11 @@ class V2Api:
     async def model_metadata(self, request: Request) -> Response:
         pipeline = self._get(request)
         return JSONResponse(codec.model_metadata(pipeline.name, self._versions(pipeline.name), pipeline.config))
+
+    async def model_config(self, request: Request) -> Response:
+        """Triton's model configuration extension: the JSON of what gRPC's `ModelConfig` returns."""
+        pipeline = self._get(request)
+        return JSONResponse(codec.model_config(pipeline.name, self._versions(pipeline.name), pipeline.config))
 
     async def model_ready(self, request: Request) -> Response:
         """200 `{"name", "ready": true}`; a model that is not ready is answered as the error table says of why:

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc_grpc
 import tritonclient.http as tc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import RunningServer, start_server
@@ -76,6 +78,36 @@ def test_health_and_metadata_through_tritonclient(client: tc.InferenceServerClie
     assert meta["name"] == "add_sub" and meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]},
                               {"name": "INPUT1", "datatype": "FP32", "shape": [-1, 4]}]  # fmt: skip
+
+
+MODELS = ("add_sub", "bytes_identity", "fp16_double", "token_sum")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_config_through_tritonclient_equals_grpc(
+    client: tc.InferenceServerClient, server: RunningServer, model: str
+) -> None:
+    """GET /v2/models/{name}[/versions/{v}]/config is the JSON of what gRPC's ModelConfig returns, with 64-bit
+    integers as numbers, as Triton answers (perf_analyzer -i http reads it)."""
+    config = client.get_model_config(model)
+    assert client.get_model_config(model, "1") == config
+    grpc_client = tc_grpc.InferenceServerClient(server.address)
+    assert json_format.ParseDict(config, mc.ModelConfig()) == grpc_client.get_model_config(model).config
+    assert all(isinstance(d, int) for t in config["input"] + config["output"] for d in t["dims"])
+
+
+def test_model_config_of_add_sub(client: tc.InferenceServerClient) -> None:
+    config = client.get_model_config("add_sub")
+    assert config["max_batch_size"] == 8 and config["platform"] == "onnxruntime_onnx"
+    assert config["input"] == [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]},
+                               {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [4]}]  # fmt: skip
+    assert config["version_policy"] == {"specific": {"versions": [1]}}
+    assert "dynamic_batching" in config
+    assert "model_configuration" in client.get_server_metadata()["extensions"]
+    with pytest.raises(InferenceServerException, match="Request for unknown model 'nope'"):
+        client.get_model_config("nope")
+    with pytest.raises(InferenceServerException, match="has no version '3'"):
+        client.get_model_config("add_sub", "3")
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
