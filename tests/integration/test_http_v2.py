@@ -4,8 +4,10 @@ tokens, and that the HTTP requests share the gRPC port's models and metrics."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -156,6 +158,21 @@ def test_tritonclient_sees_the_error_message(client: tc.InferenceServerClient) -
         client.infer("add_sub", [tensor])
     with pytest.raises(InferenceServerException, match="Request for unknown model 'nope'"):
         client.get_model_metadata("nope")
+
+
+def test_keep_alive_requests_are_not_held_back_by_nagle(url: str) -> None:
+    """Each response is written in two parts (headers, body); without TCP_NODELAY the second waits for the client's
+    delayed ACK of the first, about 40 ms a request on a kept-alive connection."""
+    host, port = url.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    took = []
+    for _ in range(20):
+        start = time.perf_counter()
+        connection.request("GET", "/v2/health/live")
+        assert connection.getresponse().read() == b'{"live":true}'
+        took.append(time.perf_counter() - start)
+    connection.close()
+    assert sorted(took)[len(took) // 2] < 0.02, took
 
 
 # ---- plain JSON and the errors --------------------------------------------------------------------
