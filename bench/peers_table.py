@@ -1,17 +1,23 @@
-"""deepserve against the peers of issue 12, side by side in one run, with perf_analyzer as the load generator.
+"""deepserve against the peers of issue 12, side by side in one run, with perf_analyzer as the load generator;
+gRPC and HTTP (issue 16) rows.
 
-    python bench/peers_table.py [--model digits_cnn --window-ms 2000 --no-mlserver]
+    python bench/peers_table.py [--model digits_cnn --window-ms 2000 --no-mlserver --no-http]
 
 1. Raw ONNX Runtime in this process (bench/serving.py's raw_onnxruntime): batch-1 p50, best items/s over
    batch sizes.
 2. Starts every server up front on free ports: `deepserve serve --model-repository models`, the minimal inline
    and batcher peers (bench/peers/), MLServer 1.7.1 in its own virtualenv (skipped, saying why, when it cannot
-   be installed), and the bare grpc.aio echo server. Checks each model server's answer against ONNX Runtime.
+   be installed), the minimal HTTP peer (Starlette on uvicorn, ONNX Runtime inline on its event loop), and the
+   bare grpc.aio echo server. Checks each model server's answer against ONNX Runtime.
 3. Echo at concurrency 32 with the closed-loop grpc.aio client: what gRPC alone allows here.
 4. One server at a time: perf_analyzer (KServe V2 gRPC, batch 1) at each concurrency, then the closed-loop
-   grpc.aio client of bench/serving.py at the same concurrencies as a cross-check.
+   grpc.aio client of bench/serving.py at the same concurrencies as a cross-check. The HTTP rows (deepserve's
+   HTTP port and the HTTP peer, `-i http`, with Triton's binary data extension and with JSON tensors) follow
+   the gRPC row of the same process; perf_analyzer only.
 5. Prints a markdown table with deepserve's ratios to the best peer and to the bound
-   1 / (1/raw_best + 1/echo_c32), and issue 12's c=1 goal: deepserve p50 - best peer p50 <= +0.05 ms.
+   1 / (1/raw_best + 1/echo_c32), issue 12's c=1 goal: deepserve p50 - best peer p50 <= +0.05 ms (gRPC rows),
+   and issue 16's HTTP overhead against gRPC at the lowest and highest concurrency: p50 difference and
+   throughput ratio, for deepserve (same process) and for the minimal peers (HTTP peer vs the inline gRPC peer).
 The peers and perf_analyzer's tritonclient live in .bench-venvs/ (created on first use). Machines are shared
 and noisy: compare within one run.
 """
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +57,10 @@ from service.config import DATATYPES, ModelConfig, load_model_config  # noqa: E4
 from service.grpc._generated.inference import grpc_service_pb2 as pb  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
+PEER_HTTP = "h11"
+"""uvicorn's HTTP implementation that deepserve's HTTP port uses (service/http/listener.py): the HTTP peer's too."""
 GOAL_P50_MS = 0.05
+HTTP_KINDS = (("binary", "binary data"), ("json", "JSON tensors"))
 
 
 @dataclass
@@ -64,10 +74,23 @@ class Served:
     perf: dict[int, perf_analyzer.PerfPoint | str] = field(default_factory=dict)
     loop: dict[int, list[float]] = field(default_factory=dict)
     peer: bool = True
+    protocol: str = "grpc"
+    tensor_format: str = "binary"
+    versus: Served | None = None
+    """HTTP rows: the gRPC row their overhead is reported against."""
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def target(self) -> perf_analyzer.Target:
+        return perf_analyzer.Target(self.address, self.protocol, self.tensor_format)
+
+    def http_row(self, name: str, port: int, tensor_format: str, versus: Served | None = None) -> Served:
+        """A row for the HTTP port of the same process."""
+        return Served(name, self.proc, port, self.log, peer=self.peer, protocol="http", tensor_format=tensor_format,
+                      versus=versus or self)  # fmt: skip
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -93,6 +116,16 @@ def start(name: str, cmd: list[str], port: int, logs: Path, env: dict[str, str] 
 
 def wait_ready(server: Served, model: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    if server.protocol == "http":
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} exited {server.proc.returncode}\n{server.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://{server.address}/v2/models/{model}/ready", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{server.name} not ready after {timeout:.0f} s\n{server.log_tail()}")
     with grpc.insecure_channel(server.address) as channel:
         ready = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelReady",
@@ -109,6 +142,37 @@ def wait_ready(server: Served, model: str, timeout: float) -> None:
                 pass
             time.sleep(0.2)
     raise RuntimeError(f"{server.name} not ready after {timeout:.0f} s\n{server.log_tail()}")
+
+
+def http_infer(address: str, model: str, spec_name: str, datatype: str, sample: np.ndarray, binary: bool) -> bytes:
+    """One V2 REST request body (binary data extension or JSON tensors), its headers, and the call; the answer."""
+    tensor: dict[str, object] = {"name": spec_name, "datatype": datatype, "shape": list(sample.shape)}
+    headers = {"Content-Type": "application/json"}
+    if binary:
+        tensor["parameters"] = {"binary_data_size": sample.nbytes}
+        head = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": False}}).encode()
+        body = head + sample.tobytes()
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    else:
+        tensor["data"] = sample.ravel().tolist()
+        body = json.dumps({"inputs": [tensor]}).encode()
+    request = urllib.request.Request(f"http://{address}/v2/models/{model}/infer", body, headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return bytes(answer.read())
+
+
+def check_http_answer(server: Served, model: str, spec_name: str, datatype: str, sample: np.ndarray,
+                      expected: np.ndarray) -> None:  # fmt: skip
+    binary = server.tensor_format == "binary"
+    answer = json.loads(http_infer(server.address, model, spec_name, datatype, sample, binary))
+    out = np.asarray(answer["outputs"][0]["data"], dtype=expected.dtype).reshape(expected.shape)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def warm_http(server: Served, model: str, spec_name: str, datatype: str, sample: np.ndarray, seconds: float) -> None:
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        http_infer(server.address, model, spec_name, datatype, sample, server.tensor_format == "binary")
 
 
 def mlserver_folder(tmp: Path, model_dir: Path, config: ModelConfig, options: dict[str, object]) -> tuple[Path, int]:
@@ -174,6 +238,10 @@ def main() -> None:
         help="peers' ONNX Runtime intra-op threads where the model's config leaves it 0",
     )
     parser.add_argument("--no-mlserver", action="store_true")
+    parser.add_argument("--no-http", action="store_true", help="gRPC rows only")
+    parser.add_argument(
+        "--peer-http", default=PEER_HTTP, help="the HTTP peer's uvicorn HTTP implementation (deepserve's, by default)"
+    )
     args = parser.parse_args()
 
     model_dir = (args.model_repository / args.model).resolve()
@@ -212,13 +280,15 @@ def main() -> None:
         tmp = Path(tmp_name)
         data = perf_analyzer.input_data(tmp / "input.json", {spec.name: sample})
         try:
-            port = free_port()
+            port, http_port = free_port(), 0 if args.no_http else free_port()
             deepserve = start("deepserve (committed config)",
                               [sys.executable, "-m", "service", "serve", "--model-repository",
                                str(args.model_repository), "--port", str(port), "--metrics-port", str(free_port()),
-                               "--http-port", "0", "--log-level", "warning"], port, tmp)  # fmt: skip
+                               "--http-port", str(http_port), "--log-level", "warning"], port, tmp)  # fmt: skip
             deepserve.peer = False
             servers.append(deepserve)
+            if not args.no_http:
+                servers += [deepserve.http_row(f"deepserve HTTP, {kind}", http_port, fmt) for fmt, kind in HTTP_KINDS]
             minimal = (
                 ("minimal inline sync grpcio server", "inline_server.py", 8, []),
                 ("the same, ONNX Runtime's default options (spinning)", "inline_server.py", 8, ["--ort-defaults"]),
@@ -229,6 +299,15 @@ def main() -> None:
                 cmd = [sys.executable, str(PEERS / script), "--port", str(port), "--model-dir", str(model_dir),
                        "--intra-op-threads", str(args.intra_op_threads), "--workers", str(workers), *extra]  # fmt: skip
                 servers.append(start(name, cmd, port, tmp))
+                if not args.no_http and script == "inline_server.py" and not extra:
+                    port = free_port()
+                    cmd = [sys.executable, str(PEERS / "http_inline_server.py"), "--port", str(port),
+                           "--model-dir", str(model_dir), "--intra-op-threads", str(args.intra_op_threads),
+                           "--http", args.peer_http]  # fmt: skip
+                    http_peer = start("minimal HTTP server", cmd, port, tmp)
+                    servers += [http_peer.http_row(f"minimal HTTP server (Starlette on uvicorn {args.peer_http}, ONNX "
+                                                   f"Runtime inline), {kind}", port, fmt, versus=servers[-1])
+                                for fmt, kind in HTTP_KINDS]  # fmt: skip
             if mlserver_python is not None:
                 folder, port = mlserver_folder(tmp, model_dir, config, options)
                 cmd = [str(mlserver_python), str(PEERS / "mlserver_launch.py"), str(folder),
@@ -242,29 +321,38 @@ def main() -> None:
             for server in list(servers):
                 try:
                     wait_ready(server, args.model, timeout=120)
-                    check_answer(server.address, payload, expected)
-                except (RuntimeError, grpc.RpcError, AssertionError) as error:
+                    if server.protocol == "http":
+                        check_http_answer(server, args.model, spec.name, spec.datatype, sample, expected)
+                    else:
+                        check_answer(server.address, payload, expected)
+                except (RuntimeError, OSError, grpc.RpcError, AssertionError) as error:
                     if not server.peer:
                         raise
                     notes.append(f"{server.name} left out: {str(error).splitlines()[0]}")
-                    server.stop()
+                    if not any(s.proc is server.proc for s in servers if s is not server):
+                        server.stop()
                     servers.remove(server)
             asyncio.run(closed_loop(echo.address, payload, 1, 0.5))  # connects once it listens
             echo_c32 = asyncio.run(closed_loop(echo.address, payload, 32, args.loop_seconds))
             echo.stop()
 
-            for server in servers:  # one at a time under load
+            for i, server in enumerate(servers):  # one process at a time under load
                 print(f"# {server.name}", flush=True)
-                asyncio.run(closed_loop(server.address, payload, 8, 0.5))  # warm up
+                if server.protocol == "http":
+                    warm_http(server, args.model, spec.name, spec.datatype, sample, 0.5)
+                else:
+                    asyncio.run(closed_loop(server.address, payload, 8, 0.5))  # warm up
                 for c in args.concurrency:
                     if perf is not None:
-                        server.perf[c] = perf_analyzer.run(perf[0], perf[1], server.address, args.model, c, data,
+                        server.perf[c] = perf_analyzer.run(perf[0], perf[1], server.target, args.model, c, data,
                                                            args.window_ms, args.stability, args.max_trials)  # fmt: skip
                         if isinstance(server.perf[c], str):
                             notes.append(f"{server.name} c={c}: perf_analyzer: {server.perf[c]}")
-                for c in args.concurrency:
-                    server.loop[c] = asyncio.run(closed_loop(server.address, payload, c, args.loop_seconds))
-                server.stop()
+                if server.protocol == "grpc":
+                    for c in args.concurrency:
+                        server.loop[c] = asyncio.run(closed_loop(server.address, payload, c, args.loop_seconds))
+                if not any(s.proc is server.proc for s in servers[i + 1 :]):
+                    server.stop()
         finally:
             for server in started or servers:
                 server.stop()
@@ -290,7 +378,7 @@ def report(
     def ok(p: perf_analyzer.PerfPoint | str | None) -> perf_analyzer.PerfPoint | None:
         return p if isinstance(p, perf_analyzer.PerfPoint) else None
 
-    print(f"\nmodel {args.model}, {os.cpu_count()} CPUs; perf_analyzer -i grpc -b 1, {args.window_ms} ms windows "
+    print(f"\nmodel {args.model}, {os.cpu_count()} CPUs; perf_analyzer -i grpc|http -b 1, {args.window_ms} ms windows "
           f"(sync, -s {args.stability}); peers' ONNX Runtime options {json.dumps(options)}")  # fmt: skip
     print()
     heads = [f"c={c} infer/s (p50)" if i == 0 else f"c={c}" for i, c in enumerate(conc)]
@@ -310,8 +398,9 @@ def report(
           f" | c=32 {echo_rate:,.0f}/s | | | |")  # fmt: skip
     print(f"\nbound 1/(1/raw_best + 1/echo_c32) = 1/(1/{raw[raw_batch]:,.0f} + 1/{echo_rate:,.0f}) = {bound:,.0f}/s")
 
-    deepserve = next((s for s in servers if not s.peer), None)
-    peers = [s for s in servers if s.peer]
+    http_overhead(servers, conc)
+    deepserve = next((s for s in servers if not s.peer and s.protocol == "grpc"), None)
+    peers = [s for s in servers if s.peer and s.protocol == "grpc"]
     if deepserve is None or not peers:
         print("\n".join(f"note: {n}" for n in notes))
         return
@@ -346,6 +435,25 @@ def report(
         print(f"~: perf_analyzer's windows never agreed within {args.stability}%: the mean of 3 more, unchecked")
     for n in notes:
         print(f"note: {n}")
+
+
+def http_overhead(servers: list[Served], conc: list[int]) -> None:
+    """Issue 16: each HTTP row against its gRPC row at the lowest and highest concurrency."""
+    lines = []
+    for s in servers:
+        if s.versus is None:
+            continue
+        cells = []
+        for c in sorted({min(conc), max(conc)}):
+            h, g = s.perf.get(c), s.versus.perf.get(c)
+            if isinstance(h, perf_analyzer.PerfPoint) and isinstance(g, perf_analyzer.PerfPoint):
+                cells.append(f"c={c}: p50 {(h.p50_us - g.p50_us) / 1e3:+.3f} ms ({h.p50_us / 1e3:.2f} vs "
+                             f"{g.p50_us / 1e3:.2f}), infer/s x{h.throughput / g.throughput:.2f}")  # fmt: skip
+        if cells:
+            lines.append(f"{s.name} against {s.versus.name} (gRPC): " + "; ".join(cells))
+    if lines:
+        print("\nHTTP overhead against gRPC (perf_analyzer; p50 HTTP - gRPC, throughput HTTP / gRPC):")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Triton's perf_analyzer as the load generator: one run per concurrency, KServe V2 over gRPC, batch 1.
+"""Triton's perf_analyzer as the load generator: one run per concurrency, KServe V2 over gRPC or HTTP, batch 1.
 
 It runs in sync mode (one thread per concurrent request, each sending its next request when the answer
 arrives), sends the same input in every request (`input_data`), measures windows of `window_ms` until the
 last three agree within `stability` percent, and reports their mean: throughput and client latency
 percentiles from its CSV (`-f`), and the server-side breakdown (from the ModelStatistics RPC) from its text
-output where the server implements that RPC.
+output where the server implements that RPC (or, over HTTP, GET /v2/models/{name}/stats).
+
+Over HTTP (`protocol="http"`), `tensor_format` picks how tensors travel both ways: "binary" (Triton's binary data
+extension, perf_analyzer's default) or "json" (JSON arrays of numbers).
 """
 
 from __future__ import annotations
@@ -70,10 +73,39 @@ def input_data(path: Path, inputs: dict[str, np.ndarray]) -> Path:
     return path
 
 
+PROTOCOLS = ("grpc", "http")
+TENSOR_FORMATS = ("binary", "json")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What perf_analyzer drives: a server's address (host:port) and the protocol it speaks there."""
+
+    address: str
+    protocol: str = "grpc"
+    tensor_format: str = "binary"  # over HTTP: binary data extension or JSON tensors
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS or self.tensor_format not in TENSOR_FORMATS:
+            raise ValueError(f"protocol {self.protocol!r} / tensor format {self.tensor_format!r}")
+
+
+def command(
+    binary: Path, target: Target, model: str, concurrency: int, data: Path, window_ms: int, stability: int,
+    max_trials: int, csv_file: Path,
+) -> list[str]:  # fmt: skip
+    cmd = [str(binary), "-m", model, "-i", target.protocol, "-u", target.address, "-b", "1", "--input-data", str(data),
+           "--concurrency-range", f"{concurrency}:{concurrency}", "-p", str(window_ms),
+           "-s", str(stability), "--max-trials", str(max_trials), "-f", str(csv_file)]  # fmt: skip
+    if target.protocol == "http":
+        cmd += [f"--input-tensor-format={target.tensor_format}", f"--output-tensor-format={target.tensor_format}"]
+    return cmd
+
+
 def run(
     binary: Path,
     env: dict[str, str],
-    address: str,
+    target: Target | str,
     model: str,
     concurrency: int,
     data: Path,
@@ -81,12 +113,15 @@ def run(
     stability: int,
     max_trials: int,
 ) -> PerfPoint | str:
-    """One measurement, or why there is none (perf_analyzer's last error line). When the windows never agree
-    within `stability` percent, measures again with the check off (3 windows) and marks the point unstable."""
-    first = _run(binary, env, address, model, concurrency, data, window_ms, stability, max_trials)
+    """One measurement, or why there is none (perf_analyzer's last error line). `target`: a Target, or a gRPC
+    address. When the windows never agree within `stability` percent, measures again with the check off (3
+    windows) and marks the point unstable."""
+    if isinstance(target, str):
+        target = Target(target)
+    first = _run(binary, env, target, model, concurrency, data, window_ms, stability, max_trials)
     if first != _UNSTABLE:
         return first
-    again = _run(binary, env, address, model, concurrency, data, window_ms, 100_000, 3)
+    again = _run(binary, env, target, model, concurrency, data, window_ms, 100_000, 3)
     return dataclasses.replace(again, stable=False) if isinstance(again, PerfPoint) else again
 
 
@@ -96,7 +131,7 @@ _UNSTABLE = "Failed to obtain stable measurement."
 def _run(
     binary: Path,
     env: dict[str, str],
-    address: str,
+    target: Target,
     model: str,
     concurrency: int,
     data: Path,
@@ -106,9 +141,7 @@ def _run(
 ) -> PerfPoint | str:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "perf.csv"
-        cmd = [str(binary), "-m", model, "-i", "grpc", "-u", address, "-b", "1", "--input-data", str(data),
-               "--concurrency-range", f"{concurrency}:{concurrency}", "-p", str(window_ms),
-               "-s", str(stability), "--max-trials", str(max_trials), "-f", str(out)]  # fmt: skip
+        cmd = command(binary, target, model, concurrency, data, window_ms, stability, max_trials, out)
         timeout = 60 + window_ms / 1000 * (max_trials + 2)
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

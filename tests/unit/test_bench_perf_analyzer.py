@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bench.perf_analyzer import parse_csv, parse_server, point
+from pathlib import Path
+
+import pytest
+
+from bench.perf_analyzer import Target, command, parse_csv, parse_server, point
 
 WITH_SERVER = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,\
 Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,\
@@ -36,3 +40,14 @@ def test_point_without_server_statistics() -> None:
     p = point(WITHOUT_SERVER, "Client:\n    Throughput: 841.561 infer/sec\n")
     assert (p.concurrency, p.p50_us, p.server_us) == (8, 1033, None)
     assert parse_server("") is None
+
+
+def test_command_per_protocol() -> None:
+    args = (Path("pa"), "m", 8, Path("in.json"), 2000, 30, 4, Path("out.csv"))
+    grpc = command(args[0], Target("127.0.0.1:1"), *args[1:])
+    assert grpc[grpc.index("-i") + 1] == "grpc" and not any("tensor-format" in a for a in grpc)
+    http = command(args[0], Target("127.0.0.1:2", "http", "json"), *args[1:])
+    assert http[http.index("-i") + 1] == "http" and http[http.index("-u") + 1] == "127.0.0.1:2"
+    assert {"--input-tensor-format=json", "--output-tensor-format=json"} <= set(http)
+    with pytest.raises(ValueError):
+        Target("127.0.0.1:2", "rest")
