@@ -57,7 +57,7 @@ from service.config import DATATYPES, ModelConfig, load_model_config  # noqa: E4
 from service.grpc._generated.inference import grpc_service_pb2 as pb  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
-PEER_HTTP = "h11"
+PEER_HTTP = "httptools"
 """uvicorn's HTTP implementation that deepserve's HTTP port uses (service/http/listener.py): the HTTP peer's too."""
 GOAL_P50_MS = 0.05
 HTTP_KINDS = (("binary", "binary data"), ("json", "JSON tensors"))

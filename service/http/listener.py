@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +35,17 @@ class Tls:
     client_ca_file: Path | None = None
 
 
-class _IdleClosingH11(H11Protocol):
-    """uvicorn's h11 protocol, plus: close a connection that has started no request within `IDLE_TIMEOUT_S`
-    of connecting or of its last response. uvicorn arms its keep-alive timer only after a response, and
-    disarms it on any byte received, so without this a socket that never sends (or stops half-way through
-    its request line) would hold one of the connection slots forever."""
+class _IdleClosing(asyncio.Protocol):
+    """Added to uvicorn's HTTP protocol: close a connection that has started no request within `IDLE_TIMEOUT_S` of
+    connecting or of its last response. uvicorn arms its keep-alive timer only after a response, and disarms it on
+    any byte received, so without this a socket that never sends (or stops half-way through its request line) would
+    hold one of the connection slots forever."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    loop: asyncio.AbstractEventLoop
+    cycle: Any
+    timeout_keep_alive_handler: Callable[[], None]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._watch_idle()
 
@@ -58,6 +62,27 @@ class _IdleClosingH11(H11Protocol):
             self.timeout_keep_alive_handler()  # closes the transport, as on keep-alive expiry
         else:
             self._watch_idle()
+
+
+class _IdleClosingH11(_IdleClosing, H11Protocol):  # type: ignore[misc]
+    pass
+
+
+def _http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol where httptools is installed (a dependency: faster, see docs/performance.md),
+    else its pure-Python h11 one; both with the idle timeout."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return _IdleClosingH11
+
+    class _IdleClosingHttpTools(_IdleClosing, HttpToolsProtocol):  # type: ignore[misc]
+        pass
+
+    return _IdleClosingHttpTools
+
+
+HTTP_PROTOCOL = _http_protocol()
 
 
 class _Server(uvicorn.Server):
@@ -108,7 +133,7 @@ class AsgiListener:
                    "ssl_ca_certs": self.tls.client_ca_file,
                    "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls.client_ca_file else ssl.CERT_NONE}  # fmt: skip
         config = uvicorn.Config(
-            self.app, interface="asgi3", http=_IdleClosingH11, ws="none", lifespan="off", proxy_headers=False,
+            self.app, interface="asgi3", http=HTTP_PROTOCOL, ws="none", lifespan="off", proxy_headers=False,
             log_config=None, access_log=False,
             limit_concurrency=self.limit_concurrency, timeout_keep_alive=IDLE_TIMEOUT_S,
             timeout_graceful_shutdown=self.shutdown_timeout_s, server_header=False,
