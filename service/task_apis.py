@@ -112,6 +112,7 @@ class TaskAPIs:
         model: str = "",
         version: str = "",
         deadline: float | None = None,
+        repetition_penalty: float | None = None,
     ) -> AsyncGenerator[TextChunk | GenerationDone, None]:
         """Text pieces as they are generated, then one `GenerationDone`. Leaving early (or being
         cancelled) frees the request's slot at the scheduler's next step."""
@@ -119,7 +120,16 @@ class TaskAPIs:
         scheduler = pipeline.scheduler
         assert scheduler is not None
         request = await _maybe_in_thread(
-            len(prompt) <= INLINE_CHARS, task.prepare, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop
+            len(prompt) <= INLINE_CHARS,
+            task.prepare,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            stop,
+            repetition_penalty,
         )
         stream = scheduler.submit(
             request.prompt_ids, request.max_new_tokens, request.sampling, task.detokenizer(request.stop), deadline

@@ -110,3 +110,6 @@ class SamplingParams:
     """Sample among the most probable tokens whose probabilities sum to top_p; 1 means no limit."""
     seed: int | None = None
     """Seed of the request's own random generator; None picks one at random."""
+    repetition_penalty: float = 1.0
+    """Above 1, tokens the sequence has already generated are less likely (as in CTRL and Hugging Face
+    `transformers`: a positive logit is divided by it, a negative one multiplied); 1 is none."""

@@ -1,4 +1,9 @@
-"""Next-token sampling in numpy: temperature, top-k, top-p, with each request's own random generator.
+"""Next-token sampling in numpy: repetition penalty, temperature, top-k, top-p, with each request's own
+random generator.
+
+A row whose `repetition_penalty` is above 1 first has the logits of the tokens its sequence has generated
+so far (`generated`) penalized, as CTRL and Hugging Face `transformers` do: divided by the penalty where
+positive, multiplied where negative; greedy rows too.
 
 `sample_batch` draws one token per row of a step's logits, vectorized across the batch: greedy rows take
 one argmax; sampled rows are grouped by their top-k, and each group works on its k candidate tokens only
@@ -21,24 +26,28 @@ import numpy as np
 from service.types import SamplingParams
 
 
-def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """One token id from a vector of next-token logits."""
-    return sample_batch(logits[None, :], [params], [rng])[0]
+def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, generated: Sequence[int] = ()) -> int:
+    """One token id from a vector of next-token logits, after the tokens of `generated` so far."""
+    return sample_batch(logits[None, :], [params], [rng], [generated])[0]
 
 
-def distribution(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
-    """Probabilities after temperature, top-k and top-p (float64, sums to 1)."""
+def distribution(logits: np.ndarray, params: SamplingParams, generated: Sequence[int] = ()) -> np.ndarray:
+    """Probabilities after repetition penalty, temperature, top-k and top-p (float64, sums to 1)."""
     probs = np.zeros(logits.shape[-1])
     params = replace(params, temperature=max(params.temperature, 1e-6))
-    for _, candidates, group in _groups(logits[None, :], [params]):
+    for _, candidates, group in _groups(penalize(logits[None, :], [params], [generated]), [params]):
         probs[candidates[0]] = group[0]
     return probs
 
 
 def sample_batch(
-    logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator]
-) -> list[int]:
-    """One token id per row of `logits` (batch, vocab), row i with `params[i]` and `rngs[i]`."""
+    logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator],
+    generated: Sequence[Sequence[int]] | None = None,
+) -> list[int]:  # fmt: skip
+    """One token id per row of `logits` (batch, vocab), row i with `params[i]`, `rngs[i]` and the tokens its
+    sequence generated so far, `generated[i]` (None: none, so no repetition penalty applies)."""
+    if generated is not None:
+        logits = penalize(logits, params, generated)
     greedy = [p.temperature == 0 for p in params]
     tokens = np.argmax(logits, axis=1) if any(greedy) else np.zeros(len(params), dtype=np.int64)
     for rows, candidates, probs in _groups(logits, params):
@@ -47,6 +56,21 @@ def sample_batch(
         index = (cdf <= targets[:, None]).sum(axis=1)  # searchsorted(cdf, target, side="right")
         tokens[rows] = candidates[np.arange(len(rows)), np.minimum(index, candidates.shape[1] - 1)]
     return tokens.tolist()
+
+
+def penalize(logits: np.ndarray, params: Sequence[SamplingParams], generated: Sequence[Sequence[int]]) -> np.ndarray:
+    """`logits` with each row's repetition penalty applied to the tokens in `generated[row]` (a copy, when
+    any row has one)."""
+    rows = [i for i, p in enumerate(params) if p.repetition_penalty != 1.0 and len(generated[i])]
+    if not rows:
+        return logits
+    out = np.array(logits, copy=True)
+    for i in rows:
+        seen = np.unique(np.asarray(generated[i], dtype=np.int64))
+        values = out[i, seen]
+        penalty = params[i].repetition_penalty
+        out[i, seen] = np.where(values > 0, values / penalty, values * penalty)
+    return out
 
 
 def _groups(logits: np.ndarray, params: Sequence[SamplingParams]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:

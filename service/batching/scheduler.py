@@ -7,7 +7,7 @@ engine core does in its busy loop):
   (first come, first served, from one queue that all lanes share) up to its share of
   `max_active_sequences`; sleep while it has nothing to run.
 - execute: the decoder's next-token logits for every running sequence of the lane, and each one's next
-  token (`sampling.sample_batch`).
+  token (`sampling.sample_batch`, with the tokens it generated so far for its repetition penalty).
 - update: append each token; end the sequences that reached max_new_tokens, the end-of-text token or a
   full context, and hand the step's tokens to the event loop in one `call_soon_threadsafe`.
 
@@ -338,7 +338,8 @@ class GenerationScheduler:
         logits = lane.decoder.next_logits(ids, [s.tokens for s in batch])
         if logits.ndim != 2 or len(logits) != len(batch):
             raise InferenceError(f"the decoder returned logits of shape {logits.shape} for {len(batch)} sequences")
-        return sample_batch(logits, [s.sampling for s in batch], [s.rng for s in batch])
+        generated = [s.tokens[s.prompt_tokens :] if s.sampling.repetition_penalty != 1.0 else () for s in batch]
+        return sample_batch(logits, [s.sampling for s in batch], [s.rng for s in batch], generated)
 
     def _update(
         self, lane: _Lane, batch: list[SequenceState], tokens: list[int],

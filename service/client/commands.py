@@ -92,6 +92,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=None, help="0 is greedy (default 1)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most probable tokens (0: all)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, in (0, 1] (default 1)")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=None, help="above 1, generated tokens are less likely (default 1)"
+    )
     p.add_argument("--seed", type=int, default=None, help="same seed, same text")
     p.add_argument("--stop", action="append", default=[], help="stop before this text (repeatable)")
     p.set_defaults(func=_generate, timeout_default=300.0)
@@ -175,6 +178,7 @@ def _generate(client: TaskClient, args: argparse.Namespace) -> int:
         stop=args.stop,
         model=args.model,
         version=args.model_version,
+        repetition_penalty=args.repetition_penalty,
     )
     printed = False
     try:

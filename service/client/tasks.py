@@ -193,6 +193,7 @@ class TaskClient:
         stop: Sequence[str] = (),
         model: str = "",
         version: str = "",
+        repetition_penalty: float | None = None,
     ) -> GenerationStream:
         """Starts generating at once; iterate the result for the text as it is produced."""
         request = tg.GenerateRequest(
@@ -205,6 +206,7 @@ class TaskClient:
             stop=stop,
             model_name=model,
             model_version=version,
+            repetition_penalty=repetition_penalty,
         )
         return GenerationStream(self._generator.Generate(request, timeout=self.timeout, metadata=self._metadata))
 

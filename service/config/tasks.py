@@ -66,6 +66,9 @@ class Generation(Strict):
     default_top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     """top_p of a request that leaves it unset (1 is no limit). A small model reads best with some of the
     unlikely tail cut off and a temperature below 1; greedy decoding tends to repeat itself."""
+    default_repetition_penalty: float = Field(default=1.0, ge=1.0, le=10.0)
+    """repetition_penalty of a request that leaves it unset (1 is none): tokens the sequence has already
+    generated get their logit divided by it (multiplied when negative), greedy requests included."""
     step_model: str | None = Field(default=None, min_length=1)
     """File in each version folder (next to model.onnx) with the same weights exported for KV-cache
     decoding; generation then computes only each sequence's new tokens per step. Without it every step

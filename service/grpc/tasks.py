@@ -230,6 +230,7 @@ class TextGeneratorServicer(_Servicer):
             top_k=request.top_k,
             top_p=request.top_p if request.HasField("top_p") else None,
             seed=request.seed if request.HasField("seed") else None,
+            repetition_penalty=request.repetition_penalty if request.HasField("repetition_penalty") else None,
             stop=list(request.stop),
             model=request.model_name,
             version=request.model_version,

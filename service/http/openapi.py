@@ -615,6 +615,13 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "nucleus sampling; default: the model's (generation.default_top_p)",
             },
             "seed": {**COUNT, "description": "the same seed, prompt and parameters give the same text"},
+            "repetition_penalty": {
+                "type": "number",
+                "minimum": 1,
+                "maximum": 10,
+                "description": "tokens already generated get their logits divided by it (multiplied when negative); "
+                "1: none; default: the model's (generation.default_repetition_penalty)",
+            },
             "stop": {
                 "type": ["string", "array"],
                 "items": STRING,

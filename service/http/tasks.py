@@ -8,11 +8,11 @@ answered through the one HTTP table (`errors.py`). Answers use the protobuf mess
   `version`, `timeout_ms`.
 - sentiment: JSON `{"texts": [...], "model", "version", "timeout_ms"}` (the Content-Type is not looked at: `curl -d`
   works).
-- generate: JSON `{"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "model", "version",
-  "stream", "timeout_ms"}`. Without `"stream": true` the answer is the whole text and how it finished; with it,
-  `text/event-stream`: an `event: delta` with `{"text"}` per chunk, then one `event: finished` with the finish reason
-  and token counts (or one `event: error` with `{"error", "status"}` if it fails after the stream began). A client
-  that disconnects cancels the generation: its slot is free at the scheduler's next step.
+- generate: JSON `{"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "stop",
+  "model", "version", "stream", "timeout_ms"}`. Without `"stream": true` the answer is the whole text and how it
+  finished; with it, `text/event-stream`: an `event: delta` with `{"text"}` per chunk, then one `event: finished` with
+  the finish reason and token counts (or one `event: error` with `{"error", "status"}` if it fails after the stream
+  began). A client that disconnects cancels the generation: its slot is free at the scheduler's next step.
 
 `timeout_ms` bounds a request as a gRPC deadline bounds a task call: 504 when it passes (in a stream, an `event: error`
 with status 504 after the text sent so far).
@@ -48,8 +48,8 @@ CLIENT_CLOSED = "499"
 """The `code` a streamed generation is counted under when its client went away before the end (nginx's status)."""
 UINT32 = 2**32 - 1
 UINT64 = 2**64 - 1
-GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "model", "version",
-                   "stream", "timeout_ms")  # fmt: skip
+GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "stop",
+                   "model", "version", "stream", "timeout_ms")  # fmt: skip
 SENTIMENT_FIELDS = ("texts", "model", "version", "timeout_ms")
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -142,6 +142,7 @@ class TaskRoutes:
                 top_k=_integer(doc, "top_k", UINT32) or 0,
                 top_p=_number(doc, "top_p"),
                 seed=_integer(doc, "seed", UINT64),
+                repetition_penalty=_number(doc, "repetition_penalty"),
                 stop=stop,
                 model=model,
                 version=version,

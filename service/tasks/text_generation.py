@@ -29,6 +29,7 @@ from service.types import SamplingParams
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 256
 MAX_TEMPERATURE = 10.0
+MAX_REPETITION_PENALTY = 10.0
 INCOMPLETE = "\ufffd"
 """What the decoder shows for bytes that do not (yet) form a whole UTF-8 character."""
 
@@ -128,9 +129,10 @@ class TextGeneration:
         top_p: float | None = None,
         seed: int | None = None,
         stop: Sequence[str] = (),
+        repetition_penalty: float | None = None,
     ) -> GenerationInput:
         """Check the parameters (InvalidInputError naming the bad one) and tokenize the prompt."""
-        sampling = self.sampling(temperature, top_k, top_p, seed)
+        sampling = self.sampling(temperature, top_k, top_p, seed, repetition_penalty)
         limit = self.generation.max_new_tokens_limit
         if max_new_tokens == 0:
             max_new_tokens = min(self.generation.default_max_new_tokens, limit)
@@ -148,9 +150,17 @@ class TextGeneration:
             raise InvalidInputError("the prompt has no tokens the model can read")
         return GenerationInput(ids, encoded.truncated, max_new_tokens, sampling, stops)
 
-    def sampling(self, temperature: float | None, top_k: int, top_p: float | None, seed: int | None) -> SamplingParams:
+    def sampling(
+        self,
+        temperature: float | None,
+        top_k: int,
+        top_p: float | None,
+        seed: int | None,
+        repetition_penalty: float | None = None,
+    ) -> SamplingParams:
         temperature = self.generation.default_temperature if temperature is None else temperature
         top_p = self.generation.default_top_p if top_p is None else top_p
+        penalty = self.generation.default_repetition_penalty if repetition_penalty is None else repetition_penalty
         if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
             raise InvalidInputError(
                 f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy), got {temperature:g}"
@@ -164,7 +174,11 @@ class TextGeneration:
             raise InvalidInputError(f"top_p must be in (0, 1], got {top_p:g}")
         if seed is not None and not 0 <= seed < 2**64:
             raise InvalidInputError(f"seed must be between 0 and 2**64 - 1, got {seed}")
-        return SamplingParams(temperature, top_k, top_p, seed)
+        if not (math.isfinite(penalty) and 1.0 <= penalty <= MAX_REPETITION_PENALTY):
+            raise InvalidInputError(
+                f"repetition_penalty must be between 1 (none) and {MAX_REPETITION_PENALTY:g}, got {penalty:g}"
+            )
+        return SamplingParams(temperature, top_k, top_p, seed, penalty)
 
     def detokenizer(self, stop: Sequence[str]) -> IncrementalDetokenizer:
         return IncrementalDetokenizer(self.tokenizer, stop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,38 @@ def test_top_k_over_a_large_vocabulary_matches_row_by_row(vocab: int) -> None:
         expected = [reference_sample(logits[i], p, np.random.default_rng(s)) for i, (p, s) in
                     enumerate(zip(params, seeds, strict=True))]  # fmt: skip
         assert sample_batch(logits, params, [np.random.default_rng(s) for s in seeds]) == expected, trial
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_generated_tokens() -> None:
+    logits = np.array([1.0, 3.0, -2.0, 0.5, 2.9], dtype=np.float32)
+    params = SamplingParams(temperature=1.0, repetition_penalty=1.5)
+    expected = np.array([1.0, 2.0, -3.0, 0.5, 2.9])  # tokens 1 and 2 were generated (token 1 twice: once only)
+    reference = np.exp(expected - expected.max()) / np.exp(expected - expected.max()).sum()
+    np.testing.assert_allclose(distribution(logits, params, [1, 2, 1]), reference, rtol=1e-6)
+    np.testing.assert_allclose(distribution(logits, replace(params, repetition_penalty=1.0), [1, 2]),
+                               distribution(logits, params), rtol=1e-12)  # fmt: skip
+    assert sample(logits, replace(params, temperature=0.0), np.random.default_rng(0), [1]) == 4  # 3/1.5 < 2.9
+    assert sample(logits, replace(params, temperature=0.0), np.random.default_rng(0)) == 1  # nothing generated yet
+
+
+def test_repetition_penalty_in_a_batch_matches_a_numpy_reference_and_leaves_the_logits_alone() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (4, 50)).astype(np.float32)
+    before = logits.copy()
+    params = [SamplingParams(temperature=0.0, repetition_penalty=1.3), SamplingParams(temperature=0.0),
+              SamplingParams(temperature=0.0, repetition_penalty=2.0), SamplingParams(temperature=0.0,
+              repetition_penalty=1.2)]  # fmt: skip
+    generated = [list(np.argsort(-logits[0])[:3]), list(np.argsort(-logits[1])[:3]), [], [7, 7, 49]]
+    expected = before.astype(np.float64)
+    for row, (p, seen) in enumerate(zip(params, generated, strict=True)):
+        for token in set(seen):
+            value = expected[row, token]
+            expected[row, token] = value / p.repetition_penalty if value > 0 else value * p.repetition_penalty
+    rngs = [np.random.default_rng(i) for i in range(4)]
+    assert sample_batch(logits, params, rngs, generated) == np.argmax(expected, axis=1).tolist()
+    assert sample_batch(logits, params, rngs)[1] == int(np.argmax(before[1]))  # no history: no penalty
+    np.testing.assert_array_equal(logits, before)
+    draws = [sample_batch(logits[:1], [replace(params[0], temperature=1.0)], [np.random.default_rng(s)],
+                          generated[:1])[0] for s in range(3000)]  # fmt: skip
+    p = np.exp(expected[0] - expected[0].max())
+    np.testing.assert_allclose(np.bincount(draws, minlength=50) / 3000, p / p.sum(), atol=0.03)

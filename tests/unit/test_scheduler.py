@@ -430,3 +430,14 @@ async def test_a_live_stream_counts_as_in_flight_for_the_whole_process() -> None
     await collect(stream)
     assert Activity.in_flight == before
     await scheduler.close()
+
+
+async def test_repetition_penalty_counts_the_generated_tokens_only() -> None:
+    table = np.zeros((VOCAB, VOCAB), dtype=np.float32)
+    table[:, 1:4] = [10.0, 8.0, 6.0]  # whatever came before: b, then c, then d
+    scheduler = make(Recorder(table=table))
+    penalized = SamplingParams(temperature=0.0, repetition_penalty=2.0)
+    # b (10); b is 5 now: c (8); c is 4: d (6); d is 3: b (5), and b again (a token is penalized once)
+    assert (await collect(submit(scheduler, [1, 2], 5, sampling=penalized)))[0] == "bcdbb"
+    assert (await collect(submit(scheduler, [1, 2], 5)))[0] == "bbbbb"
+    await scheduler.close()

@@ -106,14 +106,17 @@ def test_generation_defaults(generation: TextGeneration) -> None:
 def test_sampling_defaults_come_from_the_config_and_requests_override_them(tmp_path: Path) -> None:
     folder = write_lm(tmp_path, context=16)
     config = _config(folder)
-    generation = config.generation.model_copy(update={"default_temperature": 0.6, "default_top_p": 0.9})
+    defaults = {"default_temperature": 0.6, "default_top_p": 0.9, "default_repetition_penalty": 1.2}
+    generation = config.generation.model_copy(update=defaults)
     task = TextGeneration(folder.name, config.model_copy(update={"generation": generation}), folder)
-    assert task.prepare("hi").sampling == SamplingParams(temperature=0.6, top_k=0, top_p=0.9, seed=None)
-    explicit = task.prepare("hi", temperature=0.0, top_p=1.0).sampling
-    assert explicit == SamplingParams(temperature=0.0, top_k=0, top_p=1.0, seed=None)
+    assert task.prepare("hi").sampling == SamplingParams(0.6, top_k=0, top_p=0.9, seed=None, repetition_penalty=1.2)
+    explicit = task.prepare("hi", temperature=0.0, top_p=1.0, repetition_penalty=1.0).sampling
+    assert explicit == SamplingParams(temperature=0.0, top_k=0, top_p=1.0, seed=None, repetition_penalty=1.0)
 
 
-@pytest.mark.parametrize(("key", "value"), [("default_temperature", -1.0), ("default_top_p", 0.0)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("default_temperature", -1.0), ("default_top_p", 0.0), ("default_repetition_penalty", 0.9)]
+)
 def test_sampling_defaults_out_of_range_are_config_errors(tmp_path: Path, key: str, value: float) -> None:
     raw = yaml.safe_load((write_lm(tmp_path, context=16) / "config.yaml").read_text())
     raw["generation"][key] = value
@@ -128,6 +131,8 @@ def test_sampling_defaults_out_of_range_are_config_errors(tmp_path: Path, key: s
         ({"temperature": float("nan")}, "temperature must be between 0 and 10"),
         ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
         ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
+        ({"repetition_penalty": 0.5}, r"repetition_penalty must be between 1 \(none\) and 10"),
+        ({"repetition_penalty": float("inf")}, "repetition_penalty must be between 1"),
         ({"top_k": 100_000}, "top_k must be between 0"),
         ({"max_new_tokens": 5000}, "max_new_tokens must be between 1 and 2048"),
         ({"stop": ["a"] * 9}, "at most 8 stop sequences"),

@@ -67,6 +67,13 @@ def test_same_seed_same_text_alone_and_under_load(client: TaskClient) -> None:
     assert different != alone
 
 
+def test_repetition_penalty_is_a_request_field(client: TaskClient) -> None:
+    greedy = {"max_new_tokens": 30, "temperature": 0.0, "model": "tiny_lm"}
+    plain = client.generate(PROMPT, **greedy).text()  # type: ignore[arg-type]
+    assert client.generate(PROMPT, repetition_penalty=1.0, **greedy).text() == plain  # type: ignore[arg-type]
+    assert client.generate(PROMPT, repetition_penalty=10.0, **greedy).text() != plain  # type: ignore[arg-type]
+
+
 def test_stop_sequence_ends_with_stop_and_is_not_returned(client: TaskClient) -> None:
     greedy = {"temperature": 0.0, "model": "tiny_lm"}
     full = client.generate(PROMPT, max_new_tokens=30, **greedy).text()  # type: ignore[arg-type]
@@ -223,6 +230,7 @@ def test_too_many_waiting_requests_get_queue_full(server: RunningServer) -> None
         ({"prompt": ""}, "the prompt is empty"),
         ({"temperature": -1.0}, "temperature must be between 0 and 10"),
         ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+        ({"repetition_penalty": 0.5}, "repetition_penalty must be between 1"),
         ({"top_k": 10**6}, "top_k must be between 0"),
         ({"max_new_tokens": 5000}, "max_new_tokens must be between 1 and 2048"),
         ({"stop": ["."] * 9}, "at most 8 stop sequences"),

@@ -319,6 +319,7 @@ def test_bad_timeout_ms_is_400(server: RunningServer, path: str, doc: dict | Non
         ({"prompt": PROMPT, "max_new_tokens": 10**6, "model": "tiny_lm"}, 400, "max_new_tokens must be between"),
         ({"prompt": PROMPT, "temperature": "hot"}, 400, "'temperature' must be a number"),
         ({"prompt": PROMPT, "top_p": 1.5, "model": "tiny_lm"}, 400, "top_p"),
+        ({"prompt": PROMPT, "repetition_penalty": 0.5, "model": "tiny_lm"}, 400, "repetition_penalty"),
         ({"prompt": PROMPT, "stop": [1]}, 400, "'stop' must be a string or a list of strings"),
         ({"prompt": PROMPT, "stream": "yes"}, 400, "'stream' must be true or false"),
         ({"prompt": 5}, 400, "'prompt' must be a string"),
