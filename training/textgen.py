@@ -204,7 +204,7 @@ def _compile(model: keras.Model, settings: TextgenSettings, steps: int) -> None:
 def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
     set_seed(settings.seed)
     parts, source, split = _parts(settings)
-    tokenizer = train_byte_bpe(parts["train"], settings.vocab_size)
+    tokenizer = train_byte_bpe(parts["train"], settings.vocab_size, lines=True)
     pad_id, bos, eos = (tokenizer.token_to_id(t) for t in (BPE_PAD, BPE_BOS, BPE_EOS))
     streams = {p: token_stream(tokenizer, texts, bos, eos) for p, texts in parts.items()}
     ctx = settings.context_length

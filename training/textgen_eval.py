@@ -3,13 +3,12 @@
 Each prompt (a function's signature and docstring from a test module of the standard library, never trained
 on) is completed through the KV-cache step model, token by token, with the server's own sampler. Measured:
 
-The prompt goes in without its final newline: byte-level BPE merges a newline with the indentation after it,
-so a prompt ending in a lone newline token would be one the model never saw before an indented line.
+The prompt goes in whole, final newline included (the tokenizer keeps every newline a token of its own, so
+the model has seen that token before an indented line).
 
 - `parse_share`: the share of prompts whose completed function parses with `ast`. The function's body is
-  the generated text (after the rest of the prompt's last line) up to the first non-blank line back at
-  column 0 (where the function ends) or the end of the text; a body cut by the token budget loses its last,
-  unfinished line. An empty body fails.
+  the generated text up to the first non-blank line back at column 0 (where the function ends) or the end
+  of the text; a body cut by the token budget loses its last, unfinished line. An empty body fails.
 - `finished_share`: the share whose function ended (a line back at column 0, or end of text) in the budget.
 - `loop_share`: the share whose generated tokens hold a loop: a span of at least `LOOP_SPAN` tokens that is
   one block of 1..32 tokens repeated at least three times.
@@ -32,8 +31,8 @@ from service.types import SamplingParams
 PROMPTS_FILE = Path(__file__).parent / "eval" / "textgen_prompts.jsonl"
 MAX_NEW_TOKENS = 128
 LOOP_SPAN, LOOP_PERIODS = 48, range(1, 33)
-DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.6, 0.9
-"""What a request that leaves temperature and top_p unset gets (config.yaml `generation`)."""
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_REPETITION_PENALTY = 0.6, 0.9, 1.0
+"""What a request that leaves temperature, top_p and repetition_penalty unset gets (config.yaml `generation`)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,11 @@ def load_prompts(path: Path = PROMPTS_FILE) -> list[Prompt]:
 
 def with_sampling_defaults(config: ModelConfig) -> ModelConfig:
     generation = config.generation.model_copy(  # type: ignore[union-attr]
-        update={"default_temperature": DEFAULT_TEMPERATURE, "default_top_p": DEFAULT_TOP_P}
+        update={
+            "default_temperature": DEFAULT_TEMPERATURE,
+            "default_top_p": DEFAULT_TOP_P,
+            "default_repetition_penalty": DEFAULT_REPETITION_PENALTY,
+        }
     )
     return config.model_copy(update={"generation": generation})
 
@@ -82,7 +85,7 @@ class StepDecoder:
             }
             logits, *fresh = self.session.run(None, feed)
             cache = {n: np.concatenate([cache[n], f], axis=2) for n, f in zip(names, fresh, strict=True)}
-            token = sample(logits[0, -1], params, rng)
+            token = sample(logits[0, -1], params, rng, out)
             if token == self.eos:
                 break
             out.append(token)
@@ -91,10 +94,10 @@ class StepDecoder:
 
 
 def function_body(generated: str, cut_by_budget: bool) -> tuple[str, bool]:
-    """The generated body of a function whose prompt ends at column 0's docstring, and whether it ended."""
+    """The generated body of a function whose prompt ends with its docstring's line, and whether it ended."""
     lines = generated.split("\n")
     for i, line in enumerate(lines):
-        if i and line.strip() and not line[0].isspace():
+        if line.strip() and not line[0].isspace():
             return "\n".join(lines[:i]), True
     if cut_by_budget:
         return "\n".join(lines[:-1]), False
@@ -102,11 +105,11 @@ def function_body(generated: str, cut_by_budget: bool) -> tuple[str, bool]:
 
 
 def parses(prompt: str, body: str) -> bool:
-    """`body` continues `prompt`'s last line (the prompt as the model read it, without its final newline)."""
+    """`body` follows `prompt` (which ends with a newline)."""
     if not body.strip():
         return False
     try:
-        ast.parse(prompt.removesuffix("\n") + body)
+        ast.parse(prompt + body)
     except (SyntaxError, ValueError):
         return False
     return True
@@ -129,8 +132,7 @@ def loops(tokens: list[int]) -> bool:
 def _complete(decoder: StepDecoder, tokenizer, bos: int | None, prompts: list[Prompt], params: dict) -> dict:
     rows = []
     for item in prompts:
-        prompt = item.prompt.removesuffix("\n")
-        ids = ([bos] if bos is not None else []) + tokenizer.encode(prompt, add_special_tokens=False).ids
+        ids = ([bos] if bos is not None else []) + tokenizer.encode(item.prompt, add_special_tokens=False).ids
         sampling = SamplingParams(seed=item.id, **params)
         tokens = decoder.generate(ids, MAX_NEW_TOKENS, sampling)
         text = tokenizer.decode(tokens)
@@ -150,17 +152,20 @@ def _complete(decoder: StepDecoder, tokenizer, bos: int | None, prompts: list[Pr
 
 def evaluate(
     step_model: Path, tokenizer, config: ModelConfig, prompts: list[Prompt] | None = None,
-    modes: tuple[str, ...] = ("sampled", "greedy"),
+    modes: tuple[str, ...] = ("sampled", "greedy", "greedy_unpenalized"),
 ) -> dict:  # fmt: skip
     """Completions of the held-out prompts with the config's default sampling ("sampled", seeded by prompt)
-    and greedy ("greedy"), with their parse, finished and loop shares."""
+    and greedy ("greedy", with the config's default repetition penalty; "greedy_unpenalized" without), with
+    their parse, finished and loop shares."""
     generation = config.generation
     assert generation is not None
     prompts = load_prompts() if prompts is None else prompts
     decoder = StepDecoder(step_model, generation.context_length, generation.eos_id)
+    penalty = {"repetition_penalty": generation.default_repetition_penalty}
     params = {
-        "sampled": {"temperature": generation.default_temperature, "top_p": generation.default_top_p},
-        "greedy": {"temperature": 0.0},
+        "sampled": {"temperature": generation.default_temperature, "top_p": generation.default_top_p, **penalty},
+        "greedy": {"temperature": 0.0, **penalty},
+        "greedy_unpenalized": {"temperature": 0.0},
     }
     return {
         "prompts": len(prompts),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 PAD, UNK = "[PAD]", "[UNK]"
 BPE_PAD, BPE_BOS, BPE_EOS = "<|pad|>", "<|bos|>", "<|endoftext|>"
@@ -29,10 +29,23 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = Tru
     return tokenizer
 
 
-def train_byte_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Byte-level BPE (no unknown tokens); <|pad|> is id 0, <|bos|> 1, <|endoftext|> 2."""
+LINE_SPLIT = r"\n|(?<=\n)[ \t]+"
+"""Each newline, and the indentation that starts a line, is a pre-token of its own (so BPE never merges them)."""
+
+
+def train_byte_bpe(texts: Iterable[str], vocab_size: int, lines: bool = False) -> Tokenizer:
+    """Byte-level BPE (no unknown tokens); <|pad|> is id 0, <|bos|> 1, <|endoftext|> 2.
+
+    With `lines`, every "\\n" is a token of its own and a line's indentation is split from its first word
+    (`LINE_SPLIT`): plain byte-level BPE merges a newline with the indentation after it, so a prompt ending
+    in "\\n" would end in a token the model has never seen before an indented line."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if lines:
+        split = pre_tokenizers.Split(Regex(LINE_SPLIT), behavior="isolated")
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
+    else:
+        tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

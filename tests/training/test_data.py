@@ -78,6 +78,25 @@ def test_tokenizers_reserve_pad_id_zero() -> None:
     assert bpe.decode(encode(bpe, ["the cat"])[0]) == "the cat"
 
 
+def test_code_bpe_keeps_each_newline_and_each_indentation_a_token_of_its_own() -> None:
+    code = ["def f(x):\n    if x:\n        return x\n    return None\n\n\nclass A:\n    pass\n"] * 40
+    plain, lines = train_byte_bpe(code, vocab_size=400), train_byte_bpe(code, vocab_size=400, lines=True)
+    assert any("\n" in t and t.strip(" \n") == "" and t != "\n" for t in _decoded(plain))  # newline + indent
+    newline = lines.token_to_id("Ċ")
+    ids = encode(lines, ["def g():\n"])[0]
+    assert ids[-1] == newline  # a prompt ending in "\n" ends in the token every indented line follows
+    body = encode(lines, code[:1])[0]
+    for token in _decoded(lines):
+        assert token == "\n" or "\n" not in token
+    indents = [lines.decode([i]) for i in body if lines.decode([i]).strip() == "" and lines.decode([i]) != "\n"]
+    assert indents == ["    ", "        ", "    ", "    "]
+    assert lines.decode(body) == code[0]
+
+
+def _decoded(tokenizer) -> list[str]:
+    return [tokenizer.decode([i]) for i in range(3, tokenizer.get_vocab_size())]
+
+
 def test_digit_evaluation_pages_are_balanced_held_out_and_small() -> None:
     """training/eval/digit_pages: what the issue asks of it, and nothing training could have seen."""
     from training.digit_sets import EVAL_PAGES, eval_pages

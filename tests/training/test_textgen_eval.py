@@ -14,8 +14,8 @@ pytestmark = pytest.mark.training
 
 
 def test_function_body_ends_where_the_code_returns_to_column_0() -> None:
-    # the prompt goes in without its final newline, so the text usually starts by ending the prompt's line
-    assert function_body("\n    return 1\ndef g():\n", cut_by_budget=True) == ("\n    return 1", True)
+    # the prompt goes in with its final newline: text at column 0 on the first line ends the function at once
+    assert function_body("def g():\n    return 1\n", cut_by_budget=True) == ("", True)
     assert function_body("    return 1\n\n\ndef g():\n    pass\n", cut_by_budget=True) == ("    return 1\n\n", True)
     assert function_body("    x = 1\n    return x", cut_by_budget=False) == ("    x = 1\n    return x", True)
     assert function_body("    x = 1\n    y = (2,", cut_by_budget=True) == ("    x = 1", False)
@@ -23,8 +23,8 @@ def test_function_body_ends_where_the_code_returns_to_column_0() -> None:
 
 def test_parses_needs_a_body_that_completes_the_prompt() -> None:
     prompt = 'def f(x):\n    """Twice x."""\n'
-    assert parses(prompt, "\n    return 2 * x\n")
-    assert not parses(prompt, "\n    return (2 * x\n")
+    assert parses(prompt, "    return 2 * x\n")
+    assert not parses(prompt, "    return (2 * x\n")
     assert not parses(prompt, "   \n")
 
 
