@@ -52,7 +52,7 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 train: install-train
-	@echo "Training the three models: about 40 minutes on 2 CPU cores; progress per model below."
+	@echo "Training the three models: about 1½ hours on 2 CPU cores; progress per model below."
 	$(BIN)/deepserve-train all --output models
 
 docs: install  # rewrite the outputs of the docs' command examples from a run on the committed models

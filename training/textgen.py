@@ -35,9 +35,10 @@ class TextgenSettings:
     data: list[Path] | None = None
     """UTF-8 text files or folders of *.txt; None uses the standard library's source (training/textgen_corpus.py)."""
     name: str = NAME
-    epochs: int = 2
-    """Passes over the training windows, the learning rate annealed over all of them. On 2 CPU cores two passes
-    take about 15 minutes; that is not enough for this model to converge (see the model card)."""
+    epochs: int = 5
+    """Passes over the training windows, the learning rate annealed over all of them. On 2 shared CPU cores
+    (nice -n 19) five passes took 70 minutes under other sessions' load (8.7 to 24 minutes a pass): validation
+    perplexity 54, 33, 27, 24.4, 23.7 after each; two passes (16 minutes) left the model far from converged."""
     patience: int = 1
     batch_size: int = 16
     learning_rate: float = 2e-3
@@ -334,12 +335,17 @@ def _card(settings, config, source, split, streams, train, spec, model, result, 
             "training split's token stream, scored on the same targets (training/baselines.py)",
             **baseline,
         },
-        "quality_bar": {
-            "perplexity_below_half_the_trigram": metrics["test"]["perplexity"] < 0.5 * baseline["test"]["perplexity"],
-            "default_sampling_completions_parse": evaluation["sampled"]["parse_share"] >= 0.5,
-            "default_sampling_does_not_loop": evaluation["sampled"]["loop_share"] <= 0.1,
-            "met": metrics["test"]["perplexity"] < 0.5 * baseline["test"]["perplexity"]
-            and evaluation["sampled"]["parse_share"] >= 0.5
-            and evaluation["sampled"]["loop_share"] <= 0.1,
-        },
+        "quality_bar": quality_bar(metrics["test"]["perplexity"], baseline["test"]["perplexity"], evaluation),
     }
+
+
+def quality_bar(perplexity: float, trigram: float, evaluation: dict) -> dict:
+    """Issue 13's bars for the card: perplexity under half the trigram's, most default-sampled completions
+    parse, and neither default sampling nor greedy decoding (with the default repetition penalty) loops."""
+    bars = {
+        "perplexity_below_half_the_trigram": perplexity < 0.5 * trigram,
+        "default_sampling_completions_parse": evaluation["sampled"]["parse_share"] >= 0.5,
+        "default_sampling_does_not_loop": evaluation["sampled"]["loop_share"] <= 0.1,
+        "greedy_does_not_loop": evaluation["greedy"]["loop_share"] <= 0.1,
+    }
+    return {**bars, "perplexity_ratio_to_trigram": round(perplexity / trigram, 3), "met": all(bars.values())}
