@@ -33,7 +33,7 @@ def noise_jpeg(side: int) -> bytes:
 
 def heavy_calls(address: str) -> Iterator[tuple[str, Callable[[TaskClient, object], object]]]:
     """Each API's largest legal request (the defaults in docs/limits.md); the names start with the model."""
-    ids = np.ones((16, 128), np.int64)
+    ids = np.ones((4, 256), np.int64)
     textgen = v2_request("textgen_transformer", tokens("token_ids", ids), tokens("attention_mask", ids))
     sentiment = v2_request("sentiment_rnn", tokens("token_ids", np.ones((64, 64))))
     image = noise_jpeg(4096)
@@ -43,7 +43,7 @@ def heavy_calls(address: str) -> Iterator[tuple[str, Callable[[TaskClient, objec
         lambda c, s: c.generate(LONGEST_TEXT, max_new_tokens=512, temperature=1.0, seed=1).text(),
     )
     yield "digits_cnn: Classify two 4096x4096 images", lambda c, s: c.classify([image, image])
-    yield "textgen_transformer: V2 [16, 128] (16 MiB of logits)", lambda c, s: s.ModelInfer(textgen, timeout=60)
+    yield "textgen_transformer: V2 [4, 256] (16 MiB of logits)", lambda c, s: s.ModelInfer(textgen, timeout=60)
     yield "sentiment_rnn: V2 [64, 64]", lambda c, s: s.ModelInfer(sentiment, timeout=60)
 
 

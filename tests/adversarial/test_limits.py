@@ -108,9 +108,9 @@ def test_token_ids_outside_the_vocabulary_fail_alone(committed: Server, stub, cl
 @pytest.mark.parametrize(
     ("ids", "mask", "fragment"),
     [
-        (np.ones((1, 1000)), np.ones((1, 1000)), "may be at most 128 (limits.max_variable_dim"),
+        (np.ones((1, 1000)), np.ones((1, 1000)), "may be at most 256 (limits.max_variable_dim"),
         (np.ones((1, 6)), np.ones((1, 5)), "must have the shape of 'token_ids', [1, 6]"),
-        (np.full((1, 4), 2048), np.ones((1, 4)), "holds 2048; its values must be between 0 and 2047"),
+        (np.full((1, 4), 4096), np.ones((1, 4)), "holds 4096; its values must be between 0 and 4095"),
     ],
 )
 def test_generation_inputs_the_model_cannot_take_are_invalid(stub, ids, mask, fragment: str) -> None:

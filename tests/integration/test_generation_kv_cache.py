@@ -24,7 +24,7 @@ from service.runtime import CPU, ModelSession, load_step_model
 from service.tasks.text_generation import TextGeneration
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
-PROMPTS = ["The for statement", "Exceptions are", "A class definition", "def f(x):", "The import statement " * 28]
+PROMPTS = ["The for statement", "Exceptions are", "A class definition", "def f(x):", "The import statement " * 60]
 
 
 @pytest.fixture(scope="module")

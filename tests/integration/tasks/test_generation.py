@@ -348,13 +348,13 @@ def test_transformer_stop_and_length(lm_server: RunningServer) -> None:
 
 
 def test_transformer_long_prompt_is_truncated_and_fills_the_context(lm_server: RunningServer) -> None:
-    prompt = "The while statement is used for repeated execution as long as an expression is true. " * 12
+    prompt = "The while statement is used for repeated execution as long as an expression is true. " * 16
     with TaskClient(lm_server.address, timeout=120) as client:
         stream = client.generate(prompt, max_new_tokens=50, temperature=0.0)
         stream.text()
     s = stream.summary
     assert s is not None and s.prompt_truncated
-    assert (s.prompt_tokens, s.generated_tokens, s.finish_reason) == (127, 1, "context")
+    assert (s.prompt_tokens, s.generated_tokens, s.finish_reason) == (255, 1, "context")
 
 
 def test_transformer_cancel_frees_the_slot(lm_server: RunningServer) -> None:
@@ -382,7 +382,7 @@ def test_transformer_refuses_bad_parameters(lm_server: RunningServer) -> None:
     with TaskClient(lm_server.address, timeout=120) as client:
         for kwargs, message in [
             ({"max_new_tokens": 513}, "max_new_tokens must be between 1 and 512"),
-            ({"top_k": 5000}, r"top_k must be between 0 \(no limit\) and 2048"),
+            ({"top_k": 5000}, r"top_k must be between 0 \(no limit\) and 4096"),
             ({"temperature": 11.0}, "temperature must be between 0 and 10"),
         ]:
             with pytest.raises(ClientError, match=message) as caught:
