@@ -52,7 +52,15 @@ from bench.serving import free_port  # noqa: E402
 from service.config import CudaExecution, Device, ModelConfig  # noqa: E402
 from service.errors import ModelLoadError  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
-from service.runtime import CPU, CUDA, ModelSession, available_providers, choose_providers, load_step_model  # noqa: E402
+from service.runtime import (  # noqa: E402
+    CPU,
+    CUDA,
+    ModelSession,
+    available_providers,
+    choose_providers,
+    load_step_model,
+    with_options,
+)
 
 MODELS = ("digits_cnn", "sentiment_rnn", "textgen_transformer")
 PARITY_TOLERANCE = 1e-4
@@ -136,8 +144,8 @@ def placement(path: Path, providers: list[str], config: ModelConfig, feed: dict[
     opts = ort.SessionOptions()
     opts.enable_profiling = True
     opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
-    with_options = [(p, config.execution.cuda.provider_options()) if p == CUDA else p for p in providers]
-    session = ort.InferenceSession(str(path), opts, providers=with_options)
+    listed = with_options(providers, config.execution.cuda.provider_options())
+    session = ort.InferenceSession(str(path), opts, providers=listed)
     session.run(None, feed)
     events = json.loads(Path(session.end_profiling()).read_text())
     nodes: dict[str, set[str]] = {}
@@ -250,7 +258,7 @@ def raw(run: Run, seconds: float) -> dict[str, Any]:
         options = CudaExecution(cudnn_conv_algo_search=search).provider_options()  # type: ignore[arg-type]
         if graphs:
             options["enable_cuda_graph"] = "1"
-        listed = [(CUDA, options), CPU] if cuda else [CPU]
+        listed = with_options(run.accel, options)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
@@ -370,9 +378,7 @@ def shapes(run: Run, seconds: float) -> dict[str, Any]:
         for label, change in variants.items():
             options = {**base, **change}
             try:
-                session = ort.InferenceSession(
-                    str(path), providers=[(CUDA, options), CPU] if run.accel[0] == CUDA else [CPU]
-                )
+                session = ort.InferenceSession(str(path), providers=with_options(run.accel, options))
             except Exception as err:  # noqa: BLE001 - an option this build lacks
                 found[f"{name}/{label}"] = f"{type(err).__name__}: {err}"
                 continue
@@ -388,9 +394,7 @@ def shapes(run: Run, seconds: float) -> dict[str, Any]:
         opts = ort.SessionOptions()
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "shapes")
-        session = ort.InferenceSession(
-            str(path), opts, providers=[(CUDA, base), CPU] if run.accel[0] == CUDA else [CPU]
-        )
+        session = ort.InferenceSession(str(path), opts, providers=with_options(run.accel, base))
         for x in inputs * 3:
             session.run([out], {spec.name: x})
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -403,10 +407,7 @@ def shapes(run: Run, seconds: float) -> dict[str, Any]:
         found[f"{name}/ms_per_op"] = {k: round(v, 2) for k, v in top.items()}
         run.say(f"{name} ms per op type over 24 runs, shape changing every run: {found[f'{name}/ms_per_op']}")
         if name == "digits_cnn":  # a session per batch size: each sees one shape only
-            per_size = {
-                b: ort.InferenceSession(str(path), providers=[(CUDA, base), CPU] if run.accel[0] == CUDA else [CPU])
-                for b in (1, 8)
-            }
+            per_size = {b: ort.InferenceSession(str(path), providers=with_options(run.accel, base)) for b in (1, 8)}
             for b, sess in per_size.items():
                 sess.run([out], {spec.name: inputs[b - 1]})
             pair = [per_size[1], per_size[8]]

@@ -433,6 +433,23 @@ FINISHED: dict[str, Schema] = {
     "prompt_truncated": BOOLEAN,
     **MODEL_NAME,
 }
+
+
+def _tensor(description: str) -> Schema:
+    """A V2 tensor in a request or a response: the same fields either way."""
+    return _object(
+        {
+            "name": STRING,
+            "shape": {"type": "array", "items": COUNT},
+            "datatype": {"type": "string", "enum": DATATYPES},
+            "parameters": PARAMETERS,
+            "data": TENSOR_DATA,
+        },
+        ["name", "shape", "datatype"],
+        description,
+    )
+
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _object({"error": STRING}, ["error"], "every error's body, with the status from the one HTTP table"),
     "Live": _object({"live": BOOLEAN}, ["live"]),
@@ -517,17 +534,7 @@ SCHEMAS: dict[str, Schema] = {
         ],
         "Triton's model configuration (the JSON of inference.ModelConfig)",
     ),
-    "InferInput": _object(
-        {
-            "name": STRING,
-            "shape": {"type": "array", "items": COUNT},
-            "datatype": {"type": "string", "enum": DATATYPES},
-            "parameters": PARAMETERS,
-            "data": TENSOR_DATA,
-        },
-        ["name", "shape", "datatype"],
-        "`data`, or the parameter `binary_data_size` (binary data extension)",
-    ),
+    "InferInput": _tensor("`data`, or the parameter `binary_data_size` (binary data extension)"),
     "InferRequestedOutput": _object(
         {"name": STRING, "parameters": PARAMETERS},
         ["name"],
@@ -543,17 +550,7 @@ SCHEMAS: dict[str, Schema] = {
         ["inputs"],
         "parameters: `timeout` (µs in the queue at most), `binary_data_output`",
     ),
-    "InferOutput": _object(
-        {
-            "name": STRING,
-            "shape": {"type": "array", "items": COUNT},
-            "datatype": {"type": "string", "enum": DATATYPES},
-            "parameters": PARAMETERS,
-            "data": TENSOR_DATA,
-        },
-        ["name", "shape", "datatype"],
-        "`data` (flat, row-major), or the parameter `binary_data_size`",
-    ),
+    "InferOutput": _tensor("`data` (flat, row-major), or the parameter `binary_data_size`"),
     "InferResponse": _object(
         {**MODEL_NAME, "id": STRING, "outputs": {"type": "array", "items": ref("InferOutput")}},
         ["model_name", "model_version", "outputs"],

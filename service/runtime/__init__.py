@@ -5,7 +5,14 @@ Knows nothing of gRPC or batching: a `ModelSession` runs a feed dict and returns
 """
 
 from service.runtime.options import bucket_sizes, intra_op_threads, pad_batch, session_options
-from service.runtime.providers import CPU, CUDA, available_providers, check_device, choose_providers
+from service.runtime.providers import (
+    CPU,
+    CUDA,
+    available_providers,
+    check_device,
+    choose_providers,
+    with_options,
+)
 from service.runtime.session import ModelSession, check_signature
 from service.runtime.step_model import StepModel, load_step_model
 
@@ -23,4 +30,5 @@ __all__ = [
     "load_step_model",
     "pad_batch",
     "session_options",
+    "with_options",
 ]

@@ -45,6 +45,11 @@ def choose_providers(device: Device, preferred: Sequence[str] | None, available:
     return chosen
 
 
+def with_options(providers: Sequence[str], options: dict[str, str]) -> list[str | tuple[str, dict[str, str]]]:
+    """`providers` as `onnxruntime.InferenceSession` takes them: CUDA with its provider `options`."""
+    return [(name, options) if name == CUDA else name for name in providers]
+
+
 def fell_back(session: ort.InferenceSession, asked: list[str], options: dict[str, str]) -> str | None:
     """What ONNX Runtime did instead of running on CUDA with `options`, when it did. When creating the CUDA
     provider fails (no cuDNN, a bad device id), its Python binding retries by itself: with CUDA's default

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from service.config import ModelConfig
 from service.errors import ModelLoadError, quoted
 from service.runtime.options import bucket_sizes, intra_op_threads, pad_batch, session_options
-from service.runtime.providers import CPU, CUDA, fell_back
+from service.runtime.providers import CPU, fell_back, with_options
 from service.warmup import sample_feed
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,11 @@ class ModelSession:
         self.shown = f"{path.parent.name}/{path.name}"
         """The file as config.yaml and messages name it, relative to the model's folder."""
         threads, source = intra_op_threads(config.execution)
-        cuda = config.execution.cuda
-        with_options = [(name, cuda.provider_options()) if name == CUDA else name for name in providers]
+        cuda_options = config.execution.cuda.provider_options()
+        listed = with_options(providers, cuda_options)
         try:
             self._session = ort.InferenceSession(
-                str(path), sess_options=session_options(config.execution, threads), providers=with_options
+                str(path), sess_options=session_options(config.execution, threads), providers=listed
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
             log.error("cannot load a model file", extra={"model": self.model, "path": str(path), "error": str(err)})
@@ -76,7 +76,7 @@ class ModelSession:
                 f"model '{self.model}': cannot load {self.shown}: {problem} (the server log has the details)"
             ) from None
         self.providers = self._session.get_providers()
-        fell_back_to = fell_back(self._session, providers, cuda.provider_options())
+        fell_back_to = fell_back(self._session, providers, cuda_options)
         if fell_back_to:
             problem = (
                 f"model '{self.model}': {self.shown} asked for the CUDA execution provider with "
@@ -91,7 +91,7 @@ class ModelSession:
         sizes = bucket_sizes(config, self.providers[0]) if buckets else []
         for size in sizes[:-1]:
             session = ort.InferenceSession(
-                str(path), sess_options=session_options(config.execution, threads), providers=with_options
+                str(path), sess_options=session_options(config.execution, threads), providers=listed
             )
             self._buckets.append((size, session))
         if sizes:
@@ -177,12 +177,13 @@ class ModelSession:
                 self._run(self._lone, sample_feed(self.config, 0, folder, self.model), quiet=True)
             except Exception:  # noqa: BLE001 - the main session's warm-up below reports what is wrong
                 pass
-        for size, _ in self._buckets:
+        if self._buckets:
             try:
                 one = {name: arr[:1] for name, arr in sample_feed(self.config, 0, folder, self.model).items()}
-                self.run({name: pad_batch(arr, size) for name, arr in one.items()}, quiet=True)
+                for size, _ in self._buckets:
+                    self.run({name: pad_batch(arr, size) for name, arr in one.items()}, quiet=True)
             except Exception:  # noqa: BLE001 - the warm-up below reports what is wrong
-                break
+                pass
         if self.config.warmup is None:
             try:
                 self.run(sample_feed(self.config, 0, folder, self.model), quiet=True)
