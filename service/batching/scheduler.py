@@ -135,6 +135,9 @@ class _Lane:
         self.thread: threading.Thread | None = None
         self.unstreamed = threading.Semaphore(AHEAD)
         """Taken for each step handed to the event loop, given back once the loop has streamed it."""
+        self.outbox: deque[_Step] = deque()
+        """Steps handed to the event loop and not yet streamed, oldest first (appended by the lane's thread,
+        emptied by the loop)."""
 
 
 class GenerationScheduler:
@@ -289,8 +292,9 @@ class GenerationScheduler:
             except Exception as err:  # noqa: BLE001 - the lane must outlive any failure
                 step = self._failed(lane, batch, ended, err)
             lane.unstreamed.acquire()  # at most AHEAD steps ahead of the event loop
+            lane.outbox.append(step)
             try:
-                self._loop.call_soon_threadsafe(self._deliver, lane, step)
+                self._loop.call_soon_threadsafe(self._deliver, lane)
             except RuntimeError:  # the event loop is gone: nobody is left to stream to
                 return
 
@@ -379,34 +383,58 @@ class GenerationScheduler:
         return _Step([], ended, len(batch), 0.0, time.monotonic())
 
     # ---- the event loop ---------------------------------------------------------------------------
-    def _deliver(self, lane: _Lane, step: _Step) -> None:
-        """Stream one lane step's tokens and end the sequences that ended with it."""
-        lane.unstreamed.release()
-        if step.tokens:
-            self._observer.step(step.batch, step.seconds)
-        for seq, why, error in step.ended:
-            if not seq.finished:
-                if isinstance(error, DeadlineExceededError):
-                    self._observer.rejected("deadline")
-                self._finish(seq, why, error)
-        for seq, token, reason in step.tokens:
-            if seq.finished:  # cancelled, or a stop sequence, while the step ran
-                continue
-            seq.streamed += 1
-            first = seq.last_token_at is None
-            self._observer.token(step.at - (seq.last_token_at or seq.arrived), first=first)
-            seq.last_token_at = step.at
-            if reason is FinishReason.EOS:
-                self._finish(seq, reason)
-                continue
-            text, stopped = seq.detokenizer.add(token)
-            if text:
-                seq.events.put_nowait(TextChunk(text))
-            if stopped:
-                self._finish(seq, FinishReason.STOP)
-            elif reason is not None:
-                self._finish(seq, reason)
-        self._publish()
+    def _deliver(self, lane: _Lane) -> None:
+        """Stream the tokens of every step the lane has handed over and not yet streamed, and end the sequences
+        that ended with them.
+
+        Usually that is one step. When the loop falls behind the lane (busy writing other streams' messages),
+        several steps wait, and each sequence gets the text of all of them in one message: the same tokens,
+        none held back for a step not yet computed, and fewer messages to write while the loop is the
+        bottleneck."""
+        steps = []
+        while lane.outbox:
+            steps.append(lane.outbox.popleft())
+            lane.unstreamed.release()
+        text: dict[SequenceState, list[str]] = {}
+        for step in steps:
+            if step.tokens:
+                self._observer.step(step.batch, step.seconds)
+            for seq, why, error in step.ended:
+                if not seq.finished:
+                    if isinstance(error, DeadlineExceededError):
+                        self._observer.rejected("deadline")
+                    self._send(seq, text)
+                    self._finish(seq, why, error)
+            for seq, token, reason in step.tokens:
+                if seq.finished:  # cancelled, or a stop sequence, while the step ran
+                    continue
+                seq.streamed += 1
+                first = seq.last_token_at is None
+                self._observer.token(step.at - (seq.last_token_at or seq.arrived), first=first)
+                seq.last_token_at = step.at
+                if reason is FinishReason.EOS:
+                    self._send(seq, text)
+                    self._finish(seq, reason)
+                    continue
+                piece, stopped = seq.detokenizer.add(token)
+                if piece:
+                    text.setdefault(seq, []).append(piece)
+                if stopped:
+                    reason = FinishReason.STOP
+                if reason is not None:
+                    self._send(seq, text)
+                    self._finish(seq, reason)
+        for seq in list(text):
+            self._send(seq, text)
+        if steps:
+            self._publish()
+
+    @staticmethod
+    def _send(seq: SequenceState, text: dict[SequenceState, list[str]]) -> None:
+        """Queue the text gathered for `seq` as one chunk."""
+        pieces = text.pop(seq, None)
+        if pieces:
+            seq.events.put_nowait(TextChunk("".join(pieces)))
 
     def _finish(self, seq: SequenceState, reason: FinishReason, error: DeepserveError | None = None) -> None:
         """End a request with its last event (the only place that does)."""
