@@ -94,6 +94,26 @@ async def test_generates_until_max_new_tokens() -> None:
     await scheduler.close()
 
 
+async def test_steps_computed_while_the_loop_was_busy_go_out_as_one_message() -> None:
+    """The lane runs ahead of a busy event loop (up to AHEAD steps): when the loop comes back, each stream gets
+    the text of all the steps waiting for it in one chunk, in order, and the stop rules still apply."""
+    scheduler = make(Recorder())
+    stream = submit(scheduler, [0], 12, stop="k")
+    await asyncio.sleep(0)  # the lane wakes
+    time.sleep(0.3)  # the loop is busy while the lane computes AHEAD steps (a step takes microseconds here)
+    chunks, done = [], None
+    async for event in stream:
+        if isinstance(event, TextChunk):
+            chunks.append(event.text)
+        else:
+            done = event
+    assert "".join(chunks) == "bcdefghij"
+    assert done == Finished(FinishReason.STOP, prompt_tokens=1, generated_tokens=10)
+    assert chunks[0] == "bcdefg"  # AHEAD = 6 steps, delivered together
+    assert len(chunks) < 9
+    await scheduler.close()
+
+
 async def test_end_of_text_token_finishes_without_text() -> None:
     scheduler = make(Recorder(), eos_id=5)
     text, done = await collect(submit(scheduler, [3], 10))
