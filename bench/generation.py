@@ -43,8 +43,9 @@ sys.path.insert(0, str(ROOT))
 from bench.transformer import write_standin  # noqa: E402
 from service import handlers  # noqa: E402
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder  # noqa: E402
+from service.batching.lanes import lane_slots  # noqa: E402
 from service.batching.sampling import sample_batch  # noqa: E402
-from service.batching.scheduler import GenerationScheduler, lane_slots  # noqa: E402
+from service.batching.scheduler import GenerationScheduler  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
 from service.runtime import (  # noqa: E402

@@ -11,7 +11,8 @@ import numpy as np
 
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.kv_cache import KVCacheDecoder
-from service.batching.scheduler import GenerationScheduler, SchedulerConfig, lane_slots
+from service.batching.lanes import lane_slots
+from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.config import ModelConfig, Task
 from service.metrics import GenerationModelMetrics, ModelMetrics
 from service.runtime import ModelSession, StepModel

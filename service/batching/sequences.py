@@ -5,6 +5,7 @@ tokenizer in here. `FinishReason` and `TextChunk` live in `service.types`, as th
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +22,7 @@ __all__ = [
     "Finished",
     "GenerationStream",
     "SequenceState",
+    "SequenceStatus",
     "TextChunk",
     "collate",
 ]
@@ -49,18 +51,28 @@ class Finished:
 Event = TextChunk | Finished
 
 
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    """Queued for a lane (from `submit`)."""
+    RUNNING = "running"
+    """Admitted to a lane's batch (set by the lane, under the waiting queue's lock)."""
+    FINISHED = "finished"
+    """Its last event is queued (set by the event loop, once); a lane drops it at its next step."""
+
+
 class SequenceState:
     """One request: its tokens, sampling state and event queue.
 
-    Two threads share it, each writing its own fields. The scheduler's step thread admits it (`started`),
-    appends to `tokens` and draws from `rng`; the event loop streams it (`detokenizer`, `events`,
-    `streamed`, `last_token_at`) and ends it (`finished`, `finish_reason`), exactly once. The step thread
-    only reads `finished`: a sequence that ended (cancelled, stop sequence, deadline) leaves at its next step.
+    Two threads share it, each writing its own fields. A lane admits it (`status` RUNNING), appends to
+    `tokens` and draws from `rng`; the event loop streams it (`detokenizer`, `events`, `streamed`,
+    `last_token_at`) and ends it (`status` FINISHED, `finish_reason`), exactly once. The lane only reads
+    `status` after admitting it: a sequence that ended (cancelled, stop sequence, deadline) leaves at its
+    next step.
     """
 
     __slots__ = (
-        "arrived", "deadline", "detokenizer", "events", "finish_reason", "finished", "id", "last_token_at",
-        "max_new_tokens", "prompt_tokens", "rng", "sampling", "started", "streamed", "tokens",
+        "arrived", "deadline", "detokenizer", "events", "finish_reason", "id", "last_token_at",
+        "max_new_tokens", "prompt_tokens", "rng", "sampling", "status", "streamed", "tokens",
     )  # fmt: skip
 
     def __init__(
@@ -81,10 +93,7 @@ class SequenceState:
         self.rng = np.random.default_rng(sampling.seed)
         self.detokenizer = detokenizer
         self.deadline = deadline
-        self.started = False
-        """Admitted to a batch (step thread)."""
-        self.finished = False
-        """Its last event is queued (event loop)."""
+        self.status = SequenceStatus.WAITING
         self.finish_reason: FinishReason | None = None
         self.streamed = 0
         """Generated tokens the event loop has streamed (the step thread may be ahead)."""
@@ -95,6 +104,10 @@ class SequenceState:
     @property
     def generated(self) -> int:
         return len(self.tokens) - self.prompt_tokens
+
+    @property
+    def finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
 
 
 class GenerationStream:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.batching.decoders import Decoder, ForwardFn
+from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.kv_cache import KVCacheDecoder
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import Finished, TextChunk
@@ -52,7 +52,13 @@ def generate(
     async def run() -> list[tuple[str, str, int]]:
         g = task.generation
         config = SchedulerConfig(g.context_length, max_active, eos_id=g.eos_id)
-        scheduler = GenerationScheduler("kv", decoder, config)
+        if isinstance(decoder, Decoder):
+            decoders: list[Decoder] = [decoder]
+        elif isinstance(decoder, Sequence):
+            decoders = list(decoder)
+        else:
+            decoders = [RecomputeDecoder(decoder)]
+        scheduler = GenerationScheduler("kv", decoders, config)
         scheduler.start()
         streams = []
         for i, prompt in enumerate(PROMPTS):

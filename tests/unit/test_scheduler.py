@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from service.batching.activity import Activity
+from service.batching.decoders import RecomputeDecoder
 from service.batching.scheduler import GenerationScheduler, GenerationStream, SchedulerConfig
-from service.batching.sequences import Finished, FinishReason, TextChunk, collate
+from service.batching.sequences import Finished, FinishReason, SequenceStatus, TextChunk, collate
 from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, QueueFullError, UnavailableError
 from service.types import SamplingParams
 
@@ -64,7 +65,7 @@ class Recorder:
 
 def make(forward: Recorder, start: bool = True, **config: object) -> GenerationScheduler:
     settings = {"context_length": 64, "max_active_sequences": 4, "max_waiting": 8, **config}
-    scheduler = GenerationScheduler("test", forward, SchedulerConfig(**settings))  # type: ignore[arg-type]
+    scheduler = GenerationScheduler("test", [RecomputeDecoder(forward)], SchedulerConfig(**settings))  # type: ignore[arg-type]
     if start:
         scheduler.start()
     return scheduler
@@ -199,14 +200,28 @@ async def test_cancel_frees_the_slot_at_the_next_step() -> None:
     waiting = submit(scheduler, [5], 3)
     await anext(stream)
     await anext(stream)
-    cancelled_id = stream.sequence.id
     stream.cancel()
     text, done = await collect(waiting)  # the freed slot goes to the waiting request
     assert (text, done.reason) == ("ghi", FinishReason.LENGTH)
     ran_with_cancelled = sum(1 for b in forward.batches if b[0][0] == 0)
     assert ran_with_cancelled <= 3  # the step in flight when cancelled, at most
-    assert cancelled_id not in scheduler.last_step
+    assert all(row[0] != 0 for row in forward.batches[-1])  # the last step ran without it
     assert scheduler.active == 0 and stream.sequence.finish_reason is FinishReason.CANCELLED
+    await scheduler.close()
+
+
+async def test_a_request_cancelled_while_waiting_leaves_the_queue_at_once() -> None:
+    scheduler = make(Recorder(), start=False, max_active_sequences=1)
+    streams = [submit(scheduler, [i], 2) for i in range(3)]
+    assert (scheduler.waiting, scheduler.active) == (3, 0)
+    assert {s.sequence.status for s in streams} == {SequenceStatus.WAITING}
+    streams[1].cancel()
+    assert (scheduler.waiting, scheduler.active) == (2, 0)  # counted at once, not at a lane's next step
+    assert streams[1].sequence.status is SequenceStatus.FINISHED
+    scheduler.start()
+    texts = [text for text, _ in await asyncio.gather(collect(streams[0]), collect(streams[2]))]
+    assert texts == ["bc", "de"]
+    assert {s.sequence.status for s in streams} == {SequenceStatus.FINISHED}
     await scheduler.close()
 
 
@@ -238,7 +253,7 @@ async def test_model_failure_fails_the_batch_and_the_loop_survives() -> None:
             raise RuntimeError("boom")
         return Recorder()(token_ids, mask)
 
-    scheduler = GenerationScheduler("flaky", flaky, SchedulerConfig(context_length=16))
+    scheduler = GenerationScheduler("flaky", [RecomputeDecoder(flaky)], SchedulerConfig(context_length=16))
     scheduler.start()
     with pytest.raises(InferenceError, match="failed during generation"):
         await collect(submit(scheduler, [0], 3))
@@ -248,7 +263,7 @@ async def test_model_failure_fails_the_batch_and_the_loop_survives() -> None:
 
 
 async def test_wrong_logits_shape_is_an_inference_error() -> None:
-    scheduler = GenerationScheduler("bad", lambda ids, mask: np.zeros((1, 3)), SchedulerConfig(16))
+    scheduler = GenerationScheduler("bad", [RecomputeDecoder(lambda ids, mask: np.zeros((1, 3)))], SchedulerConfig(16))
     scheduler.start()
     with pytest.raises(InferenceError):
         await collect(submit(scheduler, [0], 3))
@@ -313,7 +328,8 @@ class Observed:
 
 async def test_observer_sees_tokens_steps_and_sequence_counts() -> None:
     seen = Observed()
-    scheduler = GenerationScheduler("obs", Recorder(delay=0.01), SchedulerConfig(64, max_active_sequences=2), seen)
+    config = SchedulerConfig(64, max_active_sequences=2)
+    scheduler = GenerationScheduler("obs", [RecomputeDecoder(Recorder(delay=0.01))], config, seen)
     scheduler.start()
     await asyncio.gather(*(collect(submit(scheduler, [i], 3)) for i in range(3)))
     assert len(seen.first) == 3 and len(seen.gaps) == 6
@@ -366,7 +382,7 @@ class CachingDecoder:
 
 async def test_a_caching_decoder_sees_each_sequence_new_once_and_is_told_when_it_leaves() -> None:
     decoder = CachingDecoder()
-    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2))
+    scheduler = GenerationScheduler("cached", [decoder], SchedulerConfig(64, max_active_sequences=2))
     scheduler.start()
     streams = [submit(scheduler, [i], n) for i, n in enumerate([1, 4, 2])]
     texts = [text for text, _ in await asyncio.gather(*(collect(s) for s in streams))]
@@ -383,7 +399,7 @@ async def test_a_caching_decoder_sees_each_sequence_new_once_and_is_told_when_it
 
 async def test_a_cancelled_sequence_is_released_and_not_computed_again() -> None:
     decoder = CachingDecoder()
-    scheduler = GenerationScheduler("cached", decoder, SchedulerConfig(64, max_active_sequences=2))
+    scheduler = GenerationScheduler("cached", [decoder], SchedulerConfig(64, max_active_sequences=2))
     scheduler.start()
     cancelled, other = submit(scheduler, [0], 1000), submit(scheduler, [3], 20)
     await anext(cancelled)
@@ -417,7 +433,6 @@ async def test_lanes_share_the_slots_and_keep_their_sequences() -> None:
     config = SchedulerConfig(64, max_active_sequences=3, max_waiting=8)
     scheduler = GenerationScheduler("lanes", decoders, config)
     scheduler.start()
-    assert scheduler.lanes == 2
     streams = [submit(scheduler, [i], 3 + i) for i in range(6)]
     texts = [text for text, _ in await asyncio.gather(*(collect(s) for s in streams))]
     assert texts == ["".join(chr(97 + (i + 1 + j) % VOCAB) for j in range(3 + i)) for i in range(6)]
@@ -436,7 +451,7 @@ def test_more_lanes_than_slots_is_refused() -> None:
 async def test_a_live_stream_counts_as_in_flight_for_the_whole_process() -> None:
     """While a generation streams, a batcher must not run a lone request on the event loop (batching/activity.py)."""
     before = Activity.in_flight
-    scheduler = GenerationScheduler("counted", CachingDecoder(), SchedulerConfig(64, max_active_sequences=2))
+    scheduler = GenerationScheduler("counted", [CachingDecoder()], SchedulerConfig(64, max_active_sequences=2))
     scheduler.start()
     stream = submit(scheduler, [1], 5)
     assert Activity.in_flight == before + 1
