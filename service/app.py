@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -62,7 +63,9 @@ class App:
         self.metrics = Metrics()
         self.metrics_endpoint = MetricsEndpoint(self.metrics.registry)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="infer")
-        self.registry = ModelRegistry(repository, self.metrics, self.executor, settings.device)
+        # As many model runs at once as workers: V2 batches, lone requests on the event loop, generation steps.
+        slots = threading.BoundedSemaphore(settings.workers)
+        self.registry = ModelRegistry(repository, self.metrics, self.executor, settings.device, slots)
         self.health = HealthServicer()
         self.started = False
         """Start-up has finished (the models were loaded) and the server is not draining."""

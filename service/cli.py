@@ -68,7 +68,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _setting(p, "device", "execution device", choices=["auto", "cpu", "cuda"])
     _setting(p, "grace_seconds", "on SIGTERM/SIGINT, seconds in-flight requests get to finish", type=float)
     _setting(p, "log_level", "JSON log lines on stderr from this level", choices=["debug", "info", "warning", "error"])
-    _setting(p, "workers", "inference threads", type=int)
+    _setting(p, "workers", "model runs at once: batches, lone requests and generation steps together", type=int)
     _setting(p, "max_message_bytes", "largest request/response", type=int)
     _setting(p, "max_pending_response_bytes", "unread response bytes held for all clients", type=int)
     _setting(p, "max_pending_response_bytes_per_connection", "the same per connection", type=int)

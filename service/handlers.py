@@ -5,6 +5,7 @@ events into the model's metrics. The benchmarks build generation the same way, f
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,12 @@ def generation_scheduler(
     task: TextGeneration,
     metrics: ModelMetrics,
     generation: GenerationModelMetrics,
+    slots: threading.Semaphore | None = None,
 ) -> GenerationScheduler:
-    """`name` is the model and version ("textgen:1"); the scheduler's lanes start with `start()`, on the loop."""
-    config = scheduler_config(task)
-    return GenerationScheduler(name, lane_decoders(session, step, task), config, GenerationMetrics(metrics, generation))
+    """`name` is the model and version ("textgen:1"); the scheduler's lanes start with `start()`, on the loop.
+    `slots`: the server's run slots (`--workers`), taken for each step."""
+    decoders, observer = lane_decoders(session, step, task), GenerationMetrics(metrics, generation)
+    return GenerationScheduler(name, decoders, scheduler_config(task), observer, slots)
 
 
 def lane_decoders(session: ModelSession, step: StepModel | None, task: TextGeneration) -> list[Decoder]:

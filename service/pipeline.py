@@ -122,6 +122,7 @@ class ModelPipeline:
         limits: RequestLimits | None = None,
         task: TaskProcessing | None = None,
         scheduler: GenerationScheduler | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -142,7 +143,7 @@ class ModelPipeline:
         # pipeline cycle would keep a replaced version (and its ONNX Runtime sessions) alive until a full
         # garbage collection, so repeated reloads would pile them up.
         self.batcher = DynamicBatcher(
-            f"{name}:{version}", session.run, policy, executor, self.observer, run_inline=session.run_lone
+            f"{name}:{version}", session.run, policy, executor, self.observer, run_inline=session.run_lone, slots=slots
         )
         self.in_flight = InFlight()
         """Requests accepted and not yet answered (V2 and task APIs; the event loop counts them)."""

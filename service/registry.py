@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -67,11 +68,15 @@ def load_parameters_refused(names: list[str]) -> str:
 
 class ModelRegistry:
     def __init__(
-        self, repository: ModelRepository, metrics: Metrics, executor: Executor, device: Device = Device.AUTO
-    ) -> None:
+        self, repository: ModelRepository, metrics: Metrics, executor: Executor, device: Device = Device.AUTO,
+        slots: threading.Semaphore | None = None,
+    ) -> None:  # fmt: skip
+        """`slots`: taken for every model run (batches and generation steps), so that `--workers` bounds them
+        all; None: only the executor's threads bound the batches."""
         self.repository = repository
         self.metrics = metrics
         self.executor = executor
+        self.slots = slots
         self.device = device
         self._models: dict[str, dict[str, ModelPipeline]] = {}
         self._failed: dict[str, str] = {}
@@ -257,10 +262,12 @@ class ModelRegistry:
             scheduler = None
             if isinstance(task, TextGeneration):
                 generation = self.metrics.for_generation(entry.name, version)
-                scheduler = generation_scheduler(f"{entry.name}:{version}", session, step, task, metrics, generation)
+                name = f"{entry.name}:{version}"
+                scheduler = generation_scheduler(name, session, step, task, metrics, generation, self.slots)
             built[version] = ModelPipeline(
-                entry.name, version, entry.config, session, self.executor, metrics, step, limits, task, scheduler
-            )
+                entry.name, version, entry.config, session, self.executor, metrics, step, limits, task, scheduler,
+                self.slots,
+            )  # fmt: skip
         return built
 
 

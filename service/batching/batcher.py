@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -58,14 +59,17 @@ class DynamicBatcher:
         executor: Executor,
         observer: BatchObserver | None = None,
         run_inline: RunFn | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         """`run_inline`: what runs a lone request on the event loop (`BatchPolicy.inline`), when that should
-        differ from `run`: a session whose threads spin while it runs, say."""
+        differ from `run`: a session whose threads spin while it runs, say. `slots`: taken for each model run,
+        shared with the server's other batchers and generation lanes (`--workers`); None: no bound."""
         self.name = name
         self._run = run
         self._run_lone = run_inline or run
         self._policy = policy
         self._executor = executor
+        self._slots = slots
         self._observer: BatchObserver = observer or NullObserver()
         self._queue: deque[_Pending] = deque()
         self._live = 0
@@ -248,16 +252,32 @@ class DynamicBatcher:
     def _launch(self, batch: list[_Pending]) -> None:
         self._free -= 1
         self._running += 1
-        done = asyncio.get_running_loop().run_in_executor(self._executor, self._execute, batch, self._run)
+        done = asyncio.get_running_loop().run_in_executor(self._executor, self._execute_in_slot, batch)
         done.add_done_callback(functools.partial(self._finish, batch=batch))
 
     def _run_inline(self, batch: list[_Pending]) -> None:
-        """`_launch` without the worker thread: the batch runs now, on this (the event loop's) thread."""
+        """`_launch` without the worker thread: the batch runs now, on this (the event loop's) thread, unless
+        every run slot is taken (by generation steps): then it waits for one in a worker thread, not here."""
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            self._launch(batch)
+            return
         self._free -= 1
         self._running += 1
-        self._settle(self._execute(batch, self._run_lone), batch)
+        try:
+            outcome = self._execute(batch, self._run_lone)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+        self._settle(outcome, batch)
 
     # ---- running --------------------------------------------------------------------------------
+    def _execute_in_slot(self, batch: list[_Pending]) -> Outcome:
+        """In a worker thread: `_execute` once a run slot is free."""
+        if self._slots is None:
+            return self._execute(batch, self._run)
+        with self._slots:
+            return self._execute(batch, self._run)
+
     def _execute(self, batch: list[_Pending], run: RunFn) -> Outcome:
         """In a worker thread, or on the loop for a lone request (see `execution.execute`)."""
         inputs, sizes, lengths = [p.inputs for p in batch], [p.size for p in batch], [p.length for p in batch]

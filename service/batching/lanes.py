@@ -22,6 +22,7 @@ Knows nothing of gRPC, ONNX Runtime or tokenizers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -135,6 +136,8 @@ class LaneContext:
     queue: WaitingQueue
     hand_over: Callable[[Lane], None]
     """Asks the event loop to stream the lane's outbox (thread-safe); RuntimeError once the loop is gone."""
+    slots: threading.Semaphore | None = None
+    """Taken for each step's model run, shared with the server's batchers (`--workers`); None: no bound."""
 
 
 class Lane:
@@ -173,7 +176,8 @@ class Lane:
         while (plan := self._plan()) is not None:
             start = time.perf_counter()
             try:
-                tokens = self._execute(plan.batch) if plan.batch else []
+                with self._context.slots or contextlib.nullcontext():
+                    tokens = self._execute(plan.batch) if plan.batch else []
                 step = self._update(plan, tokens, time.perf_counter() - start)
             except Exception as err:  # noqa: BLE001 - the lane must outlive any failure
                 step = self._failed(plan, err)

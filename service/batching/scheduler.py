@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,17 +71,20 @@ class GenerationObserver(Protocol):
 class GenerationScheduler:
     def __init__(
         self, name: str, decoders: Sequence[Decoder], config: SchedulerConfig,
-        observer: GenerationObserver | None = None,
+        observer: GenerationObserver | None = None, slots: threading.Semaphore | None = None,
     ) -> None:  # fmt: skip
-        """A lane per decoder; the lanes share `max_active_sequences` between them."""
+        """A lane per decoder; the lanes share `max_active_sequences` between them. `slots`: taken for each
+        step's model run, shared with the server's batchers (`--workers`)."""
         self.name = name
         self.config = config
         if not 1 <= len(decoders) <= config.max_active_sequences:
             raise ValueError(f"{len(decoders)} lanes for {config.max_active_sequences} active sequences")
         self._queue = WaitingQueue()
-        context = LaneContext(name, config.context_length, config.eos_id, self._queue, self._hand_over)
-        slots = lane_slots(config.max_active_sequences, len(decoders))
-        self._lanes = [Lane(f"{name}:{i}", d, n, context) for i, (d, n) in enumerate(zip(decoders, slots, strict=True))]
+        context = LaneContext(name, config.context_length, config.eos_id, self._queue, self._hand_over, slots)
+        shares = lane_slots(config.max_active_sequences, len(decoders))
+        self._lanes = [
+            Lane(f"{name}:{i}", d, n, context) for i, (d, n) in enumerate(zip(decoders, shares, strict=True))
+        ]
         self._observer: GenerationObserver = observer or NullObserver()
         self._live: set[SequenceState] = set()
         """Requests not yet ended (event loop only)."""

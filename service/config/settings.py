@@ -48,7 +48,8 @@ class ServerSettings(BaseSettings):
     max_pending_response_bytes_per_connection: PositiveInt = 64 * 1024 * 1024
     """The same, per client connection: a client that stops reading stalls only itself."""
     workers: PositiveInt = 4
-    """Threads that run model inference (ONNX Runtime releases the GIL)."""
+    """Model runs at once, all models together: V2 batches (in as many threads), lone requests run on the event
+    loop, and generation steps (each lane's thread takes a run slot per step)."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The event loop that serves gRPC, HTTP and /metrics: uvloop (libuv, in C) or asyncio's own. uvloop served
     20-30% more requests per second at 8 and 32 concurrent clients (docs/performance.md)."""
