@@ -60,16 +60,18 @@ def sample_batch(
 
 def penalize(logits: np.ndarray, params: Sequence[SamplingParams], generated: Sequence[Sequence[int]]) -> np.ndarray:
     """`logits` with each row's repetition penalty applied to the tokens in `generated[row]` (a copy, when
-    any row has one)."""
+    any row has one). All rows at once, by flat index: a token generated twice is read twice from the
+    unpenalized logits and written twice with the same value, so it is penalized once."""
     rows = [i for i, p in enumerate(params) if p.repetition_penalty != 1.0 and len(generated[i])]
     if not rows:
         return logits
+    vocab = logits.shape[1]
+    keys = np.concatenate([np.asarray(generated[i], dtype=np.int64) + i * vocab for i in rows])
+    penalty = np.array([p.repetition_penalty for p in params], dtype=logits.dtype)[keys // vocab]
     out = np.array(logits, copy=True)
-    for i in rows:
-        seen = np.unique(np.asarray(generated[i], dtype=np.int64))
-        values = out[i, seen]
-        penalty = params[i].repetition_penalty
-        out[i, seen] = np.where(values > 0, values / penalty, values * penalty)
+    flat = out.reshape(-1)
+    values = flat[keys]
+    flat[keys] = np.where(values > 0, values / penalty, values * penalty)
     return out
 
 
