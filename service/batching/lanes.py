@@ -163,13 +163,12 @@ class Lane:
         self.thread = threading.Thread(target=self._run, name=f"generation:{self.name}", daemon=True)
         self.thread.start()
 
-    def take_outbox(self) -> list[StepResult]:
-        """The steps to stream, oldest first; the lane may run ahead again (event loop)."""
-        steps = []
-        while self.outbox:
-            steps.append(self.outbox.popleft())
-            self.unstreamed.release()
-        return steps
+    def take_oldest(self) -> StepResult:
+        """The oldest step not yet streamed (one is put in the outbox per hand-over); the lane may run one more
+        step ahead (event loop)."""
+        step = self.outbox.popleft()
+        self.unstreamed.release()
+        return step
 
     # ---- the lane's thread ------------------------------------------------------------------------
     def _run(self) -> None:

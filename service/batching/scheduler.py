@@ -25,7 +25,8 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,7 +81,7 @@ class GenerationScheduler:
         if not 1 <= len(decoders) <= config.max_active_sequences:
             raise ValueError(f"{len(decoders)} lanes for {config.max_active_sequences} active sequences")
         self._queue = WaitingQueue()
-        context = LaneContext(name, config.context_length, config.eos_id, self._queue, self._hand_over, slots)
+        context = LaneContext(name, config.context_length, config.eos_id, self._queue, _hand_over(self), slots)
         shares = lane_slots(config.max_active_sequences, len(decoders))
         self._lanes = [
             Lane(f"{name}:{i}", d, n, context) for i, (d, n) in enumerate(zip(decoders, shares, strict=True))
@@ -191,60 +192,39 @@ class GenerationScheduler:
         self._publish()
 
     # ---- the event loop ---------------------------------------------------------------------------
-    def _hand_over(self, lane: Lane) -> None:
-        """From a lane's thread: stream what is in its outbox."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._deliver, lane)
-
     def _deliver(self, lane: Lane) -> None:
-        """Stream the tokens of every step the lane has handed over and not yet streamed, and end the sequences
-        that ended with them.
+        """Stream the tokens of the lane's oldest step not yet streamed, and end the sequences that ended with it.
 
-        Usually that is one step. When the loop falls behind the lane (busy writing other streams' messages),
-        several steps wait, and each sequence gets the text of all of them in one message: the same tokens,
-        none held back for a step not yet computed, and fewer messages to write while the loop is the
-        bottleneck."""
-        steps = lane.take_outbox()
-        text: dict[SequenceState, list[str]] = {}
-        for step in steps:
-            if step.tokens:
-                self._observer.step(step.batch, step.seconds)
-            for seq, why, error in step.ended:
-                if not seq.finished:
-                    if isinstance(error, DeadlineExceededError):
-                        self._observer.rejected("deadline")
-                    self._send(seq, text)
-                    self._finish(seq, why, error)
-            for seq, token, reason in step.tokens:
-                if seq.finished:  # cancelled, or a stop sequence, while the step ran
-                    continue
-                seq.streamed += 1
-                first = seq.last_token_at is None
-                self._observer.token(step.at - (seq.last_token_at or seq.arrived), first=first)
-                seq.last_token_at = step.at
-                if reason is FinishReason.EOS:
-                    self._send(seq, text)
-                    self._finish(seq, reason)
-                    continue
-                piece, stopped = seq.detokenizer.add(token)
-                if piece:
-                    text.setdefault(seq, []).append(piece)
-                if stopped:
-                    reason = FinishReason.STOP
-                if reason is not None:
-                    self._send(seq, text)
-                    self._finish(seq, reason)
-        for seq in list(text):
-            self._send(seq, text)
-        if steps:
-            self._publish()
-
-    @staticmethod
-    def _send(seq: SequenceState, text: dict[SequenceState, list[str]]) -> None:
-        """Queue the text gathered for `seq` as one chunk."""
-        pieces = text.pop(seq, None)
-        if pieces:
-            seq.events.put_nowait(TextChunk("".join(pieces)))
+        One step per call, even when the loop fell behind and several wait: a request's stream then has a
+        message per token (less what the detokenizer holds back) whatever the timing, so what a client sees
+        does not depend on the load. (Joining the waiting steps' text into one message was tried and dropped:
+        docs/performance.md.)"""
+        step = lane.take_oldest()
+        if step.tokens:
+            self._observer.step(step.batch, step.seconds)
+        for seq, why, error in step.ended:
+            if not seq.finished:
+                if isinstance(error, DeadlineExceededError):
+                    self._observer.rejected("deadline")
+                self._finish(seq, why, error)
+        for seq, token, reason in step.tokens:
+            if seq.finished:  # cancelled, or a stop sequence, while the step ran
+                continue
+            seq.streamed += 1
+            first = seq.last_token_at is None
+            self._observer.token(step.at - (seq.last_token_at or seq.arrived), first=first)
+            seq.last_token_at = step.at
+            if reason is FinishReason.EOS:
+                self._finish(seq, reason)
+                continue
+            text, stopped = seq.detokenizer.add(token)
+            if text:
+                seq.events.put_nowait(TextChunk(text))
+            if stopped:
+                self._finish(seq, FinishReason.STOP)
+            elif reason is not None:
+                self._finish(seq, reason)
+        self._publish()
 
     def _finish(self, seq: SequenceState, reason: FinishReason, error: DeepserveError | None = None) -> None:
         """End a request with its last event (the only place that does)."""
@@ -267,3 +247,18 @@ class GenerationScheduler:
 
     def _publish(self) -> None:
         self._observer.sequences(self.active, self.waiting)
+
+
+def _hand_over(scheduler: GenerationScheduler) -> Callable[[Lane], None]:
+    """What a lane calls from its thread to have its outbox streamed. It holds the scheduler weakly: the lanes
+    belong to the scheduler, and a cycle back to it would keep a replaced model version (its sessions and
+    buffers) alive until a full garbage collection."""
+    ref = weakref.ref(scheduler)
+
+    def hand_over(lane: Lane) -> None:
+        scheduler = ref()
+        if scheduler is None or scheduler._loop is None:
+            raise RuntimeError("the scheduler is gone")
+        scheduler._loop.call_soon_threadsafe(scheduler._deliver, lane)
+
+    return hand_over
