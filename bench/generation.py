@@ -56,7 +56,7 @@ from service.runtime import (  # noqa: E402
     load_step_model,
 )
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
-from service.types import TextChunk  # noqa: E402
+from service.types import GenerationRequest, TextChunk  # noqa: E402
 
 PROMPTS = [
     "The for statement",
@@ -113,10 +113,11 @@ def workload(task: TextGeneration, count: int, seed: int) -> list[GenerationInpu
     context = task.generation.context_length
     rng = np.random.default_rng(seed)
     requests = []
-    longest = max(len(task.prepare(p).prompt_ids) for p in PROMPTS)
+    longest = max(len(task.prepare(GenerationRequest(p)).prompt_ids) for p in PROMPTS)
     new_tokens = np.linspace(16, min(128, context - longest), count).round().astype(int)
     for i, n in enumerate(rng.permutation(new_tokens)):
-        prepared = task.prepare(PROMPTS[i % len(PROMPTS)], int(n), temperature=0.8, top_k=50, top_p=0.95, seed=i)
+        asked = GenerationRequest(PROMPTS[i % len(PROMPTS)], int(n), temperature=0.8, top_k=50, top_p=0.95, seed=i)
+        prepared = task.prepare(asked)
         requests.append(prepared)
     return requests
 

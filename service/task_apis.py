@@ -31,7 +31,7 @@ from service.registry import ModelRegistry
 from service.tasks.image_classification import ImageClassification, LabelScore, pixels
 from service.tasks.sentiment import SentimentAnalysis, SentimentResult
 from service.tasks.text_generation import TextGeneration
-from service.types import FinishReason, TextChunk
+from service.types import FinishReason, GenerationRequest, TextChunk
 
 T = TypeVar("T", ImageClassification, SentimentAnalysis, TextGeneration)
 INLINE_PIXELS = 256 * 256
@@ -100,37 +100,14 @@ class TaskAPIs:
         return Analyzed(pipeline.name, pipeline.version, results)
 
     async def generate(
-        self,
-        prompt: str | bytes,
-        *,
-        max_new_tokens: int = 0,
-        temperature: float | None = None,
-        top_k: int = 0,
-        top_p: float | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        model: str = "",
-        version: str = "",
-        deadline: float | None = None,
-        repetition_penalty: float | None = None,
+        self, asked: GenerationRequest, deadline: float | None = None
     ) -> AsyncGenerator[TextChunk | GenerationDone, None]:
         """Text pieces as they are generated, then one `GenerationDone`. Leaving early (or being
         cancelled) frees the request's slot at the scheduler's next step."""
-        pipeline, task = self._get(Task.TEXT_GENERATION, model, version, TextGeneration)
+        pipeline, task = self._get(Task.TEXT_GENERATION, asked.model, asked.version, TextGeneration)
         scheduler = pipeline.scheduler
         assert scheduler is not None
-        request = await _maybe_in_thread(
-            len(prompt) <= INLINE_CHARS,
-            task.prepare,
-            prompt,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            stop,
-            repetition_penalty,
-        )
+        request = await _maybe_in_thread(len(asked.prompt) <= INLINE_CHARS, task.prepare, asked)
         stream = scheduler.submit(
             request.prompt_ids, request.max_new_tokens, request.sampling, task.detokenizer(request.stop), deadline
         )

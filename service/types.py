@@ -113,3 +113,23 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     """Above 1, tokens the sequence has already generated are less likely (as in CTRL and Hugging Face
     `transformers`: a positive logit is divided by it, a negative one multiplied); 1 is none."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One generation as a client asks for it, built by the edges (gRPC, HTTP) and checked by
+    `tasks.text_generation` against the model: None or 0 means the model's default (`generation` in its config)."""
+
+    prompt: str | bytes
+    max_new_tokens: int = 0
+    temperature: float | None = None
+    top_k: int = 0
+    """0: no limit."""
+    top_p: float | None = None
+    seed: int | None = None
+    repetition_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    model: str = ""
+    """The model's name; "": the only model that generates, when there is one."""
+    version: str = ""
+    """"": the model's newest version."""

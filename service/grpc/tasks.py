@@ -28,7 +28,7 @@ from service.grpc.errors import cancelled_status, fail
 from service.grpc.requests import GuardedServer, add_service
 from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
-from service.types import FinishReason, TextChunk
+from service.types import FinishReason, GenerationRequest, TextChunk
 
 INLINE_ITEMS = 16
 SERVICES: dict[str, Task] = {
@@ -223,7 +223,7 @@ class TextGeneratorServicer(_Servicer):
     async def Generate(
         self, request: tg.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tg.GenerateResponse]:
-        events = self.core.generate(
+        asked = GenerationRequest(
             request.prompt,
             max_new_tokens=request.max_new_tokens,
             temperature=request.temperature if request.HasField("temperature") else None,
@@ -231,11 +231,11 @@ class TextGeneratorServicer(_Servicer):
             top_p=request.top_p if request.HasField("top_p") else None,
             seed=request.seed if request.HasField("seed") else None,
             repetition_penalty=request.repetition_penalty if request.HasField("repetition_penalty") else None,
-            stop=list(request.stop),
+            stop=tuple(request.stop),
             model=request.model_name,
             version=request.model_version,
-            deadline=_deadline(context),
         )
+        events = self.core.generate(asked, _deadline(context))
         async with contextlib.aclosing(events):
             async for event in events:
                 yield _generate_response(event)

@@ -40,6 +40,7 @@ from service.http.errors import STATUS, error_response
 from service.http.v2 import read_body
 from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
+from service.types import GenerationRequest
 
 APIS = {Task.IMAGE_CLASSIFICATION: "http_classify", Task.SENTIMENT: "http_sentiment",
         Task.TEXT_GENERATION: "http_generate"}  # fmt: skip
@@ -135,7 +136,7 @@ class TaskRoutes:
                 stop = [stop]
             if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
                 raise InvalidInputError("'stop' must be a string or a list of strings")
-            events = self.core.generate(
+            asked = GenerationRequest(
                 prompt,
                 max_new_tokens=_integer(doc, "max_new_tokens", UINT32) or 0,
                 temperature=_number(doc, "temperature"),
@@ -143,11 +144,11 @@ class TaskRoutes:
                 top_p=_number(doc, "top_p"),
                 seed=_integer(doc, "seed", UINT64),
                 repetition_penalty=_number(doc, "repetition_penalty"),
-                stop=stop,
+                stop=tuple(stop),
                 model=model,
                 version=version,
-                deadline=_deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS)),
             )
+            events = self.core.generate(asked, _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS)))
             # The first event before any answer: errors found before generating (a bad parameter, an unknown model,
             # a full queue) get their own status, streamed or not.
             try:

@@ -24,7 +24,7 @@ from service.config import ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
 from service.tasks.assets import load_tokenizer
 from service.tasks.text import TextEncoder, TokenInputs, as_text
-from service.types import SamplingParams
+from service.types import GenerationRequest, SamplingParams
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 256
@@ -120,28 +120,19 @@ class TextGeneration:
         self.encoder = TextEncoder(self.tokenizer, config.text)
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def prepare(
-        self,
-        prompt: str | bytes,
-        max_new_tokens: int = 0,
-        temperature: float | None = None,
-        top_k: int = 0,
-        top_p: float | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        repetition_penalty: float | None = None,
-    ) -> GenerationInput:
+    def prepare(self, request: GenerationRequest) -> GenerationInput:
         """Check the parameters (InvalidInputError naming the bad one) and tokenize the prompt."""
-        sampling = self.sampling(temperature, top_k, top_p, seed, repetition_penalty)
-        limit = self.generation.max_new_tokens_limit
+        r = request
+        sampling = self.sampling(r.temperature, r.top_k, r.top_p, r.seed, r.repetition_penalty)
+        max_new_tokens, limit = r.max_new_tokens, self.generation.max_new_tokens_limit
         if max_new_tokens == 0:
             max_new_tokens = min(self.generation.default_max_new_tokens, limit)
         elif not 1 <= max_new_tokens <= limit:
             raise InvalidInputError(
                 f"max_new_tokens must be between 1 and {limit} for '{self.model}', got {max_new_tokens}"
             )
-        stops = check_stop(stop)
-        text = as_text(prompt, "the prompt", blank_ok=True, max_chars=self.max_chars)
+        stops = check_stop(r.stop)
+        text = as_text(r.prompt, "the prompt", blank_ok=True, max_chars=self.max_chars)
         bos = self.generation.bos_id
         room = self.generation.context_length - 1 - (bos is not None)
         encoded = self.encoder.tail(text, room)

@@ -22,6 +22,7 @@ from service.batching.sequences import Finished, TextChunk
 from service.repository import ModelRepository
 from service.runtime import CPU, ModelSession, load_step_model
 from service.tasks.text_generation import TextGeneration
+from service.types import GenerationRequest
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 PROMPTS = ["The for statement", "Exceptions are", "A class definition", "def f(x):", "The import statement " * 60]
@@ -62,7 +63,7 @@ def generate(
         scheduler.start()
         streams = []
         for i, prompt in enumerate(PROMPTS):
-            request = task.prepare(prompt, 40 + 10 * i, **sampling)  # type: ignore[arg-type]
+            request = task.prepare(GenerationRequest(prompt, 40 + 10 * i, **sampling))  # type: ignore[arg-type]
             streams.append(scheduler.submit(request.prompt_ids, request.max_new_tokens, request.sampling,
                                             task.detokenizer(request.stop)))  # fmt: skip
         results = []

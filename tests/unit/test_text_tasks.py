@@ -14,7 +14,7 @@ from service.errors import InvalidInputError, ModelLoadError
 from service.tasks.sentiment import SentimentAnalysis
 from service.tasks.text import as_text
 from service.tasks.text_generation import IncrementalDetokenizer, TextGeneration
-from service.types import SamplingParams
+from service.types import GenerationRequest, SamplingParams
 from tests.tiny_task_models import bpe_tokenizer, write_lm, write_sentiment
 
 
@@ -89,16 +89,16 @@ def test_sentiment_needs_its_tokenizer(tmp_path: Path) -> None:
 
 # ---- generation requests ---------------------------------------------------------------------------
 def test_prompt_gets_bos_and_keeps_its_last_tokens(generation: TextGeneration, bpe: Tokenizer) -> None:
-    short = generation.prepare("The quick brown fox")
+    short = generation.prepare(GenerationRequest("The quick brown fox"))
     assert short.prompt_ids == [1, *bpe.encode("The quick brown fox").ids] and not short.prompt_truncated
     text = "Tokens stream one by one as the model produces them. " * 3
-    long = generation.prepare(text)
+    long = generation.prepare(GenerationRequest(text))
     assert long.prompt_truncated and len(long.prompt_ids) == 15  # context 16: bos + 14, room for one token
     assert long.prompt_ids[1:] == bpe.encode(text).ids[-14:]
 
 
 def test_generation_defaults(generation: TextGeneration) -> None:
-    request = generation.prepare("hi")
+    request = generation.prepare(GenerationRequest("hi"))
     assert request.max_new_tokens == 16 and request.stop == ()
     assert request.sampling == SamplingParams(temperature=1.0, top_k=0, top_p=1.0, seed=None)
 
@@ -109,8 +109,9 @@ def test_sampling_defaults_come_from_the_config_and_requests_override_them(tmp_p
     defaults = {"default_temperature": 0.6, "default_top_p": 0.9, "default_repetition_penalty": 1.2}
     generation = config.generation.model_copy(update=defaults)
     task = TextGeneration(folder.name, config.model_copy(update={"generation": generation}), folder)
-    assert task.prepare("hi").sampling == SamplingParams(0.6, top_k=0, top_p=0.9, seed=None, repetition_penalty=1.2)
-    explicit = task.prepare("hi", temperature=0.0, top_p=1.0, repetition_penalty=1.0).sampling
+    defaulted = task.prepare(GenerationRequest("hi")).sampling
+    assert defaulted == SamplingParams(0.6, top_k=0, top_p=0.9, seed=None, repetition_penalty=1.2)
+    explicit = task.prepare(GenerationRequest("hi", temperature=0.0, top_p=1.0, repetition_penalty=1.0)).sampling
     assert explicit == SamplingParams(temperature=0.0, top_k=0, top_p=1.0, seed=None, repetition_penalty=1.0)
 
 
@@ -135,19 +136,19 @@ def test_sampling_defaults_out_of_range_are_config_errors(tmp_path: Path, key: s
         ({"repetition_penalty": float("inf")}, "repetition_penalty must be between 1"),
         ({"top_k": 100_000}, "top_k must be between 0"),
         ({"max_new_tokens": 5000}, "max_new_tokens must be between 1 and 2048"),
-        ({"stop": ["a"] * 9}, "at most 8 stop sequences"),
-        ({"stop": [""]}, r"stop\[0\] is empty"),
-        ({"stop": ["x" * 300]}, r"stop\[0\] is 300 characters long"),
+        ({"stop": ("a",) * 9}, "at most 8 stop sequences"),
+        ({"stop": ("",)}, r"stop\[0\] is empty"),
+        ({"stop": ("x" * 300,)}, r"stop\[0\] is 300 characters long"),
     ],
 )
 def test_out_of_range_parameters_are_invalid(generation: TextGeneration, kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
-        generation.prepare("hello", **kwargs)
+        generation.prepare(GenerationRequest("hello", **kwargs))
 
 
 def test_empty_prompt_is_invalid(generation: TextGeneration) -> None:
     with pytest.raises(InvalidInputError, match="the prompt is empty"):
-        generation.prepare("")
+        generation.prepare(GenerationRequest(""))
 
 
 def test_feed_casts_to_the_model_inputs(generation: TextGeneration) -> None:
