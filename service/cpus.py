@@ -2,8 +2,10 @@
 
 ONNX Runtime sizes a session's thread pool from the machine's cores. In a container limited to 2 CPUs on a
 32-core node that is 32 threads sharing 2 CPUs' worth of time per period, and the kernel throttles them all
-(latency spikes of a whole period). `execution.intra_op_threads: 0` therefore means "as many threads as the
-limit allows" when there is a limit, and ONNX Runtime's own choice when there is none.
+(latency spikes of a whole period). ONNX Runtime does not look at the CPU affinity either: pinned to 2 of 16
+cores (taskset, numactl, a cpuset), a session still gets 16 threads on those 2. `execution.intra_op_threads: 0`
+therefore means "as many threads as the limit allows" when there is a limit, as many as the affinity mask
+has CPUs when the process may run on fewer than the machine's, and ONNX Runtime's own choice otherwise.
 """
 
 from __future__ import annotations
@@ -24,19 +26,30 @@ class CpuBudget:
     """CPUs' worth of time per period the cgroup allows (quota / period); None without a limit."""
     affinity: int
     """CPUs the process may run on (`os.sched_getaffinity`)."""
+    machine: int | None = None
+    """CPUs the machine has (`os.cpu_count`); None: as many as the affinity mask."""
+
+    @property
+    def pinned(self) -> bool:
+        """The process may run on fewer CPUs than the machine has."""
+        return self.machine is not None and self.affinity < self.machine
 
     @property
     def threads(self) -> int:
         """Threads for one intra-op pool: the limit rounded up, at most the CPUs in the affinity mask, at least
-        1; 0 (ONNX Runtime decides) without a limit."""
+        1; without a limit, the CPUs in the affinity mask when it leaves some out, else 0 (ONNX Runtime
+        decides: a thread per core)."""
         if self.limit is None:
-            return 0
+            return max(1, self.affinity) if self.pinned else 0
         return max(1, min(math.ceil(self.limit), self.affinity))
 
 
-def cpu_budget(root: Path = CGROUP_ROOT, affinity: int | None = None) -> CpuBudget:
-    """The budget of this process; `root` (the cgroup mount) and `affinity` can be given for tests."""
-    return CpuBudget(cgroup_cpu_limit(root), affinity if affinity is not None else affinity_cpus())
+def cpu_budget(root: Path = CGROUP_ROOT, affinity: int | None = None, machine: int | None = None) -> CpuBudget:
+    """The budget of this process; `root` (the cgroup mount), `affinity` and `machine` can be given for tests."""
+    if affinity is None:
+        affinity = affinity_cpus()
+        machine = machine or os.cpu_count()
+    return CpuBudget(cgroup_cpu_limit(root), affinity, machine)
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:

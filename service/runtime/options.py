@@ -21,12 +21,15 @@ _OPT_LEVELS = {
 
 def intra_op_threads(execution: Execution) -> tuple[int, str]:
     """A session's intra-op pool size, and where it comes from (for the load log): `execution.intra_op_threads`,
-    else the container's CPU limit (service/cpus.py), else 0: ONNX Runtime's default, a thread per core."""
+    else the container's CPU limit or the CPU affinity (service/cpus.py), else 0: ONNX Runtime's default, a
+    thread per core."""
     if execution.intra_op_threads:
         return execution.intra_op_threads, "execution.intra_op_threads"
     budget = cpu_budget()
     if not budget.threads:
         return 0, "ONNX Runtime's default (no container CPU limit)"
+    if budget.limit is None:
+        return budget.threads, f"CPU affinity: {budget.affinity} of the machine's {budget.machine} CPUs"
     return budget.threads, f"container CPU limit of {budget.limit:g} CPUs, {budget.affinity} CPUs in affinity"
 
 

@@ -59,9 +59,37 @@ def test_affinity_smaller_than_the_quota_caps_the_threads(tmp_path: Path) -> Non
     assert cpu_budget(root, affinity=16).threads == 8
 
 
-def test_no_limit_leaves_the_choice_to_onnx_runtime_whatever_the_affinity() -> None:
-    assert CpuBudget(limit=None, affinity=1).threads == 0
+def test_no_limit_leaves_the_choice_to_onnx_runtime_unless_the_process_is_pinned() -> None:
+    assert CpuBudget(limit=None, affinity=16, machine=16).threads == 0
+    assert CpuBudget(limit=None, affinity=1).threads == 0  # the machine's size unknown: not pinned
+    assert CpuBudget(limit=None, affinity=2, machine=16).threads == 2  # taskset -c 0,1 on 16 cores
+    assert CpuBudget(limit=4.0, affinity=2, machine=16).threads == 2
     assert CpuBudget(limit=4.0, affinity=0).threads == 1  # never fewer than one thread
+
+
+def test_onnx_runtime_itself_ignores_the_affinity_mask() -> None:
+    """Why the pinned case is ours to size: ONNX Runtime's default pool counts the machine's cores. Pinned to one
+    CPU, a default session still starts worker threads on a machine with more cores."""
+    import os
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs a machine with two CPUs or more, and sched_setaffinity")
+    code = (
+        "import os, onnxruntime as ort, onnx\n"
+        "from onnx import helper, TensorProto\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1])\n"
+        "g = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'g', [x],\n"
+        "    [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1])])\n"
+        "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "s = ort.InferenceSession(m.SerializeToString(), providers=['CPUExecutionProvider'])\n"
+        "print(len(os.listdir('/proc/self/task')) - before)\n"
+    )
+    added = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert added >= 1  # a pool of one thread (the caller) would add none
 
 
 def test_the_real_machine_gives_a_sane_answer() -> None:
