@@ -41,7 +41,19 @@ def ensure(name: str, requirements: tuple[str, ...]) -> Path:
 
 
 def perf_analyzer() -> tuple[Path, dict[str, str]]:
-    """perf_analyzer's path and the environment it runs in (libcudart from the venv on LD_LIBRARY_PATH)."""
+    """perf_analyzer's path and the environment it runs in (libcudart from the venv on LD_LIBRARY_PATH).
+    `DEEPSERVE_PERF_ANALYZER=/path/to/perf_analyzer` uses that binary instead, with its folder on
+    LD_LIBRARY_PATH (where scripts/gpu/pack.py's bundle puts libb64 and libcudart), as on a machine that cannot
+    install packages."""
+    given = os.environ.get("DEEPSERVE_PERF_ANALYZER")
+    if given:
+        binary = Path(given)
+        if not binary.is_file():
+            raise Unavailable(f"DEEPSERVE_PERF_ANALYZER={given}: no such file")
+        env = dict(os.environ)
+        paths = [str(binary.parent), env.get("LD_LIBRARY_PATH", "")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
+        return binary, env
     if not ctypes.util.find_library("b64"):
         install = ["apt-get", "install", "-y", "-q", "libb64-0d"]
         if os.geteuid() != 0 or not shutil.which("apt-get"):
