@@ -32,9 +32,9 @@ from service.grpc.tasks import SERVICES as TASK_SERVICES
 from service.grpc.tasks import add_task_services
 from service.grpc.v2 import InferenceServicer
 from service.http.auth import HttpAuthorizer
-from service.http.listener import Tls
 from service.http.server import HttpEndpoint
 from service.http.tasks import TaskRoutes
+from service.http.tls import server_context
 from service.http.v2 import V2Api
 from service.memory import return_large_blocks
 from service.metrics import Metrics, RequestRecorder
@@ -43,6 +43,7 @@ from service.registry import ModelRegistry
 from service.repository import ModelRepository
 from service.runtime import available_providers, check_device
 from service.task_apis import TaskAPIs
+from service.tls import CertificateFiles
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -59,6 +60,8 @@ class App:
         repository = ModelRepository(settings.model_repository)
         repository.require_models()
         self.authorizer = _authorizer(settings)
+        self.certificates = _certificates(settings)
+        """The TLS files both ports serve, watched for rotation (None: plaintext)."""
         self.settings = settings
         self.metrics = Metrics()
         self.metrics_endpoint = MetricsEndpoint(self.metrics.registry)
@@ -83,13 +86,16 @@ class App:
         inference = InferenceServicer(self.registry, recorder, self.ready, pending, model_control=control)
         self.tasks = TaskAPIs(self.registry)
         self.services = [V2_SERVICE, *TASK_SERVICES]
-        self.server, self.port = build_server(settings, inference, self.health, list(TASK_SERVICES), self.authorizer)
+        self.server, self.port = build_server(
+            settings, inference, self.health, list(TASK_SERVICES), self.authorizer, self.certificates
+        )
         add_task_services(GuardedServer(self.server, authorizer=self.authorizer), self.tasks, recorder, pending)
         self.http = _http_endpoint(
             settings,
             V2Api(self.registry, recorder, self.ready, settings.max_message_bytes, model_control=control),
             TaskRoutes(self.tasks, recorder, settings.max_message_bytes),
             self.authorizer,
+            self.certificates,
         )
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
@@ -201,17 +207,23 @@ class App:
 
 
 def _http_endpoint(
-    settings: ServerSettings, v2: V2Api, tasks: TaskRoutes, authorizer: Authorizer | None
-) -> HttpEndpoint | None:
-    """The HTTP port (None with --http-port 0): the gRPC port's TLS files and tokens (one in-flight count per token
-    across both protocols)."""
+    settings: ServerSettings, v2: V2Api, tasks: TaskRoutes, authorizer: Authorizer | None,
+    certificates: CertificateFiles | None,
+) -> HttpEndpoint | None:  # fmt: skip
+    """The HTTP port (None with --http-port 0): the gRPC port's TLS files (one watcher: a rotation reaches both ports)
+    and tokens (one in-flight count per token across both protocols)."""
     if settings.http_port == 0:
         return None
-    tls = None
-    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-        tls = Tls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    tls = None if certificates is None else server_context(certificates)
     http_authorizer = None if authorizer is None else HttpAuthorizer(authorizer.store, authorizer.in_flight)
     return HttpEndpoint(v2, tasks, http_authorizer, tls)
+
+
+def _certificates(settings: ServerSettings) -> CertificateFiles | None:
+    """The TLS files, checked (a `ConfigError` naming the flag), or None without --tls-cert-file."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
 
 
 def _authorizer(settings: ServerSettings) -> Authorizer | None:

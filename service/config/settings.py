@@ -58,8 +58,9 @@ class ServerSettings(BaseSettings):
     """Connections are closed (gracefully) after this age so clients spread over new replicas."""
     max_connection_age_grace_s: float = Field(default=30.0, ge=0)
     tls_cert_file: Path | None = None
-    """PEM certificate chain; with `tls_key_file` the gRPC port speaks TLS only. The files are read again when
-    they change, so a certificate manager can rotate them in place: new connections get the new certificate."""
+    """PEM certificate chain; with `tls_key_file` the gRPC port speaks TLS only and the HTTP port HTTPS only. The
+    files are read again when they change, so a certificate manager can rotate them in place: new connections on
+    either port get the new certificate."""
     tls_key_file: Path | None = None
     """PEM private key of `tls_cert_file`."""
     tls_client_ca_file: Path | None = None

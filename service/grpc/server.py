@@ -14,6 +14,7 @@ from service.grpc.requests import Authorizing, GuardedServer
 from service.grpc.tls import server_credentials
 from service.grpc.v2 import InferenceServicer
 from service.ports import check_free
+from service.tls import CertificateFiles
 
 V2_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
@@ -51,8 +52,10 @@ def build_server(
     health: HealthServicer,
     extra_services: list[str],
     authorizer: Authorizing | None = None,
+    certificates: CertificateFiles | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """The server with every service registered and its port bound (not started). Returns the bound port.
+    """The server with every service registered and its port bound (not started), speaking TLS with `certificates`
+    when given. Returns the bound port.
 
     Services register through `GuardedServer`, so a request that does not parse is INVALID_ARGUMENT (the task
     services, added later by `tasks.add_task_services`, guard themselves the same way)."""
@@ -61,7 +64,7 @@ def build_server(
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(guarded, [V2_SERVICE, *extra_services])
-    credentials = server_credentials(settings) if settings.tls else None
+    credentials = None if certificates is None else server_credentials(certificates)
     return server, _bind(server, settings.host, settings.port, "port", credentials)
 
 

@@ -12,8 +12,6 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -24,15 +22,6 @@ from service.ports import listening_socket
 IDLE_TIMEOUT_S = 5
 """How long a connection may stay open without starting a request, after connecting or after its last
 response (uvicorn's keep-alive timeout covers only the latter)."""
-
-
-@dataclass(frozen=True)
-class Tls:
-    """PEM files for HTTPS: the gRPC port's (`--tls-cert-file`, `--tls-key-file`, `--tls-client-ca-file`)."""
-
-    cert_file: Path
-    key_file: Path
-    client_ca_file: Path | None = None
 
 
 class _IdleClosing(asyncio.Protocol):
@@ -109,12 +98,13 @@ class AsgiListener:
 
     def __init__(
         self, app: Any, what: str, setting: str, limit_concurrency: int, shutdown_timeout_s: int,
-        tls: Tls | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         self.app, self.what, self.setting = app, what, setting
         self.limit_concurrency = limit_concurrency
         self.shutdown_timeout_s = shutdown_timeout_s
         self.tls = tls
+        """The context HTTPS listens with (`service/http/tls.py`); None: plain HTTP."""
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -127,18 +117,14 @@ class AsgiListener:
     async def serve(self, host: str, port: int) -> int:
         sock = self._sock or listening_socket(host, port, self.what, self.setting)
         self._sock = None
-        tls: dict[str, Any] = {}
-        if self.tls is not None:
-            tls = {"ssl_certfile": self.tls.cert_file, "ssl_keyfile": self.tls.key_file,
-                   "ssl_ca_certs": self.tls.client_ca_file,
-                   "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls.client_ca_file else ssl.CERT_NONE}  # fmt: skip
         config = uvicorn.Config(
             self.app, interface="asgi3", http=HTTP_PROTOCOL, ws="none", lifespan="off", proxy_headers=False,
             log_config=None, access_log=False,
             limit_concurrency=self.limit_concurrency, timeout_keep_alive=IDLE_TIMEOUT_S,
             timeout_graceful_shutdown=self.shutdown_timeout_s, server_header=False,
-            **tls,
         )  # fmt: skip
+        config.load()
+        config.ssl = self.tls  # our context (uvicorn would build its own from file names, read once)
         self._server = server = _Server(config)
         self._task = task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         listening = asyncio.ensure_future(server.listening.wait())

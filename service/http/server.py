@@ -9,6 +9,7 @@ error table. Unknown paths and methods answer JSON too.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from service.http import openapi
 from service.http.auth import HttpAuthorizer
 from service.http.docs import DocsPages
 from service.http.errors import error_response
-from service.http.listener import AsgiListener, Tls
+from service.http.listener import AsgiListener
 from service.http.tasks import TaskRoutes
 from service.http.v2 import V2Api
 
@@ -107,6 +108,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 class HttpEndpoint(AsgiListener):
     """`await serve(host, port)` starts the HTTP port on the running loop and returns the bound port."""
 
-    def __init__(self, v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None, tls: Tls | None = None) -> None:
-        super().__init__(build_app(v2, tasks, authorizer), "HTTP port", "http_port", LIMIT_CONCURRENCY,
-                         SHUTDOWN_TIMEOUT_S, tls)  # fmt: skip
+    def __init__(
+        self, v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None, tls: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__(
+            build_app(v2, tasks, authorizer), "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls
+        )

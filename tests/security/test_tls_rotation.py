@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service.grpc.tls import CertificateFiles
+from service.grpc.tls import DynamicCredentials
+from service.tls import CertificateFiles
 from tests.conftest import RunningServer, start_server
 from tests.security.certs import CertAuthority, Issued
 from tests.security.tls_clients import channel, presented_certificate, refused, server_live
@@ -89,7 +90,7 @@ def test_a_broken_or_half_written_pair_keeps_the_last_good_certificate(
         "empty files": (b"", b""),
         "key in both files": (second.key, second.key),
     }
-    with caplog.at_level(logging.WARNING, logger="service.grpc.tls"):
+    with caplog.at_level(logging.WARNING, logger="service.tls"):
         for problem, (cert_pem, key_pem) in broken.items():
             caplog.clear()
             cert.write_bytes(cert_pem)
@@ -124,21 +125,34 @@ def test_files_are_read_again_only_when_their_stat_changes(ca: CertAuthority, tm
     first = ca.server("first")
     cert, key = first.write(tmp_path, "server")
     files = CertificateFiles(cert, key)
-    assert files.fetch() is None
+    served = files.current
+    assert files.refresh() is served
     cert.write_bytes(first.cert)  # rewritten with the same contents: read again, nothing new to serve
-    assert files.fetch() is None
+    assert files.refresh() is served
     assert files.reloads == 0
     ca.server("second").write(tmp_path, "server")
-    assert files.fetch() is not None
-    assert files.fetch() is None
+    reloaded = files.refresh()
+    assert reloaded is not served and reloaded.cert != served.cert
+    assert files.refresh() is reloaded
     assert files.reloads == 1
 
 
+def test_grpc_gets_a_rotation_another_port_saw_first(ca: CertAuthority, tmp_path: Path) -> None:
+    """Both ports share one `CertificateFiles`: the HTTP port's handshake may be the one that reads the new files."""
+    files = CertificateFiles(*ca.server("first").write(tmp_path, "server"))
+    grpc_side = DynamicCredentials(files)
+    assert grpc_side.fetch() is None
+    ca.server("second").write(tmp_path, "server")
+    files.refresh()  # as the HTTP port's handshake does
+    assert grpc_side.fetch() is not None
+    assert grpc_side.fetch() is None
+
+
 def test_an_unchanged_check_costs_microseconds(ca: CertAuthority, tmp_path: Path) -> None:
-    """`fetch` runs before every new connection's handshake, holding the GIL."""
+    """`refresh` runs before every new connection's handshake, holding the GIL."""
     files = CertificateFiles(*ca.server().write(tmp_path, "server"), ca.write(tmp_path))
     start = time.perf_counter()
     for _ in range(1000):
-        files.fetch()
+        files.refresh()
     per_call = (time.perf_counter() - start) / 1000
     assert per_call < 1e-3, f"{per_call * 1e6:.0f} µs per unchanged check"

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from service.errors import ConfigError
-from service.grpc.tls import CertificateFiles
+from service.tls import CertificateFiles
 from tests.security.certs import CertAuthority
 from tests.tiny_models import make_repository
 

@@ -43,18 +43,20 @@ def refused(address: str, ca: bytes | None = None, client: Issued | None = None)
     return None
 
 
-def presented_certificate(port: int, client: tuple[Path, Path] | None = None) -> x509.Certificate:
-    """Completes a TLS handshake (ALPN h2, trusting anything) on a new connection and returns the server's
-    certificate. `client`: (cert, key) files to present under mutual TLS."""
+def presented_certificate(
+    port: int, client: tuple[Path, Path] | None = None, alpn: str = "h2", server_name: str | None = "localhost"
+) -> x509.Certificate:
+    """Completes a TLS handshake (ALPN `alpn`, trusting anything) on a new connection and returns the server's
+    certificate. `client`: (cert, key) files to present under mutual TLS; `server_name`: SNI (None: none sent)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
+    context.set_alpn_protocols([alpn])
     if client is not None:
         context.load_cert_chain(*client)
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
