@@ -155,16 +155,21 @@ class App:
             log.error("started, not ready: a model failed to load (see above; --strict-readiness)", extra=extra)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING at once, stop taking new calls after the notice, and give the calls in progress on both
+        ports until `grace` seconds after this began (the notice is part of it); the rest are cut then."""
         grace = self.settings.grace_seconds if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self.started, self.draining = False, True
         log.info("draining", extra={"grace_seconds": grace})
         await self._update_health()
         # Clients that watch health (or a load balancer's probes) move away before new calls are refused:
         # calls that reach a stopping gRPC server before their handler starts are cancelled.
         await asyncio.sleep(min(self.settings.drain_notice_s, grace))
+        left = max(0.0, deadline - loop.time())
         if self.http is not None:
-            self.http.stop_accepting()
-        await self.server.stop(grace)
+            self.http.stop_accepting(left)
+        await self.server.stop(left)
         if self.http is not None:
             await self.http.close()
         if self.health_server is not None:

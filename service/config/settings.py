@@ -35,7 +35,8 @@ class ServerSettings(BaseSettings):
     it. 8000 as in Triton (HTTP 8000, gRPC 8001, metrics 8002)."""
     device: Device = Device.AUTO
     grace_seconds: float = Field(default=10.0, ge=0)
-    """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
+    """On SIGTERM/SIGINT, how long in-flight requests on both ports get to finish, counted from the signal; those
+    still running then are cut (gRPC: cancelled; HTTP: 503, or an `event: error` ending a stream)."""
     drain_notice_s: float = Field(default=1.0, ge=0)
     """On SIGTERM/SIGINT, how long the server reports NOT_SERVING while still accepting, before it stops
     taking new calls (part of the grace period)."""

@@ -105,6 +105,8 @@ class AsgiListener:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.tls = tls
         """The context HTTPS listens with (`service/http/tls.py`); None: plain HTTP."""
+        self.stopping = False
+        """The shutdown has begun: requests still running when its time is up are cancelled."""
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -137,15 +139,20 @@ class AsgiListener:
             raise OSError(f"the {self.what} {host}:{port} stopped while starting")
         return int(sock.getsockname()[1])
 
-    def stop_accepting(self) -> None:
-        """Start the shutdown: no new connections; idle ones close, requests in progress get `shutdown_timeout_s`."""
-        if self._server is not None:
+    def stop_accepting(self, grace_s: float | None = None) -> None:
+        """Start the shutdown: no new connections; idle ones close, requests in progress get `grace_s` from now to
+        finish (`shutdown_timeout_s` if None), then uvicorn cancels them (within its 0.1 s tick)."""
+        if self._server is not None and not self.stopping:
+            self.stopping = True
+            timeout = self.shutdown_timeout_s if grace_s is None else grace_s
+            self._server.config.timeout_graceful_shutdown = max(0, round(timeout, 3))  # type: ignore[assignment]
             self._server.should_exit = True
 
-    async def close(self) -> None:
-        """Stop accepting, close idle connections, give requests in progress `shutdown_timeout_s`."""
+    async def close(self, grace_s: float | None = None) -> None:
+        """Stop accepting (if `stop_accepting` has not), and return once the requests in progress have finished or
+        been cut."""
         if self._server is None or self._task is None:
             return
-        self._server.should_exit = True
+        self.stop_accepting(grace_s)
         await self._task
         self._server = self._task = None

@@ -4,13 +4,16 @@ server's event loop.
 The boundary (`_edge`) wraps every route once: it authorizes the request against the route's scope
 (`auth.SCOPES`, when the server has tokens), counts it against the token until the response has been sent (a
 streamed one to its end, or until its client goes away), and answers any failure as JSON through the one HTTP
-error table. Unknown paths and methods answer JSON too.
+error table. Unknown paths and methods answer JSON too. A request still running when the drain's grace period ends
+is cut (`_CutAtGrace`): 503, or an `event: error` that ends its event stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,18 +22,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from service.errors import UnavailableError
 from service.http import openapi
 from service.http.auth import HttpAuthorizer
 from service.http.docs import DocsPages
-from service.http.errors import error_response
+from service.http.errors import STATUS, error_response
 from service.http.listener import AsgiListener
-from service.http.tasks import TaskRoutes
+from service.http.tasks import TaskRoutes, sse_event
 from service.http.v2 import V2Api
 
 LIMIT_CONCURRENCY = 1024
 """Open connections (idle ones included) past which uvicorn answers 503 instead of running the app."""
 SHUTDOWN_TIMEOUT_S = 30
-"""On close, how long requests in progress get (the drain's grace period bounds it first)."""
+"""On a close that names no grace period, how long requests in progress get (the drain passes its own)."""
+CUT = "the server is shutting down and its grace period (--grace-seconds) ended before this request finished; retry"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -105,12 +110,46 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
+class _CutAtGrace:
+    """The app as the listener serves it. When the drain's grace period ends, uvicorn cancels the requests still
+    running; instead of its plain-text 500 (or a stream that just stops), a request whose response has not started
+    is answered 503 with the JSON error, and an event stream ends with `event: error` (status 503), as a stream that
+    fails after it began does (`tasks._sse`). Only cancellations while the listener stops are answered so."""
+
+    def __init__(self, app: Starlette, listener: AsgiListener) -> None:
+        self.app, self.listener = app, listener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started: list[bytes] = []  # the response's content type, once it has started
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.append(dict(message.get("headers", ())).get(b"content-type", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.listener.stopping or task is None or (started and not _is_sse(started[0])):
+                raise
+            task.uncancel()  # the request is over; answer it and end
+            if started:
+                body = sse_event("error", {"error": CUT, "status": int(STATUS[UnavailableError.code])})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+            else:
+                await error_response(UnavailableError(CUT))(scope, receive, send)
+
+
+def _is_sse(content_type: bytes) -> bool:
+    return content_type.startswith(b"text/event-stream")
+
+
 class HttpEndpoint(AsgiListener):
     """`await serve(host, port)` starts the HTTP port on the running loop and returns the bound port."""
 
     def __init__(
         self, v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None, tls: ssl.SSLContext | None = None
     ) -> None:
-        super().__init__(
-            build_app(v2, tasks, authorizer), "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls
-        )
+        app = _CutAtGrace(build_app(v2, tasks, authorizer), self)
+        super().__init__(app, "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls)

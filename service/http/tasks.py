@@ -283,20 +283,21 @@ async def _sse(
             async for event in _all(first, events):
                 if isinstance(event, GenerationDone):
                     outcome.done = event
-                    yield _event("finished", _finished(event))
+                    yield sse_event("finished", _finished(event))
                 else:
-                    yield _event("delta", {"text": event.text})
+                    yield sse_event("delta", {"text": event.text})
         code = "200"
     except Exception as err:  # noqa: BLE001 - the status line is sent: the error goes in the stream
         error_code, message = explain(err)
         status = STATUS[error_code]
         code = str(int(status))
-        yield _event("error", {"error": message, "status": int(status)})
+        yield sse_event("error", {"error": message, "status": int(status)})
     finally:
         outcome.record(code)
 
 
-def _event(name: str, data: dict[str, Any]) -> bytes:
+def sse_event(name: str, data: dict[str, Any]) -> bytes:
+    """One Server-Sent Event: `event: <name>` and its JSON `data`."""
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
 
 
