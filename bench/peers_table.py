@@ -12,12 +12,14 @@ gRPC and HTTP (issue 16) rows.
 3. Echo at concurrency 32 with the closed-loop grpc.aio client: what gRPC alone allows here.
 4. One server at a time: perf_analyzer (KServe V2 gRPC, batch 1) at each concurrency, then the closed-loop
    grpc.aio client of bench/serving.py at the same concurrencies as a cross-check. The HTTP rows (deepserve's
-   HTTP port and the HTTP peer, `-i http`, with Triton's binary data extension and with JSON tensors) follow
-   the gRPC row of the same process; perf_analyzer only.
+   HTTP port and the HTTP peer, `-i http`, with Triton's binary data extension and with JSON tensors; MLServer's
+   REST port with JSON tensors, as it has no binary data extension) follow the gRPC row of the same process;
+   perf_analyzer only.
 5. Prints a markdown table with deepserve's ratios to the best peer and to the bound
    1 / (1/raw_best + 1/echo_c32), issue 12's c=1 goal: deepserve p50 - best peer p50 <= +0.05 ms (gRPC rows),
    and issue 16's HTTP overhead against gRPC at the lowest and highest concurrency: p50 difference and
-   throughput ratio, for deepserve (same process) and for the minimal peers (HTTP peer vs the inline gRPC peer).
+   throughput ratio, for deepserve and MLServer (same process) and for the minimal peers (HTTP peer vs the inline
+   gRPC peer).
 The peers and perf_analyzer's tritonclient live in .bench-venvs/ (created on first use). Machines are shared
 and noisy: compare within one run.
 """
@@ -55,6 +57,7 @@ from bench.serving import (  # noqa: E402
 )
 from service.config import DATATYPES, ModelConfig, load_model_config  # noqa: E402
 from service.grpc._generated.inference import grpc_service_pb2 as pb  # noqa: E402
+from service.http.codec import model_config  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
 PEER_HTTP = "httptools"
@@ -175,17 +178,19 @@ def warm_http(server: Served, model: str, spec_name: str, datatype: str, sample:
         http_infer(server.address, model, spec_name, datatype, sample, server.tensor_format == "binary")
 
 
-def mlserver_folder(tmp: Path, model_dir: Path, config: ModelConfig, options: dict[str, object]) -> tuple[Path, int]:
+def mlserver_folder(
+    tmp: Path, model_dir: Path, config: ModelConfig, options: dict[str, object]
+) -> tuple[Path, int, int]:
     """MLServer's settings.json and model-settings.json (parallel_workers 0, no adaptive batching, access log
-    off), and the ModelConfig answer its launcher adds; its folder and gRPC port."""
-    folder, port = tmp / "mlserver", free_port()
+    off), and the model configuration answers its launcher adds (gRPC, HTTP); its folder, gRPC and HTTP ports."""
+    folder, port, http_port = tmp / "mlserver", free_port(), free_port()
     (folder / model_dir.name).mkdir(parents=True)
     settings = {
         "debug": False,
         "parallel_workers": 0,
         "host": "127.0.0.1",
         "grpc_port": port,
-        "http_port": free_port(),
+        "http_port": http_port,
         "metrics_port": free_port(),
         "model_repository_root": str(folder),
     }
@@ -203,7 +208,16 @@ def mlserver_folder(tmp: Path, model_dir: Path, config: ModelConfig, options: di
     (folder / "settings.json").write_text(json.dumps(settings))
     (folder / model_dir.name / "model-settings.json").write_text(json.dumps(model_settings))
     (folder / "model_config.bin").write_bytes(config_response(model_dir.name, config).SerializeToString())
-    return folder, port
+    (folder / "model_config.json").write_text(json.dumps(model_config(model_dir.name, ["1"], config)))
+    return folder, port, http_port
+
+
+def mlserver_rest_stack(python: Path) -> str:
+    """What MLServer's REST port runs on in its virtualenv: FastAPI on uvicorn, with uvicorn's `auto` choice of HTTP
+    implementation (httptools where installed, else h11)."""
+    probe = "import importlib.util as u; print('httptools' if u.find_spec('httptools') else 'h11')"
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    return f"FastAPI on uvicorn {done.stdout.strip() or '?'}"
 
 
 def fmt_point(p: perf_analyzer.PerfPoint | str | None, with_p50: bool) -> str:
@@ -309,11 +323,15 @@ def main() -> None:
                                                    f"Runtime inline), {kind}", port, fmt, versus=servers[-1])
                                 for fmt, kind in HTTP_KINDS]  # fmt: skip
             if mlserver_python is not None:
-                folder, port = mlserver_folder(tmp, model_dir, config, options)
+                folder, port, mlserver_http = mlserver_folder(tmp, model_dir, config, options)
                 cmd = [str(mlserver_python), str(PEERS / "mlserver_launch.py"), str(folder),
-                       str(folder / "model_config.bin")]  # fmt: skip
+                       str(folder / "model_config.bin"), str(folder / "model_config.json")]  # fmt: skip
                 env = {**os.environ, "PYTHONPATH": str(ROOT)}
-                servers.append(start("MLServer 1.7.1 (parallel_workers 0, batching off)", cmd, port, tmp, env))
+                mlserver = start("MLServer 1.7.1 (parallel_workers 0, batching off)", cmd, port, tmp, env)
+                servers.append(mlserver)
+                if not args.no_http:  # its REST side has no binary data extension: JSON tensors only
+                    servers.append(mlserver.http_row(f"MLServer 1.7.1 HTTP ({mlserver_rest_stack(mlserver_python)}), "
+                                                     "JSON tensors", mlserver_http, "json"))  # fmt: skip
             echo_port = free_port()
             echo = start("grpc.aio echo", [sys.executable, str(ECHO_SERVER), str(echo_port)], echo_port, tmp)
             started = [*servers, echo]

@@ -1,6 +1,9 @@
 """MLServer peer's runtime (runs in MLServer's own virtualenv, .bench-venvs/mlserver): ONNX Runtime called
 inline in `predict`, as MLServer's own sync runtimes do. model-settings.json gives the model file as
-`parameters.uri` and the session options (bench/peers/ort_session.py) as `parameters.extra.ort`."""
+`parameters.uri` and the session options (bench/peers/ort_session.py) as `parameters.extra.ort`.
+
+Outputs go out without MLServer's `parameters: {"content_type": "np"}`: perf_analyzer's HTTP client (tritonclient
+2.41) reads `binary_data_size` from any output that has parameters and fails on every answer that lacks it."""
 
 from __future__ import annotations
 
@@ -23,9 +26,8 @@ class OnnxModel(MLModel):  # type: ignore[misc]
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         x = NumpyCodec.decode_input(payload.inputs[0])
-        outputs = self.session.run(None, {self.input_name: x})
-        return InferenceResponse(
-            model_name=self.name,
-            model_version=self.version,
-            outputs=[NumpyCodec.encode_output(n, y) for n, y in zip(self.output_names, outputs, strict=True)],
-        )
+        results = self.session.run(None, {self.input_name: x})
+        outputs = [NumpyCodec.encode_output(n, y) for n, y in zip(self.output_names, results, strict=True)]
+        for output in outputs:
+            output.parameters = None
+        return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)
