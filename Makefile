@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 
 ARGS   ?=
 
-.PHONY: install install-train stubs run test lint typecheck unit train docs bench ops-check clean
+.PHONY: install install-train stubs run test lint typecheck unit train docs bench bench-tools ops-check clean
 
 install: $(STAMP) $(STUBS)
 
@@ -63,6 +63,9 @@ bench: install  # serving bench, issue 12's peer table (its tools go into .bench
 	$(BIN)/python bench/peers_table.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/generation_grpc.py
+
+bench-tools: install  # perf_analyzer into .bench-venvs/perf (tritonclient 2.41 and libcudart; Debian's libb64-0d, as root)
+	$(BIN)/python -c "from bench import venvs; print('perf_analyzer:', venvs.perf_analyzer()[0])"
 
 ops-check:  # static checks of Dockerfile, compose, Prometheus rules and k8s manifests with the real tools
 	scripts/ops-check.sh
