@@ -22,10 +22,12 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from service.accounting import Accounting
 from service.auth import TokenStore
 from service.config import ServerSettings
 from service.grpc.auth import Authorizer
 from service.grpc.backpressure import PendingResponses
+from service.grpc.boundary import Boundary
 from service.grpc.requests import GuardedServer
 from service.grpc.server import V2_SERVICE, build_health_server, build_server
 from service.grpc.tasks import SERVICES as TASK_SERVICES
@@ -76,24 +78,26 @@ class App:
         self.port = 0
         self.metrics_port: int | None = None
         self.http_port: int | None = None
-        recorder = RequestRecorder(self.metrics)
+        accounting = Accounting(RequestRecorder(self.metrics), self.registry)
         pending = PendingResponses(
             settings.max_pending_response_bytes,
             settings.max_pending_response_bytes_per_connection,
             self.metrics.pending_response_bytes,
         )
+        boundary = Boundary(accounting=accounting, pending=pending, authorizer=self.authorizer)
         control = settings.model_control_mode == "explicit"
-        inference = InferenceServicer(self.registry, recorder, self.ready, pending, model_control=control)
+        inference = InferenceServicer(self.registry, self.ready, model_control=control)
         self.tasks = TaskAPIs(self.registry)
         self.services = [V2_SERVICE, *TASK_SERVICES]
         self.server, self.port = build_server(
-            settings, inference, self.health, list(TASK_SERVICES), self.authorizer, self.certificates
+            settings, inference, self.health, list(TASK_SERVICES), boundary, self.certificates
         )
-        add_task_services(GuardedServer(self.server, authorizer=self.authorizer), self.tasks, recorder, pending)
+        add_task_services(GuardedServer(self.server, boundary), self.tasks)
         self.http = _http_endpoint(
             settings,
-            V2Api(self.registry, recorder, self.ready, settings.max_message_bytes, model_control=control),
-            TaskRoutes(self.tasks, recorder, settings.max_message_bytes),
+            V2Api(self.registry, self.ready, settings.max_message_bytes, model_control=control),
+            TaskRoutes(self.tasks, settings.max_message_bytes),
+            accounting,
             self.authorizer,
             self.certificates,
         )
@@ -212,7 +216,7 @@ class App:
 
 
 def _http_endpoint(
-    settings: ServerSettings, v2: V2Api, tasks: TaskRoutes, authorizer: Authorizer | None,
+    settings: ServerSettings, v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: Authorizer | None,
     certificates: CertificateFiles | None,
 ) -> HttpEndpoint | None:  # fmt: skip
     """The HTTP port (None with --http-port 0): the gRPC port's TLS files (one watcher: a rotation reaches both ports)
@@ -221,7 +225,7 @@ def _http_endpoint(
         return None
     tls = None if certificates is None else server_context(certificates)
     http_authorizer = None if authorizer is None else HttpAuthorizer(authorizer.store, authorizer.in_flight)
-    return HttpEndpoint(v2, tasks, http_authorizer, tls)
+    return HttpEndpoint(v2, tasks, accounting, http_authorizer, tls)
 
 
 def _certificates(settings: ServerSettings) -> CertificateFiles | None:

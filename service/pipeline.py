@@ -8,9 +8,11 @@ and the batcher; the session runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import replace
 
@@ -146,7 +148,7 @@ class ModelPipeline:
             f"{name}:{version}", session.run, policy, executor, self.observer, run_inline=session.run_lone, slots=slots
         )
         self.in_flight = InFlight()
-        """Requests accepted and not yet answered (V2 and task APIs; the event loop counts them)."""
+        """Requests accepted and not yet answered (V2 and task APIs, `serving`; the event loop counts them)."""
         # Both gauges are read when /metrics is scraped, not set on every request; neither reader keeps this
         # version alive once it is replaced (the metric children outlive it).
         metrics.inflight.set_function(self.in_flight.get)
@@ -164,11 +166,25 @@ class ModelPipeline:
         closing = [self.batcher.close(timeout), *([self.scheduler.close(drain)] if self.scheduler else [])]
         await asyncio.gather(*closing)
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """One request served by this version (a V2 inference, a task API call): counted in flight while it runs,
+        then in ModelStatistics as a success or a failure with its duration."""
+        start, ok = time.perf_counter(), False
+        self.in_flight.value += 1
+        try:
+            yield
+            ok = True
+        finally:
+            self.in_flight.value -= 1
+            self.observer.request_done(time.perf_counter() - start, ok)
+
     async def infer(self, request: InferRequest) -> InferResponse:
-        validate_inputs(self.config, self.name, request.inputs)
-        self.limits.check_values(request.inputs)
-        validate_outputs(self.config, self.name, request.outputs)
-        outputs = await self.run(request.inputs, request.deadline)
+        with self.serving():
+            validate_inputs(self.config, self.name, request.inputs)
+            self.limits.check_values(request.inputs)
+            validate_outputs(self.config, self.name, request.outputs)
+            outputs = await self.run(request.inputs, request.deadline)
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
         return InferResponse(self.name, self.version, outputs, request.id)

@@ -14,9 +14,7 @@ scheduler's continuous batches, in its own step threads (`generation.lanes`), on
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -84,7 +82,7 @@ class TaskAPIs:
         k = task.top_k(top_k)
         task.check_count(images)
         feeds = await _maybe_in_thread(pixels(images) <= INLINE_PIXELS, task.preprocess, images)
-        with _tracked(pipeline):
+        with pipeline.serving():
             outputs = await _run_all(pipeline, feeds, deadline)
         return Classified(pipeline.name, pipeline.version, [task.postprocess(o, k) for o in outputs])
 
@@ -94,7 +92,7 @@ class TaskAPIs:
         pipeline, task = self._get(Task.SENTIMENT, model, version, SentimentAnalysis)
         task.check_count(texts)
         prepared = await _maybe_in_thread(sum(map(len, texts)) <= INLINE_CHARS, task.preprocess, texts)
-        with _tracked(pipeline):
+        with pipeline.serving():
             outputs = await _run_all(pipeline, [feed for feed, _, _ in prepared], deadline)
         results = [task.postprocess(o, n, cut) for o, (_, n, cut) in zip(outputs, prepared, strict=True)]
         return Analyzed(pipeline.name, pipeline.version, results)
@@ -111,7 +109,7 @@ class TaskAPIs:
         stream = scheduler.submit(
             request.prompt_ids, request.max_new_tokens, request.sampling, task.detokenizer(request.stop), deadline
         )
-        with _tracked(pipeline):
+        with pipeline.serving():
             try:
                 async for event in stream:
                     if isinstance(event, Finished):
@@ -171,16 +169,3 @@ async def _run_all(pipeline: ModelPipeline, feeds: list[dict[str, np.ndarray]], 
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-@contextlib.contextmanager
-def _tracked(pipeline: ModelPipeline) -> Iterator[None]:
-    """In-flight gauge and ModelStatistics success/failure for one task request."""
-    start, ok = time.perf_counter(), False
-    pipeline.in_flight.value += 1
-    try:
-        yield
-        ok = True
-    finally:
-        pipeline.in_flight.value -= 1
-        pipeline.observer.request_done(time.perf_counter() - start, ok)

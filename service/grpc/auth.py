@@ -1,9 +1,9 @@
 """Bearer-token authorization at the gRPC edge: which scope each method needs (the one table), and the check
-that `requests.guarded` runs before a handler when the server has `--auth-tokens-file`.
+that `boundary.guarded` runs before a handler when the server has `--auth-tokens-file`.
 
 The check reads `authorization: Bearer <token>`, finds the token's entry (`service.auth`), refuses with
 UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED through the error table, and counts the call against
-the token's `max_concurrent_requests` until the call ends (the guard's `finally`, which a cancelled call and
+the token's `max_concurrent_requests` until the call ends (the boundary's `finally`, which a cancelled call and
 a stream that ends or breaks also reach). Open methods get no check at all: nothing is looked at, nothing is
 counted. Refusals are logged with the token's name (never the token or its digest), at most one WARNING per
 method and token every `REFUSAL_LOG_SECONDS`.
@@ -20,8 +20,9 @@ import grpc
 
 from service.auth import InFlight, Scope, TokenEntry, TokenStore, identify, require
 from service.errors import DeepserveError
+from service.grpc.boundary import Admit
 from service.grpc.errors import STATUS
-from service.grpc.requests import Admit, RefusalLog
+from service.logs import RefusalLog
 
 log = logging.getLogger(__name__)
 

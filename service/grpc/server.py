@@ -9,8 +9,9 @@ from grpc_health.v1._async import HealthServicer
 from service.config import ServerSettings
 from service.errors import BindError
 from service.grpc._generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.grpc.boundary import Boundary
 from service.grpc.reflection import add_reflection
-from service.grpc.requests import Authorizing, GuardedServer
+from service.grpc.requests import GuardedServer
 from service.grpc.tls import server_credentials
 from service.grpc.v2 import InferenceServicer
 from service.ports import check_free
@@ -51,16 +52,16 @@ def build_server(
     inference: InferenceServicer,
     health: HealthServicer,
     extra_services: list[str],
-    authorizer: Authorizing | None = None,
+    boundary: Boundary | None = None,
     certificates: CertificateFiles | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """The server with every service registered and its port bound (not started), speaking TLS with `certificates`
     when given. Returns the bound port.
 
-    Services register through `GuardedServer`, so a request that does not parse is INVALID_ARGUMENT (the task
-    services, added later by `tasks.add_task_services`, guard themselves the same way)."""
+    Services register through `GuardedServer`, behind the request boundary (`boundary.py`; the task services,
+    added later by `tasks.add_task_services`, go behind the same one)."""
     server = grpc.aio.server(options=server_options(settings))
-    guarded = GuardedServer(server, authorizer=authorizer)
+    guarded = GuardedServer(server, boundary)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(guarded, [V2_SERVICE, *extra_services])

@@ -1,14 +1,12 @@
 """`inference.GRPCInferenceService` (Open Inference Protocol v2 + Triton extensions): thin adapters.
 
-Each method converts protobuf to domain values, calls the registry/pipeline, converts back. Errors are
-mapped to statuses by `errors.status_of` (the one table).
+Each method converts protobuf to domain values, calls the registry/pipeline, converts back. They raise domain
+errors; the request boundary (`boundary.py`) answers them through the one table and counts every call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,17 +14,13 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
 from service import __version__
-from service.errors import DeepserveError, InvalidInputError, NotEnabledError, quoted
+from service.errors import InvalidInputError, NotEnabledError, quoted
 from service.grpc import convert
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.auth import caller
-from service.grpc.backpressure import PendingResponses
-from service.grpc.errors import cancelled_status, fail, status_of
-from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.pipeline import ModelPipeline
 from service.registry import MODEL_CONTROL_OFF, ModelRegistry, load_parameters_refused
-from service.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification_tasks"]
@@ -72,17 +66,8 @@ def _unsupported(method: MethodDescriptor) -> Callable[..., Any]:
 
 @refuses_unsupported
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        recorder: RequestRecorder,
-        is_ready: object,
-        pending: PendingResponses,
-        model_control: bool = False,
-    ) -> None:
+    def __init__(self, registry: ModelRegistry, is_ready: object, model_control: bool = False) -> None:
         self.registry = registry
-        self.pending = pending
-        self.recorder = recorder
         self._is_ready = is_ready
         self.model_control = model_control
         """RepositoryModelLoad/Unload allowed (--model-control-mode explicit); otherwise FAILED_PRECONDITION."""
@@ -110,13 +95,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        pipeline = await self._get(request.name, request.version, context)
+        pipeline = self._get(request.name, request.version)
         return convert.model_metadata(pipeline.name, self._versions(pipeline.name), pipeline.config)
 
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
-        pipeline = await self._get(request.name, request.version, context)
+        pipeline = self._get(request.name, request.version)
         config = convert.model_config(pipeline.name, self._versions(pipeline.name), pipeline.config)
         return pb.ModelConfigResponse(config=config)
 
@@ -124,7 +109,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
         if request.name:
-            await self._get(request.name, request.version, context)
+            self._get(request.name, request.version)
         pipelines = [
             p
             for p in self.registry.loaded()
@@ -150,82 +135,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        await self._controlled("load", request.model_name, context)
+        self._controlled("load", request.model_name, context)
         if request.parameters:  # Triton's `config` and `file:<path>` overrides, or anything else
-            status, message = status_of(InvalidInputError(load_parameters_refused(list(request.parameters))))
-            await context.abort(status, message)
-        await self._call(self.registry.load(request.model_name), context)
+            raise InvalidInputError(load_parameters_refused(list(request.parameters)))
+        await self.registry.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        await self._controlled("unload", request.model_name, context)
-        await self._call(self.registry.unload(request.model_name), context)
+        self._controlled("unload", request.model_name, context)
+        await self.registry.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes | None:
-        start = time.perf_counter()
-        pipeline: ModelPipeline | None = None
-        code = "OK"
-        try:
-            # the model first, so requests that fail to decode are still counted under their model
-            pipeline = self.registry.get(request.model_name, request.model_version)
-            self.pending.admit(context)
-            decoded = convert.decode_infer_request(request, context.time_remaining(), pipeline.limits)
-            reply = convert.serialize_infer_response(await self._infer(pipeline, decoded))
-            self.pending.hold(context, len(reply))
-            return reply  # already serialized (`requests.guarded` passes bytes through)
-        except asyncio.CancelledError:
-            code = cancelled_status(context).name
-            raise
-        except Exception as err:  # noqa: BLE001 - every failure gets a status
-            code = fail(context, err, request.id)
-            return None
-        finally:
-            seconds = time.perf_counter() - start
-            if pipeline is None:
-                self.recorder.record(UNKNOWN_MODEL, "", "v2", code, seconds)
-            else:
-                self.recorder.record(pipeline.name, pipeline.version, "v2", code, seconds)
-                pipeline.observer.request_done(seconds, code == "OK")
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
+        pipeline = self.registry.get(request.model_name, request.model_version)
+        decoded = convert.decode_infer_request(request, context.time_remaining(), pipeline.limits)
+        return convert.serialize_infer_response(await pipeline.infer(decoded))  # bytes: sent as they are
 
     # ---- helpers --------------------------------------------------------------------------------
-    @staticmethod
-    async def _infer(pipeline: ModelPipeline, request: InferRequest) -> InferResponse:
-        inflight = pipeline.in_flight
-        inflight.value += 1
-        try:
-            return await pipeline.infer(request)
-        finally:
-            inflight.value -= 1
-
     def _versions(self, name: str) -> list[str]:
         return sorted((p.version for p in self.registry.loaded() if p.name == name), key=int)
 
-    async def _get(self, name: str, version: str, context: grpc.aio.ServicerContext) -> ModelPipeline:
-        try:
-            if not name:
-                raise InvalidInputError("the request names no model")
-            return self.registry.get(name, version)
-        except DeepserveError as err:
-            status, message = status_of(err)
-            await context.abort(status, message)
-            raise
+    def _get(self, name: str, version: str) -> ModelPipeline:
+        if not name:
+            raise InvalidInputError("the request names no model")
+        return self.registry.get(name, version)
 
-    async def _controlled(self, action: str, model: str, context: grpc.aio.ServicerContext) -> None:
+    def _controlled(self, action: str, model: str, context: grpc.aio.ServicerContext) -> None:
         """Refuse model control unless it is on; log who asked (the token's name when tokens are configured)."""
         if not self.model_control:
-            status, message = status_of(NotEnabledError(MODEL_CONTROL_OFF))
-            await context.abort(status, message)
+            raise NotEnabledError(MODEL_CONTROL_OFF)
         log.info(
             f"model {action} requested", extra={"model": quoted(model), "token": caller.get(), "peer": context.peer()}
         )
-
-    @staticmethod
-    async def _call(awaitable: object, context: grpc.aio.ServicerContext) -> None:
-        try:
-            await awaitable  # type: ignore[misc]
-        except DeepserveError as err:
-            status, message = status_of(err)
-            await context.abort(status, message)

@@ -14,6 +14,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from service.accounting import Call
+
 ASSETS = {"docs.js": "text/javascript; charset=utf-8", "docs.css": "text/css; charset=utf-8"}
 PAGE = "docs.html"
 SECURITY_HEADERS = {
@@ -33,13 +35,13 @@ class DocsPages:
         self.document = json.dumps(document, indent=1, ensure_ascii=False).encode()
         self.files = {name: _read(name) for name in (PAGE, *ASSETS)}
 
-    async def openapi(self, request: Request) -> Response:
+    async def openapi(self, request: Request, call: Call) -> Response:
         return Response(self.document, media_type="application/json", headers={"cache-control": "no-cache"})
 
-    async def page(self, request: Request) -> Response:
+    async def page(self, request: Request, call: Call) -> Response:
         return Response(self.files[PAGE], media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
-    async def asset(self, request: Request) -> Response:
+    async def asset(self, request: Request, call: Call) -> Response:
         name = request.path_params["asset"]
         if name not in ASSETS:
             return JSONResponse({"error": f"no such file: /docs/{name[:64]}"}, status_code=404)

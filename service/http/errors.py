@@ -22,6 +22,8 @@ STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.NOT_ENABLED: HTTPStatus.FORBIDDEN,  # the server's settings refuse it; no retry changes that
     ErrorCode.INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR,
 }
+CLIENT_CLOSED = "499"
+"""The status a request is counted under when its client went away before the answer was sent (nginx's)."""
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="deepserve"'}
 """Sent with 401, as RFC 6750 asks."""
 

@@ -1,11 +1,13 @@
 """The HTTP port: KServe V2 REST routes and the task endpoints (`/v1/...`) on Starlette, served by uvicorn on the
 server's event loop.
 
-The boundary (`_edge`) wraps every route once: it authorizes the request against the route's scope
-(`auth.SCOPES`, when the server has tokens), counts it against the token until the response has been sent (a
-streamed one to its end, or until its client goes away), and answers any failure as JSON through the one HTTP
-error table. Unknown paths and methods answer JSON too. A request still running when the drain's grace period ends
-is cut (`_CutAtGrace`): 503, or an `event: error` that ends its event stream.
+The boundary (`_edge`) wraps every route once, as gRPC's (`service/grpc/boundary.py`) wraps every method: it opens
+the request's `Call` (`service/accounting.py`: every request timed and counted by its status, under the model it
+went to), authorizes the request against the route's scope (`auth.SCOPES`, when the server has tokens), counts it
+against the token until the response has been sent (a streamed one to its end, or until its client goes away), and
+answers any failure as JSON through the one HTTP error table. Unknown paths and methods answer JSON too. A request
+still running when the drain's grace period ends is cut (`_CutAtGrace`): 503, or an `event: error` that ends its
+event stream.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from service.accounting import Accounting, Call
+from service.config import Task
 from service.errors import UnavailableError
 from service.http import openapi
 from service.http.auth import HttpAuthorizer
 from service.http.docs import DocsPages
-from service.http.errors import STATUS, error_response
+from service.http.errors import CLIENT_CLOSED, STATUS, error_response
 from service.http.listener import AsgiListener
 from service.http.tasks import TaskRoutes, sse_event
 from service.http.v2 import V2Api
@@ -37,59 +41,82 @@ SHUTDOWN_TIMEOUT_S = 30
 """On a close that names no grace period, how long requests in progress get (the drain passes its own)."""
 CUT = "the server is shutting down and its grace period (--grace-seconds) ended before this request finished; retry"
 
-Handler = Callable[[Request], Awaitable[Response]]
+APIS: dict[str, tuple[str, Task | None]] = {
+    "model_infer": ("http_v2", None),
+    "classify": ("http_classify", Task.IMAGE_CLASSIFICATION),
+    "sentiment": ("http_sentiment", Task.SENTIMENT),
+    "generate": ("http_generate", Task.TEXT_GENERATION),
+}
+"""The inference routes' `api` label and the task whose default model answers a request naming no model; other
+routes are counted as `http_<handler>` (`http_model_metadata`)."""
+
+Handler = Callable[[Request, Call], Awaitable[Response]]
 
 
-def _edge(name: str, handler: Handler, authorizer: HttpAuthorizer | None) -> Handler:
+def _edge(name: str, handler: Handler, accounting: Accounting, authorizer: HttpAuthorizer | None) -> Callable:
+    api, task = APIS.get(name, (f"http_{name}", None))
+
     async def endpoint(request: Request) -> Response:
+        call = accounting.call(api, task)
+        call.named(request.path_params.get("name", ""), request.path_params.get("version", ""))
         release = None
         try:
             if authorizer is not None:
                 client = request.client
                 peer = f"{client.host}:{client.port}" if client else ""
                 release = authorizer.admit(name, request.headers.getlist("authorization"), peer)
-            response = await handler(request)
+            response = await handler(request, call)
         except Exception as err:  # noqa: BLE001 - every failure gets a status
-            response = error_response(err)
-        except BaseException:
+            response = error_response(err, call.request_id)
+        except BaseException:  # cancelled: the client went away, or the server stops
             if release is not None:
                 release()
+            call.end(CLIENT_CLOSED)
             raise
-        return response if release is None else _Releasing(response, release)
+        if not isinstance(response, StreamingResponse):  # a stream ends its call itself, with its outcome
+            call.end(str(response.status_code))
+            if release is None:
+                return response
+        return _Sent(response, call, release)
 
     endpoint.__name__ = name
     return endpoint
 
 
-class _Releasing(Response):
+class _Sent(Response):
     """A response that calls `release` once it has been sent, or once sending it ended any other way (the client
-    went away, the server stopped): a token's in-flight count covers a stream to its end."""
+    went away, the server stopped): a token's in-flight count covers a stream to its end. A call that the
+    response did not end by then (a stream cut short) is counted as `CLIENT_CLOSED`."""
 
-    def __init__(self, response: Response, release: Callable[[], None]) -> None:
-        self.response, self.release = response, release
+    def __init__(self, response: Response, call: Call, release: Callable[[], None] | None) -> None:
+        self.response, self.call, self.release = response, call, release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.response(scope, receive, send)
         finally:
-            self.release()
+            if self.release is not None:
+                self.release()
+            self.call.end(CLIENT_CLOSED)
 
 
-def build_app(v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None) -> Starlette:
+def build_app(v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: HttpAuthorizer | None) -> Starlette:
     """The routes of `openapi.OPERATIONS`, each through the boundary, and the API's own description: `/openapi.json`
     and the `/docs` page that renders it (its files ship in `service/http/static/`)."""
     handlers = {openapi.V2: v2, openapi.TASKS: tasks}
     routes = [
         Route(
-            op.path, _edge(op.handler, getattr(handlers[op.tag], op.handler), authorizer), methods=[op.method.upper()]
+            op.path,
+            _edge(op.handler, getattr(handlers[op.tag], op.handler), accounting, authorizer),
+            methods=[op.method.upper()],
         )
         for op in openapi.OPERATIONS
     ]
     pages = DocsPages(openapi.document(auth=authorizer is not None))
     routes += [
-        Route("/openapi.json", _edge("openapi", pages.openapi, authorizer), methods=["GET"]),
-        Route("/docs", _edge("docs", pages.page, authorizer), methods=["GET"]),
-        Route("/docs/{asset}", _edge("docs", pages.asset, authorizer), methods=["GET"]),
+        Route("/openapi.json", _edge("openapi", pages.openapi, accounting, authorizer), methods=["GET"]),
+        Route("/docs", _edge("docs", pages.page, accounting, authorizer), methods=["GET"]),
+        Route("/docs/{asset}", _edge("docs", pages.asset, accounting, authorizer), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
@@ -149,7 +176,8 @@ class HttpEndpoint(AsgiListener):
     """`await serve(host, port)` starts the HTTP port on the running loop and returns the bound port."""
 
     def __init__(
-        self, v2: V2Api, tasks: TaskRoutes, authorizer: HttpAuthorizer | None, tls: ssl.SSLContext | None = None
-    ) -> None:
-        app = _CutAtGrace(build_app(v2, tasks, authorizer), self)
+        self, v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: HttpAuthorizer | None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:  # fmt: skip
+        app = _CutAtGrace(build_app(v2, tasks, accounting, authorizer), self)
         super().__init__(app, "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls)

@@ -25,28 +25,21 @@ import contextlib
 import email.parser
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from service.accounting import Call
 from service.batching.sequences import TextChunk
-from service.config import Task
-from service.errors import DeepserveError, InvalidInputError, explain
+from service.errors import InvalidInputError, explain
 from service.http.codec import parse_json
-from service.http.errors import STATUS, error_response
+from service.http.errors import CLIENT_CLOSED, STATUS
 from service.http.v2 import read_body
-from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.task_apis import GenerationDone, TaskAPIs
 from service.types import GenerationRequest
 
-APIS = {Task.IMAGE_CLASSIFICATION: "http_classify", Task.SENTIMENT: "http_sentiment",
-        Task.TEXT_GENERATION: "http_generate"}  # fmt: skip
-"""The `api` label of each endpoint's requests in the metrics."""
-CLIENT_CLOSED = "499"
-"""The `code` a streamed generation is counted under when its client went away before the end (nginx's status)."""
 UINT32 = 2**32 - 1
 UINT64 = 2**64 - 1
 GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "stop",
@@ -57,33 +50,23 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """Proxies (nginx) must pass events on as they come."""
 
 
-@dataclass(slots=True)
-class _Named:
-    """The model and version a request names ("": the task's default)."""
-
-    model: str = ""
-    version: str = ""
-
-
 class TaskRoutes:
-    def __init__(self, core: TaskAPIs, recorder: RequestRecorder, max_body_bytes: int) -> None:
+    def __init__(self, core: TaskAPIs, max_body_bytes: int) -> None:
         self.core = core
-        self.recorder = recorder
         self.max_body_bytes = max_body_bytes
 
     # ---- the endpoints --------------------------------------------------------------------------
-    async def classify(self, request: Request) -> Response:
-        named = _Named(_query(request, "model"), _query(request, "version"))
-
-        async def run() -> tuple[dict[str, Any], str, str]:
-            timeout = request.query_params.get("timeout_ms")
-            deadline = _deadline(None if timeout is None else _count(timeout, "timeout_ms"))
-            body = await read_body(request, self.max_body_bytes)
-            images, form_top_k = _images(request.headers.get("content-type", ""), body)
-            text = request.query_params.get("top_k", form_top_k)
-            top_k = 0 if text is None else _count(text, "top_k")
-            result = await self.core.classify(images, top_k, named.model, named.version, deadline)
-            doc = {
+    async def classify(self, request: Request, call: Call) -> Response:
+        call.named(_query(request, "model"), _query(request, "version"))
+        timeout = request.query_params.get("timeout_ms")
+        deadline = _deadline(None if timeout is None else _count(timeout, "timeout_ms"))
+        body = await read_body(request, self.max_body_bytes)
+        images, form_top_k = _images(request.headers.get("content-type", ""), body)
+        text = request.query_params.get("top_k", form_top_k)
+        top_k = 0 if text is None else _count(text, "top_k")
+        result = await self.core.classify(images, top_k, call.model, call.version, deadline)
+        return JSONResponse(
+            {
                 "model_name": result.model,
                 "model_version": result.version,
                 "classifications": [
@@ -91,93 +74,67 @@ class TaskRoutes:
                     for scores in result.results
                 ],
             }
-            return doc, result.model, result.version
+        )
 
-        return await self._unary(Task.IMAGE_CLASSIFICATION, named, run)
+    async def sentiment(self, request: Request, call: Call) -> Response:
+        doc = await self._json(request, SENTIMENT_FIELDS)
+        call.named(_string(doc, "model"), _string(doc, "version"))
+        deadline = _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS))
+        texts = doc.get("texts")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise InvalidInputError('\'texts\' must be a list of strings: {"texts": ["a review", ...]}')
+        result = await self.core.analyze(texts, call.model, call.version, deadline)
+        sentiments = [
+            {
+                "label": r.label,
+                "probability": r.probability,
+                "tokens": r.tokens,
+                "truncated": r.truncated,
+                "scores": [{"label": k, "probability": v} for k, v in r.scores.items()],
+            }
+            for r in result.results
+        ]
+        return JSONResponse({"model_name": result.model, "model_version": result.version, "sentiments": sentiments})
 
-    async def sentiment(self, request: Request) -> Response:
-        named = _Named()
-
-        async def run() -> tuple[dict[str, Any], str, str]:
-            doc = await self._json(request, SENTIMENT_FIELDS)
-            named.model, named.version = _string(doc, "model"), _string(doc, "version")
-            deadline = _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS))
-            texts = doc.get("texts")
-            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                raise InvalidInputError('\'texts\' must be a list of strings: {"texts": ["a review", ...]}')
-            result = await self.core.analyze(texts, named.model, named.version, deadline)
-            answer = {
-                "model_name": result.model,
-                "model_version": result.version,
-                "sentiments": [
-                    {"label": r.label, "probability": r.probability, "tokens": r.tokens, "truncated": r.truncated,
-                     "scores": [{"label": k, "probability": v} for k, v in r.scores.items()]}
-                    for r in result.results
-                ],
-            }  # fmt: skip
-            return answer, result.model, result.version
-
-        return await self._unary(Task.SENTIMENT, named, run)
-
-    async def generate(self, request: Request) -> Response:
-        start = time.perf_counter()
-        model = version = ""
+    async def generate(self, request: Request, call: Call) -> Response:
+        doc = await self._json(request, GENERATE_FIELDS)
+        call.named(_string(doc, "model"), _string(doc, "version"))
+        prompt = doc.get("prompt")
+        if not isinstance(prompt, str):
+            raise InvalidInputError('\'prompt\' must be a string: {"prompt": "Once upon a time"}')
+        stream = doc.get("stream", False)
+        if not isinstance(stream, bool):
+            raise InvalidInputError("'stream' must be true or false")
+        stop = doc.get("stop", [])
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise InvalidInputError("'stop' must be a string or a list of strings")
+        asked = GenerationRequest(
+            prompt,
+            max_new_tokens=_integer(doc, "max_new_tokens", UINT32) or 0,
+            temperature=_number(doc, "temperature"),
+            top_k=_integer(doc, "top_k", UINT32) or 0,
+            top_p=_number(doc, "top_p"),
+            seed=_integer(doc, "seed", UINT64),
+            repetition_penalty=_number(doc, "repetition_penalty"),
+            stop=tuple(stop),
+            model=call.model,
+            version=call.version,
+        )
+        events = self.core.generate(asked, _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS)))
+        # The first event before any answer: errors found before generating (a bad parameter, an unknown model,
+        # a full queue) get their own status, streamed or not.
         try:
-            doc = await self._json(request, GENERATE_FIELDS)
-            model, version = _string(doc, "model"), _string(doc, "version")
-            prompt = doc.get("prompt")
-            if not isinstance(prompt, str):
-                raise InvalidInputError('\'prompt\' must be a string: {"prompt": "Once upon a time"}')
-            stream = doc.get("stream", False)
-            if not isinstance(stream, bool):
-                raise InvalidInputError("'stream' must be true or false")
-            stop = doc.get("stop", [])
-            if isinstance(stop, str):
-                stop = [stop]
-            if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-                raise InvalidInputError("'stop' must be a string or a list of strings")
-            asked = GenerationRequest(
-                prompt,
-                max_new_tokens=_integer(doc, "max_new_tokens", UINT32) or 0,
-                temperature=_number(doc, "temperature"),
-                top_k=_integer(doc, "top_k", UINT32) or 0,
-                top_p=_number(doc, "top_p"),
-                seed=_integer(doc, "seed", UINT64),
-                repetition_penalty=_number(doc, "repetition_penalty"),
-                stop=tuple(stop),
-                model=model,
-                version=version,
-            )
-            events = self.core.generate(asked, _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS)))
-            # The first event before any answer: errors found before generating (a bad parameter, an unknown model,
-            # a full queue) get their own status, streamed or not.
-            try:
-                first = await anext(events)
-            except BaseException:
-                await events.aclose()
-                raise
-        except Exception as err:  # noqa: BLE001 - every failure gets a status
-            response = error_response(err)
-            self._record(Task.TEXT_GENERATION, model, version, "", "", str(response.status_code), start)
-            return response
-        outcome = _Outcome(self, model, version, start)
+            first = await anext(events)
+        except BaseException:
+            await events.aclose()
+            raise
         if stream:
-            return StreamingResponse(_sse(first, events, outcome), media_type="text/event-stream", headers=SSE_HEADERS)
-        return await _whole(first, events, outcome, request)
+            return StreamingResponse(_sse(first, events, call), media_type="text/event-stream", headers=SSE_HEADERS)
+        return await _whole(first, events, request)
 
     # ---- helpers --------------------------------------------------------------------------------
-    async def _unary(
-        self, task: Task, named: _Named, run: Callable[[], Awaitable[tuple[dict[str, Any], str, str]]]
-    ) -> Response:
-        start, model, version = time.perf_counter(), "", ""
-        try:
-            doc, model, version = await run()
-            response: Response = JSONResponse(doc)
-        except Exception as err:  # noqa: BLE001 - every failure gets a status
-            response = error_response(err)
-        self._record(task, named.model, named.version, model, version, str(response.status_code), start)
-        return response
-
     async def _json(self, request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
         doc = parse_json(await read_body(request, self.max_body_bytes), "the request body")
         if not isinstance(doc, dict):
@@ -186,31 +143,6 @@ class TaskRoutes:
         if unknown:
             raise InvalidInputError(f"unknown field {unknown[0][:64]!r}; the fields are {', '.join(fields)}")
         return doc
-
-    def _record(
-        self, task: Task, model: str, version: str, answered_model: str, answered_version: str, code: str, start: float
-    ) -> None:
-        """Counted by the model that answered, else the one the request went to (named, or the task's default) when
-        it is loaded, else `_unknown`: label values stay bounded, as on gRPC."""
-        if not answered_model:
-            try:
-                pipeline = self.core.choose(task, model, version)
-                answered_model, answered_version = pipeline.name, pipeline.version
-            except DeepserveError:
-                answered_model, answered_version = UNKNOWN_MODEL, ""
-        self.recorder.record(answered_model, answered_version, APIS[task], code, time.perf_counter() - start)
-
-
-class _Outcome:
-    """The request metric of one generation, recorded once, when it ends."""
-
-    def __init__(self, routes: TaskRoutes, model: str, version: str, start: float) -> None:
-        self.routes, self.model, self.version, self.start = routes, model, version, start
-        self.done: GenerationDone | None = None
-
-    def record(self, code: str) -> None:
-        answered = (self.done.model, self.done.version) if self.done else ("", "")
-        self.routes._record(Task.TEXT_GENERATION, self.model, self.version, *answered, code, self.start)
 
 
 def _finished(done: GenerationDone) -> dict[str, Any]:
@@ -233,22 +165,23 @@ async def _all(
 
 
 async def _whole(
-    first: TextChunk | GenerationDone, events: AsyncGenerator[TextChunk | GenerationDone, None], outcome: _Outcome,
-    request: Request,
-) -> Response:  # fmt: skip
+    first: TextChunk | GenerationDone, events: AsyncGenerator[TextChunk | GenerationDone, None], request: Request
+) -> Response:
     """The whole generation as one JSON answer. A client that goes away before it is done cancels it, as a streamed
-    one does (the body has been read: what uvicorn has to say next is the disconnect)."""
+    one does (the body has been read: what uvicorn has to say next is the disconnect): answered 499, which nobody
+    reads but the metrics."""
 
     async def collect() -> Response:
         pieces: list[str] = []
+        done: GenerationDone | None = None
         async with contextlib.aclosing(events):
             async for event in _all(first, events):
                 if isinstance(event, GenerationDone):
-                    outcome.done = event
+                    done = event
                 else:
                     pieces.append(event.text)
-        assert outcome.done is not None
-        return JSONResponse({"text": "".join(pieces), **_finished(outcome.done)})
+        assert done is not None
+        return JSONResponse({"text": "".join(pieces), **_finished(done)})
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -261,28 +194,22 @@ async def _whole(
         for task in (collecting, watching):
             task.cancel()
         await asyncio.gather(collecting, watching, return_exceptions=True)
-    if not collecting.cancelled() and collecting.exception() is None:
-        response = collecting.result()
-    elif collecting.cancelled():
-        outcome.record(CLIENT_CLOSED)
-        return Response(status_code=499)  # nobody reads it
-    else:
-        response = error_response(collecting.exception() or RuntimeError())
-    outcome.record(str(response.status_code))
-    return response
+    if collecting.cancelled():
+        return Response(status_code=int(CLIENT_CLOSED))
+    return collecting.result()  # or its error, which the boundary answers
 
 
 async def _sse(
-    first: TextChunk | GenerationDone, events: AsyncGenerator[TextChunk | GenerationDone, None], outcome: _Outcome
+    first: TextChunk | GenerationDone, events: AsyncGenerator[TextChunk | GenerationDone, None], call: Call
 ) -> AsyncIterator[bytes]:
     """The stream's events. Cancelled (the client went away: Starlette cancels the body when uvicorn reports the
-    disconnect) or closed early, it closes the core's generator, which frees the slot."""
+    disconnect) or closed early, it closes the core's generator, which frees the slot. The call ends with the
+    stream: 200, the error's status, or `CLIENT_CLOSED`."""
     code = CLIENT_CLOSED
     try:
         async with contextlib.aclosing(events):
             async for event in _all(first, events):
                 if isinstance(event, GenerationDone):
-                    outcome.done = event
                     yield sse_event("finished", _finished(event))
                 else:
                     yield sse_event("delta", {"text": event.text})
@@ -293,7 +220,7 @@ async def _sse(
         code = str(int(status))
         yield sse_event("error", {"error": message, "status": int(status)})
     finally:
-        outcome.record(code)
+        call.end(code)
 
 
 def sse_event(name: str, data: dict[str, Any]) -> bytes:

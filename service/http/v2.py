@@ -2,13 +2,12 @@
 
 Each one takes the request apart (`codec`), calls the registry or a model's pipeline, the same ones gRPC's
 `inference.GRPCInferenceService` calls, and answers JSON. Failures raise domain errors, which the boundary
-(`server.py`) answers through the one HTTP table (`errors.py`).
+(`server.py`) answers through the one HTTP table (`errors.py`); it also counts every request (`Call`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -17,87 +16,62 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service import __version__
+from service.accounting import Call
 from service.errors import DeepserveError, InvalidInputError, NotEnabledError, PayloadTooLargeError, quoted
 from service.http import codec
-from service.http.errors import error_response
-from service.metrics import UNKNOWN_MODEL, RequestRecorder
 from service.pipeline import ModelPipeline
 from service.registry import MODEL_CONTROL_OFF, ModelRegistry, load_parameters_refused
 
 log = logging.getLogger(__name__)
 
-API = "http_v2"
-"""The `api` label of these requests in the metrics."""
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 
 
 class V2Api:
     def __init__(
-        self, registry: ModelRegistry, recorder: RequestRecorder, is_ready: Callable[[], bool], max_body_bytes: int,
-        model_control: bool = False,
-    ) -> None:  # fmt: skip
+        self, registry: ModelRegistry, is_ready: Callable[[], bool], max_body_bytes: int, model_control: bool = False
+    ) -> None:
         self.registry = registry
-        self.recorder = recorder
         self.is_ready = is_ready
         self.max_body_bytes = max_body_bytes
         self.model_control = model_control
         """Load and unload allowed (--model-control-mode explicit); otherwise 403."""
 
-    async def server_live(self, request: Request) -> Response:
+    async def server_live(self, request: Request, call: Call) -> Response:
         return JSONResponse({"live": True})
 
-    async def server_ready(self, request: Request) -> Response:
+    async def server_ready(self, request: Request, call: Call) -> Response:
         ready = bool(self.is_ready())
         return JSONResponse({"ready": ready}, status_code=200 if ready else HTTPStatus.SERVICE_UNAVAILABLE)
 
-    async def server_metadata(self, request: Request) -> Response:
+    async def server_metadata(self, request: Request, call: Call) -> Response:
         return JSONResponse({"name": "deepserve", "version": __version__, "extensions": EXTENSIONS})
 
-    async def model_metadata(self, request: Request) -> Response:
+    async def model_metadata(self, request: Request, call: Call) -> Response:
         pipeline = self._get(request)
         return JSONResponse(codec.model_metadata(pipeline.name, self._versions(pipeline.name), pipeline.config))
 
-    async def model_config(self, request: Request) -> Response:
+    async def model_config(self, request: Request, call: Call) -> Response:
         """Triton's model configuration extension: the JSON of what gRPC's `ModelConfig` returns."""
         pipeline = self._get(request)
         return JSONResponse(codec.model_config(pipeline.name, self._versions(pipeline.name), pipeline.config))
 
-    async def model_ready(self, request: Request) -> Response:
+    async def model_ready(self, request: Request, call: Call) -> Response:
         """200 `{"name", "ready": true}`; a model that is not ready is answered as the error table says of why:
         404 unknown, 503 loading or failed."""
         pipeline = self._get(request)
         return JSONResponse({"name": pipeline.name, "ready": True})
 
-    async def model_infer(self, request: Request) -> Response:
-        start = time.perf_counter()
-        pipeline: ModelPipeline | None = None
-        request_id = ""
-        try:
-            pipeline = self._get(request)  # the model first, so bad requests are still counted under their model
-            body = await read_body(request, self.max_body_bytes)
-            decoded = codec.decode_infer_request(
-                body, _header_length(request), pipeline.name, pipeline.version, pipeline.limits
-            )
-            request_id = decoded.request.id
-            pipeline.in_flight.value += 1
-            try:
-                result = await pipeline.infer(decoded.request)
-            finally:
-                pipeline.in_flight.value -= 1
-            content, headers = codec.encode_infer_response(result, decoded.binary)
-            response: Response = Response(content, headers=headers)
-        except Exception as err:  # noqa: BLE001 - every failure gets a status
-            response = error_response(err, request_id)
-        seconds = time.perf_counter() - start
-        code = str(response.status_code)
-        if pipeline is None:
-            self.recorder.record(UNKNOWN_MODEL, "", API, code, seconds)
-        else:
-            self.recorder.record(pipeline.name, pipeline.version, API, code, seconds)
-            pipeline.observer.request_done(seconds, response.status_code == HTTPStatus.OK)
-        return response
+    async def model_infer(self, request: Request, call: Call) -> Response:
+        pipeline = self._get(request)
+        body = await read_body(request, self.max_body_bytes)
+        length = _header_length(request)
+        decoded = codec.decode_infer_request(body, length, pipeline.name, pipeline.version, pipeline.limits)
+        call.request_id = decoded.request.id
+        content, headers = codec.encode_infer_response(await pipeline.infer(decoded.request), decoded.binary)
+        return Response(content, headers=headers)
 
-    async def model_stats(self, request: Request) -> Response:
+    async def model_stats(self, request: Request, call: Call) -> Response:
         """Triton's statistics extension: every loaded version, or those of the model (and version) in the path."""
         name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
         if name:
@@ -109,7 +83,7 @@ class V2Api:
         ]
         return JSONResponse({"model_stats": stats})
 
-    async def repository_index(self, request: Request) -> Response:
+    async def repository_index(self, request: Request, call: Call) -> Response:
         """Triton's model repository extension: every model of the repository with its state (`{"ready": true}`:
         only those that serve)."""
         doc = await self._optional_json(request)
@@ -124,7 +98,7 @@ class V2Api:
             ]
         )
 
-    async def model_load(self, request: Request) -> Response:
+    async def model_load(self, request: Request, call: Call) -> Response:
         name = self._controlled("load", request)
         parameters = (await self._optional_json(request)).get("parameters", {})
         if not isinstance(parameters, dict):
@@ -134,7 +108,7 @@ class V2Api:
         await self.registry.load(name)
         return Response(status_code=HTTPStatus.OK)  # an empty body, as Triton answers
 
-    async def model_unload(self, request: Request) -> Response:
+    async def model_unload(self, request: Request, call: Call) -> Response:
         name = self._controlled("unload", request)
         await self._optional_json(request)  # parameters (Triton's unload_dependents) change nothing here
         await self.registry.unload(name)

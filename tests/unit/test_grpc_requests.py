@@ -1,5 +1,5 @@
-"""`grpc.requests`: handlers guarded at registration refuse requests that do not parse with INVALID_ARGUMENT,
-for unary and streamed requests alike, and log the refusals at a bounded rate."""
+"""`grpc.requests`: every handler is put behind the boundary at registration, once; refusals of requests that do not
+parse are logged at a bounded rate (the boundary itself: `test_grpc_boundary.py`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from service.grpc.requests import GuardedServer, RefusalLog, Unparsable, guarded
+from service.grpc.requests import GuardedServer
+from service.logs import RefusalLog
 
 Request = health_pb2.HealthCheckRequest
 GOOD = Request(service="v2").SerializeToString()
@@ -63,76 +64,6 @@ def unary(behaviour: Any = echo) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(behaviour, Request.FromString, Request.SerializeToString)
 
 
-async def test_a_parsed_request_reaches_the_behaviour() -> None:
-    handler = guarded(unary(), "/h/Check", Refusals())
-    assert handler.unary_unary is not None and handler.request_deserializer is not None
-    assert await handler.unary_unary(handler.request_deserializer(GOOD), Context()) == "v2"
-
-
-@pytest.mark.parametrize(
-    ("payload", "message"),
-    [
-        (GARBAGE, "the request is not a valid grpc.health.v1.HealthCheckRequest message"),
-        (LATIN1, "service is not valid UTF-8 (byte 0xe9 at offset 3); send text encoded as UTF-8"),
-    ],
-)
-async def test_an_unparsable_request_is_invalid_argument(payload: bytes, message: str) -> None:
-    refusals = Refusals()
-    handler = guarded(unary(), "/h/Check", refusals)
-    request = handler.request_deserializer(payload)  # type: ignore[misc]
-    assert request == Unparsable(message)
-    context = Context()
-    with pytest.raises(grpc.aio.AbortError):
-        await handler.unary_unary(request, context)  # type: ignore[misc]
-    assert context.aborted == (grpc.StatusCode.INVALID_ARGUMENT, message)
-    assert refusals.calls == [("/h/Check", message)]
-
-
-async def test_server_streaming_async_generator_writes_each_response() -> None:
-    handler = guarded(
-        grpc.unary_stream_rpc_method_handler(echo_twice, Request.FromString, Request.SerializeToString),
-        "/h/W",
-        Refusals(),
-    )
-    context = Context()
-    assert await handler.unary_stream(handler.request_deserializer(GOOD), context) is None  # type: ignore[misc]
-    assert context.written == ["v2", "v2"]
-    with pytest.raises(grpc.aio.AbortError):
-        await handler.unary_stream(handler.request_deserializer(GARBAGE), Context())  # type: ignore[misc]
-
-
-async def test_streamed_requests_end_the_call_at_the_first_that_does_not_parse() -> None:
-    refusals = Refusals()
-    handler = guarded(
-        grpc.stream_stream_rpc_method_handler(echo_each, Request.FromString, Request.SerializeToString),
-        "/r/I",
-        refusals,
-    )
-    context = Context()
-    requests = messages(GOOD, LATIN1, GOOD, deserializer=handler.request_deserializer)
-    with pytest.raises(grpc.aio.AbortError):
-        await handler.stream_stream(requests, context)  # type: ignore[misc]
-    assert context.written == ["v2"]
-    assert context.aborted is not None and context.aborted[0] is grpc.StatusCode.INVALID_ARGUMENT
-    assert [method for method, _ in refusals.calls] == ["/r/I"]
-
-
-def test_other_deserializers_that_raise_give_a_generic_message() -> None:
-    def strict(data: bytes) -> str:
-        return data.decode("ascii")
-
-    handler = guarded(grpc.unary_unary_rpc_method_handler(echo, strict, None), "/x/Y", Refusals())
-    assert handler.request_deserializer(b"ok") == "ok"  # type: ignore[misc]
-    assert handler.request_deserializer(b"\xff") == Unparsable("the request could not be parsed")  # type: ignore[misc]
-
-
-def test_raw_and_synchronous_handlers_are_left_alone() -> None:
-    raw = grpc.unary_unary_rpc_method_handler(echo)
-    sync = grpc.unary_unary_rpc_method_handler(lambda r, c: r, Request.FromString)
-    assert guarded(raw, "/x/Raw", Refusals()) is raw
-    assert guarded(sync, "/x/Sync", Refusals()) is sync
-
-
 class Server:
     def __init__(self) -> None:
         self.generic: list[grpc.GenericRpcHandler] = []
@@ -159,10 +90,7 @@ def test_guarded_server_guards_registered_and_generic_handlers_once() -> None:
     guarded_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("h", handlers),))
     guarded_server.add_registered_method_handlers("h", handlers)
     registered = server.registered["/h/Check"]
-    assert registered is not original
-    assert registered.request_deserializer(GARBAGE) == Unparsable(  # type: ignore[misc]
-        "the request is not a valid grpc.health.v1.HealthCheckRequest message"
-    )
+    assert registered is not original and registered.request_deserializer is None  # the boundary parses
     assert server.generic[0].service(Details("/h/Check")) is registered
     assert server.generic[0].service(Details("/h/Nope")) is None
 
@@ -170,7 +98,7 @@ def test_guarded_server_guards_registered_and_generic_handlers_once() -> None:
 def test_refusals_log_once_per_method_per_window_and_count_the_rest(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     refusals = RefusalLog(seconds=10.0, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="service.grpc.requests"):
+    with caplog.at_level(logging.WARNING, logger="service.logs"):
         for _ in range(200):
             refusals("/a/M", "bad")
             now[0] += 0.01
