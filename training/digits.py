@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from service.config import (
 )
 from service.tasks.image_classification import prepare
 from training import data as datasets
+from training import recipe
 from training.digit_sets import (
     EVAL_PAGES,
     SPEC,
@@ -38,8 +38,8 @@ from training.fonts import LICENCES, train_fonts
 from training.handdrawn import drawn_digits
 from training.images import SCALE, augment
 from training.models import CnnSpec, build_cnn
-from training.repository import library_versions, write_entry
-from training.train import export_and_verify, fit, set_seed
+from training.repository import write_entry
+from training.train import fit, set_seed
 
 log = logging.getLogger("training")
 
@@ -206,17 +206,16 @@ def run(settings: DigitsSettings, output: Path, workdir: Path) -> Path:
         shuffle=True,
     )
 
-    onnx_path = workdir / settings.name / "model.onnx"
-    exported = export_and_verify(model, onnx_path, {"image": data.images[split.test]})
-    metrics = _metrics(settings, session(onnx_path), data, split, validation)
+    exported = recipe.export(model, settings, workdir, {"image": data.images[split.test]})
+    metrics = _metrics(settings, session(exported.path), data, split, validation)
     log.info("%s: metrics %s", settings.name, {k: v["accuracy"] for k, v in metrics.items()})
 
     config = _config(settings, data)
     assert config.image is not None
-    card = {
-        "name": settings.name,
-        "task": "image_classification",
-        "data": {
+    card = recipe.model_card(
+        settings,
+        "image_classification",
+        data={
             "source": data.source,
             "classes": data.classes,
             "split": {
@@ -227,30 +226,22 @@ def run(settings: DigitsSettings, output: Path, workdir: Path) -> Path:
             },
             "augmentation": augmentation,
         },
-        "preprocessing": {**config.image.model_dump(mode="json"), "steps": _steps(config.image.locate)},
-        "model": {
-            "architecture": f"CNN: {len(spec.filters)} blocks of (conv3x3-BN-ReLU)x2, maxpool, dropout; "
-            f"dense {spec.dense}; softmax",
-            "spec": dataclasses.asdict(spec),
-            "parameters": int(model.count_params()),
-        },
-        "training": _training_card(settings, result),
-        "metrics": metrics,
-        "quality_bar": _quality_bar(metrics),
-        "parity": {
-            "max_abs_diff": exported.parity_max_abs_diff,
-            "examples": exported.parity_examples,
-            "tolerance": 1e-4,
-            "against": "Keras on held-out test images",
-        },
-        "onnx": {"opset": exported.opset, "converter": "tf2onnx.convert.from_function"},
-        "versions": library_versions(),
-    }
+        preprocessing={**config.image.model_dump(mode="json"), "steps": _steps(config.image.locate)},
+        model=model,
+        architecture=f"CNN: {len(spec.filters)} blocks of (conv3x3-BN-ReLU)x2, maxpool, dropout; "
+        f"dense {spec.dense}; softmax",
+        spec=spec,
+        training=recipe.training_card(settings, "Adam", result.seconds, **recipe.fitted(result)),
+        metrics=metrics,
+        quality_bar=_quality_bar(metrics),
+        exported=exported,
+        parity={"against": "Keras on held-out test images"},
+    )
     assets = {
         "labels.txt": "\n".join(data.classes) + "\n",
         "parity_reference.npz": parity_reference(exported.inputs, exported.expected),
     }
-    return write_entry(output, settings.name, config, onnx_path, assets, card)
+    return write_entry(output, settings.name, config, exported.path, assets, card)
 
 
 def _metrics(settings: DigitsSettings, sess, data: datasets.ImageData, split: datasets.Split, validation) -> dict:
@@ -296,17 +287,3 @@ def _steps(locate: str) -> list[str]:
         "centred, pad with the background colour (0 after inversion)",
         "pixel * scale (1/255), then (x - mean) / std",
     ]
-
-
-def _training_card(settings: DigitsSettings, result) -> dict:
-    return {
-        "optimizer": "Adam",
-        "learning_rate": settings.learning_rate,
-        "batch_size": settings.batch_size,
-        "max_epochs": settings.epochs,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "early_stopping": {"monitor": "val_loss", "patience": settings.patience, "restore_best_weights": True},
-        "seed": settings.seed,
-        "seconds": round(result.seconds, 1),
-    }

@@ -15,14 +15,15 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from service.config import DynamicBatching, ModelConfig, TensorSpec, TextPreprocessing
 from training import data as datasets
+from training import recipe
 from training import reviews as composed
 from training.baselines import tfidf_logreg
 from training.export import onnx_predict, parity_reference, session
 from training.models import RnnSpec, average_ensemble, build_rnn
-from training.repository import library_versions, write_entry
+from training.repository import write_entry
 from training.sentiment_eval import eval_sentences, score, server_probabilities
 from training.tokenization import encode, pad, train_wordpiece
-from training.train import FitResult, export_and_verify, fit, set_seed
+from training.train import FitResult, fit, set_seed
 
 log = logging.getLogger("training")
 
@@ -218,14 +219,11 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
         results.append(result)
     model = average_ensemble(members, settings.name)
 
-    onnx_path = workdir / settings.name / "model.onnx"
     x_test = pad(ids["test"], PAD_ID, settings.max_length)
-    exported = export_and_verify(model, onnx_path, {"token_ids": x_test})
-    sess = session(onnx_path)
+    exported = recipe.export(model, settings, workdir, {"token_ids": x_test})
+    sess = session(exported.path)
     invariance = padding_invariance(sess, ids["test"][:50], settings.max_length)
-    log.info("%s: padding invariance max |diff| = %.3g", settings.name, invariance)
-    if invariance > 1e-5:
-        raise RuntimeError(f"{settings.name}: padding changes the probabilities by {invariance:.3g} > 1e-5")
+    recipe.check_padding(settings, invariance, 1e-5)
     metrics = {
         "validation": _scores(labels["val"], onnx_predict(sess, {"token_ids": x_val}, 256), data.classes),
         "test": _scores(labels["test"], onnx_predict(sess, {"token_ids": x_test}, 256), data.classes),
@@ -248,10 +246,19 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
     )
 
     config = _config(settings, data.classes, data.source)
-    card = {
-        "name": settings.name,
-        "task": "sentiment",
-        "data": {
+    members_card = [
+        {
+            "seed": settings.seed + k,
+            "cell": settings.cells[k % len(settings.cells)],
+            "epochs_run": r.epochs_run,
+            "best_epoch": r.best_epoch,
+        }
+        for k, r in enumerate(results)
+    ]
+    card = recipe.model_card(
+        settings,
+        "sentiment",
+        data={
             "source": data.source,
             "classes": data.classes,
             "cleaning": "undecodable bytes replaced (U+FFFD); empty rows and exact duplicate texts dropped",
@@ -264,79 +271,69 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
                 "train_used": len(train_idx),
             },
         },
-        "preprocessing": {
+        preprocessing={
             **config.text.model_dump(mode="json"),
             "vocab_size": tokenizer.get_vocab_size(),
             "tokenizer_model": "WordPiece, BERT normaliser (lowercase, strip accents) and "
             "pre-tokenizer, trained on the training split; [PAD]=0, [UNK]=1",
             "padding": "right, with pad_id; the embedding masks id 0",
         },
-        "model": {
-            "architecture": f"mean of {settings.members} bidirectional RNN classifiers (seeds differ; cells in "
-            f"turn {'/'.join(settings.cells)}), each: Embedding(mask_zero) → SpatialDropout → "
-            "Bidirectional(cell, sequences) → masked mean + max pooling → Dropout → Dense logits"
-            + (
-                ", plus a linear 'wide' path (per-class weights of each token and of each hashed token "
-                f"bigram, {settings.bigram_buckets} buckets, averaged over the text) added to the logits"
-                if settings.bigram_buckets
-                else ""
-            )
-            + (
-                f"; a fixed table of {len(composed.LEXICON_COLUMNS)} lexicon scores per token "
-                f"({', '.join(composed.LEXICON_COLUMNS)}; whole-word tokens only) is concatenated to the "
-                "embedding, and its mean over the text feeds the logits through a Dense layer"
-                if settings.lexicon
-                else ""
-            )
-            + " → softmax",
-            "spec": dataclasses.asdict(spec),
-            "parameters": int(model.count_params()),
-        },
-        "training": {
-            "optimizer": "Adam",
-            "learning_rate": settings.learning_rate,
-            "batch_size": settings.batch_size,
-            "max_epochs": settings.epochs,
-            "members": [
-                {
-                    "seed": settings.seed + k,
-                    "cell": settings.cells[k % len(settings.cells)],
-                    "epochs_run": r.epochs_run,
-                    "best_epoch": r.best_epoch,
-                }
-                for k, r in enumerate(results)
-            ],
-            "word_dropout": settings.word_dropout,
-            "early_stopping": {"monitor": "val_loss", "patience": settings.patience, "restore_best_weights": True},
-            "class_weights": dict(zip(data.classes, map(float, class_weight), strict=True)),
-            "seed": settings.seed,
-            "seconds": round(sum(r.seconds for r in results), 1),
-        },
-        "metrics": metrics,
-        "baseline": baseline,
-        "quality_bar": {"beats_baseline": beats, "met": all(beats.values())},
-        "parity": {
-            "max_abs_diff": exported.parity_max_abs_diff,
-            "examples": exported.parity_examples,
-            "tolerance": 1e-4,
+        model=model,
+        architecture=_architecture(settings),
+        spec=spec,
+        training=recipe.training_card(
+            settings,
+            "Adam",
+            sum(r.seconds for r in results),
+            members=members_card,
+            word_dropout=settings.word_dropout,
+            class_weights=dict(zip(data.classes, map(float, class_weight), strict=True)),
+        ),
+        metrics=metrics,
+        baseline=baseline,
+        quality_bar={"beats_baseline": beats, "met": all(beats.values())},
+        exported=exported,
+        parity={
             "against": "Keras on held-out test texts padded to max_length",
             "padding_invariance_max_abs_diff": invariance,
             "padding_invariance_tolerance": 1e-5,
         },
-        "onnx": {"opset": exported.opset, "converter": "tf2onnx.convert.from_function"},
-        "versions": library_versions(),
-    }
+    )
     assets = {
         "labels.txt": "\n".join(data.classes) + "\n",
         "tokenizer.json": tokenizer.to_str(pretty=False),
         "parity_reference.npz": parity_reference(exported.inputs, exported.expected),
     }
-    staged = write_entry(workdir / "staged", settings.name, config, onnx_path, assets, card)
+    staged = write_entry(workdir / "staged", settings.name, config, exported.path, assets, card)
     card["metrics"]["eval_set"] = evaluate(staged)
     log.info(
         "%s: evaluation set %s", settings.name, {k: v for k, v in card["metrics"]["eval_set"].items() if k != "wrong"}
     )
-    return write_entry(output, settings.name, config, onnx_path, assets, card)
+    return write_entry(output, settings.name, config, exported.path, assets, card)
+
+
+def _architecture(settings: SentimentSettings) -> str:
+    wide = (
+        ", plus a linear 'wide' path (per-class weights of each token and of each hashed token "
+        f"bigram, {settings.bigram_buckets} buckets, averaged over the text) added to the logits"
+        if settings.bigram_buckets
+        else ""
+    )
+    lexicon = (
+        f"; a fixed table of {len(composed.LEXICON_COLUMNS)} lexicon scores per token "
+        f"({', '.join(composed.LEXICON_COLUMNS)}; whole-word tokens only) is concatenated to the "
+        "embedding, and its mean over the text feeds the logits through a Dense layer"
+        if settings.lexicon
+        else ""
+    )
+    return (
+        f"mean of {settings.members} bidirectional RNN classifiers (seeds differ; cells in "
+        f"turn {'/'.join(settings.cells)}), each: Embedding(mask_zero) → SpatialDropout → "
+        "Bidirectional(cell, sequences) → masked mean + max pooling → Dropout → Dense logits"
+        + wide
+        + lexicon
+        + " → softmax"
+    )
 
 
 def evaluate(entry: Path) -> dict:

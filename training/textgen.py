@@ -14,15 +14,16 @@ import numpy as np
 
 from service.config import DynamicBatching, Generation, Limits, ModelConfig, TensorSpec, TextPreprocessing
 from training import data as datasets
+from training import recipe
 from training.baselines import KneserNeyTrigram
 from training.decoder_step import STEP_FILE
 from training.export import onnx_predict, parity_reference, session
 from training.models import TransformerSpec, build_transformer
-from training.repository import library_versions, write_entry
+from training.repository import write_entry
 from training.textgen_corpus import load_stdlib
 from training.textgen_step import KV_CACHE, card_section, export_step_model
 from training.tokenization import BPE_BOS, BPE_EOS, BPE_PAD, encode, pad, train_byte_bpe
-from training.train import PARITY_EXAMPLES, export_and_verify, fit, set_seed
+from training.train import PARITY_EXAMPLES, fit, set_seed
 
 log = logging.getLogger("training")
 
@@ -233,16 +234,14 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
         patience=settings.patience,
     )
 
-    onnx_path = workdir / settings.name / "model.onnx"
     held_out = parity_inputs(np.concatenate([streams["test"], streams["val"]]), ctx, pad_id)
-    exported = export_and_verify(model, onnx_path, held_out)
+    exported = recipe.export(model, settings, workdir, held_out)
+    onnx_path = exported.path
     step = export_step_model(onnx_path, onnx_path.parent / STEP_FILE, settings.heads, exported.inputs, ctx,
                              keras_logits=exported.expected)  # fmt: skip
     sess = session(onnx_path)
     invariance = padding_invariance(sess, streams["test"], (5, 17, 64, ctx - 1), ctx)
-    log.info("%s: right-padding invariance max |diff| = %.3g", settings.name, invariance)
-    if invariance > 1e-4:
-        raise RuntimeError(f"{settings.name}: padding changes the logits by {invariance:.3g} > 1e-4")
+    recipe.check_padding(settings, invariance, 1e-4, "logits")
 
     metrics, baseline = {}, {}
     trigram = KneserNeyTrigram(vocab).fit(streams["train"])
@@ -263,10 +262,11 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
     config = textgen_eval.with_sampling_defaults(_config(settings, vocab, pad_id, bos, eos, source))
     prompts = textgen_eval.load_prompts()[: settings.eval_prompts]
     metrics["eval_prompts"] = textgen_eval.evaluate(step.path, tokenizer, config, prompts)
-    card = _card(settings, config, source, split, streams, train, spec, model, result, metrics, baseline)
-    card |= {"samples": samples, "parity": _parity_card(exported, ctx, invariance)}
-    card |= {"onnx": {"opset": exported.opset, "converter": "tf2onnx.convert.from_function"}}
-    card |= {"kv_cache": card_section(step), "versions": library_versions()}
+    extra = {"samples": samples, "kv_cache": card_section(step)}
+    parity = _parity_card(exported, ctx, invariance)
+    card = _card(
+        settings, config, source, split, streams, train, spec, model, result, metrics, baseline, exported, parity, extra
+    )
     last = exported.inputs["attention_mask"].sum(axis=1) - 1
     reference = parity_reference(exported.inputs, exported.expected[np.arange(len(last)), last], last_position=last)
     assets = {"tokenizer.json": tokenizer.to_str(pretty=False), "parity_reference.npz": reference}
@@ -275,9 +275,6 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
 
 def _parity_card(exported, ctx: int, invariance: float) -> dict:
     return {
-        "max_abs_diff": exported.parity_max_abs_diff,
-        "examples": exported.parity_examples,
-        "tolerance": 1e-4,
         "against": f"Keras on {exported.parity_examples} held-out rows of 1..{ctx} real tokens, "
         f"right-padded to {ctx} with attention_mask (all positions compared)",
         "padding_invariance_max_abs_diff": invariance,
@@ -285,13 +282,15 @@ def _parity_card(exported, ctx: int, invariance: float) -> dict:
     }
 
 
-def _card(settings, config, source, split, streams, train, spec, model, result, metrics, baseline) -> dict:
+def _card(
+    settings, config, source, split, streams, train, spec, model, result, metrics, baseline, exported, parity, extra
+) -> dict:
     ctx, vocab = settings.context_length, spec.vocab_size
     evaluation = metrics["eval_prompts"]
-    return {
-        "name": settings.name,
-        "task": "text_generation",
-        "data": {
+    return recipe.model_card(
+        settings,
+        "text_generation",
+        data={
             "source": source,
             "split": {
                 **split,
@@ -299,7 +298,7 @@ def _card(settings, config, source, split, streams, train, spec, model, result, 
                 "train_windows": len(train.token_ids),
             },
         },
-        "preprocessing": {
+        preprocessing={
             **config.text.model_dump(mode="json"),
             "vocab_size": vocab,
             "tokenizer_model": "byte-level BPE trained on the training split; "
@@ -308,35 +307,32 @@ def _card(settings, config, source, split, streams, train, spec, model, result, 
             "sequences": "each source file is <|bos|> text <|endoftext|>; prompts start with <|bos|>",
             "padding": "right, with pad_id, attention_mask 0 on padding",
         },
-        "model": {
-            "architecture": "decoder-only Transformer: token + learned position embeddings, pre-LayerNorm "
-            "blocks (causal multi-head self-attention with key padding mask, GELU MLP), "
-            f"final LayerNorm, logits at every position; {KV_CACHE}",
-            "spec": dataclasses.asdict(spec),
-            "parameters": int(model.count_params()),
-        },
-        "training": {
-            "optimizer": f"AdamW (weight decay {settings.weight_decay}, clipnorm 1.0)",
-            "learning_rate": f"{settings.learning_rate} after {settings.warmup_steps} warm-up steps, cosine "
+        model=model,
+        architecture="decoder-only Transformer: token + learned position embeddings, pre-LayerNorm "
+        "blocks (causal multi-head self-attention with key padding mask, GELU MLP), "
+        f"final LayerNorm, logits at every position; {KV_CACHE}",
+        spec=spec,
+        training=recipe.training_card(
+            settings,
+            f"AdamW (weight decay {settings.weight_decay}, clipnorm 1.0)",
+            result.seconds,
+            learning_rate=f"{settings.learning_rate} after {settings.warmup_steps} warm-up steps, cosine "
             "decay to a tenth of it",
-            "batch_size": settings.batch_size,
-            "windows": f"{ctx + 1} tokens every {settings.train_stride}",
-            "max_epochs": settings.epochs,
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "early_stopping": {"monitor": "val_loss", "patience": settings.patience, "restore_best_weights": True},
-            "seed": settings.seed,
-            "seconds": round(result.seconds, 1),
-            "machine": "2 shared CPU cores (nice -n 19), TensorFlow CPU",
-        },
-        "metrics": metrics,
-        "baseline": {
+            windows=f"{ctx + 1} tokens every {settings.train_stride}",
+            **recipe.fitted(result),
+            machine="2 shared CPU cores (nice -n 19), TensorFlow CPU",
+        ),
+        metrics=metrics,
+        baseline={
             "model": "interpolated Kneser-Ney token trigram (discount 0.75) on the same tokenizer, trained on the "
             "training split's token stream, scored on the same targets (training/baselines.py)",
             **baseline,
         },
-        "quality_bar": quality_bar(metrics["test"]["perplexity"], baseline["test"]["perplexity"], evaluation),
-    }
+        quality_bar=quality_bar(metrics["test"]["perplexity"], baseline["test"]["perplexity"], evaluation),
+        exported=exported,
+        parity=parity,
+        extra=extra,
+    )
 
 
 def quality_bar(perplexity: float, trigram: float, evaluation: dict) -> dict:
