@@ -32,6 +32,7 @@ from service.http.auth import HttpAuthorizer
 from service.http.docs import DocsPages
 from service.http.errors import CLIENT_CLOSED, STATUS, error_response
 from service.http.listener import AsgiListener
+from service.http.routes import OPERATIONS, TASKS, V2
 from service.http.tasks import TaskRoutes, sse_event
 from service.http.v2 import V2Api
 
@@ -101,16 +102,16 @@ class _Sent(Response):
 
 
 def build_app(v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: HttpAuthorizer | None) -> Starlette:
-    """The routes of `openapi.OPERATIONS`, each through the boundary, and the API's own description: `/openapi.json`
+    """The routes of `routes.OPERATIONS`, each through the boundary, and the API's own description: `/openapi.json`
     and the `/docs` page that renders it (its files ship in `service/http/static/`)."""
-    handlers = {openapi.V2: v2, openapi.TASKS: tasks}
+    handlers = {V2: v2, TASKS: tasks}
     routes = [
         Route(
             op.path,
             _edge(op.handler, getattr(handlers[op.tag], op.handler), accounting, authorizer),
             methods=[op.method.upper()],
         )
-        for op in openapi.OPERATIONS
+        for op in OPERATIONS
     ]
     pages = DocsPages(openapi.document(auth=authorizer is not None))
     routes += [

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.parser
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -34,18 +32,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from service.accounting import Call
 from service.batching.sequences import TextChunk
 from service.errors import InvalidInputError, explain
+from service.http import fields
 from service.http.codec import parse_json
 from service.http.errors import CLIENT_CLOSED, STATUS
 from service.http.v2 import read_body
 from service.task_apis import GenerationDone, TaskAPIs
 from service.types import GenerationRequest
 
-UINT32 = 2**32 - 1
-UINT64 = 2**64 - 1
 GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "stop",
                    "model", "version", "stream", "timeout_ms")  # fmt: skip
 SENTIMENT_FIELDS = ("texts", "model", "version", "timeout_ms")
-MAX_TIMEOUT_MS = 24 * 3600 * 1000
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """Proxies (nginx) must pass events on as they come."""
 
@@ -57,13 +53,13 @@ class TaskRoutes:
 
     # ---- the endpoints --------------------------------------------------------------------------
     async def classify(self, request: Request, call: Call) -> Response:
-        call.named(_query(request, "model"), _query(request, "version"))
+        call.named(fields.query(request, "model"), fields.query(request, "version"))
         timeout = request.query_params.get("timeout_ms")
-        deadline = _deadline(None if timeout is None else _count(timeout, "timeout_ms"))
+        deadline = fields.deadline(None if timeout is None else fields.count(timeout, "timeout_ms"))
         body = await read_body(request, self.max_body_bytes)
-        images, form_top_k = _images(request.headers.get("content-type", ""), body)
+        images, form_top_k = fields.images(request.headers.get("content-type", ""), body)
         text = request.query_params.get("top_k", form_top_k)
-        top_k = 0 if text is None else _count(text, "top_k")
+        top_k = 0 if text is None else fields.count(text, "top_k")
         result = await self.core.classify(images, top_k, call.model, call.version, deadline)
         return JSONResponse(
             {
@@ -78,8 +74,8 @@ class TaskRoutes:
 
     async def sentiment(self, request: Request, call: Call) -> Response:
         doc = await self._json(request, SENTIMENT_FIELDS)
-        call.named(_string(doc, "model"), _string(doc, "version"))
-        deadline = _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS))
+        call.named(fields.string(doc, "model"), fields.string(doc, "version"))
+        deadline = fields.deadline(fields.integer(doc, "timeout_ms", fields.MAX_TIMEOUT_MS))
         texts = doc.get("texts")
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError('\'texts\' must be a list of strings: {"texts": ["a review", ...]}')
@@ -98,7 +94,7 @@ class TaskRoutes:
 
     async def generate(self, request: Request, call: Call) -> Response:
         doc = await self._json(request, GENERATE_FIELDS)
-        call.named(_string(doc, "model"), _string(doc, "version"))
+        call.named(fields.string(doc, "model"), fields.string(doc, "version"))
         prompt = doc.get("prompt")
         if not isinstance(prompt, str):
             raise InvalidInputError('\'prompt\' must be a string: {"prompt": "Once upon a time"}')
@@ -112,17 +108,17 @@ class TaskRoutes:
             raise InvalidInputError("'stop' must be a string or a list of strings")
         asked = GenerationRequest(
             prompt,
-            max_new_tokens=_integer(doc, "max_new_tokens", UINT32) or 0,
-            temperature=_number(doc, "temperature"),
-            top_k=_integer(doc, "top_k", UINT32) or 0,
-            top_p=_number(doc, "top_p"),
-            seed=_integer(doc, "seed", UINT64),
-            repetition_penalty=_number(doc, "repetition_penalty"),
+            max_new_tokens=fields.integer(doc, "max_new_tokens", fields.UINT32) or 0,
+            temperature=fields.number(doc, "temperature"),
+            top_k=fields.integer(doc, "top_k", fields.UINT32) or 0,
+            top_p=fields.number(doc, "top_p"),
+            seed=fields.integer(doc, "seed", fields.UINT64),
+            repetition_penalty=fields.number(doc, "repetition_penalty"),
             stop=tuple(stop),
             model=call.model,
             version=call.version,
         )
-        events = self.core.generate(asked, _deadline(_integer(doc, "timeout_ms", MAX_TIMEOUT_MS)))
+        events = self.core.generate(asked, fields.deadline(fields.integer(doc, "timeout_ms", fields.MAX_TIMEOUT_MS)))
         # The first event before any answer: errors found before generating (a bad parameter, an unknown model,
         # a full queue) get their own status, streamed or not.
         try:
@@ -226,93 +222,3 @@ async def _sse(
 def sse_event(name: str, data: dict[str, Any]) -> bytes:
     """One Server-Sent Event: `event: <name>` and its JSON `data`."""
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
-
-
-# ---- request parts ------------------------------------------------------------------------------------------
-def _query(request: Request, name: str) -> str:
-    return request.query_params.get(name, "")
-
-
-def _string(doc: dict[str, Any], key: str) -> str:
-    value = doc.get(key, "")
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{key!r} must be a string")
-    return value
-
-
-def _integer(doc: dict[str, Any], key: str, most: int) -> int | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
-        raise InvalidInputError(f"{key!r} must be a whole number from 0 to {most}, got {json.dumps(value)[:32]}")
-    return value
-
-
-def _number(doc: dict[str, Any], key: str) -> float | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise InvalidInputError(f"{key!r} must be a number, got {json.dumps(value)[:32]}")
-    return float(value)
-
-
-def _deadline(timeout_ms: int | None) -> float | None:
-    """The `time.monotonic()` deadline of a request's `timeout_ms` (as a gRPC deadline bounds a task call: its time
-    in the queue, and a generation to its end), counted from when the handler reads it."""
-    if timeout_ms is None:
-        return None
-    if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
-        raise InvalidInputError(f"timeout_ms must be from 1 to {MAX_TIMEOUT_MS} (a day), got {timeout_ms}")
-    return time.monotonic() + timeout_ms / 1000
-
-
-def _count(text: str, name: str) -> int:
-    if not text.strip().isdigit() or int(text) > UINT32:
-        raise InvalidInputError(f"{name} must be a whole number, got {text[:32]!r}")
-    return int(text)
-
-
-def _images(content_type: str, body: bytes) -> tuple[list[bytes], str | None]:
-    """The images of a classify request, and the multipart form's `top_k` field if it has one."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind.startswith("image/") or kind == "application/octet-stream":
-        return [body], None
-    if kind == "multipart/form-data":
-        return _multipart(content_type, body)
-    raise InvalidInputError(
-        f"send the image as the body (Content-Type: image/png, image/jpeg, ...) or several as multipart/form-data, "
-        f"not {kind or 'no Content-Type'!r}"
-    )
-
-
-def _multipart(content_type: str, body: bytes) -> tuple[list[bytes], str | None]:
-    """multipart/form-data (RFC 7578): every part with a filename is an image, in order; a part named `top_k`
-    without a filename is the field."""
-    headers = email.parser.Parser().parsestr(f"Content-Type: {content_type}\n\n", headersonly=True)
-    boundary = headers.get_param("boundary")
-    if not isinstance(boundary, str) or not boundary:
-        raise InvalidInputError("the multipart/form-data Content-Type has no boundary")
-    delimiter = b"--" + boundary.encode("latin-1")
-    chunks = body.split(delimiter)
-    if len(chunks) < 2 or not chunks[-1].startswith(b"--"):
-        raise InvalidInputError("the multipart/form-data body is not complete: it must end with the closing boundary")
-    images: list[bytes] = []
-    top_k: str | None = None
-    for index, chunk in enumerate(chunks[1:-1]):
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep or not head.startswith(b"\r\n") or not content.endswith(b"\r\n"):
-            raise InvalidInputError(f"part {index} of the multipart/form-data body is malformed")
-        part = email.parser.Parser().parsestr(head[2:].decode("latin-1") + "\n\n", headersonly=True)
-        data = content[:-2]
-        if part.get_filename() is not None:
-            images.append(data)
-        elif part.get_param("name", header="content-disposition") == "top_k":
-            top_k = data.decode("latin-1")
-        else:
-            name = part.get_param("name", header="content-disposition")
-            raise InvalidInputError(
-                f"unexpected form field {str(name)[:64]!r}: send images as file parts, and top_k if needed"
-            )
-    return images, top_k

@@ -61,7 +61,7 @@ def test_matching_rules() -> None:
 def test_every_http_route_has_a_curl_example_in_the_task_apis_page() -> None:
     """docs/task-apis.md shows every route of the HTTP port (`service/http/openapi.py` lists them), run with curl,
     POST routes with a body, plus /openapi.json and /docs."""
-    from service.http.openapi import OPERATIONS
+    from service.http.routes import OPERATIONS
 
     commands = [c.text for b in BLOCKS if b.path == "docs/task-apis.md" and b.lang == "console" for c in b.commands()]
     curls = [c for c in commands if c.startswith("curl ") and "127.0.0.1:8000/" in c]

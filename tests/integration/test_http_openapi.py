@@ -20,6 +20,8 @@ from service.errors import ErrorCode
 from service.http import openapi
 from service.http.auth import SCOPES
 from service.http.errors import STATUS
+from service.http.routes import OPERATIONS
+from service.http.schemas import SCHEMAS
 from service.http.tasks import GENERATE_FIELDS, SENTIMENT_FIELDS
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
@@ -88,7 +90,7 @@ def test_the_document_describes_exactly_the_routes_the_app_serves(server: Runnin
 def test_scopes_and_statuses_come_from_the_auth_and_error_tables() -> None:
     plain, with_tokens = openapi.document(False), openapi.document(True)
     statuses = {str(int(s)) for s in STATUS.values()}
-    for op in openapi.OPERATIONS:
+    for op in OPERATIONS:
         assert op.handler in SCOPES, op.handler
         scope = SCOPES[op.handler]
         described = with_tokens["paths"][op.path][op.method]
@@ -104,7 +106,7 @@ def test_scopes_and_statuses_come_from_the_auth_and_error_tables() -> None:
 
 
 def test_request_schemas_name_the_fields_the_handlers_take() -> None:
-    schemas = openapi.SCHEMAS
+    schemas = SCHEMAS
     assert tuple(schemas["GenerateRequest"]["properties"]) == GENERATE_FIELDS
     assert tuple(schemas["SentimentRequest"]["properties"]) == SENTIMENT_FIELDS
 

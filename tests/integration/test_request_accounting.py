@@ -21,7 +21,7 @@ from service.grpc._generated.deepserve.v1 import sentiment_analyzer_pb2 as sa
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc.boundary import api_of
-from service.http import openapi
+from service.http import routes
 from service.http.server import APIS
 from tests.conftest import RunningServer, start_server
 from tests.tiny_task_models import make_task_repository
@@ -40,7 +40,7 @@ PATH_PARAMS = {"name": "quadrants", "version": "1"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")), http_port=_free_port())
     yield running
     running.stop()
@@ -52,10 +52,10 @@ def _free_port() -> int:
     return free_port()
 
 
-def counted(server: RunningServer, api: str) -> Counter[str]:
+def counted(served: RunningServer, api: str) -> Counter[str]:
     """deepserve_requests_total of `api` by code, over every model."""
     codes: Counter[str] = Counter()
-    for family in server.app.metrics.registry.collect():
+    for family in served.app.metrics.registry.collect():
         for sample in family.samples:
             if sample.name == "deepserve_requests_total" and sample.labels["api"] == api:
                 codes[sample.labels["code"]] += int(sample.value)
@@ -89,31 +89,31 @@ def _call(channel: grpc.Channel, path: str, method: object, request: bytes) -> s
 
 @pytest.mark.parametrize(("path", "method"), METHODS, ids=[path for path, _ in METHODS])
 def test_every_rpc_is_counted_once_with_the_status_its_client_saw(
-    server: RunningServer, path: str, method: object
+    served: RunningServer, path: str, method: object
 ) -> None:
     api, _ = api_of(path)
-    with grpc.insecure_channel(server.address) as channel:
-        first = counted(server, api)
+    with grpc.insecure_channel(served.address) as channel:
+        first = counted(served, api)
         _call(channel, path, method, _request(method))  # the first call may load lazily built state
-        eventually(lambda: counted(server, api) != first)
-        before = counted(server, api)
+        eventually(lambda: counted(served, api) != first)
+        before = counted(served, api)
         code = _call(channel, path, method, _request(method))
     # a call cut by its deadline ends on the server a moment after the client hears of it
-    eventually(lambda: counted(server, api) != before)
-    assert counted(server, api) - before == {code: 1}
+    eventually(lambda: counted(served, api) != before)
+    assert counted(served, api) - before == {code: 1}
 
 
-def test_task_calls_are_counted_under_the_model_that_answered(server: RunningServer) -> None:
+def test_task_calls_are_counted_under_the_model_that_answered(served: RunningServer) -> None:
     labels = {"model": "tiny_sentiment", "version": "1", "api": "sentiment", "code": "OK"}
-    registry = server.app.metrics.registry
+    registry = served.app.metrics.registry
     before = registry.get_sample_value("deepserve_requests_total", labels) or 0
-    with grpc.insecure_channel(server.address) as channel:
+    with grpc.insecure_channel(served.address) as channel:
         analyze = channel.unary_unary("/deepserve.v1.SentimentAnalyzer/Analyze")
         analyze(sa.AnalyzeRequest(texts=["fine"], model_name="tiny_sentiment").SerializeToString(), timeout=10)
     assert registry.get_sample_value("deepserve_requests_total", labels) == before + 1
 
 
-ROUTES = [(op.method.upper(), op.path, op.handler) for op in openapi.OPERATIONS] + [
+ROUTES = [(op.method.upper(), op.path, op.handler) for op in routes.OPERATIONS] + [
     ("GET", "/openapi.json", "openapi"),
     ("GET", "/docs", "docs"),
     ("GET", "/docs/docs.js", "docs"),
@@ -122,20 +122,20 @@ ROUTES = [(op.method.upper(), op.path, op.handler) for op in openapi.OPERATIONS]
 
 @pytest.mark.parametrize(("verb", "path", "handler"), ROUTES, ids=[f"{v} {p}" for v, p, _ in ROUTES])
 def test_every_http_route_is_counted_once_with_the_status_its_client_saw(
-    server: RunningServer, verb: str, path: str, handler: str
+    served: RunningServer, verb: str, path: str, handler: str
 ) -> None:
     api = APIS.get(handler, (f"http_{handler}", None))[0]
-    before = counted(server, api)
-    connection = http.client.HTTPConnection("127.0.0.1", server.app.http_port, timeout=10)
+    before = counted(served, api)
+    connection = http.client.HTTPConnection("127.0.0.1", served.app.http_port, timeout=10)
     try:
         connection.request(verb, path.format(**PATH_PARAMS), body=b"" if verb == "POST" else None)
         response = connection.getresponse()
         response.read()
     finally:
         connection.close()
-    assert counted(server, api) - before == {str(response.status): 1}
+    assert counted(served, api) - before == {str(response.status): 1}
 
 
-def test_the_tests_cover_every_service_on_the_port(server: RunningServer) -> None:
-    served = set(server.app.services) | {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+def test_the_tests_cover_every_service_on_the_port(served: RunningServer) -> None:
+    served = set(served.app.services) | {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
     assert {s.full_name for s in SERVICES} == served, Path(__file__).name
