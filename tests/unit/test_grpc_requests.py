@@ -4,7 +4,6 @@ parse are logged at a bounded rate (the boundary itself: `test_grpc_boundary.py`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -15,53 +14,14 @@ from service.grpc.requests import GuardedServer
 from service.logs import RefusalLog
 
 Request = health_pb2.HealthCheckRequest
-GOOD = Request(service="v2").SerializeToString()
-GARBAGE = b"\xff\xff\xff"
-LATIN1 = b"\x0a\x04caf\xe9"  # service = b"caf\xe9"
-
-
-class Context:
-    def __init__(self) -> None:
-        self.written: list[Any] = []
-        self.aborted: tuple[grpc.StatusCode, str] | None = None
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.aborted = (code, details)
-        raise grpc.aio.AbortError()
-
-    async def write(self, message: Any) -> None:
-        self.written.append(message)
-
-
-class Refusals:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, method: str, reason: str) -> None:
-        self.calls.append((method, reason))
 
 
 async def echo(request: Any, context: Any) -> str:
-    return request.service
+    return request.service  # type: ignore[no-any-return]
 
 
-async def echo_twice(request: Any, context: Any) -> AsyncIterator[str]:
-    yield request.service
-    yield request.service
-
-
-async def echo_each(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[str]:
-    async for request in requests:
-        yield request.service
-
-
-async def messages(*payloads: bytes, deserializer: Any) -> AsyncIterator[Any]:
-    for payload in payloads:
-        yield deserializer(payload)
-
-
-def unary(behaviour: Any = echo) -> grpc.RpcMethodHandler:
-    return grpc.unary_unary_rpc_method_handler(behaviour, Request.FromString, Request.SerializeToString)
+def unary() -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(echo, Request.FromString, Request.SerializeToString)
 
 
 class Server:

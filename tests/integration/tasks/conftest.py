@@ -16,7 +16,7 @@ MODELS = Path(__file__).resolve().parents[3] / "models"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def task_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """The server on `tests.tiny_task_models` (quadrants, tiny_sentiment, tiny_lm, slow_lm, ...)."""
     running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
     yield running
@@ -24,8 +24,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[TaskClient]:
-    with TaskClient(server.address, timeout=60) as c:
+def client(task_server: RunningServer) -> Iterator[TaskClient]:
+    with TaskClient(task_server.address, timeout=60) as c:
         yield c
 
 

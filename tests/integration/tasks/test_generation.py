@@ -33,15 +33,15 @@ from tests.waiting import eventually
 PROMPT = "The quick brown fox"
 
 
-def messages(server: RunningServer, request: tg.GenerateRequest, timeout: float = 30) -> list[tg.GenerateResponse]:
+def messages(task_server: RunningServer, request: tg.GenerateRequest, timeout: float = 30) -> list[tg.GenerateResponse]:
     """The raw stream of response messages (to count them)."""
-    with grpc.insecure_channel(server.address) as channel:
+    with grpc.insecure_channel(task_server.address) as channel:
         return list(tg_grpc.TextGeneratorStub(channel).Generate(request, timeout=timeout))
 
 
-def test_streams_several_deltas_then_one_final_message(server: RunningServer) -> None:
+def test_streams_several_deltas_then_one_final_message(task_server: RunningServer) -> None:
     request = tg.GenerateRequest(prompt=PROMPT, max_new_tokens=12, temperature=0.0, model_name="tiny_lm")
-    stream = messages(server, request)
+    stream = messages(task_server, request)
     kinds = [m.WhichOneof("event") for m in stream]
     assert kinds.count("delta") > 1 and kinds[-1] == "finished" and kinds.count("finished") == 1
     done = stream[-1].finished
@@ -108,11 +108,11 @@ def test_long_prompt_keeps_its_last_tokens_and_context_fills(client: TaskClient)
     assert (s.prompt_tokens, s.generated_tokens, s.finish_reason) == (LM_CONTEXT - 1, 1, "context")
 
 
-def test_cancelling_frees_the_slot_and_stops_computing(server: RunningServer, client: TaskClient) -> None:
-    scheduler = server.app.tasks.scheduler("slow_lm")
+def test_cancelling_frees_the_slot_and_stops_computing(task_server: RunningServer, client: TaskClient) -> None:
+    scheduler = task_server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None
     gauge = {"model": "slow_lm", "version": "1"}
-    registry = server.app.metrics.registry
+    registry = task_server.app.metrics.registry
     stream = client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm")
     pieces = iter(stream)
     next(pieces), next(pieces)
@@ -130,10 +130,10 @@ def test_cancelling_frees_the_slot_and_stops_computing(server: RunningServer, cl
     assert caught.value.code is grpc.StatusCode.CANCELLED
 
 
-def test_client_going_away_frees_the_slot(server: RunningServer) -> None:
-    scheduler = server.app.tasks.scheduler("slow_lm")
+def test_client_going_away_frees_the_slot(task_server: RunningServer) -> None:
+    scheduler = task_server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None
-    channel = grpc.insecure_channel(server.address)
+    channel = grpc.insecure_channel(task_server.address)
     call = tg_grpc.TextGeneratorStub(channel).Generate(
         tg.GenerateRequest(prompt=PROMPT, max_new_tokens=2000, temperature=0.0, model_name="slow_lm")
     )
@@ -143,13 +143,13 @@ def test_client_going_away_frees_the_slot(server: RunningServer) -> None:
     assert eventually(lambda: scheduler.active == 0)
 
 
-def test_every_cancelled_stream_is_counted_once_as_cancelled(server: RunningServer, client: TaskClient) -> None:
+def test_every_cancelled_stream_is_counted_once_as_cancelled(task_server: RunningServer, client: TaskClient) -> None:
     """Wherever the server is when the client cancels (computing the next token, or writing the last one,
     its handler then suspended at a `yield`), the call is counted once, as CANCELLED, and leaves nothing
     in flight."""
-    scheduler = server.app.tasks.scheduler("slow_lm")
+    scheduler = task_server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None
-    registry = server.app.metrics.registry
+    registry = task_server.app.metrics.registry
     labels = {"model": "slow_lm", "version": "1", "api": "generate"}
 
     def counted(code: str) -> float:
@@ -173,14 +173,14 @@ def test_every_cancelled_stream_is_counted_once_as_cancelled(server: RunningServ
 
 
 @pytest.mark.parametrize("named", [True, False], ids=["named", "default_model"])
-def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer, named: bool) -> None:
+def test_deadline_ends_the_stream_with_deadline_exceeded(task_server: RunningServer, named: bool) -> None:
     """Counted under its model (named, or the task's default: slow_lm comes first by name), never `_unknown`."""
-    assert server.app.tasks.choose(Task.TEXT_GENERATION).name == "slow_lm"
-    registry = server.app.metrics.registry
+    assert task_server.app.tasks.choose(Task.TEXT_GENERATION).name == "slow_lm"
+    registry = task_server.app.metrics.registry
     labels = {"model": "slow_lm", "version": "1", "api": "generate", "code": "DEADLINE_EXCEEDED"}
     unknown = {**labels, "model": "_unknown", "version": ""}
     before = registry.get_sample_value("deepserve_requests_total", labels) or 0
-    with TaskClient(server.address, timeout=0.5) as client:
+    with TaskClient(task_server.address, timeout=0.5) as client:
         stream = client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm" if named else "")
         received: list[str] = []
         with pytest.raises(ClientError) as caught:
@@ -188,15 +188,15 @@ def test_deadline_ends_the_stream_with_deadline_exceeded(server: RunningServer, 
                 received.append(text)
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert received  # the text streamed before the deadline arrived
-    scheduler = server.app.tasks.scheduler("slow_lm")
+    scheduler = task_server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None and eventually(lambda: scheduler.active == 0)
     # counted as the client saw it, whether gRPC's deadline or the scheduler's ended the stream
     assert eventually(lambda: registry.get_sample_value("deepserve_requests_total", labels) == before + 1)
     assert registry.get_sample_value("deepserve_requests_total", unknown) is None
 
 
-def test_too_many_waiting_requests_get_queue_full(server: RunningServer) -> None:
-    scheduler = server.app.tasks.scheduler("slow_lm")
+def test_too_many_waiting_requests_get_queue_full(task_server: RunningServer) -> None:
+    scheduler = task_server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None
     capacity = scheduler.config.max_active_sequences + scheduler.config.max_waiting
 
@@ -205,7 +205,7 @@ def test_too_many_waiting_requests_get_queue_full(server: RunningServer) -> None
             for _ in stream:
                 pass
 
-    with TaskClient(server.address) as client, ThreadPoolExecutor(capacity) as readers:
+    with TaskClient(task_server.address) as client, ThreadPoolExecutor(capacity) as readers:
         held = [client.generate(PROMPT, max_new_tokens=2000, temperature=0.0, model="slow_lm") for _ in range(capacity)]
         for stream in held:
             readers.submit(drain, stream)  # read as a real client would (HTTP/2 flow control)
@@ -237,16 +237,16 @@ def test_too_many_waiting_requests_get_queue_full(server: RunningServer) -> None
         ({"model_name": "quadrants"}, "serves the task image_classification"),
     ],
 )
-def test_bad_requests_are_invalid_argument(server: RunningServer, fields: dict, message: str) -> None:
+def test_bad_requests_are_invalid_argument(task_server: RunningServer, fields: dict, message: str) -> None:
     request = tg.GenerateRequest(**{"prompt": PROMPT, "model_name": "tiny_lm", **fields})
     with pytest.raises(grpc.RpcError) as caught:
-        messages(server, request)
+        messages(task_server, request)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert re.search(message, caught.value.details())  # type: ignore[attr-defined]
 
 
-def test_invalid_utf8_prompt_is_invalid_argument(server: RunningServer) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+def test_invalid_utf8_prompt_is_invalid_argument(task_server: RunningServer) -> None:
+    with grpc.insecure_channel(task_server.address) as channel:
         call = channel.unary_stream("/deepserve.v1.TextGenerator/Generate")
         with pytest.raises(grpc.RpcError) as caught:
             list(call(b"\x0a\x03a\x80b", timeout=10))  # GenerateRequest.prompt = b"a\x80b"
@@ -254,8 +254,8 @@ def test_invalid_utf8_prompt_is_invalid_argument(server: RunningServer) -> None:
     assert caught.value.details().startswith("prompt is not valid UTF-8 (byte 0x80 at offset 1)")  # type: ignore[attr-defined]
 
 
-def test_generation_metrics(server: RunningServer, client: TaskClient) -> None:
-    registry = server.app.metrics.registry
+def test_generation_metrics(task_server: RunningServer, client: TaskClient) -> None:
+    registry = task_server.app.metrics.registry
     labels = {"model": "tiny_lm", "version": "1"}
     tokens = registry.get_sample_value("deepserve_generation_tokens_total", labels) or 0
     ttft = registry.get_sample_value("deepserve_generation_time_to_first_token_seconds_count", labels) or 0
@@ -265,10 +265,10 @@ def test_generation_metrics(server: RunningServer, client: TaskClient) -> None:
     assert registry.get_sample_value("deepserve_generation_inter_token_latency_seconds_count", labels)
 
 
-def test_generation_metrics_only_for_generation_models(server: RunningServer) -> None:
+def test_generation_metrics_only_for_generation_models(task_server: RunningServer) -> None:
     """Scraped over HTTP: every loaded model has its serving metrics; only text_generation models have the
     generation ones (no series of zeros for the others)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.app.metrics_port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{task_server.app.metrics_port}/metrics", timeout=5) as response:
         families = list(text_string_to_metric_families(response.read().decode()))
     models = lambda prefix: {  # noqa: E731
         s.labels["model"] for f in families if f.name.startswith(prefix) for s in f.samples if "model" in s.labels
@@ -279,8 +279,8 @@ def test_generation_metrics_only_for_generation_models(server: RunningServer) ->
         assert models(f"deepserve_generation_{family}") == {"tiny_lm", "slow_lm"}, family
 
 
-def test_health_and_reflection_list_the_task_services(server: RunningServer) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+def test_health_and_reflection_list_the_task_services(task_server: RunningServer) -> None:
+    with grpc.insecure_channel(task_server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("deepserve.v1.TextGenerator", "deepserve.v1.ImageClassifier", "deepserve.v1.SentimentAnalyzer"):
             status = health.Check(health_pb2.HealthCheckRequest(service=service)).status

@@ -51,8 +51,8 @@ def test_several_images_keep_their_order_and_top_k(client: TaskClient) -> None:
     assert all(len(r) == 2 for r in result.results)
 
 
-def test_concurrent_requests_are_batched(server: RunningServer, client: TaskClient) -> None:
-    stats = server.app.registry.get("quadrants").observer.stats
+def test_concurrent_requests_are_batched(task_server: RunningServer, client: TaskClient) -> None:
+    stats = task_server.app.registry.get("quadrants").observer.stats
     before_runs, before_items = stats.execution_count, stats.inference_count
     image = ink_box((20, 20, 80, 80))
     with ThreadPoolExecutor(16) as pool:
@@ -94,8 +94,8 @@ def test_unknown_model_is_not_found(client: TaskClient) -> None:
     assert caught.value.code is grpc.StatusCode.NOT_FOUND
 
 
-def test_metrics_count_requests_by_code(server: RunningServer, client: TaskClient) -> None:
-    registry = server.app.metrics.registry
+def test_metrics_count_requests_by_code(task_server: RunningServer, client: TaskClient) -> None:
+    registry = task_server.app.metrics.registry
     labels = {"model": "quadrants", "version": "1", "api": "classify", "code": "OK"}
     before = registry.get_sample_value("deepserve_requests_total", labels) or 0
     client.classify([ink_box((0, 0, 9, 9))])

@@ -33,8 +33,8 @@ def test_long_text_is_truncated_and_says_so(client: TaskClient) -> None:
     assert not result[1].truncated and result[1].tokens == 1
 
 
-def test_texts_of_different_lengths_share_batches(server: RunningServer, client: TaskClient) -> None:
-    stats = server.app.registry.get("tiny_sentiment").observer.stats
+def test_texts_of_different_lengths_share_batches(task_server: RunningServer, client: TaskClient) -> None:
+    stats = task_server.app.registry.get("tiny_sentiment").observer.stats
     before = stats.execution_count
     texts = ["love"] + ["the river and the train " * (i % 4 + 1) for i in range(30)]
     result = client.analyze(texts)
@@ -50,18 +50,18 @@ def _raw_analyze(address: str, payload: bytes) -> grpc.RpcError:
     return caught.value
 
 
-def test_invalid_utf8_is_invalid_argument_naming_the_text(server: RunningServer) -> None:
+def test_invalid_utf8_is_invalid_argument_naming_the_text(task_server: RunningServer) -> None:
     # AnalyzeRequest.texts (field 1, length-delimited): "ok", then b"caf\xe9" (Latin-1, not UTF-8)
     payload = b"\x0a\x02ok" + b"\x0a\x04caf\xe9"
-    err = _raw_analyze(server.address, payload)
+    err = _raw_analyze(task_server.address, payload)
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert err.details() == (  # type: ignore[attr-defined]
         "texts[1] is not valid UTF-8 (byte 0xe9 at offset 3); send text encoded as UTF-8"
     )
 
 
-def test_garbage_request_is_invalid_argument(server: RunningServer) -> None:
-    err = _raw_analyze(server.address, b"\xff\xff\xff")
+def test_garbage_request_is_invalid_argument(task_server: RunningServer) -> None:
+    err = _raw_analyze(task_server.address, b"\xff\xff\xff")
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert "not a valid deepserve.v1.AnalyzeRequest" in err.details()  # type: ignore[attr-defined]
 
