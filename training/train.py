@@ -96,7 +96,3 @@ def export_and_verify(model: keras.Model, path: Path, held_out: dict[str, np.nda
     count = len(next(iter(sample.values())))
     log.info("%s: ONNX parity on %d held-out examples: max |diff| = %.3g", path.name, count, diff)
     return Exported(path, diff, count, sample, expected)
-
-
-def parameter_count(model: keras.Model) -> int:
-    return int(model.count_params())

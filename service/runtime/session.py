@@ -126,11 +126,6 @@ class ModelSession:
         return {name: out[:count] for name, out in self._run(session, padded, outputs, quiet).items()}
 
     @property
-    def bucket_sizes(self) -> list[int]:
-        """The batch sizes with a session of their own (`execution.batch_buckets`), none when one serves all."""
-        return [size for size, _ in self._buckets]
-
-    @property
     def run_lone(self) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
         """Runs a lone request on the session whose threads spin during runs (`spinning: lone_runs`), if any."""
         lone = self._lone
