@@ -1,6 +1,8 @@
 """Interleaved A/B of deepserve variants: every variant's server is started up front, then short closed-loop
 windows alternate between them (one server under load at a time, order reversed every other round), and
 the medians per variant are printed. On a shared, noisy machine this compares far better than separate runs.
+Besides throughput and latency it prints the server's CPU time per request (all its threads, from
+/proc/PID/task/*/schedstat, where Linux has it): steadier than throughput when other work shares the cores.
 
     python bench/ab.py NAME=SOURCE[:REPOSITORY] ... [--rounds 7 --seconds 1.5 --model digits_cnn]
 
@@ -42,6 +44,20 @@ def start(source: Path, repository: Path) -> tuple[subprocess.Popen, str]:
     return subprocess.Popen(cmd, cwd=source, env=env), f"127.0.0.1:{port}"  # `-m service` imports SOURCE's code
 
 
+def cpu_seconds(pid: int) -> float:
+    """Time the process's threads have spent on a CPU (nanosecond counters; NaN where /proc has none)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    except OSError:
+        return float("nan")
+    return total / 1e9
+
+
 async def ready(address: str, payload: bytes, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     async with grpc.aio.insecure_channel(address) as channel:
@@ -71,22 +87,26 @@ async def run(args: argparse.Namespace) -> None:
         for _, _, address in servers:
             await ready(address, payload)
             await closed_loop(address, payload, 8, 1.0)  # warm up connections and threads
-        results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
         for round_ in range(args.rounds):
             for concurrency in args.concurrency:
-                for name, _, address in servers if round_ % 2 == 0 else servers[::-1]:
+                for name, process, address in servers if round_ % 2 == 0 else servers[::-1]:
+                    cpu = cpu_seconds(process.pid)
                     latencies = await closed_loop(address, payload, concurrency, args.seconds)
-                    point = (len(latencies) / args.seconds, statistics.median(latencies) * 1e3)
+                    cpu_us = (cpu_seconds(process.pid) - cpu) / len(latencies) * 1e6
+                    point = (len(latencies) / args.seconds, statistics.median(latencies) * 1e3, cpu_us)
                     results.setdefault((name, concurrency), []).append(point)
         print(f"{args.rounds} interleaved rounds of {args.seconds:g} s windows, {args.model}, batch 1 per request")
-        print("| variant | concurrency | req/s (median) | p50 ms (median) | req/s per round |")
-        print("| --- | --- | --- | --- | --- |")
+        columns = ["req/s", "p50 ms", "server CPU µs/request"]
+        print(f"| variant | concurrency | {' | '.join(f'{c} (median)' for c in columns)} | req/s per round |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for concurrency in args.concurrency:
             for name, _, _ in servers:
                 points = results[name, concurrency]
-                rates = ", ".join(f"{r:,.0f}" for r, _ in points)
-                print(f"| {name} | {concurrency} | {statistics.median(r for r, _ in points):,.0f} | "
-                      f"{statistics.median(p for _, p in points):.3f} | {rates} |")  # fmt: skip
+                rates = ", ".join(f"{r:,.0f}" for r, _, _ in points)
+                print(f"| {name} | {concurrency} | {statistics.median(r for r, _, _ in points):,.0f} | "
+                      f"{statistics.median(p for _, p, _ in points):.3f} | "
+                      f"{statistics.median(c for _, _, c in points):,.0f} | {rates} |")  # fmt: skip
     finally:
         for _, process, _ in servers:
             process.terminate()
