@@ -131,13 +131,13 @@ class TaskRoutes:
         return await _whole(first, events, request)
 
     # ---- helpers --------------------------------------------------------------------------------
-    async def _json(self, request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
+    async def _json(self, request: Request, known: tuple[str, ...]) -> dict[str, Any]:
         doc = parse_json(await read_body(request, self.max_body_bytes), "the request body")
         if not isinstance(doc, dict):
             raise InvalidInputError("the request body must be a JSON object")
-        unknown = sorted(set(doc) - set(fields))
+        unknown = sorted(set(doc) - set(known))
         if unknown:
-            raise InvalidInputError(f"unknown field {unknown[0][:64]!r}; the fields are {', '.join(fields)}")
+            raise InvalidInputError(f"unknown field {unknown[0][:64]!r}; the fields are {', '.join(known)}")
         return doc
 
 
