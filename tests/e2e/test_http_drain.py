@@ -68,12 +68,13 @@ def _generate(port: int, tokens: int, stream: bool, first_event: Future[None] | 
 
 
 def _ready_status(port: int) -> int | None:
-    """GET /v2/health/ready over a new connection; None when the connection is refused."""
+    """GET /v2/health/ready over a new connection; None when the connection is refused (or reset: the listener
+    closed while the connection was being accepted)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         connection.request("GET", "/v2/health/ready")
         return connection.getresponse().status
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return None
     finally:
         connection.close()
