@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed for splits and training")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many training examples")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="transformer: continue training a trained entry (its tokenizer and model.onnx weights); "
+        "--epochs then counts the continued passes",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also TensorFlow's, absl's and tf2onnx's own log lines"
@@ -99,6 +106,8 @@ def _settings(kind: str, args: argparse.Namespace):
     else:
         from training.textgen import TextgenSettings as Settings
     values = {"epochs": args.epochs, "name": args.name, "seed": args.seed, "limit": args.limit}
+    if kind == "transformer" and args.init_from is not None:
+        values |= {"init_from": args.init_from, "continue_epochs": values.pop("epochs")}
     if args.data:
         values["data"] = args.data if kind == "transformer" else args.data[0]
     return Settings(**{k: v for k, v in values.items() if v is not None})

@@ -80,6 +80,17 @@ def test_tiny_transformer(tmp_path: Path) -> None:
     assert evaluation["prompts"] == 3 and len(evaluation["greedy"]["completions"]) == 3
     assert set(info["baseline"]["test"]) == {"perplexity", "tokens"}
 
+    # Continuing from the entry (as the committed model was trained): its tokenizer, its ONNX weights loaded
+    # into Keras (run() checks them against ONNX Runtime), one more pass, totals in the card.
+    again = TextgenSettings(**{**settings.__dict__, "init_from": entry, "continue_epochs": 1, "eval_prompts": 1})
+    continued = run(again, tmp_path / "continued", tmp_path / "work2")
+    more = _check(continued, "textgen_transformer")
+    assert (continued / "tokenizer.json").read_text() == (entry / "tokenizer.json").read_text()
+    training = more["training"]
+    assert training["continued_from"]["earlier_training"] == info["training"]
+    assert training["total_epochs"] == 2 and training["max_epochs"] == 1
+    assert training["total_seconds"] == pytest.approx(info["training"]["seconds"] + training["seconds"], abs=0.2)
+
 
 def test_cli_writes_an_entry(tmp_path: Path) -> None:
     from training.cli import main
