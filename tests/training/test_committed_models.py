@@ -15,7 +15,7 @@ from tests.training.conftest import COMMITTED
 
 pytestmark = pytest.mark.training
 
-PARSE_SHARE_FLOOR = 0.5
+PARSE_SHARE_FLOOR = 0.6
 """textgen_transformer's share of held-out completions that parse (measured: see its model card)."""
 
 MAX_REPOSITORY_BYTES = 60 * 1024 * 1024  # issue 13: models/ may grow to 60 MB
@@ -38,10 +38,11 @@ def test_card_records_what_was_built(committed_entry: Path) -> None:
     assert info["training"]["seconds"] > 0 and info["training"]["seed"] is not None
     assert {"tensorflow-cpu", "keras", "tf2onnx", "onnxruntime"} <= set(info["versions"])
     assert info["data"]["split"]["sizes" if "sizes" in info["data"]["split"] else "chunks"]["test"] > 0
-    if committed_entry.name == "textgen_transformer":  # issue 13 goal 3: its perplexity bar is not met yet
+    if committed_entry.name == "textgen_transformer":  # issue 13 goal 3: a reader finds most output incoherent
         bar = info["quality_bar"]
         bars = {key: value for key, value in bar.items() if isinstance(value, bool) and key != "met"}
         assert bars and bar["met"] == all(bars.values()), bar  # the card tells the truth
+        assert isinstance(bar["reading"], dict), bar["reading"]  # training/eval/textgen_reading.json is of this model
     else:
         assert info["quality_bar"]["met"], info["quality_bar"]
 
@@ -128,7 +129,7 @@ def test_sentiment_probabilities_ignore_right_padding(models_dir: Path) -> None:
 def test_textgen_is_well_below_the_kneser_ney_trigram_and_has_samples(models_dir: Path) -> None:
     info = card(models_dir / "textgen_transformer")
     ratio = info["metrics"]["test"]["perplexity"] / info["baseline"]["test"]["perplexity"]
-    assert ratio < 0.55, ratio  # 0.525 committed; issue 13's bar is under 0.5 (the card says it is not met)
+    assert ratio < 0.5, ratio  # issue 13: well below the trigram (0.489 committed: 9 passes, 4 continued)
     assert info["quality_bar"]["perplexity_ratio_to_trigram"] == pytest.approx(ratio, abs=1e-3)
     assert "Kneser-Ney" in info["baseline"]["model"]
     assert len(info["samples"]) == 3 and all(s["continuation"] for s in info["samples"])
