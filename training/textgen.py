@@ -351,10 +351,8 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
     extra = {"samples": samples, "kv_cache": card_section(step)}
     parity = _parity_card(exported, ctx, invariance)
     read = reading(onnx_path)
-    card = _card(
-        settings, config, source, split, streams, train, spec, model, result, metrics, baseline, exported, parity, extra,
-        read,
-    )  # fmt: skip
+    fitted = (train, spec, model, result)
+    card = _card(settings, config, source, split, streams, fitted, metrics, baseline, exported, parity, extra, read)
     last = exported.inputs["attention_mask"].sum(axis=1) - 1
     reference = parity_reference(exported.inputs, exported.expected[np.arange(len(last)), last], last_position=last)
     assets = {"tokenizer.json": tokenizer.to_str(pretty=False), "parity_reference.npz": reference}
@@ -370,10 +368,9 @@ def _parity_card(exported, ctx: int, invariance: float) -> dict:
     }
 
 
-def _card(
-    settings, config, source, split, streams, train, spec, model, result, metrics, baseline, exported, parity, extra,
-    read,
-) -> dict:  # fmt: skip
+def _card(settings, config, source, split, streams, fitted, metrics, baseline, exported, parity, extra, read) -> dict:
+    """model_card.json; `fitted` is (the training windows, the spec, the Keras model, the fit's result)."""
+    train, spec, model, result = fitted
     ctx, vocab = settings.context_length, spec.vocab_size
     evaluation = metrics["eval_prompts"]
     return recipe.model_card(
