@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -91,6 +92,18 @@ class _Server(uvicorn.Server):
         self.listening.set()
 
 
+class Drain:
+    """When a listener's shutdown cuts the requests still running: a request cancelled from then on was cut by the
+    drain (503), not left by its client."""
+
+    def __init__(self) -> None:
+        self.cut_at: float | None = None
+        """`time.monotonic()` when the grace period ends; None while the listener is not stopping."""
+
+    def cutting(self) -> bool:
+        return self.cut_at is not None and time.monotonic() >= self.cut_at - 0.01
+
+
 class AsgiListener:
     """`await serve(host, port)` starts `app` on the running loop and returns the bound port; `await close()`.
 
@@ -107,6 +120,8 @@ class AsgiListener:
         """The context HTTPS listens with (`service/http/tls.py`); None: plain HTTP."""
         self.stopping = False
         """The shutdown has begun: requests still running when its time is up are cancelled."""
+        self.drain: Drain | None = None
+        """Told when the shutdown will cut the requests still running (the HTTP port counts them as cut)."""
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -146,6 +161,8 @@ class AsgiListener:
             self.stopping = True
             timeout = self.shutdown_timeout_s if grace_s is None else grace_s
             self._server.config.timeout_graceful_shutdown = max(0, round(timeout, 3))  # type: ignore[assignment]
+            if self.drain is not None:
+                self.drain.cut_at = time.monotonic() + max(0, round(timeout, 3))
             self._server.should_exit = True
 
     async def close(self, grace_s: float | None = None) -> None:

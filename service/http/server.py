@@ -31,12 +31,14 @@ from service.http import openapi
 from service.http.auth import HttpAuthorizer
 from service.http.docs import DocsPages
 from service.http.errors import CLIENT_CLOSED, STATUS, error_response
-from service.http.listener import AsgiListener
+from service.http.listener import AsgiListener, Drain
 from service.http.routes import OPERATIONS, TASKS, V2
 from service.http.tasks import TaskRoutes, sse_event
 from service.http.v2 import V2Api
 
 LIMIT_CONCURRENCY = 1024
+CUT_CODE = str(int(STATUS[UnavailableError.code]))
+"""How a request that the drain cut is counted: 503, as its client is answered (`_CutAtGrace`)."""
 """Open connections (idle ones included) past which uvicorn answers 503 instead of running the app."""
 SHUTDOWN_TIMEOUT_S = 30
 """On a close that names no grace period, how long requests in progress get (the drain passes its own)."""
@@ -54,7 +56,9 @@ routes are counted as `http_<handler>` (`http_model_metadata`)."""
 Handler = Callable[[Request, Call], Awaitable[Response]]
 
 
-def _edge(name: str, handler: Handler, accounting: Accounting, authorizer: HttpAuthorizer | None) -> Callable:
+def _edge(
+    name: str, handler: Handler, accounting: Accounting, authorizer: HttpAuthorizer | None, drain: Drain
+) -> Callable:
     api, task = APIS.get(name, (f"http_{name}", None))
 
     async def endpoint(request: Request) -> Response:
@@ -69,16 +73,16 @@ def _edge(name: str, handler: Handler, accounting: Accounting, authorizer: HttpA
             response = await handler(request, call)
         except Exception as err:  # noqa: BLE001 - every failure gets a status
             response = error_response(err, call.request_id)
-        except BaseException:  # cancelled: the client went away, or the server stops
+        except BaseException:  # cancelled: the client went away, or the drain cut it
             if release is not None:
                 release()
-            call.end(CLIENT_CLOSED)
+            call.end(CUT_CODE if drain.cutting() else CLIENT_CLOSED)
             raise
         if not isinstance(response, StreamingResponse):  # a stream ends its call itself, with its outcome
             call.end(str(response.status_code))
             if release is None:
                 return response
-        return _Sent(response, call, release)
+        return _Sent(response, call, release, drain)
 
     endpoint.__name__ = name
     return endpoint
@@ -87,10 +91,11 @@ def _edge(name: str, handler: Handler, accounting: Accounting, authorizer: HttpA
 class _Sent(Response):
     """A response that calls `release` once it has been sent, or once sending it ended any other way (the client
     went away, the server stopped): a token's in-flight count covers a stream to its end. A call that the
-    response did not end by then (a stream cut short) is counted as `CLIENT_CLOSED`."""
+    response did not end by then (a stream cut short) is counted as `CLIENT_CLOSED`, or as 503 when the drain cut
+    it."""
 
-    def __init__(self, response: Response, call: Call, release: Callable[[], None] | None) -> None:
-        self.response, self.call, self.release = response, call, release
+    def __init__(self, response: Response, call: Call, release: Callable[[], None] | None, drain: Drain) -> None:
+        self.response, self.call, self.release, self.drain = response, call, release, drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -98,26 +103,30 @@ class _Sent(Response):
         finally:
             if self.release is not None:
                 self.release()
-            self.call.end(CLIENT_CLOSED)
+            self.call.end(CUT_CODE if self.drain.cutting() else CLIENT_CLOSED)
 
 
-def build_app(v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: HttpAuthorizer | None) -> Starlette:
+def build_app(
+    v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: HttpAuthorizer | None, drain: Drain | None = None
+) -> Starlette:
     """The routes of `routes.OPERATIONS`, each through the boundary, and the API's own description: `/openapi.json`
     and the `/docs` page that renders it (its files ship in `service/http/static/`)."""
+    drain = drain or Drain()
+    drain = drain or Drain()
     handlers = {V2: v2, TASKS: tasks}
     routes = [
         Route(
             op.path,
-            _edge(op.handler, getattr(handlers[op.tag], op.handler), accounting, authorizer),
+            _edge(op.handler, getattr(handlers[op.tag], op.handler), accounting, authorizer, drain),
             methods=[op.method.upper()],
         )
         for op in OPERATIONS
     ]
     pages = DocsPages(openapi.document(auth=authorizer is not None))
     routes += [
-        Route("/openapi.json", _edge("openapi", pages.openapi, accounting, authorizer), methods=["GET"]),
-        Route("/docs", _edge("docs", pages.page, accounting, authorizer), methods=["GET"]),
-        Route("/docs/{asset}", _edge("docs", pages.asset, accounting, authorizer), methods=["GET"]),
+        Route("/openapi.json", _edge("openapi", pages.openapi, accounting, authorizer, drain), methods=["GET"]),
+        Route("/docs", _edge("docs", pages.page, accounting, authorizer, drain), methods=["GET"]),
+        Route("/docs/{asset}", _edge("docs", pages.asset, accounting, authorizer, drain), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
@@ -180,5 +189,7 @@ class HttpEndpoint(AsgiListener):
         self, v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: HttpAuthorizer | None,
         tls: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
-        app = _CutAtGrace(build_app(v2, tasks, accounting, authorizer), self)
+        drain = Drain()
+        app = _CutAtGrace(build_app(v2, tasks, accounting, authorizer, drain), self)
         super().__init__(app, "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls)
+        self.drain = drain

@@ -200,8 +200,9 @@ async def _sse(
 ) -> AsyncIterator[bytes]:
     """The stream's events. Cancelled (the client went away: Starlette cancels the body when uvicorn reports the
     disconnect) or closed early, it closes the core's generator, which frees the slot. The call ends with the
-    stream: 200, the error's status, or `CLIENT_CLOSED`."""
-    code = CLIENT_CLOSED
+    stream: 200 or the error's status; a stream cancelled or closed early leaves its call to the boundary, which
+    knows whether the client left (`CLIENT_CLOSED`) or the drain cut it (503)."""
+    code: str | None = None
     try:
         async with contextlib.aclosing(events):
             async for event in _all(first, events):
@@ -216,7 +217,8 @@ async def _sse(
         code = str(int(status))
         yield sse_event("error", {"error": message, "status": int(status)})
     finally:
-        call.end(code)
+        if code is not None:
+            call.end(code)
 
 
 def sse_event(name: str, data: dict[str, Any]) -> bytes:
