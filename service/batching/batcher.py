@@ -27,27 +27,11 @@ from service.batching.activity import Activity
 from service.batching.admission import admit
 from service.batching.collate import Tensors, batch_size, own_length
 from service.batching.execution import Outcome, RunFn, execute, user_error
+from service.batching.pending import DONE, QUEUED, RUNNING, Pending
 from service.batching.policy import INLINE_MAX_S, BatchObserver, BatchPolicy, NullObserver
 from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, UnavailableError
 
 log = logging.getLogger(__name__)
-
-_QUEUED, _RUNNING, _DONE = 0, 1, 2
-
-
-class _Pending:
-    __slots__ = ("enqueued", "future", "inputs", "key", "length", "size", "started", "state", "timer")
-
-    def __init__(self, inputs: Tensors, size: int, key: tuple, future: asyncio.Future, enqueued: float) -> None:
-        self.inputs = inputs
-        self.size = size
-        self.key = key
-        self.future = future
-        self.enqueued = enqueued
-        self.started = enqueued
-        self.state = _QUEUED
-        self.timer: asyncio.TimerHandle | None = None
-        self.length: int | None = None
 
 
 class DynamicBatcher:
@@ -71,7 +55,7 @@ class DynamicBatcher:
         self._executor = executor
         self._slots = slots
         self._observer: BatchObserver = observer or NullObserver()
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[Pending] = deque()
         self._live = 0
         """Requests queued and not dropped (the deque may still hold dropped ones until compaction)."""
         self._live_items = 0
@@ -118,7 +102,7 @@ class DynamicBatcher:
             now=now,
         )
         key = policy.collate.key(inputs) if policy.batched else ()
-        item = _Pending(inputs, size, key, loop.create_future(), now)
+        item = Pending(inputs, size, key, loop.create_future(), now)
         if policy.collate.pad_values:
             item.length = own_length(inputs, policy.collate)
         if deadline is not None:
@@ -136,7 +120,7 @@ class DynamicBatcher:
                 self._pump()
             return await item.future
         except asyncio.CancelledError:
-            if item.state == _QUEUED:
+            if item.state == QUEUED:
                 self._drop(item)
                 self._observer.rejected("cancelled")
             raise
@@ -153,35 +137,35 @@ class DynamicBatcher:
         except asyncio.TimeoutError:
             pass
         for item in list(self._queue):
-            if item.state == _QUEUED:
+            if item.state == QUEUED:
                 self._drop(item)
                 self._fail(item, UnavailableError(f"model '{self.name}' was unloaded before the request ran"))
         if self._timer is not None:
             self._timer.cancel()
 
     # ---- queue bookkeeping ----------------------------------------------------------------------
-    def _drop(self, item: _Pending) -> None:
-        item.state = _DONE
+    def _drop(self, item: Pending) -> None:
+        item.state = DONE
         self._live -= 1
         self._live_items -= item.size
         if item.timer is not None:
             item.timer.cancel()
         if len(self._queue) > 2 * self._live + 64:
-            self._queue = deque(p for p in self._queue if p.state == _QUEUED)
+            self._queue = deque(p for p in self._queue if p.state == QUEUED)
         self._check_idle()
 
     def _check_idle(self) -> None:
         if not self._live and not self._running:
             self._idle.set()
 
-    def _expire(self, item: _Pending) -> None:
-        if item.state == _QUEUED:
+    def _expire(self, item: Pending) -> None:
+        if item.state == QUEUED:
             self._drop(item)
             self._observer.rejected("deadline")
             self._fail(item, DeadlineExceededError(f"deadline passed while waiting in the queue of '{self.name}'"))
 
     @staticmethod
-    def _fail(item: _Pending, error: BaseException) -> None:
+    def _fail(item: Pending, error: BaseException) -> None:
         if not item.future.done():
             item.future.set_exception(error)
 
@@ -199,18 +183,18 @@ class DynamicBatcher:
             return fitting[-1]
         return 0
 
-    def _take(self, limit: int) -> list[_Pending]:
+    def _take(self, limit: int) -> list[Pending]:
         """Oldest live request and the compatible ones after it, up to `limit` batch items (FIFO)."""
         queue = self._queue
-        while queue and queue[0].state != _QUEUED:
+        while queue and queue[0].state != QUEUED:
             queue.popleft()
         head = queue.popleft()
         batch, items = [head], head.size
         if self._policy.batched:
-            skipped: list[_Pending] = []
+            skipped: list[Pending] = []
             while queue and items < limit:
                 nxt = queue[0]
-                if nxt.state != _QUEUED:
+                if nxt.state != QUEUED:
                     queue.popleft()
                     continue
                 if nxt.key != head.key or items + nxt.size > limit:
@@ -223,7 +207,7 @@ class DynamicBatcher:
             queue.extendleft(reversed(skipped))
         now = time.monotonic()
         for item in batch:
-            item.state = _RUNNING
+            item.state = RUNNING
             item.started = now
             if item.timer is not None:
                 item.timer.cancel()
@@ -236,7 +220,7 @@ class DynamicBatcher:
         while self._live and self._free:
             limit = self._limit()
             if not limit:
-                oldest = next(p for p in self._queue if p.state == _QUEUED)
+                oldest = next(p for p in self._queue if p.state == QUEUED)
                 remaining = oldest.enqueued + self._policy.max_queue_delay_s - time.monotonic()
                 if remaining > 0 and not self._closed:
                     if self._timer is None:  # an armed timer is never later than the oldest's delay
@@ -249,13 +233,13 @@ class DynamicBatcher:
         self._timer = None
         self._pump()
 
-    def _launch(self, batch: list[_Pending]) -> None:
+    def _launch(self, batch: list[Pending]) -> None:
         self._free -= 1
         self._running += 1
         done = asyncio.get_running_loop().run_in_executor(self._executor, self._execute_in_slot, batch)
         done.add_done_callback(functools.partial(self._finish, batch=batch))
 
-    def _run_inline(self, batch: list[_Pending]) -> None:
+    def _run_inline(self, batch: list[Pending]) -> None:
         """`_launch` without the worker thread: the batch runs now, on this (the event loop's) thread, unless
         every run slot is taken (by generation steps): then it waits for one in a worker thread, not here."""
         if self._slots is not None and not self._slots.acquire(blocking=False):
@@ -271,22 +255,22 @@ class DynamicBatcher:
         self._settle(outcome, batch)
 
     # ---- running --------------------------------------------------------------------------------
-    def _execute_in_slot(self, batch: list[_Pending]) -> Outcome:
+    def _execute_in_slot(self, batch: list[Pending]) -> Outcome:
         """In a worker thread: `_execute` once a run slot is free."""
         if self._slots is None:
             return self._execute(batch, self._run)
         with self._slots:
             return self._execute(batch, self._run)
 
-    def _execute(self, batch: list[_Pending], run: RunFn) -> Outcome:
+    def _execute(self, batch: list[Pending], run: RunFn) -> Outcome:
         """In a worker thread, or on the loop for a lone request (see `execution.execute`)."""
         inputs, sizes, lengths = [p.inputs for p in batch], [p.size for p in batch], [p.length for p in batch]
         return execute(self.name, inputs, sizes, lengths, run, self._run, self._policy.collate, self._policy.batched)
 
-    def _finish(self, done: asyncio.Future, batch: list[_Pending]) -> None:
+    def _finish(self, done: asyncio.Future, batch: list[Pending]) -> None:
         self._settle(done.result(), batch)
 
-    def _settle(self, outcome: Outcome, batch: list[_Pending]) -> None:
+    def _settle(self, outcome: Outcome, batch: list[Pending]) -> None:
         self._free += 1
         self._running -= 1
         self.executions += 1
@@ -299,7 +283,7 @@ class DynamicBatcher:
         waits = [p.started - p.enqueued for p in batch]
         failed = 0
         for item, piece in zip(batch, pieces, strict=True):
-            item.state = _DONE
+            item.state = DONE
             if isinstance(piece, BaseException):
                 failed += 1
                 piece = user_error(self.name, piece, len(batch))
