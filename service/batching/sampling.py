@@ -19,7 +19,6 @@ operation works row by row, so a seed gives the same tokens whatever else runs i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -29,15 +28,6 @@ from service.types import SamplingParams
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, generated: Sequence[int] = ()) -> int:
     """One token id from a vector of next-token logits, after the tokens of `generated` so far."""
     return sample_batch(logits[None, :], [params], [rng], [generated])[0]
-
-
-def distribution(logits: np.ndarray, params: SamplingParams, generated: Sequence[int] = ()) -> np.ndarray:
-    """Probabilities after repetition penalty, temperature, top-k and top-p (float64, sums to 1)."""
-    probs = np.zeros(logits.shape[-1])
-    params = replace(params, temperature=max(params.temperature, 1e-6))
-    for _, candidates, group in _groups(penalize(logits[None, :], [params], [generated]), [params]):
-        probs[candidates[0]] = group[0]
-    return probs
 
 
 def sample_batch(

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from service.batching.sampling import distribution, sample, sample_batch
+from service.batching import sampling
+from service.batching.sampling import sample, sample_batch
 from service.types import SamplingParams
 
 LOGITS = np.array([1.0, 3.0, 2.0, 0.5, 2.9], dtype=np.float32)
+
+
+def distribution(logits: np.ndarray, params: SamplingParams, generated: Sequence[int] = ()) -> np.ndarray:
+    """The probabilities `sample` draws from: the repetition penalty, temperature, top-k and top-p applied by the
+    sampler's own steps (float64, sums to 1)."""
+    probs = np.zeros(logits.shape[-1])
+    params = replace(params, temperature=max(params.temperature, 1e-6))
+    penalized = sampling.penalize(logits[None, :], [params], [generated])
+    for _, candidates, group in sampling._groups(penalized, [params]):
+        probs[candidates[0]] = group[0]
+    return probs
 
 
 def test_temperature_zero_is_greedy_and_draws_nothing() -> None:
