@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import perf_analyzer, venvs  # noqa: E402
-from bench.peers_table import Served, check_http_answer, start, wait_ready  # noqa: E402
+from bench.peers_servers import Served, check_http_answer, start, wait_ready  # noqa: E402
 from bench.serving import free_port  # noqa: E402
 from service.config import DATATYPES, load_model_config  # noqa: E402
 
