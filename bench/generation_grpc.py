@@ -35,7 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.generation import PROMPTS, Result, Timings, _ms, load, scheduled, workload  # noqa: E402
+from bench.generation import _ms, load  # noqa: E402
+from bench.generation_modes import PROMPTS, Result, Timings, scheduled, workload  # noqa: E402
 from bench.serving import free_port  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
 from service.batching.kv_cache import KVCacheDecoder  # noqa: E402
