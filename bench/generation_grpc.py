@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 import numpy as np
@@ -40,10 +43,10 @@ from bench.generation_modes import PROMPTS, Result, Timings, scheduled, workload
 from bench.serving import free_port  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
 from service.batching.kv_cache import KVCacheDecoder  # noqa: E402
-from service.batching.lanes import lane_slots  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
+from service.handlers import lane_decoders  # noqa: E402
 from service.runtime import ModelSession, StepModel  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
@@ -51,30 +54,43 @@ SAMPLING = {"temperature": 0.8, "top_k": 50, "top_p": 0.95}
 """As bench/generation.py's workload."""
 
 
+class TimedSession:
+    """A step model's session whose `run` adds up the seconds spent in it (`spent`)."""
+
+    def __init__(self, session: ModelSession) -> None:
+        self.session = session
+        self.spent = 0.0
+
+    def run(self, feed: dict, outputs: list[str] | None = None) -> dict:
+        start = time.perf_counter()
+        out = self.session.run(feed, outputs)
+        self.spent += time.perf_counter() - start
+        return out
+
+
+def timed(step: StepModel) -> tuple[StepModel, TimedSession]:
+    """`step` with its session timed."""
+    session = TimedSession(step.session)
+    return dataclasses.replace(step, session=cast(ModelSession, session)), session
+
+
 def step_graph_costs(step: StepModel, context: int, length: int = 64, rows: int = 16) -> dict[int, float]:
     """Seconds of `session.run` of the KV-cache step graph per decoding step, for 1..`rows` rows."""
     costs = {}
     for batch in range(1, rows + 1):
-        spent = [0.0]
-
-        def timed(feed: dict, outputs: list[str] | None = None, spent: list[float] = spent) -> dict:
-            start = time.perf_counter()
-            out = step.session.run(feed, outputs)
-            spent[0] += time.perf_counter() - start
-            return out
-
-        decoder = KVCacheDecoder(timed, step.layers, step.heads, step.head_dim, batch, context)
+        session = TimedSession(step.session)
+        decoder = KVCacheDecoder(session.run, step.layers, step.heads, step.head_dim, batch, context)
         tokens = [[1] * length for _ in range(batch)]
         decoder.next_logits(range(batch), tokens)
-        steps, spent[0] = 0, 0.0
-        while spent[0] < 0.25 or steps < 8:
+        steps, session.spent = 0, 0.0
+        while session.spent < 0.25 or steps < 8:
             for t in tokens:
                 if len(t) >= context - 1:
                     del t[length:]
                 t.append(1)
             decoder.next_logits(range(batch), tokens)
             steps += 1
-        costs[batch] = spent[0] / steps
+        costs[batch] = session.spent / steps
     return costs
 
 
@@ -126,47 +142,46 @@ async def ready(address: str, model: str, timeout: float = 120) -> None:
                 await asyncio.sleep(0.5)
 
 
-shares: list[float] = []
-"""Per in-process run: the share of its wall time spent in the step graph's session.run."""
-medians: dict[str, float] = {}
-"""Median tokens/s of each mode over the repeats."""
+@dataclass
+class Compared:
+    """The runs of each mode: all of them, so the fastest and the medians can both be reported."""
+
+    local: list[Result] = field(default_factory=list)
+    remote: list[Result] = field(default_factory=list)
+    shares: list[float] = field(default_factory=list)
+    """Per in-process run: the share of its wall time spent in the step graph's session.run."""
+
+    @staticmethod
+    def fastest(results: list[Result]) -> Result:
+        return max(results, key=lambda r: r.tokens_per_s)
+
+    @staticmethod
+    def median(results: list[Result]) -> float:
+        return float(np.median([r.tokens_per_s for r in results]))
 
 
 async def compare(
     args: argparse.Namespace, task: TextGeneration, session: ModelSession, step: StepModel,
     requests: list[GenerationInput], prompts: list[str], address: str,
-) -> tuple[Result, Result]:  # fmt: skip
+) -> Compared:  # fmt: skip
     generation = task.generation
-
-    spent = [0.0]
-
-    def timed(feed: dict, outputs: list[str] | None = None) -> dict:
-        start = time.perf_counter()
-        out = step.session.run(feed, outputs)
-        spent[0] += time.perf_counter() - start
-        return out
+    timed_step, step_session = timed(step)
 
     def decoders() -> list[Decoder]:
-        """The server's lane decoders (as handlers.lane_decoders builds them), each step graph call timed."""
-        g, pad = task.generation, task.encoder.settings.pad_id
-        per_lane = lane_slots(g.max_active_sequences, min(g.lanes, g.max_active_sequences))
-        return [KVCacheDecoder(timed, step.layers, step.heads, step.head_dim, rows, g.context_length, pad)
-                for rows in per_lane]  # fmt: skip
+        """The server's lane decoders, each step graph call timed."""
+        return lane_decoders(session, timed_step, task)
 
     await scheduled("warmup", decoders(), task, requests[:2], 2, generation.eos_id)
     await ready(address, args.model)
-    local: list[Result] = []
-    remote: list[Result] = []
+    runs = Compared()
     for _ in range(args.repeats):
         slots = generation.max_active_sequences
-        spent[0] = 0.0
+        step_session.spent = 0.0
         result = await scheduled("in-process", decoders(), task, requests, slots, generation.eos_id)
-        shares.append(spent[0] / result.seconds)
-        local.append(result)
-        remote.append(await over_grpc(address, args.model, requests, prompts))
-    medians["in-process"] = float(np.median([r.tokens_per_s for r in local]))
-    medians["over gRPC"] = float(np.median([r.tokens_per_s for r in remote]))
-    return max(local, key=lambda r: r.tokens_per_s), max(remote, key=lambda r: r.tokens_per_s)
+        runs.shares.append(step_session.spent / result.seconds)
+        runs.local.append(result)
+        runs.remote.append(await over_grpc(address, args.model, requests, prompts))
+    return runs
 
 
 def main() -> None:
@@ -188,10 +203,11 @@ def main() -> None:
            "--log-level", "warning", "--device", args.device]  # fmt: skip
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
-        local, remote = asyncio.run(compare(args, task, session, step, requests, prompts, f"127.0.0.1:{port}"))
+        runs = asyncio.run(compare(args, task, session, step, requests, prompts, f"127.0.0.1:{port}"))
     finally:
         server.terminate()
         server.wait(30)
+    local, remote = Compared.fastest(runs.local), Compared.fastest(runs.remote)
     costs = step_graph_costs(step, task.generation.context_length, rows=task.generation.max_active_sequences)
     limit = bound(local.timings, costs)
     t = local.timings
@@ -211,10 +227,11 @@ def main() -> None:
     )
     print(f"\nin-process / bound = {local.tokens_per_s / limit:.2f} (goal >= 0.85)")
     print(f"over gRPC / in-process = {remote.tokens_per_s / local.tokens_per_s:.2f} (goal >= 0.85)")
-    print(f"medians over {args.repeats} runs: in-process {medians['in-process']:,.0f} tokens/s, over gRPC "
-          f"{medians['over gRPC']:,.0f} (ratio {medians['over gRPC'] / medians['in-process']:.2f})")  # fmt: skip
-    print(f"in-process runs' wall time in ONNX Runtime's step graph: median {np.median(shares):.2f} "
-          f"(runs: {', '.join(f'{s:.2f}' for s in shares)})")  # fmt: skip
+    inside, over = Compared.median(runs.local), Compared.median(runs.remote)
+    print(f"medians over {args.repeats} runs: in-process {inside:,.0f} tokens/s, over gRPC {over:,.0f} "
+          f"(ratio {over / inside:.2f})")  # fmt: skip
+    print(f"in-process runs' wall time in ONNX Runtime's step graph: median {np.median(runs.shares):.2f} "
+          f"(runs: {', '.join(f'{s:.2f}' for s in runs.shares)})")  # fmt: skip
     if remote.timings.tokens != local.timings.tokens:
         print(f"note: the two runs generated {local.timings.tokens} and {remote.timings.tokens} tokens")
 
