@@ -111,7 +111,7 @@ class AsgiListener:
 
     def __init__(
         self, app: Any, what: str, setting: str, limit_concurrency: int, shutdown_timeout_s: int,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, drain: Drain | None = None,
     ) -> None:  # fmt: skip
         self.app, self.what, self.setting = app, what, setting
         self.limit_concurrency = limit_concurrency
@@ -120,7 +120,7 @@ class AsgiListener:
         """The context HTTPS listens with (`service/http/tls.py`); None: plain HTTP."""
         self.stopping = False
         """The shutdown has begun: requests still running when its time is up are cancelled."""
-        self.drain: Drain | None = None
+        self.drain = drain or Drain()
         """Told when the shutdown will cut the requests still running (the HTTP port counts them as cut)."""
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -159,10 +159,9 @@ class AsgiListener:
         finish (`shutdown_timeout_s` if None), then uvicorn cancels them (within its 0.1 s tick)."""
         if self._server is not None and not self.stopping:
             self.stopping = True
-            timeout = self.shutdown_timeout_s if grace_s is None else grace_s
-            self._server.config.timeout_graceful_shutdown = max(0, round(timeout, 3))  # type: ignore[assignment]
-            if self.drain is not None:
-                self.drain.cut_at = time.monotonic() + max(0, round(timeout, 3))
+            timeout = max(0, round(self.shutdown_timeout_s if grace_s is None else grace_s, 3))
+            self._server.config.timeout_graceful_shutdown = timeout  # type: ignore[assignment]
+            self.drain.cut_at = time.monotonic() + timeout
             self._server.should_exit = True
 
     async def close(self, grace_s: float | None = None) -> None:

@@ -112,7 +112,6 @@ def build_app(
     """The routes of `routes.OPERATIONS`, each through the boundary, and the API's own description: `/openapi.json`
     and the `/docs` page that renders it (its files ship in `service/http/static/`)."""
     drain = drain or Drain()
-    drain = drain or Drain()
     handlers = {V2: v2, TASKS: tasks}
     routes = [
         Route(
@@ -191,5 +190,4 @@ class HttpEndpoint(AsgiListener):
     ) -> None:  # fmt: skip
         drain = Drain()
         app = _CutAtGrace(build_app(v2, tasks, accounting, authorizer, drain), self)
-        super().__init__(app, "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls)
-        self.drain = drain
+        super().__init__(app, "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls, drain)
