@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.conftest import start_server
+from tests.ops.servers import free_port
 from tests.tiny_task_models import write_lm
 
 MODEL = "lm"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _generate(port: int, stream: bool) -> tuple[int, bytes]:

@@ -7,7 +7,6 @@ Debian's libb64): where it has not been installed this test is skipped, saying s
 from __future__ import annotations
 
 import ctypes.util
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +15,7 @@ import pytest
 
 from bench import perf_analyzer, venvs
 from tests.conftest import RunningServer, start_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ops.servers import free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import socket
 import ssl
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,34 +17,13 @@ import tritonclient.http as tc
 
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
+from tests.ops.servers import free_port
 from tests.security.certs import CertAuthority, Issued
-from tests.security.tls_clients import presented_certificate, refused
-from tests.tiny_models import make_repository
+from tests.security.tls_clients import handshake, presented_certificate, refused
 
 RELOADED = "TLS certificate reloaded; new connections get it"
 REFUSED = (ssl.SSLError, ConnectionError, http.client.HTTPException, OSError)
 """What a client sees of a connection the server would not take (the handshake, or the first read after it)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertAuthority:
-    return CertAuthority()
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repository(tmp_path_factory.mktemp("models"), ("add_sub",))
-
-
-@pytest.fixture
-def first(ca: CertAuthority) -> Issued:
-    return ca.server("first")
 
 
 @pytest.fixture
@@ -212,21 +189,9 @@ def test_mutual_tls_on_https_and_its_client_ca_rotates(repo: Path, ca: CertAutho
         running.stop()
 
 
-def _handshake(port: int, version: ssl.TLSVersion) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 on purpose
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = context.maximum_version = version
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that the client offers what the server must refuse
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
-        return str(tls.version())
-
-
 def test_tls_below_1_2_refused_on_https(server: RunningServer) -> None:
-    assert _handshake(_port(server), ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
-    assert _handshake(_port(server), ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(_port(server), ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    assert handshake(_port(server), ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            _handshake(_port(server), old)
+            handshake(_port(server), old)

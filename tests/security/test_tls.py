@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,17 +19,11 @@ from service.app import App
 from service.config import ServerSettings
 from tests.conftest import RunningServer, start_server
 from tests.security.certs import CertAuthority
-from tests.security.tls_clients import channel, presented_certificate, refused, server_live
-from tests.tiny_models import make_repository
+from tests.security.tls_clients import channel, handshake, presented_certificate, refused, server_live
 
 V2 = "inference.GRPCInferenceService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertAuthority:
-    return CertAuthority()
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +38,6 @@ def files(tmp_path_factory: pytest.TempPathFactory, ca: CertAuthority) -> Path:
     ca.server().write(folder, "server")
     ca.client().write(folder, "client")
     return folder
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repository(tmp_path_factory.mktemp("models"), ("add_sub",))
 
 
 @pytest.fixture(scope="module")
@@ -178,25 +166,12 @@ def test_mutual_tls_handshake_presents_the_configured_certificate(mtls_server: R
     assert presented.public_bytes(Encoding.PEM) == (files / "server.crt").read_bytes()
 
 
-def _handshake(port: int, version: ssl.TLSVersion) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 on purpose
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = context.maximum_version = version
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that the client offers what the server must refuse
-    context.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
-        return str(tls.version())
-
-
 def test_tls_below_1_2_refused(tls_server: RunningServer) -> None:
-    assert _handshake(tls_server.app.port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
-    assert _handshake(tls_server.app.port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(tls_server.app.port, ssl.TLSVersion.TLSv1_3, ["h2"]) == "TLSv1.3"
+    assert handshake(tls_server.app.port, ssl.TLSVersion.TLSv1_2, ["h2"]) == "TLSv1.2"
     for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            _handshake(tls_server.app.port, old)
+            handshake(tls_server.app.port, old, ["h2"])
 
 
 async def test_health_port_in_use_is_a_clear_error(repo: Path) -> None:

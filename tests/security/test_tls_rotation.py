@@ -17,22 +17,6 @@ from service.tls import CertificateFiles
 from tests.conftest import RunningServer, start_server
 from tests.security.certs import CertAuthority, Issued
 from tests.security.tls_clients import channel, presented_certificate, refused, server_live
-from tests.tiny_models import make_repository
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertAuthority:
-    return CertAuthority()
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repository(tmp_path_factory.mktemp("models"), ("add_sub",))
-
-
-@pytest.fixture
-def first(ca: CertAuthority) -> Issued:
-    return ca.server("first")
 
 
 @pytest.fixture

@@ -17,11 +17,6 @@ from tests.tiny_models import make_repository
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def ca() -> CertAuthority:
-    return CertAuthority()
-
-
 def _files(folder: Path, ca: CertAuthority, problem: str) -> tuple[Path, Path, Path | None]:
     cert, key = ca.server().write(folder, "server")
     client_ca = None

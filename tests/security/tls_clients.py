@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import warnings
 from pathlib import Path
 
 import grpc
@@ -61,3 +62,19 @@ def presented_certificate(
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der)
+
+
+def handshake(port: int, version: ssl.TLSVersion, alpn: list[str] | None = None) -> str:
+    """The TLS version a handshake at exactly `version` ends with (raises if the server refuses it). The client
+    offers every cipher, so a server that should refuse an old version cannot be let off by the cipher list."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 on purpose
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = context.maximum_version = version
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that the client offers what the server must refuse
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        return str(tls.version())

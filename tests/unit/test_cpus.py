@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,10 +73,6 @@ def test_no_limit_leaves_the_choice_to_onnx_runtime_unless_the_process_is_pinned
 def test_onnx_runtime_itself_ignores_the_affinity_mask() -> None:
     """Why the pinned case is ours to size: ONNX Runtime's default pool counts the machine's cores. Pinned to one
     CPU, a default session still starts worker threads on a machine with more cores."""
-    import os
-    import subprocess
-    import sys
-
     if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
         pytest.skip("needs a machine with two CPUs or more, and sched_setaffinity")
     code = (
