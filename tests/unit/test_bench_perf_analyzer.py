@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import venvs
 from bench.perf_analyzer import Target, command, parse_csv, parse_server, point
 
 WITH_SERVER = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,\
@@ -51,3 +52,21 @@ def test_command_per_protocol() -> None:
     assert {"--input-tensor-format=json", "--output-tensor-format=json"} <= set(http)
     with pytest.raises(ValueError):
         Target("127.0.0.1:2", "rest")
+
+
+def test_a_perf_analyzer_named_by_the_environment_is_used_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEEPSERVE_PERF_ANALYZER (a machine that cannot build .bench-venvs): that binary, its folder on the library
+    path; a path that is not a file is refused, never replaced by an install."""
+    binary = tmp_path / "perf" / "perf_analyzer"
+    binary.parent.mkdir()
+    binary.write_bytes(b"")
+    monkeypatch.setenv("DEEPSERVE_PERF_ANALYZER", str(binary))
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/lib")
+    found, env = venvs.perf_analyzer()
+    assert found == binary
+    assert env["LD_LIBRARY_PATH"].split(":") == [str(binary.parent), "/opt/lib"]
+    monkeypatch.setenv("DEEPSERVE_PERF_ANALYZER", str(tmp_path / "missing"))
+    with pytest.raises(venvs.Unavailable, match="no such file"):
+        venvs.perf_analyzer()
