@@ -24,7 +24,6 @@ import argparse
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "docs/task-apis.md")
@@ -130,12 +131,6 @@ def matches(expected: list[str], actual: list[str]) -> bool:
 
 
 # ---- running ----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class DocsServer:

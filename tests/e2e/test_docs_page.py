@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import Browser, Page, require_browser
 from tests.conftest import RunningServer, start_server
-from tests.integration.test_http_v2 import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.conftest import start_server
-from tests.ops.servers import free_port
+from tests.ports import free_port
 from tests.tiny_task_models import write_lm
 
 MODEL = "lm"

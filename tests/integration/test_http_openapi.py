@@ -26,7 +26,7 @@ from service.http.tasks import GENERATE_FIELDS, SENTIMENT_FIELDS
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
 from tests.integration.tasks.test_http_tasks import IMAGE, events, multipart
-from tests.integration.test_http_v2 import free_port
+from tests.ports import free_port
 from tests.tiny_task_models import make_task_repository
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from bench import perf_analyzer, venvs
 from tests.conftest import RunningServer, start_server
-from tests.ops.servers import free_port
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from tritonclient.utils import InferenceServerException
 from service.http import openapi
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
-from tests.integration.test_http_v2 import call, free_port
+from tests.integration.test_http_v2 import call
+from tests.ports import free_port
 from tests.tiny_models import make_repository
 
 

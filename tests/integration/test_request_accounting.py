@@ -24,6 +24,7 @@ from service.grpc.boundary import api_of
 from service.http import routes
 from service.http.server import APIS
 from tests.conftest import RunningServer, start_server
+from tests.ports import free_port
 from tests.tiny_task_models import make_task_repository
 from tests.waiting import eventually
 
@@ -41,15 +42,9 @@ PATH_PARAMS = {"name": "quadrants", "version": "1"}
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")), http_port=_free_port())
+    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")), http_port=free_port())
     yield running
     running.stop()
-
-
-def _free_port() -> int:
-    from bench.serving import free_port
-
-    return free_port()
 
 
 def counted(served: RunningServer, api: str) -> Counter[str]:

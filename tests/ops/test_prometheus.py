@@ -30,7 +30,8 @@ from tritonclient.grpc import service_pb2
 
 from scripts import ops_consistency
 from service.client import TaskClient
-from tests.ops.servers import ROOT, Server, add_sub_request, check_add_sub, free_port, v2_stub
+from tests.ops.servers import ROOT, Server, add_sub_request, check_add_sub, v2_stub
+from tests.ports import free_port
 from tests.tiny_models import make_repository
 from tests.tiny_task_models import write_lm
 

@@ -17,7 +17,7 @@ import tritonclient.http as tc
 
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
-from tests.ops.servers import free_port
+from tests.ports import free_port
 from tests.security.certs import CertAuthority, Issued
 from tests.security.tls_clients import handshake, presented_certificate, refused
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from service.cli import main
 from tests.conftest import RunningServer
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -31,12 +31,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_classify_prints_labels(task_server: RunningServer, drawing: Path, capsys: pytest.CaptureFixture[str]) -> None:

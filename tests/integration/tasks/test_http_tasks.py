@@ -17,7 +17,7 @@ from service.client import TaskClient
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
 from tests.integration.tasks.test_image import ink_box
-from tests.integration.test_http_v2 import free_port
+from tests.ports import free_port
 from tests.tiny_task_models import make_task_repository
 from tests.waiting import eventually
 
