@@ -29,6 +29,7 @@ from service.config import ImagePreprocessing, ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
 from service.tasks import ink
 from service.tasks.assets import ClassOutput
+from service.tasks.counts import check_item_count
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +205,7 @@ class ImageClassification:
         return requested
 
     def check_count(self, images: Sequence[bytes]) -> None:
-        if not images:
-            raise InvalidInputError("the request has no images; send at least one")
-        if len(images) > self.limits.max_items:
-            raise InvalidInputError(
-                f"{len(images)} images in one request; send at most {self.limits.max_items} per request "
-                "(limits.max_items)"
-            )
+        check_item_count(images, "images", self.limits.max_items)
         for i, data in enumerate(images):
             if len(data) > self.limits.max_image_bytes:
                 raise InvalidInputError(

@@ -16,6 +16,7 @@ import numpy as np
 from service.config import ModelConfig
 from service.errors import InvalidInputError, ModelLoadError
 from service.tasks.assets import ClassOutput, load_tokenizer
+from service.tasks.counts import check_item_count
 from service.tasks.text import TextEncoder, TokenInputs, as_text
 
 
@@ -44,13 +45,7 @@ class SentimentAnalysis:
         self.labels = self.classes.labels
 
     def check_count(self, texts: Sequence[object]) -> None:
-        if not texts:
-            raise InvalidInputError("the request has no texts; send at least one")
-        if len(texts) > self.limits.max_items:
-            raise InvalidInputError(
-                f"{len(texts)} texts in one request; send at most {self.limits.max_items} per request "
-                "(limits.max_items)"
-            )
+        check_item_count(texts, "texts", self.limits.max_items)
 
     def preprocess(self, texts: Sequence[str | bytes]) -> list[tuple[dict[str, np.ndarray], int, bool]]:
         """Per text: its feed (a batch of one), the tokens read and whether it was truncated."""
