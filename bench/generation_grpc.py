@@ -28,6 +28,7 @@ import dataclasses
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -66,6 +67,24 @@ class TimedSession:
         out = self.session.run(feed, outputs)
         self.spent += time.perf_counter() - start
         return out
+
+
+class TimedDecoder:
+    """A lane's decoder whose `next_logits` adds up the seconds spent in it (`spent`): the step graph plus the
+    decoder's own work (feeds, cache writes); what a step spends outside it is sampling and the lane's loop."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.spent = 0.0
+
+    def next_logits(self, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        start = time.perf_counter()
+        logits = self.decoder.next_logits(seq_ids, tokens)
+        self.spent += time.perf_counter() - start
+        return logits
+
+    def release(self, seq_ids: Iterable[int]) -> None:
+        self.decoder.release(seq_ids)
 
 
 def timed(step: StepModel) -> tuple[StepModel, TimedSession]:
@@ -150,6 +169,8 @@ class Compared:
     remote: list[Result] = field(default_factory=list)
     shares: list[float] = field(default_factory=list)
     """Per in-process run: the share of its wall time spent in the step graph's session.run."""
+    decoding: list[float] = field(default_factory=list)
+    """Per in-process run: the share of its wall time spent in the decoders (step graph included)."""
 
     @staticmethod
     def fastest(results: list[Result]) -> Result:
@@ -167,9 +188,12 @@ async def compare(
     generation = task.generation
     timed_step, step_session = timed(step)
 
+    lanes: list[TimedDecoder] = []
+
     def decoders() -> list[Decoder]:
-        """The server's lane decoders, each step graph call timed."""
-        return lane_decoders(session, timed_step, task)
+        """The server's lane decoders, each step graph call and each decoder call timed."""
+        lanes[:] = [TimedDecoder(d) for d in lane_decoders(session, timed_step, task)]
+        return list(lanes)
 
     await scheduled("warmup", decoders(), task, requests[:2], 2, generation.eos_id)
     await ready(address, args.model)
@@ -179,6 +203,7 @@ async def compare(
         step_session.spent = 0.0
         result = await scheduled("in-process", decoders(), task, requests, slots, generation.eos_id)
         runs.shares.append(step_session.spent / result.seconds)
+        runs.decoding.append(sum(d.spent for d in lanes) / result.seconds)
         runs.local.append(result)
         runs.remote.append(await over_grpc(address, args.model, requests, prompts))
     return runs
@@ -232,6 +257,9 @@ def main() -> None:
           f"(ratio {over / inside:.2f})")  # fmt: skip
     print(f"in-process runs' wall time in ONNX Runtime's step graph: median {np.median(runs.shares):.2f} "
           f"(runs: {', '.join(f'{s:.2f}' for s in runs.shares)})")  # fmt: skip
+    graph, decoding = float(np.median(runs.shares)), float(np.median(runs.decoding))
+    print(f"  the rest of it (medians): the decoder's own work (feeds, cache writes) {decoding - graph:.2f}, "
+          f"outside the decoder (sampling, the lane's loop, waiting for the GIL) {1 - decoding:.2f}")  # fmt: skip
     if remote.timings.tokens != local.timings.tokens:
         print(f"note: the two runs generated {local.timings.tokens} and {remote.timings.tokens} tokens")
 
