@@ -1,0 +1,114 @@
+"""The dynamic batcher's lone requests on the event loop (BatchPolicy.inline): when they run there, and when not."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batching.activity import QUIET_GAP_S, Activity
+from service.batching.batcher import DynamicBatcher
+from service.batching.policy import INLINE_MAX_S, BatchPolicy
+from service.errors import InferenceError
+from tests.unit.batcher_helpers import FakeModel, make, req
+
+
+class ThreadRecorder(FakeModel):
+    """Also records the thread each call ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.get_ident())
+        return super().__call__(feed)
+
+
+@pytest.fixture
+def quiet_process():
+    """No request of another test in flight, and no sign of load left from one."""
+    Activity.in_flight = 0
+    Activity.busy_until = Activity.last_answer = 0.0
+    yield
+    Activity.busy_until = Activity.last_answer = 0.0
+
+
+async def spaced(batcher: DynamicBatcher, value: float) -> dict[str, np.ndarray]:
+    """A lone request, sent the way an idle client would: some time after the previous answer."""
+    await asyncio.sleep(QUIET_GAP_S * 4)
+    return await batcher.submit(req(value))
+
+
+async def test_lone_requests_run_on_the_event_loop_once_the_models_time_is_known(executor, quiet_process):
+    model, lone = ThreadRecorder(), ThreadRecorder()
+    batcher = DynamicBatcher("m", model, BatchPolicy(max_batch_size=8), executor, run_inline=lone)
+    loop_thread = threading.get_ident()
+    first = await spaced(batcher, 1)
+    assert model.threads and model.threads[0] != loop_thread, "the first run measures the model, in a worker"
+    results = [await spaced(batcher, v) for v in (2, 3)]
+    assert lone.threads == [loop_thread, loop_thread], "later lone requests run on the loop, on `run_inline`"
+    assert [float(r["y"][0, 0]) for r in [first, *results]] == [2.0, 4.0, 6.0]
+    assert Activity.in_flight == 0
+    await batcher.close()
+
+
+async def test_concurrent_requests_still_batch_in_a_worker(executor, quiet_process):
+    model = ThreadRecorder()
+    batcher = make(model, executor)
+    await spaced(batcher, 0)  # the model's time is known now
+    model.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(req(1)))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(batcher.submit(req(v))) for v in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    await asyncio.gather(first, *rest)
+    assert model.calls[-2:] == [1, 3], "the three that came while one ran form one batch"
+    assert threading.get_ident() not in model.threads[1:]
+    await batcher.close()
+
+
+async def test_a_request_that_was_already_waiting_turns_inline_runs_off_for_a_while(executor, quiet_process):
+    model = ThreadRecorder()
+    batcher = make(model, executor)
+    await spaced(batcher, 0)
+    await spaced(batcher, 1)
+    assert model.threads[-1] == threading.get_ident()
+    await batcher.submit(req(2))  # at once after an answer: load
+    await batcher.submit(req(3))
+    assert threading.get_ident() not in model.threads[-2:], "held off for HOLD_S after a sign of load"
+    assert Activity.busy_until > time.monotonic()
+
+
+async def test_a_queue_delay_means_waiting_for_company_even_alone(executor, quiet_process):
+    model = ThreadRecorder()
+    batcher = make(model, executor, max_queue_delay_s=0.05)
+    for v in range(3):
+        start = time.monotonic()
+        await spaced(batcher, v)
+        assert time.monotonic() - start >= 0.05
+    assert threading.get_ident() not in model.threads
+
+
+async def test_slow_models_never_run_on_the_event_loop(executor, quiet_process):
+    model = ThreadRecorder()
+    model.delay = INLINE_MAX_S * 2
+    batcher = make(model, executor)
+    for v in range(3):
+        await spaced(batcher, v)
+    assert threading.get_ident() not in model.threads
+
+
+async def test_a_lone_run_that_fails_fails_only_its_request(executor, quiet_process):
+    model = FakeModel(fail_when=lambda x: (x == 7).any())
+    batcher = make(model, executor)
+    await spaced(batcher, 1)
+    with pytest.raises(InferenceError, match="failed to run this request"):
+        await spaced(batcher, 7)
+    assert float((await spaced(batcher, 2))["y"][0, 0]) == 4.0
+    assert Activity.in_flight == 0
+    await batcher.close()
