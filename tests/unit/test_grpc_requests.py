@@ -1,5 +1,5 @@
 """`grpc.requests`: every handler is put behind the boundary at registration, once; refusals of requests that do not
-parse are logged at a bounded rate (the boundary itself: `test_grpc_boundary.py`)."""
+parse are logged at a bounded rate (the boundary itself: `test_grpc_boundary_parsing.py`)."""
 
 from __future__ import annotations
 
