@@ -1,22 +1,28 @@
 """Certificates for the TLS tests, made with `cryptography`: a CA, server and client certificates it signs,
 an expired server certificate, and a second CA whose certificates the first one's clients do not trust.
 
-Keys are ECDSA P-256 (fast to generate). Nothing here is written to disk unless a test asks (`write`).
+Keys are ECDSA P-256 (fast to generate). Nothing here is written to disk unless a test asks (`write`,
+`replace_server_files` to rotate a server's files, `write_each_broken_pair` for pairs it cannot use).
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVER_HOSTS = ("127.0.0.1", "localhost")
+UNUSABLE = "TLS files changed but cannot be used; still serving the previous certificate"
+"""What the server logs (logger service.tls, WARNING) when its files change to a pair it cannot use."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,42 @@ class Issued:
         cert.write_bytes(self.cert)
         key.write_bytes(self.key)
         return cert, key
+
+
+def replace_server_files(folder: Path, issued: Issued, in_place: bool) -> None:
+    """Rotate `folder`'s server.crt/.key to `issued`: overwrite them (same inodes), or write new files and rename
+    them over the old ones."""
+    if in_place:
+        issued.write(folder, "server")
+        return
+    issued.write(folder, "next")
+    os.replace(folder / "next.crt", folder / "server.crt")
+    os.replace(folder / "next.key", folder / "server.key")
+
+
+def broken_pairs(first: Issued, second: Issued) -> dict[str, tuple[bytes, bytes]]:
+    """(certificate, key) contents a server cannot use, by what went wrong while rotating `first` to `second`."""
+    return {
+        "certificate written, key not yet": (second.cert, first.key),
+        "certificate half written": (second.cert[: len(second.cert) // 2], first.key),
+        "key half written": (second.cert, second.key[: len(second.key) // 2]),
+        "empty files": (b"", b""),
+        "key in both files": (second.key, second.key),
+    }
+
+
+def write_each_broken_pair(
+    folder: Path, pairs: dict[str, tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture,
+    still_serves: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Writes each pair as `folder`'s server.crt/.key; after each, `still_serves(problem)` checks the server kept
+    its last good certificate, and the server must have logged `UNUSABLE` once (under the caller's caplog level)."""
+    for problem, (cert_pem, key_pem) in pairs.items():
+        caplog.clear()
+        (folder / "server.crt").write_bytes(cert_pem)
+        (folder / "server.key").write_bytes(key_pem)
+        still_serves(problem)
+        assert [r.message for r in caplog.records] == [UNUSABLE], problem
 
 
 def _now() -> datetime.datetime:

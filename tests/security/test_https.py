@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import tritonclient.http as tc
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
 from tests.ports import free_port
-from tests.security.certs import CertAuthority, Issued
+from tests.security.certs import CertAuthority, Issued, broken_pairs, replace_server_files, write_each_broken_pair
 from tests.security.tls_clients import handshake, presented_certificate, refused
 
 RELOADED = "TLS certificate reloaded; new connections get it"
@@ -79,16 +78,6 @@ def _serials(server: RunningServer) -> tuple[int, int, int]:
     )
 
 
-def _replace(folder: Path, issued: Issued, in_place: bool) -> None:
-    """Overwrite server.crt/.key (same inodes), or write new files and rename them over the old ones."""
-    if in_place:
-        issued.write(folder, "server")
-        return
-    issued.write(folder, "next")
-    os.replace(folder / "next.crt", folder / "server.crt")
-    os.replace(folder / "next.key", folder / "server.key")
-
-
 def test_https_serves_v2_with_tokens_and_refuses_plain_http(
     server: RunningServer, ca: CertAuthority, tmp_path: Path
 ) -> None:
@@ -125,7 +114,7 @@ def test_new_connections_on_both_ports_get_the_new_certificate_and_open_ones_kee
     assert _get(opened, "/v2/health/ready") == 200
     second = ca.server("second")
     with caplog.at_level(logging.INFO, logger="service.tls"):
-        _replace(tmp_path, second, in_place)
+        replace_server_files(tmp_path, second, in_place)
         assert _serials(server) == (second.serial,) * 3  # HTTPS took the new files first; gRPC gets them too
     assert [r.message for r in caplog.records if r.name == "service.tls"] == [RELOADED]  # one watcher, both ports
     assert server.app.certificates is not None and server.app.certificates.reloads == 1
@@ -136,7 +125,7 @@ def test_new_connections_on_both_ports_get_the_new_certificate_and_open_ones_kee
 
 def test_rotation_to_a_certificate_from_another_ca(server: RunningServer, ca: CertAuthority, tmp_path: Path) -> None:
     other = CertAuthority("the next CA")
-    _replace(tmp_path, other.server(), in_place=False)
+    replace_server_files(tmp_path, other.server(), in_place=False)
     assert _status(_port(server), other.cert) == 200
     with pytest.raises(ssl.SSLCertVerificationError):
         _status(_port(server), ca.cert)
@@ -146,25 +135,17 @@ def test_rotation_to_a_certificate_from_another_ca(server: RunningServer, ca: Ce
 def test_a_broken_or_half_written_pair_keeps_the_last_good_certificate(
     server: RunningServer, ca: CertAuthority, first: Issued, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
     second = ca.server("second")
-    broken = {
-        "certificate written, key not yet": (second.cert, first.key),
-        "key half written": (second.cert, second.key[: len(second.key) // 2]),
-        "empty files": (b"", b""),
-    }
+    problems = ("certificate written, key not yet", "key half written", "empty files")
+    broken = {problem: pair for problem, pair in broken_pairs(first, second).items() if problem in problems}
+
+    def still_serves(problem: str) -> None:
+        assert presented_certificate(_port(server), alpn="http/1.1").serial_number == first.serial, problem
+        assert _status(_port(server), ca.cert) == 200, problem
+
     with caplog.at_level(logging.WARNING, logger="service.tls"):
-        for problem, (cert_pem, key_pem) in broken.items():
-            caplog.clear()
-            cert.write_bytes(cert_pem)
-            key.write_bytes(key_pem)
-            assert presented_certificate(_port(server), alpn="http/1.1").serial_number == first.serial, problem
-            assert _status(_port(server), ca.cert) == 200, problem
-            assert [r.message for r in caplog.records] == [
-                "TLS files changed but cannot be used; still serving the previous certificate"
-            ], problem
-    cert.write_bytes(second.cert)
-    key.write_bytes(second.key)
+        write_each_broken_pair(tmp_path, broken, caplog, still_serves)
+    second.write(tmp_path, "server")
     assert presented_certificate(_port(server), alpn="http/1.1").serial_number == second.serial
 
 

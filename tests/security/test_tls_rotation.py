@@ -4,7 +4,6 @@ connections already open keep working, and a broken or half-written set keeps th
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from service.grpc.tls import DynamicCredentials
 from service.tls import CertificateFiles
 from tests.conftest import RunningServer, start_server
-from tests.security.certs import CertAuthority, Issued
+from tests.security.certs import CertAuthority, Issued, broken_pairs, replace_server_files, write_each_broken_pair
 from tests.security.tls_clients import channel, presented_certificate, refused, server_live
 
 
@@ -31,16 +30,6 @@ def _serial(server: RunningServer) -> int:
     return presented_certificate(server.app.port).serial_number
 
 
-def _replace(folder: Path, issued: Issued, in_place: bool) -> None:
-    """Overwrite server.crt/.key (same inodes), or write new files and rename them over the old ones."""
-    if in_place:
-        issued.write(folder, "server")
-        return
-    issued.write(folder, "next")
-    os.replace(folder / "next.crt", folder / "server.crt")
-    os.replace(folder / "next.key", folder / "server.key")
-
-
 @pytest.mark.parametrize("in_place", [True, False], ids=["overwritten", "renamed-over"])
 def test_new_connections_get_the_new_certificate_and_open_ones_keep_working(
     server: RunningServer, ca: CertAuthority, first: Issued, tmp_path: Path, in_place: bool
@@ -49,7 +38,7 @@ def test_new_connections_get_the_new_certificate_and_open_ones_keep_working(
     with channel(server.address, ca.cert) as opened:
         assert server_live(opened)
         second = ca.server("second")
-        _replace(tmp_path, second, in_place)
+        replace_server_files(tmp_path, second, in_place)
         assert _serial(server) == second.serial  # the first new connection after the files changed
         assert server_live(opened)  # the connection opened before keeps its session
         assert refused(server.address, ca.cert) is None
@@ -57,7 +46,7 @@ def test_new_connections_get_the_new_certificate_and_open_ones_keep_working(
 
 def test_rotation_to_a_certificate_from_another_ca(server: RunningServer, ca: CertAuthority, tmp_path: Path) -> None:
     other = CertAuthority("the next CA")
-    _replace(tmp_path, other.server(), in_place=False)
+    replace_server_files(tmp_path, other.server(), in_place=False)
     assert refused(server.address, other.cert) is None
     assert refused(server.address, ca.cert) is grpc.StatusCode.UNAVAILABLE
 
@@ -67,23 +56,13 @@ def test_a_broken_or_half_written_pair_keeps_the_last_good_certificate(
 ) -> None:
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
     second = ca.server("second")
-    broken = {
-        "certificate written, key not yet": (second.cert, first.key),
-        "certificate half written": (second.cert[: len(second.cert) // 2], first.key),
-        "key half written": (second.cert, second.key[: len(second.key) // 2]),
-        "empty files": (b"", b""),
-        "key in both files": (second.key, second.key),
-    }
+
+    def still_serves(problem: str) -> None:
+        assert _serial(server) == first.serial, problem
+        assert refused(server.address, ca.cert) is None, problem
+
     with caplog.at_level(logging.WARNING, logger="service.tls"):
-        for problem, (cert_pem, key_pem) in broken.items():
-            caplog.clear()
-            cert.write_bytes(cert_pem)
-            key.write_bytes(key_pem)
-            assert _serial(server) == first.serial, problem
-            assert refused(server.address, ca.cert) is None, problem
-            assert [r.message for r in caplog.records] == [
-                "TLS files changed but cannot be used; still serving the previous certificate"
-            ], problem
+        write_each_broken_pair(tmp_path, broken_pairs(first, second), caplog, still_serves)
         cert.write_bytes(second.cert)
         key.unlink()  # removed before the new one is written
         assert _serial(server) == first.serial
