@@ -6,9 +6,6 @@ parameters. Every message a client reads here is collected and scanned for the r
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,8 +13,6 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as tc
-import yaml
-from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from service.errors import InferenceError
@@ -29,8 +24,8 @@ from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.errors import status_of
 from tests.conftest import RunningServer, start_server
-from tests.tiny_models import make_repository
-from tests.tiny_task_models import write_lm, write_quadrants, write_sentiment
+from tests.crafted_images import bmp, noisy_png, png_header
+from tests.security.broken_models import BROKEN, broken_repository
 
 LIBRARY_TEXT = [
     *("ONNXRuntimeError", "INVALID_PROTOBUF", "Protobuf parsing", "Got invalid dimensions", "Load model from"),
@@ -40,54 +35,6 @@ LIBRARY_TEXT = [
     *("could be decompression bomb", "Unsupported BMP compression"),  # Pillow
     *("expected value at line", "Error("),  # tokenizers (serde)
 ]
-BROKEN = {
-    "bad_yaml": "config.yaml is not valid YAML at line 3, column 1",
-    "bad_key": "invalid config.yaml: unknown key `bogus`",
-    "bad_onnx": "cannot load 1/model.onnx: the file is not a valid ONNX model (the server log has the details)",
-    "no_version": "no version folder with a model.onnx (expected 1/model.onnx in its folder)",
-    "warmup_fails": "1/model.onnx failed its warm-up run of `warmup` sample 'short rows'; check that it accepts the "
-    "sample's data (the server log has the details)",
-    "labels_outside": "`labels` must name a file inside the model's folder, got '../../outside/secret.txt'",
-    "no_tokenizer": "cannot read 'tokenizer.json' (`text.tokenizer`): there is no such file in the model's folder",
-    "bad_tokenizer": "cannot read 'tokenizer.json' (`text.tokenizer`): it could not be read as a Hugging Face "
-    "tokenizers file (the server log has the details)",
-    "bad_labels": "cannot read 'labels.txt' (`labels`): it is not UTF-8 text (byte 0)",
-    "no_step_model": "`generation.step_model` is 'decoder_step.onnx' but there is no such file in the version "
-    "folder (1/decoder_step.onnx)",
-}
-"""Broken model → what its load error says (after "model '<name>': ")."""
-
-
-def broken_repository(tmp_path: Path) -> Path:
-    root = make_repository(tmp_path / "models", names=("add_sub",))
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret.txt").write_text("top_secret\n" * 4)
-    good = yaml.safe_load((root / "add_sub" / "config.yaml").read_text())
-
-    def copy(name: str, config: object) -> Path:
-        folder = root / name
-        (folder / "1").mkdir(parents=True)
-        (folder / "1" / "model.onnx").write_bytes((root / "add_sub" / "1" / "model.onnx").read_bytes())
-        (folder / "config.yaml").write_text(config if isinstance(config, str) else yaml.safe_dump(config))
-        return folder
-
-    copy("bad_yaml", "max_batch_size: 8\ninputs: [\n")
-    copy("bad_key", {**good, "bogus": 1})
-    (copy("bad_onnx", good) / "1" / "model.onnx").write_bytes(b"\x00 not an onnx file")
-    (copy("no_version", good) / "1" / "model.onnx").unlink()
-    variable = [{**spec, "dims": [-1]} for spec in good["inputs"]]  # the graph has 4: warm-up on [1, 1] fails
-    outputs = [{**s, "dims": [-1]} for s in good["outputs"]]
-    copy("warmup_fails", {**good, "inputs": variable, "outputs": outputs, "warmup": [{"name": "short rows"}]})
-    config = yaml.safe_load((write_quadrants(root, "labels_outside") / "config.yaml").read_text())
-    (root / "labels_outside" / "config.yaml").write_text(
-        yaml.safe_dump({**config, "labels": "../../outside/secret.txt"})
-    )
-    (write_sentiment(root, "no_tokenizer") / "tokenizer.json").unlink()
-    (write_sentiment(root, "bad_tokenizer") / "tokenizer.json").write_text('{"version": "1.0", "model": {')
-    (write_sentiment(root, "bad_labels") / "labels.txt").write_bytes(b"\xffnegative\nneutral\npositive\n")
-    write_lm(root, "no_step_model", step_model="decoder_step.onnx")
-    write_quadrants(root)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -157,25 +104,6 @@ def test_task_assets_that_fail_fail_the_load_cleanly(channel: grpc.Channel, seen
 
 
 # ---- bad images ---------------------------------------------------------------------------------------
-def png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
-
-
-def png() -> bytes:
-    out = io.BytesIO()
-    Image.effect_noise((64, 64), 50).convert("L").save(out, "PNG")
-    return out.getvalue()
-
-
-def bmp(compression: int) -> bytes:
-    info = struct.pack("<IiiHHIIiiII", 40, 4, 4, 1, 24, compression, 0, 0, 0, 0, 0)
-    return b"BM" + struct.pack("<IHHI", 14 + 40 + 48, 0, 0, 54) + info + b"\0" * 48
-
-
 UNREADABLE = "images[0] cannot be read: its header is damaged or uses an unsupported variant"
 BOMB = (
     "images[0] is refused as a decompression bomb: its header declares far more pixels than allowed "
@@ -186,7 +114,7 @@ BOMB = (
 @pytest.mark.parametrize(
     ("image", "expected"),
     [
-        (png()[:200], "images[0] is truncated or corrupt (PNG data)"),
+        (noisy_png()[:200], "images[0] is truncated or corrupt (PNG data)"),
         (bmp(compression=9), UNREADABLE),
         (png_header(30000, 30000), BOMB),
         (b"GIF89a" + b"\xff" * 20, "images[0] is not a PNG, JPEG, BMP, GIF or WebP file"),
