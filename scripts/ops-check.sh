@@ -95,7 +95,7 @@ for overlay in "${overlays[@]}"; do
             # The ServiceMonitor and PrometheusRule (Prometheus Operator) and cert-manager's Certificate
             # and Issuer are CRDs with no schema in the Kubernetes API: they are reported as warnings and
             # checked by scripts/ops_consistency.py, tests/ops/test_manifests.py and
-            # tests/ops/test_security_manifests.py instead.
+            # tests/ops/test_tls_components.py instead.
             run "validate $name @ $version" "$OPS_VENV/bin/kubernetes-validate" --strict --quiet \
                 -k "$version" "$built/$name.yaml"
         done

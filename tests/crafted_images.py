@@ -1,5 +1,4 @@
-"""Image files made byte by byte for decoder tests: a PNG whose header claims any size, a BMP with any
-compression, and a noisy PNG to cut short."""
+"""Image files made byte by byte for decoder tests: a PNG header claiming any size, any BMP, noise to truncate."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A Prometheus process for tests/ops/test_prometheus.py (loopback only, its own data directory), configured
-from deploy/prometheus with the deepserve job pointed at a test server; the traffic it should see; polling."""
+"""A loopback Prometheus configured from deploy/prometheus for a test server, the traffic it should see, polling."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.ops
 
 ROOT = Path(__file__).resolve().parents[2]
 # The -secure overlays add k8s/components/tls-auth (TLS, tokens, probes on the health port); their own
-# checks are in tests/ops/test_security_manifests.py.
+# checks are in tests/ops/test_tls_components.py and tests/ops/test_network_policy.py.
 OVERLAYS = ("cpu", "gpu", "cpu-secure", "gpu-secure")
 # The metric names the server exports (service/metrics.py), as Prometheus exposes them.
 METRICS = {

@@ -13,14 +13,12 @@ import pytest
 import yaml
 
 from scripts import ops_consistency
+from tests.ops.overlays import NAMESPACES, Objects, overlay
 from tests.ops.test_manifests import ROOT, build, by_kind
-from tests.ops.test_security_manifests import overlay
 
 pytestmark = pytest.mark.ops
 
-Objects = dict[tuple[str, str], dict[str, Any]]
 CLUSTER_SCOPED = {"Namespace"}
-NAMESPACES = {"cpu": "deepserve", "gpu": "deepserve-gpu"}
 
 
 def keyed(objects: Objects) -> dict[tuple[str, str | None, str], dict[str, Any]]:

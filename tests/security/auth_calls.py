@@ -1,5 +1,4 @@
-"""The calls and credentials of the token tests (tests/security/test_auth.py): the tokens and their scopes, the
-tokens file, one call per RPC with the scope it needs, and the status code a call ends with."""
+"""The token tests' tokens, scopes and tokens file, and one call per RPC with the scope it needs and its status code."""
 
 from __future__ import annotations
 

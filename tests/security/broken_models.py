@@ -1,5 +1,4 @@
-"""A model repository with a model broken in each way that reaches a client (for tests/security/test_messages.py),
-and what each one's load error says."""
+"""A repository with a model broken in each way a client can see, and what each one's load error says."""
 
 from __future__ import annotations
 
