@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from service.tasks.image_classification import (
     pixels,
     prepare,
 )
+from tests.crafted_images import png_header
 from tests.tiny_task_models import QUADRANTS, quadrants_config
 
 DIGITS = ImagePreprocessing(height=32, width=32, channels=1, ink="light_on_dark", resize="fit")
@@ -71,16 +70,6 @@ def test_truncated_file_is_invalid_input() -> None:
     data = encode(Image.effect_noise((300, 300), 50).convert("L"), "PNG")
     with pytest.raises(InvalidInputError, match="truncated or corrupt"):
         decode(data[: len(data) // 2])
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height but that carries (almost) no pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
 def test_too_many_pixels_are_refused_before_decoding() -> None:
