@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ports import free_port
 from tests.tiny_models import make_repository
+from tests.triton_inputs import add_sub_inputs
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -173,11 +174,7 @@ def test_serves_v2_over_the_real_command(served: Served) -> None:
     )
     assert [m.name for m in client.get_model_repository_index().models] == ["add_sub", "slow"]
     a = np.arange(4, dtype=np.float32).reshape(1, 4)
-    inputs = []
-    for name in ("INPUT0", "INPUT1"):
-        tensor = tc.InferInput(name, [1, 4], "FP32")
-        tensor.set_data_from_numpy(a)
-        inputs.append(tensor)
+    inputs = add_sub_inputs(tc, a)
     np.testing.assert_array_equal(client.infer("add_sub", inputs).as_numpy("OUTPUT0"), a * 2)
     assert served.metric("deepserve_request_duration_seconds_count", model="add_sub") == 1
     served.process.send_signal(signal.SIGINT)

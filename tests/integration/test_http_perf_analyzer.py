@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from bench import perf_analyzer, venvs
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer
+from tests.integration.conftest import serving
 from tests.ports import free_port
 
 
@@ -28,9 +29,7 @@ def perf() -> tuple[Path, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def server(model_repo: Path) -> Iterator[RunningServer]:
-    running = start_server(model_repo, http_port=free_port())
-    yield running
-    running.stop()
+    yield from serving(model_repo, http_port=free_port())
 
 
 def _answered(server: RunningServer, code: str) -> float:

@@ -18,9 +18,11 @@ from tritonclient.utils import InferenceServerException
 from service.http import openapi
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
+from tests.integration.conftest import serving
 from tests.integration.test_http_v2 import call
 from tests.ports import free_port
 from tests.tiny_models import make_repository
+from tests.triton_inputs import add_sub_inputs
 
 
 @pytest.fixture
@@ -30,9 +32,7 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def running(repo: Path) -> Iterator[RunningServer]:
-    server = start_server(repo, model_control_mode="explicit", http_port=free_port())
-    yield server
-    server.stop()
+    yield from serving(repo, model_control_mode="explicit", http_port=free_port())
 
 
 @pytest.fixture
@@ -44,12 +44,7 @@ def client(running: RunningServer) -> Iterator[tc.InferenceServerClient]:
 
 def infer_add_sub(client: tc.InferenceServerClient) -> None:
     a = np.arange(8, dtype=np.float32).reshape(2, 4)
-    inputs = []
-    for name in ("INPUT0", "INPUT1"):
-        tensor = tc.InferInput(name, [2, 4], "FP32")
-        tensor.set_data_from_numpy(a)
-        inputs.append(tensor)
-    np.testing.assert_array_equal(client.infer("add_sub", inputs).as_numpy("OUTPUT0"), a * 2)
+    np.testing.assert_array_equal(client.infer("add_sub", add_sub_inputs(tc, a)).as_numpy("OUTPUT0"), a * 2)
 
 
 def index(client: tc.InferenceServerClient, ready: bool = False) -> dict[str, tuple[str, str, str]]:

@@ -22,14 +22,13 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
+from tests.integration.conftest import serving
 from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
 def server(model_repo: Path) -> Iterator[RunningServer]:
-    running = start_server(model_repo, http_port=free_port(), max_message_bytes=64 * 1024)
-    yield running
-    running.stop()
+    yield from serving(model_repo, http_port=free_port(), max_message_bytes=64 * 1024)
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,14 @@ import pytest
 
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer
+from tests.integration.conftest import serving
 from tests.tiny_models import make_repository
 
 
 @pytest.fixture
 def slow_server(tmp_path: Path):
-    running = start_server(make_repository(tmp_path, names=("slower",)))
-    yield running
-    running.stop()
+    yield from serving(make_repository(tmp_path, names=("slower",)))
 
 
 def slow_request(batch: int = 4, timeout_us: int | None = None) -> pb.ModelInferRequest:

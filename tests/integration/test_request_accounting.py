@@ -23,9 +23,9 @@ from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc.boundary import api_of
 from service.http import routes
 from service.http.server import APIS
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer
+from tests.integration.conftest import serving
 from tests.ports import free_port
-from tests.tiny_task_models import make_task_repository
 from tests.waiting import eventually
 
 SERVICES = [
@@ -41,10 +41,8 @@ PATH_PARAMS = {"name": "quadrants", "version": "1"}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")), http_port=free_port())
-    yield running
-    running.stop()
+def served(task_repo: Path) -> Iterator[RunningServer]:
+    yield from serving(task_repo, http_port=free_port())
 
 
 def counted(served: RunningServer, api: str) -> Counter[str]:

@@ -18,7 +18,8 @@ import tritonclient.grpc as tc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor
 
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer
+from tests.integration.conftest import serving
 from tests.triton_models import write_triton_examples
 
 NUMBERS = np.arange(16, dtype=np.int32).reshape(1, 16)
@@ -27,14 +28,7 @@ ONES = np.ones((1, 16), dtype=np.int32)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(write_triton_examples(tmp_path_factory.mktemp("triton_examples")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> tc.InferenceServerClient:
-    return tc.InferenceServerClient(server.address)
+    yield from serving(write_triton_examples(tmp_path_factory.mktemp("triton_examples")))
 
 
 @pytest.fixture(scope="module")

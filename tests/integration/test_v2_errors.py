@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -17,12 +17,6 @@ from tests.conftest import RunningServer, start_server
 from tests.tiny_models import make_repository
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
-
-
-@pytest.fixture(scope="module")
-def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
 def raw_request(model: str, *inputs: tuple[str, str, list[int], bytes], version: str = "") -> pb.ModelInferRequest:

@@ -23,11 +23,6 @@ def channel(server: RunningServer) -> Iterator[grpc.Channel]:
         yield ch
 
 
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> tc.InferenceServerClient:
-    return tc.InferenceServerClient(server.address)
-
-
 @pytest.mark.parametrize("service", ["", V2])
 def test_health_serving_after_start(channel: grpc.Channel, service: str) -> None:
     response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)

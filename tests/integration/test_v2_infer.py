@@ -3,11 +3,9 @@ onnxruntime run directly on the same model file, for FP32, INT64, BYTES and FP16
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -15,18 +13,6 @@ import tritonclient.grpc as tc
 
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.conftest import RunningServer
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> tc.InferenceServerClient:
-    return tc.InferenceServerClient(server.address)
-
-
-@pytest.fixture(scope="module")
-def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
 def reference(repo: Path, model: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,13 +8,6 @@ import tritonclient.grpc as tc
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import RunningServer
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> tc.InferenceServerClient:
-    return tc.InferenceServerClient(server.address)
-
 
 def tensors(items: object) -> list[tuple[str, str, list[int]]]:
     return [(t.name, t.datatype, list(t.shape)) for t in items]  # type: ignore[attr-defined]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -16,12 +15,6 @@ from tests.conftest import RunningServer
 
 Labels = dict[str, str]
 SUFFIXES = ("_bucket", "_count", "_sum", "_total")
-
-
-@pytest.fixture(scope="module")
-def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
 def scrape(server: RunningServer) -> dict[str, list[tuple[str, Labels, float]]]:

@@ -17,7 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import RunningServer, start_server
+from tests.integration.conftest import serving
 from tests.tiny_models import add_sub, make_repository
+from tests.triton_inputs import add_sub_inputs
 
 UNAVAILABLE, NOT_FOUND = "StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND"
 
@@ -29,9 +31,7 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def running(repo: Path) -> Iterator[RunningServer]:
-    server = start_server(repo, model_control_mode="explicit")
-    yield server
-    server.stop()
+    yield from serving(repo, model_control_mode="explicit")
 
 
 @pytest.fixture
@@ -41,12 +41,7 @@ def client(running: RunningServer) -> tc.InferenceServerClient:
 
 def infer_add_sub(client: tc.InferenceServerClient, version: str = "") -> np.ndarray:
     a = np.arange(8, dtype=np.float32).reshape(2, 4)
-    inputs = []
-    for name in ("INPUT0", "INPUT1"):
-        tensor = tc.InferInput(name, [2, 4], "FP32")
-        tensor.set_data_from_numpy(a)
-        inputs.append(tensor)
-    result = client.infer("add_sub", inputs, model_version=version)
+    result = client.infer("add_sub", add_sub_inputs(tc, a), model_version=version)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a * 2)
     return result.as_numpy("OUTPUT0")
 

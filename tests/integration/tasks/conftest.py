@@ -9,18 +9,16 @@ from pathlib import Path
 import pytest
 
 from service.client import TaskClient
-from tests.conftest import RunningServer, start_server
-from tests.tiny_task_models import make_task_repository
+from tests.conftest import RunningServer
+from tests.integration.conftest import serving
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
 
 
 @pytest.fixture(scope="module")
-def task_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def task_server(task_repo: Path) -> Iterator[RunningServer]:
     """The server on `tests.tiny_task_models` (quadrants, tiny_sentiment, tiny_lm, slow_lm, ...)."""
-    running = start_server(make_task_repository(tmp_path_factory.mktemp("tasks")))
-    yield running
-    running.stop()
+    yield from serving(task_repo)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +31,4 @@ def serve_committed(model: str) -> Iterator[RunningServer]:
     """For a module fixture: the server on models/, skipping the module's tests while `model` is not there."""
     if not (MODELS / model / "config.yaml").is_file():
         pytest.skip(f"models/{model} is not in the repository yet (the trainer writes it)")
-    running = start_server(MODELS)
-    yield running
-    running.stop()
+    yield from serving(MODELS)
