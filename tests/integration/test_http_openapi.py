@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,13 @@ from service.http.schemas import SCHEMAS
 from service.http.tasks import GENERATE_FIELDS, SENTIMENT_FIELDS
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
-from tests.integration.tasks.test_http_tasks import IMAGE, events, multipart
+from tests.integration.tasks.calls import IMAGE, events, multipart
 from tests.ports import free_port
-from tests.tiny_task_models import make_task_repository
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_task_repository(tmp_path_factory.mktemp("tasks"))
-
-
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[RunningServer]:
-    running = start_server(repo, http_port=free_port(), max_message_bytes=256 * 1024)
-    yield running
-    running.stop()
+def server(http_task_server: RunningServer) -> RunningServer:
+    return http_task_server
 
 
 def call(
@@ -193,8 +184,10 @@ def test_stream_events_match_their_schemas(server: RunningServer) -> None:
         conn.close()
 
 
-def test_openapi_and_docs_are_served_open_and_the_page_only_loads_from_the_server(repo: Path, tmp_path: Path) -> None:
-    running = start_server(repo, http_port=free_port(), auth_tokens_file=tokens_file(tmp_path))
+def test_openapi_and_docs_are_served_open_and_the_page_only_loads_from_the_server(
+    task_repo: Path, tmp_path: Path
+) -> None:
+    running = start_server(task_repo, http_port=free_port(), auth_tokens_file=tokens_file(tmp_path))
     try:
         got, content_type, data, _ = call(running, "GET", "/openapi.json")
         assert (got, content_type) == (200, "application/json")
