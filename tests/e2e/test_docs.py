@@ -1,6 +1,6 @@
 """The docs' examples, run: every console block of README.md and docs/task-apis.md against `deepserve serve` on the
 committed models, compared with the output the docs show; every python block must run. `make docs` rewrites the
-outputs after a change (see `tests/e2e/docs_examples.py` for the block format)."""
+outputs after a change (see `tests/e2e/docs_blocks.py` for the block format)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.docs_examples import Block, DocsServer, all_blocks, check, describe, docs_server, matches, same_line
+from tests.e2e.docs_blocks import Block, all_blocks, matches, same_line
+from tests.e2e.docs_examples import DocsServer, check, describe, docs_server
 
 BLOCKS = all_blocks()
 
