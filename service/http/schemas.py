@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.batching.sequences import FinishReason
 from service.http.fields import MAX_TIMEOUT_MS
-from service.types import ModelState
+from service.types import FinishReason, ModelState
 
 Schema = dict[str, Any]
 

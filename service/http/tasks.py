@@ -30,14 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from service.accounting import Call
-from service.batching.sequences import TextChunk
 from service.errors import InvalidInputError, explain
 from service.http import fields
 from service.http.codec import parse_json
 from service.http.errors import CLIENT_CLOSED, STATUS
 from service.http.v2 import read_body
 from service.task_apis import GenerationDone, TaskAPIs
-from service.types import GenerationRequest
+from service.types import GenerationRequest, TextChunk
 
 GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "stop",
                    "model", "version", "stream", "timeout_ms")  # fmt: skip
