@@ -29,15 +29,27 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import INFER, closed_loop, free_port, request_bytes  # noqa: E402
+from bench.load import INFER, closed_loop, free_port, request_bytes  # noqa: E402
 from service.config import load_model_config  # noqa: E402
 from service.warmup import sample_feed  # noqa: E402
 
 
 def start(source: Path, repository: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(repository), "--port", str(port),
-           "--metrics-port", str(free_port()), "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(free_port()),
+        "--log-level",
+        "warning",
+    ]
     # No HTTP port: several servers run at once, and older checkouts have no --http-port flag (the variable
     # is ignored by them).
     env = {**os.environ, "DEEPSERVE_HTTP_PORT": "0"}
@@ -104,9 +116,11 @@ async def run(args: argparse.Namespace) -> None:
             for name, _, _ in servers:
                 points = results[name, concurrency]
                 rates = ", ".join(f"{r:,.0f}" for r, _, _ in points)
-                print(f"| {name} | {concurrency} | {statistics.median(r for r, _, _ in points):,.0f} | "
-                      f"{statistics.median(p for _, p, _ in points):.3f} | "
-                      f"{statistics.median(c for _, _, c in points):,.0f} | {rates} |")  # fmt: skip
+                print(
+                    f"| {name} | {concurrency} | {statistics.median(r for r, _, _ in points):,.0f} | "
+                    f"{statistics.median(p for _, p, _ in points):.3f} | "
+                    f"{statistics.median(c for _, _, c in points):,.0f} | {rates} |"
+                )
     finally:
         for _, process, _ in servers:
             process.terminate()

@@ -40,11 +40,12 @@ def build_cnn(folder: Path, size: int = 32, channels: int = 1, classes: int = 10
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
     graph = helper.make_graph(
-        nodes, "bench_cnn",
+        nodes,
+        "bench_cnn",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, channels])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])],
         initializer=inits,
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     (folder / "1").mkdir(parents=True, exist_ok=True)

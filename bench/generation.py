@@ -61,17 +61,23 @@ def _ms(values: list[float], q: float) -> str:
 def report(title: str, results: list[Result]) -> None:
     base = next(r for r in results if r.mode == "one at a time")
     print(f"\n{title}")
-    print(f"{'mode':<26}{'tokens':>7}{'seconds':>9}{'tok/s':>9}{'vs 1-at-a-time':>16}"
-          f"{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'steps':>7}{'rows':>7}")  # fmt: skip
+    print(
+        f"{'mode':<26}{'tokens':>7}{'seconds':>9}{'tok/s':>9}{'vs 1-at-a-time':>16}"
+        f"{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'steps':>7}{'rows':>7}"
+    )
     for r in results:
         t = r.timings
         ratio = r.tokens_per_s / base.tokens_per_s
         latencies = f"{_ms(t.first, 50):>10}{_ms(t.first, 99):>10}{_ms(t.gaps, 50):>9}{_ms(t.gaps, 99):>9}"
-        print(f"{r.mode:<26}{t.tokens:>7}{r.seconds:>9.2f}{r.tokens_per_s:>9.1f}{ratio:>15.2f}x{latencies}"
-              f"{t.steps:>7}{t.rows:>7}")  # fmt: skip
+        print(
+            f"{r.mode:<26}{t.tokens:>7}{r.seconds:>9.2f}{r.tokens_per_s:>9.1f}{ratio:>15.2f}x{latencies}"
+            f"{t.steps:>7}{t.rows:>7}"
+        )
     cont, stat = results[0], next(r for r in results if r.mode == "static batching")
-    print(f"continuous / static batching: {cont.tokens_per_s / stat.tokens_per_s:.2f}x tokens/s "
-          f"(latencies in ms; TTFT from arrival, all requests arrive at once)")  # fmt: skip
+    print(
+        f"continuous / static batching: {cont.tokens_per_s / stat.tokens_per_s:.2f}x tokens/s "
+        f"(latencies in ms; TTFT from arrival, all requests arrive at once)"
+    )
 
 
 def load(
@@ -118,8 +124,10 @@ def main() -> None:
     cache = f"KV cache: {step.session.path.name}" if step else "no KV cache (no generation.step_model)"
     print(f"model: {source}; providers {session.providers}; {cache}")
     lengths = [len(r.prompt_ids) for r in requests]
-    print(f"{len(requests)} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}, "
-          f"prompts of {min(lengths)}..{max(lengths)} tokens")  # fmt: skip
+    print(
+        f"{len(requests)} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}, "
+        f"prompts of {min(lengths)}..{max(lengths)} tokens"
+    )
     print("\n".join(step_costs(forward, make_decoder if step else None, 64, context)))
     asyncio.run(scheduled("warmup", [make_decoder(2)], task, requests[:2], 2))
     title = "ONNX Runtime on this machine" + (", with the KV cache" if step else "")
@@ -128,8 +136,10 @@ def main() -> None:
     if args.fixed_step_ms:
         fixed = fixed_cost(forward, args.fixed_step_ms / 1000)
         fixed_results = asyncio.run(compare(lambda _: RecomputeDecoder(fixed, pad), None, task, requests, 1, 1))
-        report(f"forward pass of fixed cost ({args.fixed_step_ms:g} ms + one row, whatever the batch; no cache)",
-               fixed_results)  # fmt: skip
+        report(
+            f"forward pass of fixed cost ({args.fixed_step_ms:g} ms + one row, whatever the batch; no cache)",
+            fixed_results,
+        )
 
 
 if __name__ == "__main__":

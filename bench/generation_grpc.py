@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.generation import _ms, load  # noqa: E402
 from bench.generation_modes import PROMPTS, Result, Timings, scheduled, workload  # noqa: E402
-from bench.serving import free_port  # noqa: E402
+from bench.load import free_port  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
 from service.batching.kv_cache import KVCacheDecoder  # noqa: E402
 from service.config import Device  # noqa: E402
@@ -182,9 +182,14 @@ class Compared:
 
 
 async def compare(
-    args: argparse.Namespace, task: TextGeneration, session: ModelSession, step: StepModel,
-    requests: list[GenerationInput], prompts: list[str], address: str,
-) -> Compared:  # fmt: skip
+    args: argparse.Namespace,
+    task: TextGeneration,
+    session: ModelSession,
+    step: StepModel,
+    requests: list[GenerationInput],
+    prompts: list[str],
+    address: str,
+) -> Compared:
     generation = task.generation
     timed_step, step_session = timed(step)
 
@@ -223,9 +228,24 @@ def main() -> None:
     requests = workload(task, args.streams, 0)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.streams)]
     port = free_port()
-    cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(args.model_repository),
-           "--port", str(port), "--metrics-port", str(free_port()), "--http-port", "0",
-           "--log-level", "warning", "--device", args.device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--model-repository",
+        str(args.model_repository),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(free_port()),
+        "--http-port",
+        "0",
+        "--log-level",
+        "warning",
+        "--device",
+        args.device,
+    ]
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
         runs = asyncio.run(compare(args, task, session, step, requests, prompts, f"127.0.0.1:{port}"))
@@ -236,8 +256,10 @@ def main() -> None:
     costs = step_graph_costs(step, task.generation.context_length, rows=task.generation.max_active_sequences)
     limit = bound(local.timings, costs)
     t = local.timings
-    print(f"model: {source}; {args.streams} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}; "
-          f"lanes {task.generation.lanes}; fastest of {args.repeats} runs each")  # fmt: skip
+    print(
+        f"model: {source}; {args.streams} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}; "
+        f"lanes {task.generation.lanes}; fastest of {args.repeats} runs each"
+    )
     shown = ", ".join(f"{b}: {costs[b] * 1000:.2f}" for b in (1, 2, 4, 8, 12, 16) if b in costs)
     print(f"step graph alone, ms per step by rows (cache at 64 tokens): {shown}")
     print(f"in-process run: {t.steps} steps, {np.mean(t.batches):.1f} rows per step on average\n")
@@ -245,21 +267,29 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for r in (local, remote):
         g = r.timings
-        print(f"| {r.mode} | {g.tokens} | {r.seconds:.2f} | {r.tokens_per_s:,.0f} | {_ms(g.first, 50).strip()} / "
-              f"{_ms(g.first, 99).strip()} | {_ms(g.gaps, 50).strip()} / {_ms(g.gaps, 99).strip()} |")  # fmt: skip
+        print(
+            f"| {r.mode} | {g.tokens} | {r.seconds:.2f} | {r.tokens_per_s:,.0f} | {_ms(g.first, 50).strip()} / "
+            f"{_ms(g.first, 99).strip()} | {_ms(g.gaps, 50).strip()} / {_ms(g.gaps, 99).strip()} |"
+        )
     print(
         f"| ONNX Runtime alone, same rows per step (bound) | {t.tokens} | {t.tokens / limit:.2f} | {limit:,.0f} | | |"
     )
     print(f"\nin-process / bound = {local.tokens_per_s / limit:.2f} (goal >= 0.85)")
     print(f"over gRPC / in-process = {remote.tokens_per_s / local.tokens_per_s:.2f} (goal >= 0.85)")
     inside, over = Compared.median(runs.local), Compared.median(runs.remote)
-    print(f"medians over {args.repeats} runs: in-process {inside:,.0f} tokens/s, over gRPC {over:,.0f} "
-          f"(ratio {over / inside:.2f})")  # fmt: skip
-    print(f"in-process runs' wall time in ONNX Runtime's step graph: median {np.median(runs.shares):.2f} "
-          f"(runs: {', '.join(f'{s:.2f}' for s in runs.shares)})")  # fmt: skip
+    print(
+        f"medians over {args.repeats} runs: in-process {inside:,.0f} tokens/s, over gRPC {over:,.0f} "
+        f"(ratio {over / inside:.2f})"
+    )
+    print(
+        f"in-process runs' wall time in ONNX Runtime's step graph: median {np.median(runs.shares):.2f} "
+        f"(runs: {', '.join(f'{s:.2f}' for s in runs.shares)})"
+    )
     graph, decoding = float(np.median(runs.shares)), float(np.median(runs.decoding))
-    print(f"  the rest of it (medians): the decoder's own work (feeds, cache writes) {decoding - graph:.2f}, "
-          f"outside the decoder (sampling, the lane's loop, waiting for the GIL) {1 - decoding:.2f}")  # fmt: skip
+    print(
+        f"  the rest of it (medians): the decoder's own work (feeds, cache writes) {decoding - graph:.2f}, "
+        f"outside the decoder (sampling, the lane's loop, waiting for the GIL) {1 - decoding:.2f}"
+    )
     if remote.timings.tokens != local.timings.tokens:
         print(f"note: the two runs generated {local.timings.tokens} and {remote.timings.tokens} tokens")
 

@@ -87,9 +87,13 @@ DecoderFactory = Callable[[int], Decoder]
 
 
 async def scheduled(
-    name: str, decoders: list[Decoder], task: TextGeneration, requests: list[GenerationInput], slots: int,
+    name: str,
+    decoders: list[Decoder],
+    task: TextGeneration,
+    requests: list[GenerationInput],
+    slots: int,
     eos_id: int | None = None,
-) -> Result:  # fmt: skip
+) -> Result:
     """`eos_id`: None generates every request's max_new_tokens; the model's end-of-text token stops a request
     where the server would stop it."""
     timings = Timings()
@@ -141,8 +145,9 @@ async def static(decoder: Decoder, task: TextGeneration, requests: list[Generati
                 for i, token in enumerate(sampled):
                     tokens[i].append(token)  # finished rows keep running (and their cache keeps growing)
                     remaining[i] = max(0, remaining[i] - 1)
-                loop.call_soon_threadsafe(deliver, ids, sampled, live, time.perf_counter() - step_start,
-                                          time.monotonic())  # fmt: skip
+                loop.call_soon_threadsafe(
+                    deliver, ids, sampled, live, time.perf_counter() - step_start, time.monotonic()
+                )
             decoder.release(ids)
 
     begin = time.perf_counter()
@@ -151,9 +156,13 @@ async def static(decoder: Decoder, task: TextGeneration, requests: list[Generati
 
 
 async def compare(
-    make_decoder: DecoderFactory, forward: ForwardFn | None, task: TextGeneration, requests: list[GenerationInput],
-    lanes: int, repeats: int,
-) -> list[Result]:  # fmt: skip
+    make_decoder: DecoderFactory,
+    forward: ForwardFn | None,
+    task: TextGeneration,
+    requests: list[GenerationInput],
+    lanes: int,
+    repeats: int,
+) -> list[Result]:
     """Each mode `repeats` times, interleaved (so a burst of other load on the machine hits all modes alike);
     the fastest run of each mode is kept. Continuous batching runs with `lanes` lanes (each with its share of
     the slots), and also with one when that differs."""

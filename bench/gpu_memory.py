@@ -41,8 +41,11 @@ def generation(run: Run, quick: bool) -> dict[str, str]:
 def memory(run: Run) -> dict[str, Any]:
     found: dict[str, Any] = {"defaults": CudaExecution().provider_options()}
     for name in ("context", *MODELS, "limit_64MiB"):
-        text = script(run, [GPU_SCRIPT, "--probe", name, "--device", run.device.value,
-                            "--model-repository", str(run.repository)], 120)  # fmt: skip
+        text = script(
+            run,
+            [GPU_SCRIPT, "--probe", name, "--device", run.device.value, "--model-repository", str(run.repository)],
+            120,
+        )
         lines = [line for line in text.splitlines() if line.startswith("{")]
         found[name] = json.loads(lines[-1]) if lines else text[-1500:]
     return found

@@ -121,6 +121,8 @@ def parity(run: Run) -> dict[str, Any]:
         worst = max(v for key, d in found[name].items() if "tf32" not in key for v in d.values())
         found[name]["worst"] = worst
         found[name]["within_1e-4"] = worst <= PARITY_TOLERANCE
-        run.say(f"{name}: worst max abs diff {worst:.2e} (TF32 on: "
-                f"{max(found[name]['max_abs_tf32'].values()):.2e}) {found[name]}")  # fmt: skip
+        run.say(
+            f"{name}: worst max abs diff {worst:.2e} (TF32 on: "
+            f"{max(found[name]['max_abs_tf32'].values()):.2e}) {found[name]}"
+        )
     return found

@@ -86,9 +86,14 @@ def raw(run: Run, seconds: float) -> dict[str, Any]:
 
 
 def concurrent(
-    default: ort.InferenceSession, one: ort.InferenceSession, name: str, out: str, dims: np.ndarray, seconds: float,
+    default: ort.InferenceSession,
+    one: ort.InferenceSession,
+    name: str,
+    out: str,
+    dims: np.ndarray,
+    seconds: float,
     run: Run,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Runs per second of 1..8 threads calling one session at once (as the server's workers do), at batch 1
     and with batch sizes changing every run (1..8, as dynamic batching makes them)."""
     import threading
@@ -103,9 +108,12 @@ def concurrent(
                 stop_at = time.perf_counter() + seconds
 
                 def work(
-                    i: int, session: ort.InferenceSession = session, varying: bool = varying,
-                    stop_at: float = stop_at, counts: list[int] = counts,
-                ) -> None:  # fmt: skip
+                    i: int,
+                    session: ort.InferenceSession = session,
+                    varying: bool = varying,
+                    stop_at: float = stop_at,
+                    counts: list[int] = counts,
+                ) -> None:
                     b = 1
                     while time.perf_counter() < stop_at:
                         b = b % 8 + 1 if varying else 1
@@ -119,8 +127,10 @@ def concurrent(
                     t.join()
                 key = f"{label}/{'batch_1_to_8' if varying else 'batch_1'}/{threads}_threads"
                 found[key] = round(sum(counts) / seconds, 1)
-        run.say(f"runs/s on one session, {label}: " + ", ".join(f"{k.split('/', 1)[1]} {v}" for k, v in found.items()
-                                                                if k.startswith(label)))  # fmt: skip
+        run.say(
+            f"runs/s on one session, {label}: "
+            + ", ".join(f"{k.split('/', 1)[1]} {v}" for k, v in found.items() if k.startswith(label))
+        )
     return found
 
 

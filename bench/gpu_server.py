@@ -17,15 +17,30 @@ import yaml
 
 from bench import perf_analyzer
 from bench.gpu_run import MODELS, ROOT, Run, gpu_processes
-from bench.serving import free_port
+from bench.load import free_port
 
 
 def serve(
     repository: Path, device: str, logs: Path, name: str, extra: list[str]
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     port, log = free_port(), logs / f"server-{name}.log"
-    cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(repository), "--port", str(port),
-           "--metrics-port", str(free_port()), "--http-port", "0", "--device", device, *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(free_port()),
+        "--http-port",
+        "0",
+        "--device",
+        device,
+        *extra,
+    ]
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     return proc, f"127.0.0.1:{port}", log
@@ -99,14 +114,26 @@ def server(
     setups = {
         "committed": everything,
         "workers_1": (run.repository, run.device.value, list(MODELS), ["--workers", "1"]),
-        "intra_op_1": (variant(run.repository, tmp / "intra", "digits_cnn", {"intra_op_threads": 1}),
-                       run.device.value, digits, []),
+        "intra_op_1": (
+            variant(run.repository, tmp / "intra", "digits_cnn", {"intra_op_threads": 1}),
+            run.device.value,
+            digits,
+            [],
+        ),
         "io_binding": (variant(run.repository, tmp / "bound", "digits_cnn", {"io_binding": True}), "auto", digits, []),
-        "no_buckets": (variant(run.repository, tmp / "one", "digits_cnn", {"batch_buckets": []}),
-                       run.device.value, digits, []),
-        "buckets_1_8": (variant(run.repository, tmp / "two", "digits_cnn", {"batch_buckets": [1, 8]}),
-                        run.device.value, digits, []),
-    }  # fmt: skip
+        "no_buckets": (
+            variant(run.repository, tmp / "one", "digits_cnn", {"batch_buckets": []}),
+            run.device.value,
+            digits,
+            [],
+        ),
+        "buckets_1_8": (
+            variant(run.repository, tmp / "two", "digits_cnn", {"batch_buckets": [1, 8]}),
+            run.device.value,
+            digits,
+            [],
+        ),
+    }
     for label, (repository, device, models, extra) in setups.items():
         if chosen and label not in chosen:
             continue
@@ -123,8 +150,10 @@ def server(
                     row[f"c{concurrency}"] = got.__dict__ if isinstance(got, perf_analyzer.PerfPoint) else got
                     if isinstance(got, perf_analyzer.PerfPoint):
                         ratio = f", {got.throughput / raw_best:.3f} of raw best" if raw_best else ""
-                        run.say(f"  c={concurrency}: {got.throughput:.0f} infer/s, p50 {got.p50_us / 1000:.3f} ms, "
-                                f"p99 {got.p99_us / 1000:.3f} ms{ratio}; server {got.server_us}")  # fmt: skip
+                        run.say(
+                            f"  c={concurrency}: {got.throughput:.0f} infer/s, p50 {got.p50_us / 1000:.3f} ms, "
+                            f"p99 {got.p99_us / 1000:.3f} ms{ratio}; server {got.server_us}"
+                        )
                     else:
                         run.say(f"  c={concurrency}: {got}")
             row["gpu_processes"] = gpu_processes()

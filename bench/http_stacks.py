@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import perf_analyzer, venvs  # noqa: E402
+from bench.load import free_port  # noqa: E402
 from bench.peers_servers import Served, check_http_answer, start, wait_ready  # noqa: E402
-from bench.serving import free_port  # noqa: E402
 from service.config import DATATYPES, load_model_config  # noqa: E402
 
 FORCE_H11 = (
@@ -58,12 +58,32 @@ def main() -> None:
 
     def serve(h11: bool) -> list[str]:
         head = [sys.executable, "-c", FORCE_H11] if h11 else [sys.executable, "-m", "service"]
-        return [*head, "serve", "--model-repository", str(args.model_repository), "--port", str(free_port()),
-                "--metrics-port", str(free_port()), "--http-port", str(port), "--log-level", "warning"]  # fmt: skip
+        return [
+            *head,
+            "serve",
+            "--model-repository",
+            str(args.model_repository),
+            "--port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--http-port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
 
     def peer(http: str) -> list[str]:
-        return [sys.executable, str(ROOT / "bench" / "peers" / "http_inline_server.py"), "--port", str(port),
-                "--model-dir", str(model_dir), "--http", http]  # fmt: skip
+        return [
+            sys.executable,
+            str(ROOT / "bench" / "peers" / "http_inline_server.py"),
+            "--port",
+            str(port),
+            "--model-dir",
+            str(model_dir),
+            "--http",
+            http,
+        ]
 
     variants: list[tuple[str, bool]] = [  # (name, h11 forced) / peers
         ("deepserve, uvicorn h11", True),
@@ -97,8 +117,9 @@ def main() -> None:
                     for fmt in args.formats:
                         target = perf_analyzer.Target(row.address, "http", fmt)
                         for c in args.concurrency:
-                            p = perf_analyzer.run(binary, perf_env, target, args.model, c, data, args.window_ms,
-                                                  100_000, 3)  # fmt: skip
+                            p = perf_analyzer.run(
+                                binary, perf_env, target, args.model, c, data, args.window_ms, 100_000, 3
+                            )
                             if isinstance(p, str):
                                 print(f"# {row.name} {fmt} c={c}: {p}", flush=True)
                                 continue
@@ -117,11 +138,14 @@ def sample_answer(model_dir: Path, sample: np.ndarray) -> np.ndarray:
 
 
 def report(args: argparse.Namespace, names: list[str], results: dict) -> None:
-    print(f"\nmodel {args.model}, {os.cpu_count()} CPUs, perf_analyzer -i http -b 1, {args.rounds} interleaved rounds "
-          f"of 3 x {args.window_ms} ms windows; median over rounds (range)\n")  # fmt: skip
+    print(
+        f"\nmodel {args.model}, {os.cpu_count()} CPUs, perf_analyzer -i http -b 1, {args.rounds} interleaved rounds "
+        f"of 3 x {args.window_ms} ms windows; median over rounds (range)\n"
+    )
     cols = [(fmt, c) for fmt in args.formats for c in args.concurrency]
-    print("| server | " + " | ".join(f"{fmt} c={c} infer/s" + (" (p50 ms)" if c == 1 else "") for fmt, c in cols)
-          + " |")  # fmt: skip
+    print(
+        "| server | " + " | ".join(f"{fmt} c={c} infer/s" + (" (p50 ms)" if c == 1 else "") for fmt, c in cols) + " |"
+    )
     print("| --- " * (len(cols) + 1) + "|")
     for name in names:
         cells = []

@@ -44,12 +44,19 @@ def report(
     def ok(p: perf_analyzer.PerfPoint | str | None) -> perf_analyzer.PerfPoint | None:
         return p if isinstance(p, perf_analyzer.PerfPoint) else None
 
-    print(f"\nmodel {args.model}, {os.cpu_count()} CPUs; perf_analyzer -i grpc|http -b 1, {args.window_ms} ms windows "
-          f"(sync, -s {args.stability}); peers' ONNX Runtime options {json.dumps(options)}")  # fmt: skip
+    print(
+        f"\nmodel {args.model}, {os.cpu_count()} CPUs; perf_analyzer -i grpc|http -b 1, {args.window_ms} ms windows "
+        f"(sync, -s {args.stability}); peers' ONNX Runtime options {json.dumps(options)}"
+    )
     print()
     heads = [f"c={c} infer/s (p50)" if i == 0 else f"c={c}" for i, c in enumerate(conc)]
-    print("| server | " + " | ".join(heads) + f" | c={top} p99 | c={top} ÷ bound | closed loop "
-          + " / ".join(f"c={c}" for c in conc) + " |")  # fmt: skip
+    print(
+        "| server | "
+        + " | ".join(heads)
+        + f" | c={top} p99 | c={top} ÷ bound | closed loop "
+        + " / ".join(f"c={c}" for c in conc)
+        + " |"
+    )
     print("| --- " * (len(conc) + 4) + "|")
     for s in servers:
         cells = [fmt_point(s.perf.get(c), i == 0) for i, c in enumerate(conc)]
@@ -60,8 +67,11 @@ def report(
         print(f"| {s.name} | " + " | ".join(cells) + f" | {p99} | {ratio} | {loops} |")
     raw_cells = [f"batch 1: {raw_p50 * 1e3:.2f} ms", f"best {raw[raw_batch]:,.0f}/s at batch {raw_batch}"]
     print("| raw ONNX Runtime in-process | " + " | ".join((raw_cells + [""] * len(conc))[: len(conc)]) + " | | | |")
-    print("| grpc.aio echo, closed-loop client | " + " | ".join([""] * (len(conc) - 1)) +
-          f" | c=32 {echo_rate:,.0f}/s | | | |")  # fmt: skip
+    print(
+        "| grpc.aio echo, closed-loop client | "
+        + " | ".join([""] * (len(conc) - 1))
+        + f" | c=32 {echo_rate:,.0f}/s | | | |"
+    )
     print(f"\nbound 1/(1/raw_best + 1/echo_c32) = 1/(1/{raw[raw_batch]:,.0f} + 1/{echo_rate:,.0f}) = {bound:,.0f}/s")
 
     http_overhead(servers, conc)
@@ -82,8 +92,9 @@ def report(
             fastest, fname = min(points, key=lambda pn: pn[0].p50_us)
             delta = (mine.p50_us - fastest.p50_us) / 1e3
             verdict = "meets" if delta <= GOAL_P50_MS else "misses"
-            line += (f"; p50 deepserve - best peer ({fname}) = {delta:+.3f} ms ({verdict} the goal of "
-                     f"<= +{GOAL_P50_MS} ms)")  # fmt: skip
+            line += (
+                f"; p50 deepserve - best peer ({fname}) = {delta:+.3f} ms ({verdict} the goal of <= +{GOAL_P50_MS} ms)"
+            )
         else:
             line += "; goal >= 1.15"
         print(line)
@@ -113,8 +124,10 @@ def http_overhead(servers: list[Served], conc: list[int]) -> None:
         for c in sorted({min(conc), max(conc)}):
             h, g = s.perf.get(c), s.versus.perf.get(c)
             if isinstance(h, perf_analyzer.PerfPoint) and isinstance(g, perf_analyzer.PerfPoint):
-                cells.append(f"c={c}: p50 {(h.p50_us - g.p50_us) / 1e3:+.3f} ms ({h.p50_us / 1e3:.2f} vs "
-                             f"{g.p50_us / 1e3:.2f}), infer/s x{h.throughput / g.throughput:.2f}")  # fmt: skip
+                cells.append(
+                    f"c={c}: p50 {(h.p50_us - g.p50_us) / 1e3:+.3f} ms ({h.p50_us / 1e3:.2f} vs "
+                    f"{g.p50_us / 1e3:.2f}), infer/s x{h.throughput / g.throughput:.2f}"
+                )
         if cells:
             lines.append(f"{s.name} against {s.versus.name} (gRPC): " + "; ".join(cells))
     if lines:

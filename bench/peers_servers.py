@@ -14,8 +14,8 @@ import grpc
 import numpy as np
 
 from bench import perf_analyzer
+from bench.load import free_port
 from bench.peers.common import config_response
-from bench.serving import free_port
 from service.config import ModelConfig
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.http.codec import model_config
@@ -49,8 +49,16 @@ class Served:
 
     def http_row(self, name: str, port: int, tensor_format: str, versus: Served | None = None) -> Served:
         """A row for the HTTP port of the same process."""
-        return Served(name, self.proc, port, self.log, peer=self.peer, protocol="http", tensor_format=tensor_format,
-                      versus=versus or self)  # fmt: skip
+        return Served(
+            name,
+            self.proc,
+            port,
+            self.log,
+            peer=self.peer,
+            protocol="http",
+            tensor_format=tensor_format,
+            versus=versus or self,
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -121,8 +129,9 @@ def http_infer(address: str, model: str, spec_name: str, datatype: str, sample: 
         return bytes(answer.read())
 
 
-def check_http_answer(server: Served, model: str, spec_name: str, datatype: str, sample: np.ndarray,
-                      expected: np.ndarray) -> None:  # fmt: skip
+def check_http_answer(
+    server: Served, model: str, spec_name: str, datatype: str, sample: np.ndarray, expected: np.ndarray
+) -> None:
     binary = server.tensor_format == "binary"
     answer = json.loads(http_infer(server.address, model, spec_name, datatype, sample, binary))
     out = np.asarray(answer["outputs"][0]["data"], dtype=expected.dtype).reshape(expected.shape)

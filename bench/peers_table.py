@@ -11,7 +11,7 @@ gRPC and HTTP (issue 16) rows.
    bare grpc.aio echo server. Checks each model server's answer against ONNX Runtime.
 3. Echo at concurrency 32 with the closed-loop grpc.aio client: what gRPC alone allows here.
 4. One server at a time: perf_analyzer (KServe V2 gRPC, batch 1) at each concurrency, then the closed-loop
-   grpc.aio client of bench/serving.py at the same concurrencies as a cross-check. The HTTP rows (deepserve's
+   grpc.aio client of bench/load.py at the same concurrencies as a cross-check. The HTTP rows (deepserve's
    HTTP port and the HTTP peer, `-i http`, with Triton's binary data extension and with JSON tensors; MLServer's
    REST port with JSON tensors, as it has no binary data extension) follow the gRPC row of the same process;
    perf_analyzer only.
@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import perf_analyzer, venvs  # noqa: E402
+from bench.load import check_answer, closed_loop, free_port, request_bytes  # noqa: E402
 from bench.peers.common import DEFAULT_INTRA_OP_THREADS, ort_options  # noqa: E402
 from bench.peers_report import report  # noqa: E402
 from bench.peers_servers import (  # noqa: E402
@@ -53,14 +54,7 @@ from bench.peers_servers import (  # noqa: E402
     wait_ready,
     warm_http,
 )
-from bench.serving import (  # noqa: E402
-    ECHO_SERVER,
-    check_answer,
-    closed_loop,
-    free_port,
-    raw_onnxruntime,
-    request_bytes,
-)
+from bench.serving import ECHO_SERVER, raw_onnxruntime  # noqa: E402
 from service.config import DATATYPES, load_model_config  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
@@ -131,10 +125,27 @@ def main() -> None:
         data = perf_analyzer.input_data(tmp / "input.json", {spec.name: sample})
         try:
             port, http_port = free_port(), 0 if args.no_http else free_port()
-            deepserve = start("deepserve (committed config)",
-                              [sys.executable, "-m", "service", "serve", "--model-repository",
-                               str(args.model_repository), "--port", str(port), "--metrics-port", str(free_port()),
-                               "--http-port", str(http_port), "--log-level", "warning"], port, tmp)  # fmt: skip
+            deepserve = start(
+                "deepserve (committed config)",
+                [
+                    sys.executable,
+                    "-m",
+                    "service",
+                    "serve",
+                    "--model-repository",
+                    str(args.model_repository),
+                    "--port",
+                    str(port),
+                    "--metrics-port",
+                    str(free_port()),
+                    "--http-port",
+                    str(http_port),
+                    "--log-level",
+                    "warning",
+                ],
+                port,
+                tmp,
+            )
             deepserve.peer = False
             servers.append(deepserve)
             if not args.no_http:
@@ -146,28 +157,64 @@ def main() -> None:
             )
             for name, script, workers, extra in minimal:
                 port = free_port()
-                cmd = [sys.executable, str(PEERS / script), "--port", str(port), "--model-dir", str(model_dir),
-                       "--intra-op-threads", str(args.intra_op_threads), "--workers", str(workers), *extra]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    str(PEERS / script),
+                    "--port",
+                    str(port),
+                    "--model-dir",
+                    str(model_dir),
+                    "--intra-op-threads",
+                    str(args.intra_op_threads),
+                    "--workers",
+                    str(workers),
+                    *extra,
+                ]
                 servers.append(start(name, cmd, port, tmp))
                 if not args.no_http and script == "inline_server.py" and not extra:
                     port = free_port()
-                    cmd = [sys.executable, str(PEERS / "http_inline_server.py"), "--port", str(port),
-                           "--model-dir", str(model_dir), "--intra-op-threads", str(args.intra_op_threads),
-                           "--http", args.peer_http]  # fmt: skip
+                    cmd = [
+                        sys.executable,
+                        str(PEERS / "http_inline_server.py"),
+                        "--port",
+                        str(port),
+                        "--model-dir",
+                        str(model_dir),
+                        "--intra-op-threads",
+                        str(args.intra_op_threads),
+                        "--http",
+                        args.peer_http,
+                    ]
                     http_peer = start("minimal HTTP server", cmd, port, tmp)
-                    servers += [http_peer.http_row(f"minimal HTTP server (Starlette on uvicorn {args.peer_http}, ONNX "
-                                                   f"Runtime inline), {kind}", port, fmt, versus=servers[-1])
-                                for fmt, kind in HTTP_KINDS]  # fmt: skip
+                    servers += [
+                        http_peer.http_row(
+                            f"minimal HTTP server (Starlette on uvicorn {args.peer_http}, ONNX Runtime inline), {kind}",
+                            port,
+                            fmt,
+                            versus=servers[-1],
+                        )
+                        for fmt, kind in HTTP_KINDS
+                    ]
             if mlserver_python is not None:
                 folder, port, mlserver_http = mlserver_folder(tmp, model_dir, config, options)
-                cmd = [str(mlserver_python), str(PEERS / "mlserver_launch.py"), str(folder),
-                       str(folder / "model_config.bin"), str(folder / "model_config.json")]  # fmt: skip
+                cmd = [
+                    str(mlserver_python),
+                    str(PEERS / "mlserver_launch.py"),
+                    str(folder),
+                    str(folder / "model_config.bin"),
+                    str(folder / "model_config.json"),
+                ]
                 env = {**os.environ, "PYTHONPATH": str(ROOT)}
                 mlserver = start("MLServer 1.7.1 (parallel_workers 0, batching off)", cmd, port, tmp, env)
                 servers.append(mlserver)
                 if not args.no_http:  # its REST side has no binary data extension: JSON tensors only
-                    servers.append(mlserver.http_row(f"MLServer 1.7.1 HTTP ({mlserver_rest_stack(mlserver_python)}), "
-                                                     "JSON tensors", mlserver_http, "json"))  # fmt: skip
+                    servers.append(
+                        mlserver.http_row(
+                            f"MLServer 1.7.1 HTTP ({mlserver_rest_stack(mlserver_python)}), JSON tensors",
+                            mlserver_http,
+                            "json",
+                        )
+                    )
             echo_port = free_port()
             echo = start("grpc.aio echo", [sys.executable, str(ECHO_SERVER), str(echo_port)], echo_port, tmp)
             started = [*servers, echo]
@@ -198,8 +245,17 @@ def main() -> None:
                     asyncio.run(closed_loop(server.address, payload, 8, 0.5))  # warm up
                 for c in args.concurrency:
                     if perf is not None:
-                        server.perf[c] = perf_analyzer.run(perf[0], perf[1], server.target, args.model, c, data,
-                                                           args.window_ms, args.stability, args.max_trials)  # fmt: skip
+                        server.perf[c] = perf_analyzer.run(
+                            perf[0],
+                            perf[1],
+                            server.target,
+                            args.model,
+                            c,
+                            data,
+                            args.window_ms,
+                            args.stability,
+                            args.max_trials,
+                        )
                         if isinstance(server.perf[c], str):
                             notes.append(f"{server.name} c={c}: perf_analyzer: {server.perf[c]}")
                 if server.protocol == "grpc":

@@ -91,12 +91,39 @@ class Target:
 
 
 def command(
-    binary: Path, target: Target, model: str, concurrency: int, data: Path, window_ms: int, stability: int,
-    max_trials: int, csv_file: Path,
-) -> list[str]:  # fmt: skip
-    cmd = [str(binary), "-m", model, "-i", target.protocol, "-u", target.address, "-b", "1", "--input-data", str(data),
-           "--concurrency-range", f"{concurrency}:{concurrency}", "-p", str(window_ms),
-           "-s", str(stability), "--max-trials", str(max_trials), "-f", str(csv_file)]  # fmt: skip
+    binary: Path,
+    target: Target,
+    model: str,
+    concurrency: int,
+    data: Path,
+    window_ms: int,
+    stability: int,
+    max_trials: int,
+    csv_file: Path,
+) -> list[str]:
+    cmd = [
+        str(binary),
+        "-m",
+        model,
+        "-i",
+        target.protocol,
+        "-u",
+        target.address,
+        "-b",
+        "1",
+        "--input-data",
+        str(data),
+        "--concurrency-range",
+        f"{concurrency}:{concurrency}",
+        "-p",
+        str(window_ms),
+        "-s",
+        str(stability),
+        "--max-trials",
+        str(max_trials),
+        "-f",
+        str(csv_file),
+    ]
     if target.protocol == "http":
         cmd += [f"--input-tensor-format={target.tensor_format}", f"--output-tensor-format={target.tensor_format}"]
     return cmd

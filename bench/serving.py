@@ -18,7 +18,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,20 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cnn import build_cnn  # noqa: E402
+from bench.load import check_answer, closed_loop, free_port, percentile, request_bytes  # noqa: E402
 from service.config import DATATYPES, load_model_config  # noqa: E402
 from service.grpc._generated.inference import grpc_service_pb2 as pb  # noqa: E402
-
-INFER = "/inference.GRPCInferenceService/ModelInfer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 # ---- raw ONNX Runtime ---------------------------------------------------------------------------------
@@ -78,8 +66,22 @@ def raw_onnxruntime(model_file: Path, sample: np.ndarray, name: str, seconds: fl
 class Server:
     def __init__(self, repo: Path) -> None:
         self.port, self.metrics_port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(repo), "--port", str(self.port),
-               "--metrics-port", str(self.metrics_port), "--http-port", "0", "--log-level", "warning"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--http-port",
+            "0",
+            "--log-level",
+            "warning",
+        ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT)
         self.address = f"127.0.0.1:{self.port}"
 
@@ -118,30 +120,6 @@ class Server:
         self.proc.wait(30)
 
 
-async def closed_loop(address: str, payload: bytes, concurrency: int, seconds: float) -> list[float]:
-    """Latencies of every request answered within `seconds`; `concurrency` callers, one request in flight each."""
-    latencies: list[float] = []
-    options = [("grpc.max_receive_message_length", 64 << 20)]
-    # One channel per 8 callers, as a pool of client connections would.
-    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(max(1, concurrency // 8))]
-    calls = [c.unary_unary(INFER) for c in channels]  # bytes in, bytes out: the client does no protobuf work
-    stop_at = time.perf_counter() + seconds
-
-    async def caller(i: int) -> None:
-        call = calls[i % len(calls)]
-        while True:
-            t = time.perf_counter()
-            if t >= stop_at:
-                return
-            await call(payload, timeout=30)
-            latencies.append(time.perf_counter() - t)
-
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
-    for c in channels:
-        await c.close()
-    return latencies
-
-
 ECHO_SERVER = ROOT / "bench" / "peers" / "echo_server.py"
 
 
@@ -164,20 +142,6 @@ async def grpc_floor(payload: bytes, concurrencies: list[int], seconds: float) -
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def request_bytes(model: str, name: str, datatype: str, sample: np.ndarray) -> bytes:
-    req = pb.ModelInferRequest(model_name=model)
-    req.inputs.add(name=name, datatype=datatype, shape=sample.shape)
-    req.raw_input_contents.append(sample.tobytes())
-    return req.SerializeToString()
-
-
-def check_answer(address: str, payload: bytes, expected: np.ndarray) -> None:
-    with grpc.insecure_channel(address) as channel:
-        answer = pb.ModelInferResponse.FromString(channel.unary_unary(INFER)(payload, timeout=30))
-    out = np.frombuffer(answer.raw_output_contents[0], dtype=expected.dtype).reshape(expected.shape)
-    np.testing.assert_allclose(out, expected, atol=1e-4)
 
 
 # ---- set-up ---------------------------------------------------------------------------------------------

@@ -102,12 +102,15 @@ def build_onnx(path: Path, seed: int = 0) -> None:
         x = g.op("Add", x, g.dense(hidden, 4 * D_MODEL, D_MODEL))
     g.nodes.append(helper.make_node("MatMul", [g.layer_norm(x), g.weight(D_MODEL, VOCAB, scale=1.0)], ["logits"]))
     graph = helper.make_graph(
-        g.nodes, "textgen_standin",
-        [helper.make_tensor_value_info("token_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        g.nodes,
+        "textgen_standin",
+        [
+            helper.make_tensor_value_info("token_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", VOCAB])],
         initializer=g.inits,
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,9 +124,11 @@ def build_tokenizer() -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<|pad|>", "<|bos|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        special_tokens=["<|pad|>", "<|bos|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(list(topics.values()), trainer)
     return tokenizer
 

@@ -46,9 +46,23 @@ def exported_series(root: Path) -> set[str]:
 
 
 PROMQL_KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-    "atan2", "inf", "nan", "start", "end",
-}  # fmt: skip
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "atan2",
+    "inf",
+    "nan",
+    "start",
+    "end",
+}
 
 
 def promql_series(expr: str) -> set[str]:

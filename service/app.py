@@ -216,9 +216,13 @@ class App:
 
 
 def _http_endpoint(
-    settings: ServerSettings, v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: Authorizer | None,
+    settings: ServerSettings,
+    v2: V2Api,
+    tasks: TaskRoutes,
+    accounting: Accounting,
+    authorizer: Authorizer | None,
     certificates: CertificateFiles | None,
-) -> HttpEndpoint | None:  # fmt: skip
+) -> HttpEndpoint | None:
     """The HTTP port (None with --http-port 0): the gRPC port's TLS files (one watcher: a rotation reaches both ports)
     and tokens (one in-flight count per token across both protocols)."""
     if settings.http_port == 0:

@@ -68,9 +68,13 @@ def load_parameters_refused(names: list[str]) -> str:
 
 class ModelRegistry:
     def __init__(
-        self, repository: ModelRepository, metrics: Metrics, executor: Executor, device: Device = Device.AUTO,
+        self,
+        repository: ModelRepository,
+        metrics: Metrics,
+        executor: Executor,
+        device: Device = Device.AUTO,
         slots: threading.Semaphore | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """`slots`: taken for every model run (batches and generation steps), so that `--workers` bounds them
         all; None: only the executor's threads bound the batches."""
         self.repository = repository
@@ -265,9 +269,18 @@ class ModelRegistry:
                 name = f"{entry.name}:{version}"
                 scheduler = generation_scheduler(name, session, step, task, metrics, generation, self.slots)
             built[version] = ModelPipeline(
-                entry.name, version, entry.config, session, self.executor, metrics, step, limits, task, scheduler,
+                entry.name,
+                version,
+                entry.config,
+                session,
+                self.executor,
+                metrics,
+                step,
+                limits,
+                task,
+                scheduler,
                 self.slots,
-            )  # fmt: skip
+            )
         return built
 
 

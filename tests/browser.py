@@ -27,10 +27,21 @@ from typing import Any
 import pytest
 
 CHROMIUM = next((p for name in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(name))), None)
-FLAGS = ["--headless=new", "--remote-debugging-pipe", "--no-first-run", "--no-default-browser-check",
-         "--disable-gpu", "--disable-dev-shm-usage", "--disable-extensions", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--metrics-recording-only", "--mute-audio",
-         "--no-sandbox"]  # fmt: skip
+FLAGS = [
+    "--headless=new",
+    "--remote-debugging-pipe",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--metrics-recording-only",
+    "--mute-audio",
+    "--no-sandbox",
+]
 # --no-sandbox: the tests run as root in CI containers, where Chromium's sandbox cannot start.
 
 
@@ -69,9 +80,12 @@ class Browser:
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [binary, *FLAGS, f"--user-data-dir={workdir / 'profile'}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=(3, 4),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(3, 4),
                 preexec_fn=to_fds_3_and_4,
-            )  # fmt: skip
+            )
         os.close(commands_r)
         os.close(answers_w)
         return cls(proc, commands_w, answers_r, log)
@@ -100,8 +114,9 @@ class Browser:
                 pass
 
     # ---- the protocol ------------------------------------------------------------------------------------
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 30) -> dict[str, Any]:  # fmt: skip
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
         """Send one command and wait for its answer; events that arrive meanwhile are kept for `events`."""
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
@@ -163,8 +178,9 @@ class Page:
 
     def evaluate(self, expression: str, timeout: float = 30) -> Any:
         """The value of a JavaScript expression (awaited if it is a promise)."""
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True}, timeout)  # fmt: skip
+        result = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}, timeout
+        )
         if "exceptionDetails" in result:
             raise BrowserError(f"{expression[:80]}: {result['exceptionDetails']}")
         return result["result"].get("value")

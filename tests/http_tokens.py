@@ -17,9 +17,13 @@ OPS = secrets.token_urlsafe(24)
 def tokens_file(folder: Path) -> Path:
     path = folder / "tokens.yaml"
     entries = [
-        {"name": "reader", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(), "scopes": ["infer"],
-         "max_concurrent_requests": 1},
+        {
+            "name": "reader",
+            "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+            "scopes": ["infer"],
+            "max_concurrent_requests": 1,
+        },
         {"name": "ops", "sha256": hashlib.sha256(OPS.encode()).hexdigest(), "scopes": ["admin"]},
-    ]  # fmt: skip
+    ]
     path.write_text(yaml.safe_dump({"tokens": entries}))
     return path

@@ -23,9 +23,14 @@ def add_sub(path: Path, width: int = 4) -> None:
     """OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1; FP32 [batch, width]."""
     t = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width])  # noqa: E731
     graph = helper.make_graph(
-        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]), helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])],
-        "add_sub", [t("INPUT0"), t("INPUT1")], [t("OUTPUT0"), t("OUTPUT1")],
-    )  # fmt: skip
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        "add_sub",
+        [t("INPUT0"), t("INPUT1")],
+        [t("OUTPUT0"), t("OUTPUT1")],
+    )
     _save(graph, path)
 
 
@@ -77,11 +82,12 @@ def slow_matmul(path: Path, repeats: int = 12, width: int = 512) -> None:
         nodes.append(helper.make_node("MatMul", [prev, "w"], [out]))
         prev = out
     graph = helper.make_graph(
-        nodes, "slow_matmul",
+        nodes,
+        "slow_matmul",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64, width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64, width])],
         initializer=[numpy_helper.from_array(w, "w")],
-    )  # fmt: skip
+    )
     _save(graph, path)
 
 
@@ -97,8 +103,14 @@ CONFIGS: dict[str, tuple[dict, object]] = {
     "add_sub": (
         {
             "max_batch_size": 8,
-            "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [4]}, {"name": "INPUT1", "datatype": "FP32", "dims": [4]}],
-            "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [4]}, {"name": "OUTPUT1", "datatype": "FP32", "dims": [4]}],
+            "inputs": [
+                {"name": "INPUT0", "datatype": "FP32", "dims": [4]},
+                {"name": "INPUT1", "datatype": "FP32", "dims": [4]},
+            ],
+            "outputs": [
+                {"name": "OUTPUT0", "datatype": "FP32", "dims": [4]},
+                {"name": "OUTPUT1", "datatype": "FP32", "dims": [4]},
+            ],
             "dynamic_batching": {"max_queue_delay_ms": 5},
         },
         add_sub,
@@ -107,7 +119,10 @@ CONFIGS: dict[str, tuple[dict, object]] = {
         {
             "max_batch_size": 16,
             "inputs": [{"name": "token_ids", "datatype": "INT64", "dims": [-1], "pad_value": 0}],
-            "outputs": [{"name": "total", "datatype": "INT64", "dims": [1]}, {"name": "doubled", "datatype": "INT64", "dims": [-1]}],
+            "outputs": [
+                {"name": "total", "datatype": "INT64", "dims": [1]},
+                {"name": "doubled", "datatype": "INT64", "dims": [-1]},
+            ],
             "dynamic_batching": {"max_queue_delay_ms": 5},
         },
         token_sum,
@@ -146,7 +161,7 @@ CONFIGS: dict[str, tuple[dict, object]] = {
         },
         lambda path: slow_matmul(path, repeats=120),
     ),
-}  # fmt: skip
+}
 
 
 def make_repository(

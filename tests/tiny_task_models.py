@@ -164,9 +164,11 @@ def bpe_tokenizer() -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|pad|>", "<|bos|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )  # fmt: skip
+        vocab_size=400,
+        special_tokens=["<|pad|>", "<|bos|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(LM_TEXT, trainer)
     return tokenizer
 
@@ -201,9 +203,11 @@ def lm_onnx(path: Path, table: np.ndarray, slow_repeats: int = 0, width: int = 2
             helper.make_node("Add", ["masked", "nothing"], ["logits"]),
         ]
         inits += [
-            numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0]), "zero"),
-            numpy_helper.from_array(np.array([width]), "width"), numpy_helper.from_array(np.float32(1e-30), "tiny"),
-        ]  # fmt: skip
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array([0]), "zero"),
+            numpy_helper.from_array(np.array([width]), "width"),
+            numpy_helper.from_array(np.float32(1e-30), "tiny"),
+        ]
     else:
         nodes.append(helper.make_node("Identity", ["masked"], ["logits"]))
     vocab = table.shape[0]
@@ -231,10 +235,16 @@ def lm_config(vocab: int, context: int = LM_CONTEXT, **generation: object) -> di
         "outputs": [{"name": "logits", "datatype": "FP32", "dims": [-1, vocab]}],
         "text": {"tokenizer": "tokenizer.json", "max_length": context, "pad_id": 0},
         "generation": {
-            "context_length": context, "max_active_sequences": 4, "max_waiting": 8, "eos_id": EOS_ID,
-            "bos_id": 1, "default_max_new_tokens": 16, "max_new_tokens_limit": 2048, **generation,
+            "context_length": context,
+            "max_active_sequences": 4,
+            "max_waiting": 8,
+            "eos_id": EOS_ID,
+            "bos_id": 1,
+            "default_max_new_tokens": 16,
+            "max_new_tokens_limit": 2048,
+            **generation,
         },
-    }  # fmt: skip
+    }
 
 
 def write_lm(

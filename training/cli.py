@@ -139,14 +139,19 @@ def main(argv: list[str] | None = None) -> int:
 
         entry = args.output / (args.name or "textgen_transformer")
         export = add_to_entry(entry)
-        print(f"{STEP}: wrote {export.path} (max |diff| vs model.onnx {export.max_abs_diff:.3g}); updated "
-              f"{entry / 'config.yaml'} and {entry / 'model_card.json'}")  # fmt: skip
+        print(
+            f"{STEP}: wrote {export.path} (max |diff| vs model.onnx {export.max_abs_diff:.3g}); updated "
+            f"{entry / 'config.yaml'} and {entry / 'model_card.json'}"
+        )
         return 0
     try:
         _import_tensorflow(args.verbose)
     except ModuleNotFoundError as err:
-        print(f"deepserve-train: {err.name} is missing; install the train extra: make install-train "
-              "(or .venv/bin/pip install -e '.[dev,train]')", file=sys.stderr)  # fmt: skip
+        print(
+            f"deepserve-train: {err.name} is missing; install the train extra: make install-train "
+            "(or .venv/bin/pip install -e '.[dev,train]')",
+            file=sys.stderr,
+        )
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     first = time.monotonic()
@@ -158,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deepserve-train-") as workdir:
             entry = _runner(kind)(settings, args.output, Path(workdir))
-        print(f"[{i}/{len(kinds)}] {kind}: wrote {entry} in {_duration(time.monotonic() - start)} "
-              f"(see {entry / 'model_card.json'})", flush=True)  # fmt: skip
+        print(
+            f"[{i}/{len(kinds)}] {kind}: wrote {entry} in {_duration(time.monotonic() - start)} "
+            f"(see {entry / 'model_card.json'})",
+            flush=True,
+        )
     if len(kinds) > 1:
         print(f"trained {len(kinds)} models in {_duration(time.monotonic() - first)}")
     return 0

@@ -88,8 +88,9 @@ def weights_from_onnx(model: onnx.ModelProto) -> TransformerWeights:
         elif node.op_type in ("Mul", "Add"):
             norms += [(node.op_type, w.reshape(-1)) for w in weights if w.ndim == 3 and w.shape[:2] == (1, 1)]
     if not denses or (len(denses) - 1) % 4 or len(embeddings) != 2:
-        raise StepExportError(f"not a textgen transformer graph: {len(denses)} dense layers, "
-                              f"{len(embeddings)} embeddings")  # fmt: skip
+        raise StepExportError(
+            f"not a textgen transformer graph: {len(denses)} dense layers, {len(embeddings)} embeddings"
+        )
     layers = (len(denses) - 1) // 4
     if [kind for kind, _ in norms] != ["Mul", "Add"] * (2 * layers + 1):
         raise StepExportError(f"expected {2 * layers + 1} LayerNorms (scale, offset), found {len(norms)} constants")

@@ -106,18 +106,28 @@ def _page_sets(settings: DigitsSettings, data: datasets.ImageData, split: datase
         glyphs = scan_glyphs(data.scans[idx], data.labels[idx], copies, page_seed)
         return [Examples(data.images[idx], data.labels[idx]), on_pages(glyphs, TRAIN_STYLE, page_seed)]
 
-    train = Examples.join([
-        *scans_and_pages(train_idx, settings.pages_per_scan, seed),
-        on_pages(font_glyphs(fonts, settings.pages_per_font_digit, seed + 1, printed_limit), TRAIN_STYLE, seed + 1),
-    ])  # fmt: skip
+    train = Examples.join(
+        [
+            *scans_and_pages(train_idx, settings.pages_per_scan, seed),
+            on_pages(font_glyphs(fonts, settings.pages_per_font_digit, seed + 1, printed_limit), TRAIN_STYLE, seed + 1),
+        ]
+    )
     val_printed = None if printed_limit is None else max(10, printed_limit // 4)
-    validation = Examples.join([
-        *scans_and_pages(split.val, 1, seed + 2),
-        on_pages(font_glyphs(fonts, 1, seed + 3, val_printed), TRAIN_STYLE, seed + 3),
-    ])  # fmt: skip
+    validation = Examples.join(
+        [
+            *scans_and_pages(split.val, 1, seed + 2),
+            on_pages(font_glyphs(fonts, 1, seed + 3, val_printed), TRAIN_STYLE, seed + 3),
+        ]
+    )
     seconds = time.monotonic() - start
-    log.info("%s: %d training and %d validation examples drawn and prepared in %.0fs (%d fonts)",
-             settings.name, len(train.labels), len(validation.labels), seconds, len(fonts))  # fmt: skip
+    log.info(
+        "%s: %d training and %d validation examples drawn and prepared in %.0fs (%d fonts)",
+        settings.name,
+        len(train.labels),
+        len(validation.labels),
+        seconds,
+        len(fonts),
+    )
     return train, validation, seconds, len(fonts)
 
 

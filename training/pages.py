@@ -87,8 +87,9 @@ def printed(digit: int, font: Path, rng: np.random.Generator) -> Glyph:
         canvas = Image.new("L", (size * 2, size * 2), 0)
 
         stroke = max(1, size // 40) if thicken else 0
-        ImageDraw.Draw(canvas).text((size, size), str(digit), font=face, fill=255, anchor="mm", stroke_width=stroke,
-                                    stroke_fill=255)  # fmt: skip
+        ImageDraw.Draw(canvas).text(
+            (size, size), str(digit), font=face, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255
+        )
         return _cut(canvas)
 
     return render
@@ -193,8 +194,15 @@ class PageMaker:
         image = self._add_noise(image, sigma)
         fmt = style.fmt or ("JPEG" if rng.random() < style.jpeg_share else "PNG")
         quality = int(rng.integers(style.jpeg_quality[0], style.jpeg_quality[1] + 1)) if fmt == "JPEG" else None
-        meta = {"page": f"{width}x{height}", "height_share": round(target / height, 3), "rotation": round(angle, 1),
-                "polarity": polarity, "blur": round(blur, 2), "noise": round(sigma, 1), "colour": colour}  # fmt: skip
+        meta = {
+            "page": f"{width}x{height}",
+            "height_share": round(target / height, 3),
+            "rotation": round(angle, 1),
+            "polarity": polarity,
+            "blur": round(blur, 2),
+            "noise": round(sigma, 1),
+            "colour": colour,
+        }
         return Page(image, fmt, quality, meta)
 
     def _compose(

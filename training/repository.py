@@ -44,9 +44,14 @@ def config_yaml(config: ModelConfig) -> str:
 
 
 def write_entry(
-    output: Path, name: str, config: ModelConfig, onnx_file: Path, assets: dict[str, str | bytes], card: dict,
+    output: Path,
+    name: str,
+    config: ModelConfig,
+    onnx_file: Path,
+    assets: dict[str, str | bytes],
+    card: dict,
     version_files: Sequence[Path] = (),
-) -> Path:  # fmt: skip
+) -> Path:
     """Replace models/<name>/ with a fresh entry and check the server can parse its config. `version_files`
     are copied next to model.onnx (e.g. the KV-cache step model)."""
     entry = output / name

@@ -306,16 +306,58 @@ DETERMINERS = ("the", "this", "our", "my", "their", "that")
 COPULAS = ("is", "was", "seemed", "felt", "looks", "turned out to be", "has been", "is always", "was really")
 INTENSIFIERS = ("very", "really", "so", "extremely", "quite", "absolutely", "pretty", "incredibly", "truly", "")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "the weekend", "the 3rd")
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December")  # fmt: skip
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 TIMES = ("8 am", "9:30", "noon", "midday", "2 pm", "half past four", "six o'clock", "7 pm", "10 pm", "midnight")
 PRICES = ("$25", "$199", "12 euros", "£40", "30 dollars", "about 80 pounds", "$4.50", "1,200 dollars")
 COLOURS = ("black", "white", "grey", "silver", "red", "blue", "green", "navy", "beige", "brown", "pink", "yellow")
 MATERIALS = ("plastic", "steel", "aluminium", "wood", "oak", "glass", "cotton", "wool", "leather", "ceramic")
-STREETS = ("Main Street", "High Street", "Park Avenue", "Station Road", "Market Square", "Church Lane",
-           "the ring road", "Queen Street", "the harbour front", "Oak Drive")  # fmt: skip
-CITIES = ("London", "Paris", "Berlin", "Madrid", "Rome", "Chicago", "Toronto", "Sydney", "Lisbon", "Prague",
-          "Denver", "Dublin", "Vienna", "Boston", "Seattle", "Oslo", "Lyon", "Kyoto", "Austin", "Leeds")  # fmt: skip
+STREETS = (
+    "Main Street",
+    "High Street",
+    "Park Avenue",
+    "Station Road",
+    "Market Square",
+    "Church Lane",
+    "the ring road",
+    "Queen Street",
+    "the harbour front",
+    "Oak Drive",
+)
+CITIES = (
+    "London",
+    "Paris",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Chicago",
+    "Toronto",
+    "Sydney",
+    "Lisbon",
+    "Prague",
+    "Denver",
+    "Dublin",
+    "Vienna",
+    "Boston",
+    "Seattle",
+    "Oslo",
+    "Lyon",
+    "Kyoto",
+    "Austin",
+    "Leeds",
+)
 UNITS = ("kilograms", "grams", "pounds", "metres", "centimetres", "inches", "litres", "minutes", "hours", "miles")
 
 POSITIVE_ADJECTIVES = (

@@ -26,9 +26,13 @@ def _cache_shape(step: ort.InferenceSession) -> tuple[int, int, int]:
 
 
 def incremental_logits(
-    step: ort.InferenceSession, token_ids: np.ndarray, lengths: np.ndarray, prefill: np.ndarray, context: int,
+    step: ort.InferenceSession,
+    token_ids: np.ndarray,
+    lengths: np.ndarray,
+    prefill: np.ndarray,
+    context: int,
     seed: int = 0,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Logits (rows, length, vocab) at positions < lengths[i]: prefill[i] tokens at once, then one at a time."""
     layers, heads, head_dim = _cache_shape(step)
     rows, rng = len(token_ids), np.random.default_rng(seed)
@@ -88,9 +92,12 @@ def step_parity(
 
 
 def check_step_parity(
-    step: ort.InferenceSession, inputs: Mapping[str, np.ndarray], expected: np.ndarray, context: int,
+    step: ort.InferenceSession,
+    inputs: Mapping[str, np.ndarray],
+    expected: np.ndarray,
+    context: int,
     tolerance: float = PARITY_TOLERANCE,
-) -> float:  # fmt: skip
+) -> float:
     """`step_parity`, raising StepExportError above `tolerance`."""
     diff = step_parity(step, inputs, expected, context)
     if not diff <= tolerance:

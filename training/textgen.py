@@ -144,8 +144,10 @@ def _parts(settings: TextgenSettings) -> tuple[dict[str, list[str]], str, dict]:
     """Training, validation and test texts, where they came from, and how they were split (for the card)."""
     if settings.data is None:
         corpus = load_stdlib()
-        parts = {p: [f.text for f in getattr(corpus, part)] for p, part in (("train", "train"), ("val", "validation"),
-                                                                           ("test", "test"))}  # fmt: skip
+        parts = {
+            p: [f.text for f in getattr(corpus, part)]
+            for p, part in (("train", "train"), ("val", "validation"), ("test", "test"))
+        }
         split = {
             "method": "whole top-level modules and packages of the standard library (its test suites, "
             "site-packages, encodings, pydoc_data and generated files left out) by crc32(name) % 20: "
@@ -158,8 +160,9 @@ def _parts(settings: TextgenSettings) -> tuple[dict[str, list[str]], str, dict]:
     documents, source = datasets.load_corpus(settings.data)
     chunks = datasets.chunk_documents(documents)
     chosen = datasets.split_chunks(len(chunks), seed=settings.seed)
-    parts = {p: [chunks[i] for i in idx] for p, idx in (("train", chosen.train), ("val", chosen.val),
-                                                        ("test", chosen.test))}  # fmt: skip
+    parts = {
+        p: [chunks[i] for i in idx] for p, idx in (("train", chosen.train), ("val", chosen.val), ("test", chosen.test))
+    }
     method = "documents cut at blank lines into ~4000-character chunks; chunks assigned at random 90/5/5"
     return parts, source, {"method": method, "seed": settings.seed, "sizes": chosen.sizes()}
 
@@ -168,9 +171,12 @@ def _compile(model: keras.Model, settings: TextgenSettings, steps: int, peak: fl
     """AdamW on a warm-up (at most a tenth of the steps, so a few-step run still learns) and cosine schedule."""
     warmup = min(settings.warmup_steps, steps // 10)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else peak, max(1, steps - warmup), alpha=0.1,
-        warmup_target=peak if warmup else None, warmup_steps=warmup,
-    )  # fmt: skip
+        0.0 if warmup else peak,
+        max(1, steps - warmup),
+        alpha=0.1,
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay, clipnorm=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -191,8 +197,13 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
     keep = datasets.subsample(np.arange(len(train.token_ids)), settings.limit, settings.seed)
     train = Windows(*(a[keep] for a in dataclasses.astuple(train)))
     val, test = (make_windows(streams[p], ctx, ctx, pad_id, keep_partial=True) for p in ("val", "test"))
-    log.info("%s: %s, tokens %s, %d training windows", settings.name, split["sizes"],
-             {p: len(s) for p, s in streams.items()}, len(train.token_ids))  # fmt: skip
+    log.info(
+        "%s: %s, tokens %s, %d training windows",
+        settings.name,
+        split["sizes"],
+        {p: len(s) for p, s in streams.items()},
+        len(train.token_ids),
+    )
 
     vocab = tokenizer.get_vocab_size()
     spec = TransformerSpec(vocab, ctx, settings.d_model, settings.heads, settings.layers, 4, settings.dropout)
@@ -221,8 +232,9 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
     held_out = parity_inputs(np.concatenate([streams["test"], streams["val"]]), ctx, pad_id)
     exported = recipe.export(model, settings, workdir, held_out)
     onnx_path = exported.path
-    step = export_step_model(onnx_path, onnx_path.parent / STEP_FILE, settings.heads, exported.inputs, ctx,
-                             keras_logits=exported.expected)  # fmt: skip
+    step = export_step_model(
+        onnx_path, onnx_path.parent / STEP_FILE, settings.heads, exported.inputs, ctx, keras_logits=exported.expected
+    )
     sess = session(onnx_path)
     invariance = padding_invariance(sess, streams["test"], (5, 17, 64, ctx - 1), ctx)
     recipe.check_padding(settings, invariance, 1e-4, "logits")
@@ -239,8 +251,13 @@ def run(settings: TextgenSettings, output: Path, workdir: Path) -> Path:
         {"prompt": p, "continuation": sample(sess, tokenizer, p, ctx, bos, eos, 48, settings.seed + i)}
         for i, p in enumerate(PROMPTS)
     ]
-    log.info("%s: test perplexity %.2f (Kneser-Ney trigram %.2f); sample: %r", settings.name,
-             metrics["test"]["perplexity"], baseline["test"]["perplexity"], samples[0]["continuation"])  # fmt: skip
+    log.info(
+        "%s: test perplexity %.2f (Kneser-Ney trigram %.2f); sample: %r",
+        settings.name,
+        metrics["test"]["perplexity"],
+        baseline["test"]["perplexity"],
+        samples[0]["continuation"],
+    )
     from training import textgen_eval  # the held-out completions (training/eval/textgen_prompts.jsonl)
 
     config = textgen_eval.with_sampling_defaults(_config(settings, vocab, pad_id, bos, eos, source))

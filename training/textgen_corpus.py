@@ -16,9 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXCLUDED_FOLDERS = frozenset(
-    {"test", "tests", "idle_test", "site-packages", "dist-packages", "encodings", "pydoc_data", "__pycache__",
-     "turtledemo", "ensurepip"}
-)  # fmt: skip
+    {
+        "test",
+        "tests",
+        "idle_test",
+        "site-packages",
+        "dist-packages",
+        "encodings",
+        "pydoc_data",
+        "__pycache__",
+        "turtledemo",
+        "ensurepip",
+    }
+)
 BUCKETS, TEST_BUCKET, VALIDATION_BUCKET = 20, 0, 1
 
 

@@ -145,8 +145,15 @@ def _complete(decoder: StepDecoder, tokenizer, bos: int | None, prompts: list[Pr
         text = tokenizer.decode(tokens)
         cut = len(tokens) == MAX_NEW_TOKENS or len(ids) + len(tokens) >= decoder.context
         body, finished = function_body(text, cut)
-        rows.append({"id": item.id, "body": body, "parses": parses(item.prompt, body), "finished": finished,
-                     "loops": loops(tokens)})  # fmt: skip
+        rows.append(
+            {
+                "id": item.id,
+                "body": body,
+                "parses": parses(item.prompt, body),
+                "finished": finished,
+                "loops": loops(tokens),
+            }
+        )
     count = len(rows)
     return {
         "sampling": {**params, "seed": "the prompt's id"},
@@ -158,9 +165,12 @@ def _complete(decoder: StepDecoder, tokenizer, bos: int | None, prompts: list[Pr
 
 
 def evaluate(
-    step_model: Path, tokenizer, config: ModelConfig, prompts: list[Prompt] | None = None,
+    step_model: Path,
+    tokenizer,
+    config: ModelConfig,
+    prompts: list[Prompt] | None = None,
     modes: tuple[str, ...] = ("sampled", "greedy", "greedy_unpenalized"),
-) -> dict:  # fmt: skip
+) -> dict:
     """Completions of the held-out prompts with the config's default sampling ("sampled", seeded by prompt)
     and greedy ("greedy", with the config's default repetition penalty; "greedy_unpenalized" without), with
     their parse, finished and loop shares."""

@@ -58,9 +58,13 @@ def _full_logits(full_model: Path, inputs: Mapping[str, np.ndarray]) -> np.ndarr
 
 
 def export_step_model(
-    full_model: Path, path: Path, heads: int, held_out: Mapping[str, np.ndarray], context: int,
+    full_model: Path,
+    path: Path,
+    heads: int,
+    held_out: Mapping[str, np.ndarray],
+    context: int,
     keras_logits: np.ndarray | None = None,
-) -> StepExport:  # fmt: skip
+) -> StepExport:
     """Write the step graph of `full_model` to `path`; fail (StepExportError) unless prefill followed by one
     token at a time reproduces model.onnx's logits at every real position of `held_out` within 1e-4.
     `keras_logits` (the Keras model's on `held_out`, every position) are compared too when given."""
@@ -106,9 +110,12 @@ def add_to_entry(entry: Path) -> StepExport:
     held_out = {k.removeprefix("input_"): reference[k] for k in reference.files if k.startswith("input_")}
     version = entry / str(VERSION)
     export = export_step_model(
-        version / MODEL_FILE, version / STEP_FILE, card["model"]["spec"]["heads"], held_out,
+        version / MODEL_FILE,
+        version / STEP_FILE,
+        card["model"]["spec"]["heads"],
+        held_out,
         config.generation.context_length,
-    )  # fmt: skip
+    )
     generation = config.generation.model_copy(update={"step_model": STEP_FILE})
     (entry / CONFIG_FILE).write_text(config_yaml(config.model_copy(update={"generation": generation})), "utf-8")
     card["kv_cache"] = card_section(export)

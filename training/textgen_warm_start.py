@@ -54,8 +54,12 @@ def load_onnx_weights(model: keras.Model, onnx_path: Path, check: dict[str, np.n
             layer.tokens.set_weights([variables[shaped((layer.vocab_size, layer.d_model))]])
             layer.positions.set_weights([variables[shaped((layer.context_length, layer.d_model))]])
         elif isinstance(layer, keras.layers.LayerNormalization):
-            layer.set_weights([arrays[one([n for n in arrays if n.endswith(f"/{layer.name}_1/{r}:0")], layer.name)]
-                               .reshape(-1) for r in ("Reshape", "Reshape_1")])  # fmt: skip
+            layer.set_weights(
+                [
+                    arrays[one([n for n in arrays if n.endswith(f"/{layer.name}_1/{r}:0")], layer.name)].reshape(-1)
+                    for r in ("Reshape", "Reshape_1")
+                ]
+            )
         elif isinstance(layer, CausalSelfAttention):
             d, scope = layer.d_model, f"/{layer.name}_1/"
             layer.qkv.set_weights(dense(shaped((d, 3 * d), scope)))

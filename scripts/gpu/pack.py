@@ -52,8 +52,14 @@ WHEELS = [
     "starlette==1.10.0",
     "uvicorn==0.54.0",
 ]
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64", "manylinux_2_5_x86_64"]  # fmt: skip
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+    "manylinux_2_5_x86_64",
+]
 FATBIN_MAGIC = 0xBA55ED50
 
 
@@ -61,10 +67,25 @@ def download(specs: list[str], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version",
-         "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *specs],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *platforms,
+            "-d",
+            str(dest),
+            *specs,
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 
 def fatbin_section(data: bytes) -> tuple[int, int]:

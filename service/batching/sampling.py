@@ -31,9 +31,11 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
 
 
 def sample_batch(
-    logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator],
+    logits: np.ndarray,
+    params: Sequence[SamplingParams],
+    rngs: Sequence[np.random.Generator],
     generated: Sequence[Sequence[int]] | None = None,
-) -> list[int]:  # fmt: skip
+) -> list[int]:
     """One token id per row of `logits` (batch, vocab), row i with `params[i]`, `rngs[i]` and the tokens its
     sequence generated so far, `generated[i]` (None: none, so no repetition penalty applies)."""
     if generated is not None:

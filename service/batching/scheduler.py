@@ -71,9 +71,13 @@ class GenerationObserver(Protocol):
 
 class GenerationScheduler:
     def __init__(
-        self, name: str, decoders: Sequence[Decoder], config: SchedulerConfig,
-        observer: GenerationObserver | None = None, slots: threading.Semaphore | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        name: str,
+        decoders: Sequence[Decoder],
+        config: SchedulerConfig,
+        observer: GenerationObserver | None = None,
+        slots: threading.Semaphore | None = None,
+    ) -> None:
         """A lane per decoder; the lanes share `max_active_sequences` between them. `slots`: taken for each
         step's model run, shared with the server's batchers (`--workers`)."""
         self.name = name
@@ -122,9 +126,13 @@ class GenerationScheduler:
         return len(self._live) - len(self._queue)
 
     def submit(
-        self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingParams, detokenizer: Detokenizer,
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        detokenizer: Detokenizer,
         deadline: float | None = None,
-    ) -> GenerationStream:  # fmt: skip
+    ) -> GenerationStream:
         """Queue one request; its events arrive on the returned stream. `deadline` is `time.monotonic()`."""
         context = self.config.context_length
         if not prompt_ids:

@@ -71,9 +71,21 @@ class SequenceState:
     """
 
     __slots__ = (
-        "arrived", "deadline", "detokenizer", "events", "finish_reason", "id", "last_token_at",
-        "max_new_tokens", "prompt_tokens", "rng", "sampling", "status", "streamed", "tokens",
-    )  # fmt: skip
+        "arrived",
+        "deadline",
+        "detokenizer",
+        "events",
+        "finish_reason",
+        "id",
+        "last_token_at",
+        "max_new_tokens",
+        "prompt_tokens",
+        "rng",
+        "sampling",
+        "status",
+        "streamed",
+        "tokens",
+    )
 
     def __init__(
         self,

@@ -110,9 +110,15 @@ class AsgiListener:
     `what` and `setting` name the port in a `BindError` ("metrics port", "metrics_port")."""
 
     def __init__(
-        self, app: Any, what: str, setting: str, limit_concurrency: int, shutdown_timeout_s: int,
-        tls: ssl.SSLContext | None = None, drain: Drain | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        app: Any,
+        what: str,
+        setting: str,
+        limit_concurrency: int,
+        shutdown_timeout_s: int,
+        tls: ssl.SSLContext | None = None,
+        drain: Drain | None = None,
+    ) -> None:
         self.app, self.what, self.setting = app, what, setting
         self.limit_concurrency = limit_concurrency
         self.shutdown_timeout_s = shutdown_timeout_s
@@ -135,11 +141,19 @@ class AsgiListener:
         sock = self._sock or listening_socket(host, port, self.what, self.setting)
         self._sock = None
         config = uvicorn.Config(
-            self.app, interface="asgi3", http=HTTP_PROTOCOL, ws="none", lifespan="off", proxy_headers=False,
-            log_config=None, access_log=False,
-            limit_concurrency=self.limit_concurrency, timeout_keep_alive=IDLE_TIMEOUT_S,
-            timeout_graceful_shutdown=self.shutdown_timeout_s, server_header=False,
-        )  # fmt: skip
+            self.app,
+            interface="asgi3",
+            http=HTTP_PROTOCOL,
+            ws="none",
+            lifespan="off",
+            proxy_headers=False,
+            log_config=None,
+            access_log=False,
+            limit_concurrency=self.limit_concurrency,
+            timeout_keep_alive=IDLE_TIMEOUT_S,
+            timeout_graceful_shutdown=self.shutdown_timeout_s,
+            server_header=False,
+        )
         config.load()
         config.ssl = self.tls  # our context (uvicorn would build its own from file names, read once)
         self._server = server = _Server(config)

@@ -185,9 +185,13 @@ class HttpEndpoint(AsgiListener):
     """`await serve(host, port)` starts the HTTP port on the running loop and returns the bound port."""
 
     def __init__(
-        self, v2: V2Api, tasks: TaskRoutes, accounting: Accounting, authorizer: HttpAuthorizer | None,
+        self,
+        v2: V2Api,
+        tasks: TaskRoutes,
+        accounting: Accounting,
+        authorizer: HttpAuthorizer | None,
         tls: ssl.SSLContext | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         drain = Drain()
         app = _CutAtGrace(build_app(v2, tasks, accounting, authorizer, drain), self)
         super().__init__(app, "HTTP port", "http_port", LIMIT_CONCURRENCY, SHUTDOWN_TIMEOUT_S, tls, drain)

@@ -38,8 +38,20 @@ from service.http.v2 import read_body
 from service.task_apis import GenerationDone, TaskAPIs
 from service.types import GenerationRequest, TextChunk
 
-GENERATE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "stop",
-                   "model", "version", "stream", "timeout_ms")  # fmt: skip
+GENERATE_FIELDS = (
+    "prompt",
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "repetition_penalty",
+    "stop",
+    "model",
+    "version",
+    "stream",
+    "timeout_ms",
+)
 SENTIMENT_FIELDS = ("texts", "model", "version", "timeout_ms")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """Proxies (nginx) must pass events on as they come."""

@@ -39,9 +39,13 @@ class StalledClient:
         for _ in range(count):
             stream = self.conn.get_next_available_stream_id()
             headers = [
-                (":method", "POST"), (":scheme", "http"), (":path", method), (":authority", self.authority),
-                ("content-type", "application/grpc"), ("te", "trailers"),
-            ]  # fmt: skip
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", method),
+                (":authority", self.authority),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ]
             self.conn.send_headers(stream, headers)
             sent = 0
             while sent < len(body):

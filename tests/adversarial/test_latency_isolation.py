@@ -113,8 +113,10 @@ def test_small_requests_stay_fast_while_another_client_sends_the_largest_legal_o
     assert not errors, errors
     assert heavy_done[0] >= 1, "the heavy request never finished"
     for name, values in latencies.items():
-        print(f"{case} ({heavy_done[0]} calls): {name} p50 {percentile(values, 50) * 1e3:.1f} ms, "
-              f"p99 {percentile(values, 99) * 1e3:.1f} ms")  # fmt: skip
+        print(
+            f"{case} ({heavy_done[0]} calls): {name} p50 {percentile(values, 50) * 1e3:.1f} ms, "
+            f"p99 {percentile(values, 99) * 1e3:.1f} ms"
+        )
     p99 = percentile(latencies[other_name], 99)
     assert p99 < P99_LIMIT_S, (other_name, p99)
 

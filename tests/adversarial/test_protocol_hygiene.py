@@ -121,10 +121,15 @@ def test_a_flood_of_unparsable_requests_logs_one_warning_per_method(committed: S
 
 # ---- Triton methods deepserve does not implement ---------------------------------------------------
 UNSUPPORTED = [
-    "SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
-    "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
-    "TraceSetting", "LogSettings",
-]  # fmt: skip
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+    "TraceSetting",
+    "LogSettings",
+]
 
 
 def test_unsupported_methods_are_unimplemented_without_an_error_log(committed: Server, channel: grpc.Channel) -> None:
@@ -159,20 +164,40 @@ def digits_request(**fields: object) -> service_pb2.ModelInferRequest:
 @pytest.mark.parametrize(
     ("method", "request_message", "code", "start"),
     [
-        (V2 + "ModelMetadata", service_pb2.ModelMetadataRequest(name=HUGE), "NOT_FOUND",
-         "Request for unknown model 'nnnn"),
-        (V2 + "ModelConfig", service_pb2.ModelConfigRequest(name="digits_cnn", version=HUGE), "INVALID_ARGUMENT",
-         "failed to get model version from specified version string 'nnnn"),
-        (V2 + "ModelConfig", service_pb2.ModelConfigRequest(name="digits_cnn", version="9" * (1 << 20)), "NOT_FOUND",
-         "model 'digits_cnn' has no version '9999"),
+        (
+            V2 + "ModelMetadata",
+            service_pb2.ModelMetadataRequest(name=HUGE),
+            "NOT_FOUND",
+            "Request for unknown model 'nnnn",
+        ),
+        (
+            V2 + "ModelConfig",
+            service_pb2.ModelConfigRequest(name="digits_cnn", version=HUGE),
+            "INVALID_ARGUMENT",
+            "failed to get model version from specified version string 'nnnn",
+        ),
+        (
+            V2 + "ModelConfig",
+            service_pb2.ModelConfigRequest(name="digits_cnn", version="9" * (1 << 20)),
+            "NOT_FOUND",
+            "model 'digits_cnn' has no version '9999",
+        ),
         (V2 + "ModelInfer", digits_request(model_name=HUGE), "NOT_FOUND", "Request for unknown model 'nnnn"),
-        (V2 + "ModelInfer", digits_request(output=HUGE), "INVALID_ARGUMENT",
-         "model 'digits_cnn' has no output named 'nnnn"),
-        (V2 + "ModelInfer", digits_request(input=HUGE), "INVALID_ARGUMENT",
-         "model 'digits_cnn' has no input named 'nnnn"),
+        (
+            V2 + "ModelInfer",
+            digits_request(output=HUGE),
+            "INVALID_ARGUMENT",
+            "model 'digits_cnn' has no output named 'nnnn",
+        ),
+        (
+            V2 + "ModelInfer",
+            digits_request(input=HUGE),
+            "INVALID_ARGUMENT",
+            "model 'digits_cnn' has no input named 'nnnn",
+        ),
         (ANALYZE, sa.AnalyzeRequest(texts=["fine"], model_name=HUGE), "NOT_FOUND", "Request for unknown model 'nnnn"),
     ],
-)  # fmt: skip
+)
 def test_megabyte_strings_are_echoed_as_a_short_prefix(
     channel: grpc.Channel, method: str, request_message: object, code: str, start: str
 ) -> None:

@@ -47,8 +47,23 @@ class DocsServer:
         self.env.pop("DEEPSERVE_TOKEN", None)
         self.log = log
         port, http_port = self.address.rsplit(":", 1)[1], self.http.rsplit(":", 1)[1]
-        args = ["serve", "--model-repository", "models", "--device", "cpu", "--host", "127.0.0.1", "--port", port,
-                "--metrics-port", "0", "--http-port", http_port, "--log-level", "warning"]  # fmt: skip
+        args = [
+            "serve",
+            "--model-repository",
+            "models",
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--metrics-port",
+            "0",
+            "--http-port",
+            http_port,
+            "--log-level",
+            "warning",
+        ]
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [str(bin_dir / "deepserve"), *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT

@@ -23,8 +23,12 @@ def _deepserve(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
-        cwd=ROOT, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("flag", ["--port", "--metrics-port", "--http-port", "--health-port"])
@@ -35,8 +39,16 @@ def test_a_busy_port_is_one_line_naming_it_and_its_flag_then_exit_2(tmp_path: Pa
         taken.listen()
         port = taken.getsockname()[1]
         args = {"--port": "0", "--metrics-port": "0", "--http-port": "0", flag: str(port)}
-        done = _deepserve("serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--device", "cpu",
-                          *(word for pair in args.items() for word in pair))  # fmt: skip
+        done = _deepserve(
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--host",
+            "127.0.0.1",
+            "--device",
+            "cpu",
+            *(word for pair in args.items() for word in pair),
+        )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, f"one line, no traceback or gRPC log:\n{done.stderr}"
     env = "DEEPSERVE_" + flag[2:].replace("-", "_").upper()
@@ -53,9 +65,15 @@ def test_a_busy_port_set_by_the_environment_names_the_variable_too(tmp_path: Pat
         taken.listen()
         port = taken.getsockname()[1]
         done = _deepserve(
-            "serve", "--model-repository", str(repo), "--metrics-port", "0", "--http-port", "0",
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--metrics-port",
+            "0",
+            "--http-port",
+            "0",
             env={"DEEPSERVE_PORT": str(port), "DEEPSERVE_HOST": "127.0.0.1"},
-        )  # fmt: skip
+        )
     assert done.returncode == 2
     assert f"gRPC port 127.0.0.1:{port} (in use); choose another with --port or DEEPSERVE_PORT" in done.stderr
 
@@ -86,5 +104,11 @@ def test_serve_help_shows_every_setting_with_its_default(
 
 def test_defaults_are_shown_as_a_user_types_them() -> None:
     assert [_shown(v) for v in (None, True, 10.0, 0.5, 8001, 64 * 1024 * 1024, Path("models"))] == [
-        "off", "true", "10", "0.5", "8001", "67108864 (64 MiB)", "models",
-    ]  # fmt: skip
+        "off",
+        "true",
+        "10",
+        "0.5",
+        "8001",
+        "67108864 (64 MiB)",
+        "models",
+    ]

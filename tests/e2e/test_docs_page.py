@@ -67,8 +67,9 @@ def test_the_page_renders_every_operation_and_loads_only_from_the_server(server:
 def test_classify_an_uploaded_image(page: Page) -> None:
     page.set_files("[data-try=classify] input[type=file]", [DIGIT])
     page.click("[data-try=classify] button")
-    state = page.wait_for("(s => s === 'done' || s === 'error' ? s : '')(document.querySelector("
-                          "'[data-result=classify]').dataset.state)")  # fmt: skip
+    state = page.wait_for(
+        "(s => s === 'done' || s === 'error' ? s : '')(document.querySelector('[data-result=classify]').dataset.state)"
+    )
     text = page.evaluate("document.querySelector('[data-result=classify]').innerText")
     assert state == "done", text
     labels = page.evaluate("Array.from(document.querySelectorAll('[data-result=classify] li'), e => e.dataset.label)")
@@ -80,8 +81,10 @@ def test_analyze_typed_sentences(page: Page) -> None:
     page.type("[data-try=sentiment] textarea", "What a wonderful day\nAwful.")
     page.click("[data-try=sentiment] button")
     page.wait_for("document.querySelector('[data-result=sentiment]').dataset.state === 'done'")
-    rows = page.evaluate("Array.from(document.querySelectorAll('[data-result=sentiment] tr[data-label]'), "
-                         "e => [e.cells[0].textContent, e.dataset.label])")  # fmt: skip
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('[data-result=sentiment] tr[data-label]'), "
+        "e => [e.cells[0].textContent, e.dataset.label])"
+    )
     assert rows == [["What a wonderful day", "positive"], ["Awful.", "negative"]]
 
 

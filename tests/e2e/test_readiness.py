@@ -31,10 +31,28 @@ def test_a_repository_without_models_is_a_start_up_error(tmp_path: Path, layout:
         repo.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--model-repository", str(repo), "--port", "0", "--metrics-port",
-         "0", "--http-port", "0", "--device", "cpu"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--http-port",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [done.stderr.strip()], f"one line, no traceback:\n{done.stderr}"
     assert done.stderr.startswith(f"deepserve: --model-repository {repo.resolve()} {problem}"), done.stderr

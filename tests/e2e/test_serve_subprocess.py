@@ -42,8 +42,16 @@ class Served:
         self.port, self.metrics_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = log
-        args = ["--model-repository", str(repo), "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-                "--http-port", "0"]  # fmt: skip
+        args = [
+            "--model-repository",
+            str(repo),
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--http-port",
+            "0",
+        ]
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [*serve_command(), *args, "--host", "127.0.0.1", "--grace-seconds", "20", "--log-level", "info"],
@@ -194,8 +202,18 @@ def test_bad_settings_exit_nonzero_with_a_message(tmp_path: Path) -> None:
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")
 def test_device_cuda_without_cuda_refuses_to_start(tmp_path: Path) -> None:
-    args = ["--model-repository", str(tmp_path), "--port", "0", "--metrics-port", str(free_port()), "--http-port", "0",
-            "--device", "cuda"]  # fmt: skip
+    args = [
+        "--model-repository",
+        str(tmp_path),
+        "--port",
+        "0",
+        "--metrics-port",
+        str(free_port()),
+        "--http-port",
+        "0",
+        "--device",
+        "cuda",
+    ]
     result = subprocess.run(
         [*serve_command(), *args],
         capture_output=True,

@@ -39,8 +39,9 @@ def model() -> tuple[TextGeneration, ForwardFn, Callable[[int], KVCacheDecoder]]
         return session.run(task.feed(token_ids, mask), [task.output])[task.output]
 
     def cached(rows: int) -> KVCacheDecoder:
-        return KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows,
-                              task.generation.context_length)  # fmt: skip
+        return KVCacheDecoder(
+            step.session.run, step.layers, step.heads, step.head_dim, rows, task.generation.context_length
+        )
 
     return task, forward, cached
 
@@ -64,8 +65,11 @@ def generate(
         streams = []
         for i, prompt in enumerate(PROMPTS):
             request = task.prepare(GenerationRequest(prompt, 40 + 10 * i, **sampling))  # type: ignore[arg-type]
-            streams.append(scheduler.submit(request.prompt_ids, request.max_new_tokens, request.sampling,
-                                            task.detokenizer(request.stop)))  # fmt: skip
+            streams.append(
+                scheduler.submit(
+                    request.prompt_ids, request.max_new_tokens, request.sampling, task.detokenizer(request.stop)
+                )
+            )
         results = []
         for stream in streams:
             events = [e async for e in stream]

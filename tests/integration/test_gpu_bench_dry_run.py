@@ -12,10 +12,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_gpu_bench_runs_its_checks_on_the_cpu(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "bench/gpu.py", "--device", "cpu", "--out", str(tmp_path), "--only", "env", "providers",
-         "parity"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "bench/gpu.py",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--only",
+            "env",
+            "providers",
+            "parity",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "gpu.json").read_text())
     assert set(results) == {"env", "providers", "parity"}

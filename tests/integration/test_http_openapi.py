@@ -117,29 +117,58 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int]] = [
     ("/v2/models/{name}/versions/{version}/config", "get", "/v2/models/quadrants/versions/1/config", None, {}, 200),
     ("/v2/models/{name}/versions/{version}/config", "get", "/v2/models/quadrants/versions/7/config", None, {}, 404),
     ("/v2/models/{name}/versions/{version}/ready", "get", "/v2/models/quadrants/versions/7/ready", None, {}, 404),
-    ("/v2/models/{name}/infer", "post", "/v2/models/quadrants/infer",
-     json.dumps({"id": "a", "inputs": [{"name": "image", "shape": [1, 32, 32, 1], "datatype": "FP32",
-                                        "data": [0.0] * 1024}]}).encode(), JSON, 200),
-    ("/v2/models/{name}/versions/{version}/infer", "post", "/v2/models/quadrants/versions/1/infer",
-     json.dumps({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [0, 1]}]}).encode(),
-     JSON, 400),
+    (
+        "/v2/models/{name}/infer",
+        "post",
+        "/v2/models/quadrants/infer",
+        json.dumps(
+            {
+                "id": "a",
+                "inputs": [{"name": "image", "shape": [1, 32, 32, 1], "datatype": "FP32", "data": [0.0] * 1024}],
+            }
+        ).encode(),
+        JSON,
+        200,
+    ),
+    (
+        "/v2/models/{name}/versions/{version}/infer",
+        "post",
+        "/v2/models/quadrants/versions/1/infer",
+        json.dumps({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [0, 1]}]}).encode(),
+        JSON,
+        400,
+    ),
     ("/v2/models/{name}/infer", "post", "/v2/models/quadrants/infer", b"\0" * (300 * 1024), JSON, 413),
     ("/v1/classify", "post", "/v1/classify?top_k=2", IMAGE, {"Content-Type": "image/png"}, 200),
     ("/v1/classify", "post", "/v1/classify", b"not an image", {"Content-Type": "image/png"}, 400),
     ("/v1/sentiment", "post", "/v1/sentiment", json.dumps({"texts": ["good", "bad"]}).encode(), JSON, 200),
     ("/v1/sentiment", "post", "/v1/sentiment", json.dumps({"texts": ["x"], "model": "nope"}).encode(), JSON, 404),
-    ("/v1/generate", "post", "/v1/generate", json.dumps({"prompt": "The", "max_new_tokens": 3, "seed": 1}).encode(),
-     JSON, 200),
+    (
+        "/v1/generate",
+        "post",
+        "/v1/generate",
+        json.dumps({"prompt": "The", "max_new_tokens": 3, "seed": 1}).encode(),
+        JSON,
+        200,
+    ),
     ("/v1/generate", "post", "/v1/generate", json.dumps({"prompt": "The", "top_p": 2}).encode(), JSON, 400),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("template", "method", "path", "body", "headers", "status"), CASES,
-                         ids=[f"{c[1]} {c[2][:40]} {c[5]}" for c in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("template", "method", "path", "body", "headers", "status"),
+    CASES,
+    ids=[f"{c[1]} {c[2][:40]} {c[5]}" for c in CASES],
+)
 def test_real_answers_match_their_schemas(
-    server: RunningServer, template: str, method: str, path: str, body: bytes | None, headers: dict[str, str],
+    server: RunningServer,
+    template: str,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
     status: int,
-) -> None:  # fmt: skip
+) -> None:
     doc = openapi.document(False)
     got, content_type, data, _ = call(server, method.upper(), path, body, headers)
     assert got == status, data[:300]
@@ -153,18 +182,27 @@ def test_multipart_classify_and_binary_infer_are_documented(server: RunningServe
     got, answer_type, data, _ = call(server, "POST", "/v1/classify", form, {"Content-Type": content_type})
     assert got == 200
     check(doc, response_schema(doc, "/v1/classify", "post", got, answer_type), json.loads(data))
-    header = json.dumps({"inputs": [{"name": "image", "shape": [1, 32, 32, 1], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": 4096}}],
-                         "parameters": {"binary_data_output": True}})  # fmt: skip
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "shape": [1, 32, 32, 1], "datatype": "FP32", "parameters": {"binary_data_size": 4096}}
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
     got, answer_type, data, response = call(
-        server, "POST", "/v2/models/quadrants/infer", header.encode() + b"\0" * 4096,
+        server,
+        "POST",
+        "/v2/models/quadrants/infer",
+        header.encode() + b"\0" * 4096,
         {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
-    )  # fmt: skip
+    )
     assert got == 200 and answer_type == "application/octet-stream"
     response_schema(doc, "/v2/models/{name}/infer", "post", got, answer_type)
     length = int(response.headers["inference-header-content-length"])
-    check(doc, response_schema(doc, "/v2/models/{name}/infer", "post", got, "application/json"),
-          json.loads(data[:length]))  # fmt: skip
+    check(
+        doc, response_schema(doc, "/v2/models/{name}/infer", "post", got, "application/json"), json.loads(data[:length])
+    )
 
 
 def test_stream_events_match_their_schemas(server: RunningServer) -> None:

@@ -19,7 +19,7 @@ from service.http import openapi
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
 from tests.integration.conftest import serving
-from tests.integration.test_http_v2 import call
+from tests.integration.http_calls import call
 from tests.ports import free_port
 from tests.tiny_models import make_repository
 from tests.triton_inputs import add_sub_inputs
@@ -126,8 +126,9 @@ def test_model_control_off_is_403(repo: Path) -> None:
 
 
 def test_load_and_unload_need_the_admin_scope(repo: Path, tmp_path: Path) -> None:
-    server = start_server(repo, http_port=free_port(), model_control_mode="explicit",
-                          auth_tokens_file=tokens_file(tmp_path))  # fmt: skip
+    server = start_server(
+        repo, http_port=free_port(), model_control_mode="explicit", auth_tokens_file=tokens_file(tmp_path)
+    )
     url = f"127.0.0.1:{server.app.http_port}"
     reader, ops = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {OPS}"}
     try:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
 from tests.integration.conftest import serving
+from tests.integration.http_calls import call, post_json
 from tests.ports import free_port
 
 
@@ -43,23 +42,6 @@ def client(url: str) -> Iterator[tc.InferenceServerClient]:
     client.close()
 
 
-def call(
-    url: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(f"http://{url}{path}", data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
-
-
-def post_json(url: str, path: str, doc: object, headers: dict[str, str] | None = None) -> tuple[int, dict]:
-    status, _, body = call(url, "POST", path, json.dumps(doc).encode(), {"Content-Type": "application/json",
-                                                                         **(headers or {})})  # fmt: skip
-    return status, json.loads(body)
-
-
 # ---- tritonclient.http unchanged ------------------------------------------------------------------
 def test_health_and_metadata_through_tritonclient(client: tc.InferenceServerClient) -> None:
     assert client.is_server_live()
@@ -71,8 +53,10 @@ def test_health_and_metadata_through_tritonclient(client: tc.InferenceServerClie
     assert server["name"] == "deepserve" and "binary_tensor_data" in server["extensions"]
     meta = client.get_model_metadata("add_sub")
     assert meta["name"] == "add_sub" and meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
-    assert meta["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]},
-                              {"name": "INPUT1", "datatype": "FP32", "shape": [-1, 4]}]  # fmt: skip
+    assert meta["inputs"] == [
+        {"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]},
+        {"name": "INPUT1", "datatype": "FP32", "shape": [-1, 4]},
+    ]
 
 
 MODELS = ("add_sub", "bytes_identity", "fp16_double", "token_sum")
@@ -94,8 +78,10 @@ def test_model_config_through_tritonclient_equals_grpc(
 def test_model_config_of_add_sub(client: tc.InferenceServerClient) -> None:
     config = client.get_model_config("add_sub")
     assert config["max_batch_size"] == 8 and config["platform"] == "onnxruntime_onnx"
-    assert config["input"] == [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]},
-                               {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [4]}]  # fmt: skip
+    assert config["input"] == [
+        {"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]},
+        {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [4]},
+    ]
     assert config["version_policy"] == {"specific": {"versions": [1]}}
     assert "dynamic_batching" in config
     assert "model_configuration" in client.get_server_metadata()["extensions"]
@@ -173,9 +159,13 @@ def test_plain_json_infer_and_live_ready(url: str) -> None:
     assert call(url, "GET", "/v2/health/live")[0] == 200
     status, _, body = call(url, "GET", "/v2/health/ready")
     assert (status, json.loads(body)) == (200, {"ready": True})
-    doc = {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]},
-                      {"name": "INPUT1", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}],
-           "outputs": [{"name": "OUTPUT0"}]}  # fmt: skip
+    doc = {
+        "inputs": [
+            {"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]},
+            {"name": "INPUT1", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]},
+        ],
+        "outputs": [{"name": "OUTPUT0"}],
+    }
     status, answer = post_json(url, "/v2/models/add_sub/versions/1/infer", doc)
     assert status == 200, answer
     output = {"name": "OUTPUT0", "datatype": "FP32", "shape": [1, 4], "data": [2, 3, 4, 5]}
@@ -185,24 +175,48 @@ def test_plain_json_infer_and_live_ready(url: str) -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]},
-         "input 'INPUT0': 3 values in data but shape [1, 4] needs 4"),
-        ({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": ["a", 1, 2, 3]}]},
-         "input 'INPUT0': FP32 data must be numbers"),
-        ({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
-         "model 'add_sub' needs input 'INPUT1'"),
-        ({"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32", "data": [1]}]},
-         "model 'add_sub' has no input named 'nope'"),
-        ({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}]},
-         "input 'INPUT0': unknown datatype 'FP99'"),
-        ({"inputs": [{"name": "INPUT0", "shape": [10**6, 4], "datatype": "FP32", "data": []}]},
-         "batch size 1000000 exceeds max_batch_size"),
+        (
+            {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]},
+            "input 'INPUT0': 3 values in data but shape [1, 4] needs 4",
+        ),
+        (
+            {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": ["a", 1, 2, 3]}]},
+            "input 'INPUT0': FP32 data must be numbers",
+        ),
+        (
+            {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            "model 'add_sub' needs input 'INPUT1'",
+        ),
+        (
+            {"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32", "data": [1]}]},
+            "model 'add_sub' has no input named 'nope'",
+        ),
+        (
+            {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}]},
+            "input 'INPUT0': unknown datatype 'FP99'",
+        ),
+        (
+            {"inputs": [{"name": "INPUT0", "shape": [10**6, 4], "datatype": "FP32", "data": []}]},
+            "batch size 1000000 exceeds max_batch_size",
+        ),
         ({"inputs": []}, "the request must have 'inputs'"),
         ([1, 2], "the request body must be a JSON object"),
-        ({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4],
-                      "parameters": {"shared_memory_region": "r"}}]}, "deepserve has no shared memory"),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "INPUT0",
+                        "shape": [1, 4],
+                        "datatype": "FP32",
+                        "data": [1, 2, 3, 4],
+                        "parameters": {"shared_memory_region": "r"},
+                    }
+                ]
+            },
+            "deepserve has no shared memory",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_400_with_the_reason(url: str, doc: object, message: str) -> None:
     status, answer = post_json(url, "/v2/models/add_sub/infer", doc)
     assert status == 400

@@ -60,8 +60,14 @@ def test_simple_infer_with_and_without_requested_outputs(
     inputs = [tensor("INPUT0", NUMBERS, "INT32"), tensor("INPUT1", ONES, "INT32")]
     outputs = [tc.InferRequestedOutput("OUTPUT0"), tc.InferRequestedOutput("OUTPUT1")]
     for requested in (outputs, None):
-        results = client.infer("simple", inputs, outputs=requested, client_timeout=10, headers={"test": "1"},
-                               compression_algorithm=compression)  # fmt: skip
+        results = client.infer(
+            "simple",
+            inputs,
+            outputs=requested,
+            client_timeout=10,
+            headers={"test": "1"},
+            compression_algorithm=compression,
+        )
         np.testing.assert_array_equal(results.as_numpy("OUTPUT0"), NUMBERS + ONES)
         np.testing.assert_array_equal(results.as_numpy("OUTPUT1"), NUMBERS - ONES)
     statistics = client.get_inference_statistics(model_name="simple")
@@ -88,8 +94,9 @@ def test_simple_string_adds_and_subtracts_numbers_written_as_text(client: tc.Inf
 def test_simple_identity_echoes_strings_with_null_characters(
     client: tc.InferenceServerClient, data: np.ndarray
 ) -> None:
-    results = client.infer("simple_identity", [tensor("INPUT0", data, "BYTES")],
-                           outputs=[tc.InferRequestedOutput("OUTPUT0")])  # fmt: skip
+    results = client.infer(
+        "simple_identity", [tensor("INPUT0", data, "BYTES")], outputs=[tc.InferRequestedOutput("OUTPUT0")]
+    )
     echoed = results.as_numpy("OUTPUT0")
     if data.dtype == np.object_:
         assert np.array_equal(data, echoed)
@@ -117,8 +124,9 @@ def raw_outputs(response: service_pb2.ModelInferResponse, decode: object) -> lis
 
 
 def test_explicit_byte_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
-    request = explicit_request("simple_string", "BYTES", "bytes_contents",
-                               [str(i).encode("utf-8") for i in range(16)], [b"1"] * 16)  # fmt: skip
+    request = explicit_request(
+        "simple_string", "BYTES", "bytes_contents", [str(i).encode("utf-8") for i in range(16)], [b"1"] * 16
+    )
     total, difference = raw_outputs(stub.ModelInfer(request), deserialize_bytes_tensor)
     assert [int(s) for s in total[0]] == [i + 1 for i in range(16)]
     assert [int(s) for s in difference[0]] == [i - 1 for i in range(16)]

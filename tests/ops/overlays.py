@@ -11,8 +11,12 @@ import yaml
 from tests.ops.test_manifests import ROOT, by_kind
 
 Objects = dict[tuple[str, str], dict[str, Any]]
-FILE_SETTINGS = ("DEEPSERVE_TLS_CERT_FILE", "DEEPSERVE_TLS_KEY_FILE", "DEEPSERVE_TLS_CLIENT_CA_FILE",
-                 "DEEPSERVE_AUTH_TOKENS_FILE")  # fmt: skip
+FILE_SETTINGS = (
+    "DEEPSERVE_TLS_CERT_FILE",
+    "DEEPSERVE_TLS_KEY_FILE",
+    "DEEPSERVE_TLS_CLIENT_CA_FILE",
+    "DEEPSERVE_AUTH_TOKENS_FILE",
+)
 """The settings that name a mounted file (TLS and tokens)."""
 
 # Each overlay has its own namespace, so that both can run side by side (k8s/overlays/gpu).

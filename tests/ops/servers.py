@@ -43,11 +43,28 @@ class Server:
 
     def start(self) -> Server:
         cmd = [
-            sys.executable, "-m", "service", "serve",
-            "--model-repository", str(self.repo), "--host", "127.0.0.1",
-            "--port", str(self.port), "--metrics-port", str(self.metrics_port), "--http-port", str(self.http_port),
-            "--device", "cpu", "--grace-seconds", str(self.grace_seconds), "--log-level", "info", *self.args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--model-repository",
+            str(self.repo),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--http-port",
+            str(self.http_port),
+            "--device",
+            "cpu",
+            "--grace-seconds",
+            str(self.grace_seconds),
+            "--log-level",
+            "info",
+            *self.args,
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
         with self.log_path.open("ab") as log:  # a restart on the same ports appends to the same log
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -103,8 +103,11 @@ def dev_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dev_certs_verify_for_local_names(dev_certs: Path, name: str) -> None:
     ca, server = dev_certs / "client/ca.crt", dev_certs / "server/tls.crt"
     check = "-verify_ip" if name[0].isdigit() else "-verify_hostname"
-    ok = subprocess.run(["openssl", "verify", "-CAfile", ca, "-purpose", "sslserver", check, name, server],
-                        capture_output=True, text=True)  # fmt: skip
+    ok = subprocess.run(
+        ["openssl", "verify", "-CAfile", ca, "-purpose", "sslserver", check, name, server],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     other = "10.9.9.9" if name[0].isdigit() else "example.com"
     wrong = subprocess.run(["openssl", "verify", "-CAfile", ca, check, other, server], capture_output=True, text=True)

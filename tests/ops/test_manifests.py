@@ -24,13 +24,23 @@ ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("cpu", "gpu", "cpu-secure", "gpu-secure")
 # The metric names the server exports (service/metrics.py), as Prometheus exposes them.
 METRICS = {
-    "deepserve_request_duration_seconds", "deepserve_requests_total", "deepserve_queue_duration_seconds",
-    "deepserve_compute_duration_seconds", "deepserve_batch_size", "deepserve_queue_depth",
-    "deepserve_queue_capacity", "deepserve_inflight_requests", "deepserve_rejected_requests_total",
-    "deepserve_model_ready", "deepserve_model_load_failures_total", "deepserve_generation_time_to_first_token_seconds",
-    "deepserve_generation_inter_token_latency_seconds", "deepserve_generation_tokens_total",
-    "deepserve_generation_active_sequences", "deepserve_generation_waiting_sequences",
-}  # fmt: skip
+    "deepserve_request_duration_seconds",
+    "deepserve_requests_total",
+    "deepserve_queue_duration_seconds",
+    "deepserve_compute_duration_seconds",
+    "deepserve_batch_size",
+    "deepserve_queue_depth",
+    "deepserve_queue_capacity",
+    "deepserve_inflight_requests",
+    "deepserve_rejected_requests_total",
+    "deepserve_model_ready",
+    "deepserve_model_load_failures_total",
+    "deepserve_generation_time_to_first_token_seconds",
+    "deepserve_generation_inter_token_latency_seconds",
+    "deepserve_generation_tokens_total",
+    "deepserve_generation_active_sequences",
+    "deepserve_generation_waiting_sequences",
+}
 # The grpc.health.v1 name each probe asks for: readiness the overall "" (strict readiness: every model loaded),
 # start-up and liveness "liveness" (start-up finished; a broken model must not restart the pod).
 PROBED_SERVICES = {"startupProbe": "liveness", "readinessProbe": "", "livenessProbe": "liveness"}
@@ -80,8 +90,11 @@ def test_ports_probes_and_services_agree(objects: dict[tuple[str, str], dict[str
     pod = by_kind(objects, "Deployment")["spec"]["template"]
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    expected = {"grpc": int(env["DEEPSERVE_PORT"]), "metrics": int(env["DEEPSERVE_METRICS_PORT"]),
-                "http": int(env["DEEPSERVE_HTTP_PORT"])}  # fmt: skip
+    expected = {
+        "grpc": int(env["DEEPSERVE_PORT"]),
+        "metrics": int(env["DEEPSERVE_METRICS_PORT"]),
+        "http": int(env["DEEPSERVE_HTTP_PORT"]),
+    }
     if "DEEPSERVE_HEALTH_PORT" in env:  # the plaintext health listener (k8s/components/tls-auth)
         expected["health"] = int(env["DEEPSERVE_HEALTH_PORT"])
     assert ports == expected

@@ -89,21 +89,47 @@ RPCS: dict[str, tuple[str | None, Callable[[grpc.Channel, Metadata], object]]] =
     "RepositoryIndex": ("infer", v2_call("RepositoryIndex", v2.RepositoryIndexRequest())),
     "SystemSharedMemoryStatus": ("infer", v2_call("SystemSharedMemoryStatus", v2.SystemSharedMemoryStatusRequest())),
     "RepositoryModelLoad": ("admin", v2_call("RepositoryModelLoad", v2.RepositoryModelLoadRequest(model_name=SPARE))),
-    "RepositoryModelUnload": ("admin", v2_call(
-        "RepositoryModelUnload", v2.RepositoryModelUnloadRequest(model_name=SPARE))),
-    "Classify": ("infer", lambda ch, md: ic_grpc.ImageClassifierStub(ch).Classify(
-        ic.ClassifyRequest(images=[png()]), metadata=md, timeout=30)),
-    "Analyze": ("infer", lambda ch, md: sa_grpc.SentimentAnalyzerStub(ch).Analyze(
-        sa.AnalyzeRequest(texts=["a lovely day"]), metadata=md, timeout=30)),
-    "Generate": ("infer", lambda ch, md: list(tg_grpc.TextGeneratorStub(ch).Generate(
-        tg.GenerateRequest(prompt="the", max_new_tokens=3, model_name="tiny_lm"), metadata=md, timeout=30))),
+    "RepositoryModelUnload": (
+        "admin",
+        v2_call("RepositoryModelUnload", v2.RepositoryModelUnloadRequest(model_name=SPARE)),
+    ),
+    "Classify": (
+        "infer",
+        lambda ch, md: ic_grpc.ImageClassifierStub(ch).Classify(
+            ic.ClassifyRequest(images=[png()]), metadata=md, timeout=30
+        ),
+    ),
+    "Analyze": (
+        "infer",
+        lambda ch, md: sa_grpc.SentimentAnalyzerStub(ch).Analyze(
+            sa.AnalyzeRequest(texts=["a lovely day"]), metadata=md, timeout=30
+        ),
+    ),
+    "Generate": (
+        "infer",
+        lambda ch, md: list(
+            tg_grpc.TextGeneratorStub(ch).Generate(
+                tg.GenerateRequest(prompt="the", max_new_tokens=3, model_name="tiny_lm"), metadata=md, timeout=30
+            )
+        ),
+    ),
     "ServerLive": (None, v2_call("ServerLive", v2.ServerLiveRequest())),
     "ServerReady": (None, v2_call("ServerReady", v2.ServerReadyRequest())),
-    "Health.Check": (None, lambda ch, md: health_pb2_grpc.HealthStub(ch).Check(
-        health_pb2.HealthCheckRequest(service=""), metadata=md, timeout=30)),
-    "Reflection": (None, lambda ch, md: list(reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=md, timeout=30))),
-}  # fmt: skip
+    "Health.Check": (
+        None,
+        lambda ch, md: health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=""), metadata=md, timeout=30
+        ),
+    ),
+    "Reflection": (
+        None,
+        lambda ch, md: list(
+            reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=md, timeout=30
+            )
+        ),
+    ),
+}
 """RPC → (the scope it needs, a call). Covers every group: V2 inference, V2 metadata/config/statistics/index,
 model load/unload, each task API, V2 liveness/readiness, health and reflection."""
 WHEN_ALLOWED = {"SystemSharedMemoryStatus": Code.UNIMPLEMENTED}

@@ -66,9 +66,11 @@ def broken_pairs(first: Issued, second: Issued) -> dict[str, tuple[bytes, bytes]
 
 
 def write_each_broken_pair(
-    folder: Path, pairs: dict[str, tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture,
+    folder: Path,
+    pairs: dict[str, tuple[bytes, bytes]],
+    caplog: pytest.LogCaptureFixture,
     still_serves: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     """Writes each pair as `folder`'s server.crt/.key; after each, `still_serves(problem)` checks the server kept
     its last good certificate, and the server must have logged `UNUSABLE` once (under the caller's caplog level)."""
     for problem, (cert_pem, key_pem) in pairs.items():
@@ -90,14 +92,25 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "deepserve tests"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])  # fmt: skip
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "deepserve tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 _CA_USAGE = x509.KeyUsage(
-    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False, key_encipherment=False,
-    data_encipherment=False, key_agreement=False, encipher_only=False, decipher_only=False,
-)  # fmt: skip
+    digital_signature=True,
+    key_cert_sign=True,
+    crl_sign=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 class CertAuthority:

@@ -92,8 +92,11 @@ def test_token_scope_matrix(channel: grpc.Channel, rpc: str, credential: str) ->
 
 
 def _service(rpc: str) -> str:
-    return {"Classify": "deepserve.v1.ImageClassifier", "Analyze": "deepserve.v1.SentimentAnalyzer",
-            "Generate": "deepserve.v1.TextGenerator"}.get(rpc, "inference.GRPCInferenceService")  # fmt: skip
+    return {
+        "Classify": "deepserve.v1.ImageClassifier",
+        "Analyze": "deepserve.v1.SentimentAnalyzer",
+        "Generate": "deepserve.v1.TextGenerator",
+    }.get(rpc, "inference.GRPCInferenceService")
 
 
 def test_two_authorization_values_are_malformed(channel: grpc.Channel) -> None:

@@ -55,9 +55,12 @@ def plain(files: Path) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def tls(files: Path) -> Iterator[RunningServer]:
     running = start_server(
-        files / "models", auth_tokens_file=files / "tokens.yaml", model_control_mode="explicit",
-        tls_cert_file=files / "server.crt", tls_key_file=files / "server.key",
-    )  # fmt: skip
+        files / "models",
+        auth_tokens_file=files / "tokens.yaml",
+        model_control_mode="explicit",
+        tls_cert_file=files / "server.crt",
+        tls_key_file=files / "server.key",
+    )
     yield running
     running.stop()
 
@@ -137,9 +140,13 @@ def test_task_client_needs_the_key_with_a_client_certificate(files: Path) -> Non
 def deepserve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
     return subprocess.run(
-        [sys.executable, "-m", "service", *args], cwd=ROOT, env={**clean, **(env or {})}, capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_with_token_and_tls(tls: RunningServer, files: Path) -> None:

@@ -106,9 +106,13 @@ def test_https_serves_v2_with_tokens_and_refuses_plain_http(
 
 @pytest.mark.parametrize("in_place", [True, False], ids=["overwritten", "renamed-over"])
 def test_new_connections_on_both_ports_get_the_new_certificate_and_open_ones_keep_working(
-    server: RunningServer, ca: CertAuthority, first: Issued, tmp_path: Path, in_place: bool,
+    server: RunningServer,
+    ca: CertAuthority,
+    first: Issued,
+    tmp_path: Path,
+    in_place: bool,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     assert _serials(server) == (first.serial,) * 3
     opened = _connection(_port(server), ca.cert)
     assert _get(opened, "/v2/health/ready") == 200
@@ -152,8 +156,9 @@ def test_a_broken_or_half_written_pair_keeps_the_last_good_certificate(
 def test_mutual_tls_on_https_and_its_client_ca_rotates(repo: Path, ca: CertAuthority, tmp_path: Path) -> None:
     cert, key = ca.server().write(tmp_path, "server")
     client_ca = ca.write(tmp_path, "clients")
-    running = start_server(repo, tls_cert_file=cert, tls_key_file=key, tls_client_ca_file=client_ca,
-                           http_port=free_port())  # fmt: skip
+    running = start_server(
+        repo, tls_cert_file=cert, tls_key_file=key, tls_client_ca_file=client_ca, http_port=free_port()
+    )
     port = _port(running)
     try:
         assert _status(port, ca.cert, client=ca.client(), folder=tmp_path) == 200

@@ -65,10 +65,25 @@ def test_serve_exits_with_the_message(ca: CertAuthority, tmp_path: Path) -> None
     key.write_bytes(ca.server().key)
     repo = make_repository(tmp_path / "models", names=("add_sub",))  # an empty one would stop it first
     command = [
-        sys.executable, "-m", "service", "serve", "--model-repository", str(repo), "--port", "0",
-        "--metrics-port", "0", "--http-port", "0", "--device", "cpu", "--tls-cert-file", str(cert),
-        "--tls-key-file", str(key),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--model-repository",
+        str(repo),
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--http-port",
+        "0",
+        "--device",
+        "cpu",
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (

@@ -106,8 +106,12 @@ def test_digit_evaluation_pages_are_balanced_held_out_and_small() -> None:
     pages = eval_pages()
     assert len(pages) >= 100
     assert np.bincount([p.label for p in pages]).tolist() == [16] * 10
-    for key, values in (("kind", {"printed", "handwritten"}), ("polarity", {"dark_on_light", "light_on_dark"}),
-                        ("fmt", {"PNG", "JPEG"}), ("source", {"font", "scan", "pen"})):  # fmt: skip
+    for key, values in (
+        ("kind", {"printed", "handwritten"}),
+        ("polarity", {"dark_on_light", "light_on_dark"}),
+        ("fmt", {"PNG", "JPEG"}),
+        ("source", {"font", "scan", "pen"}),
+    ):
         assert {getattr(p, key) for p in pages} == values
     total = 0
     for page in pages:

@@ -25,8 +25,9 @@ def _check(entry: Path, name: str) -> dict:
 def test_tiny_cnn(tmp_path: Path) -> None:
     from training.digits import DigitsSettings, run
 
-    settings = DigitsSettings(name="tiny_cnn", epochs=1, limit=80, augment_copies=1, filters=(4, 8), dense=16,
-                              handdrawn_per_digit=1)  # fmt: skip
+    settings = DigitsSettings(
+        name="tiny_cnn", epochs=1, limit=80, augment_copies=1, filters=(4, 8), dense=16, handdrawn_per_digit=1
+    )
     info = _check(run(settings, tmp_path / "models", tmp_path / "work"), "tiny_cnn")
     assert info["preprocessing"]["ink"] == "light_on_dark" and info["preprocessing"]["height"] == 32
     assert "handdrawn" in info["metrics"]
@@ -47,8 +48,7 @@ def test_tiny_cnn_on_an_image_folder(tmp_path: Path) -> None:
             Image.fromarray((np.array(colour) + noise).clip(0, 255).astype(np.uint8)).save(
                 tmp_path / "data" / label / f"{i}.png"
             )
-    settings = DigitsSettings(data=tmp_path / "data", name="colours", epochs=1, augment_copies=1, filters=(4,),
-                              dense=8)  # fmt: skip
+    settings = DigitsSettings(data=tmp_path / "data", name="colours", epochs=1, augment_copies=1, filters=(4,), dense=8)
     info = _check(run(settings, tmp_path / "models", tmp_path / "work"), "colours")
     assert info["preprocessing"]["channels"] == 3 and info["preprocessing"]["ink"] == "any"
     assert info["data"]["classes"] == ["blue", "red"]

@@ -67,23 +67,31 @@ def test_digests_are_accepted_in_either_case() -> None:
     ("data", "fragments"),
     [
         ({"tokens": [entry("ci", SECRET, bogus=1)]}, ["tokens[0] (name 'ci')", "unknown key `bogus`"]),
-        ({"tokens": [entry("a", "1"), entry("ci", SECRET, "root")]}, ["tokens[1] (name 'ci')", "unknown scope",
-                                                                       "infer, admin"]),
-        ({"tokens": [{**entry("ci", SECRET), "sha256": "abc"}]}, ["tokens[0] (name 'ci')", "`sha256`",
-                                                                  "64 characters"]),
+        (
+            {"tokens": [entry("a", "1"), entry("ci", SECRET, "root")]},
+            ["tokens[1] (name 'ci')", "unknown scope", "infer, admin"],
+        ),
+        (
+            {"tokens": [{**entry("ci", SECRET), "sha256": "abc"}]},
+            ["tokens[0] (name 'ci')", "`sha256`", "64 characters"],
+        ),
         ({"tokens": [{**entry("ci", SECRET), "sha256": "g" * 64}]}, ["tokens[0] (name 'ci')", "`sha256`"]),
         ({"tokens": [entry("ci", "1"), entry("ci", "2")]}, ["tokens[1] (name 'ci')", "already used by tokens[0]"]),
-        ({"tokens": [entry("a", SECRET), entry("b", SECRET)]}, ["tokens[1] (name 'b')", "same sha256 as tokens[0]",
-                                                                  "(name 'a')"]),
-        ({"tokens": [entry("ci", SECRET, max_concurrent_requests=0)]}, ["tokens[0] (name 'ci')",
-                                                                         "`max_concurrent_requests`"]),
+        (
+            {"tokens": [entry("a", SECRET), entry("b", SECRET)]},
+            ["tokens[1] (name 'b')", "same sha256 as tokens[0]", "(name 'a')"],
+        ),
+        (
+            {"tokens": [entry("ci", SECRET, max_concurrent_requests=0)]},
+            ["tokens[0] (name 'ci')", "`max_concurrent_requests`"],
+        ),
         ({"tokens": [{**entry("ci", SECRET), "scopes": []}]}, ["tokens[0] (name 'ci')", "`scopes`"]),
         ({"tokens": [{"sha256": digest(SECRET), "scopes": ["infer"]}]}, ["tokens[0]", "`name`"]),
         ({"tokens": [entry("has space", SECRET)]}, ["tokens[0] (name 'has space')", "`name`"]),
         ({"tokenz": []}, ["unknown key `tokenz`"]),
         ([], ["must be a mapping with a `tokens` list"]),
     ],
-)  # fmt: skip
+)
 def test_mistakes_name_the_entry(data: object, fragments: list[str]) -> None:
     message = config_error(data)
     for fragment in fragments:
@@ -121,9 +129,16 @@ def test_identify_finds_the_entry_by_digest() -> None:
 
 @pytest.mark.parametrize(
     ("values", "message"),
-    [([], NO_TOKEN), (["Basic dXNlcjpwYXNz"], MALFORMED), (["Bearer"], MALFORMED), (["Bearer "], MALFORMED),
-     (["Bearer a b"], MALFORMED), (["Bearer a", "Bearer b"], MALFORMED), ([SECRET], MALFORMED)],
-)  # fmt: skip
+    [
+        ([], NO_TOKEN),
+        (["Basic dXNlcjpwYXNz"], MALFORMED),
+        (["Bearer"], MALFORMED),
+        (["Bearer "], MALFORMED),
+        (["Bearer a b"], MALFORMED),
+        (["Bearer a", "Bearer b"], MALFORMED),
+        ([SECRET], MALFORMED),
+    ],
+)
 def test_bad_headers_are_unauthenticated(values: list[str], message: str) -> None:
     with pytest.raises(UnauthenticatedError) as info:
         bearer_token(values)
@@ -232,10 +247,24 @@ def test_every_method_on_the_port_has_its_scope_in_the_table() -> None:
 
 def test_scope_decisions() -> None:
     v2 = f"/{V2.full_name}"
-    open_ = ["/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-             f"{v2}/ServerLive", f"{v2}/ServerReady"]  # fmt: skip
-    infer = [f"{v2}/{m}" for m in ("ModelInfer", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
-                                   "ModelStatistics", "RepositoryIndex")]  # fmt: skip
+    open_ = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        f"{v2}/ServerLive",
+        f"{v2}/ServerReady",
+    ]
+    infer = [
+        f"{v2}/{m}"
+        for m in (
+            "ModelInfer",
+            "ModelReady",
+            "ServerMetadata",
+            "ModelMetadata",
+            "ModelConfig",
+            "ModelStatistics",
+            "RepositoryIndex",
+        )
+    ]
     infer += [f"/{s}/Any" for s in TASK_SERVICES]
     assert [scope_of(m) for m in open_] == [None] * len(open_)
     assert {scope_of(m) for m in infer} == {Scope.INFER}

@@ -33,8 +33,14 @@ def test_csv_rows_are_numbers() -> None:
 def test_point_with_server_breakdown() -> None:
     p = point(WITH_SERVER, STDOUT)
     assert (p.concurrency, p.throughput, p.p50_us, p.p99_us) == (1, 664.07, 1379, 5100)
-    assert p.server_us == {"request": 996, "overhead": 220, "queue": 8, "compute_input": 1, "compute_infer": 759,
-                           "compute_output": 7}  # fmt: skip
+    assert p.server_us == {
+        "request": 996,
+        "overhead": 220,
+        "queue": 8,
+        "compute_input": 1,
+        "compute_infer": 759,
+        "compute_output": 7,
+    }
 
 
 def test_point_without_server_statistics() -> None:

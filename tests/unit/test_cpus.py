@@ -51,8 +51,9 @@ def test_threads_follow_the_cgroup_limit(tmp_path: Path, files: dict, limit: flo
 
 
 def test_v2_wins_over_v1_files(tmp_path: Path) -> None:
-    root = write(tmp_path, {"cpu.max": "100000 100000", "cpu/cpu.cfs_quota_us": "400000",
-                            "cpu/cpu.cfs_period_us": "100000"})  # fmt: skip
+    root = write(
+        tmp_path, {"cpu.max": "100000 100000", "cpu/cpu.cfs_quota_us": "400000", "cpu/cpu.cfs_period_us": "100000"}
+    )
     assert cgroup_cpu_limit(root) == 1.0
 
 

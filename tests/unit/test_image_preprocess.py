@@ -143,9 +143,13 @@ def test_fit_keeps_the_aspect_ratio_and_pads_with_background() -> None:
 
 def test_normalization_and_nchw_layout() -> None:
     spec = ImagePreprocessing(
-        height=8, width=6, channels=3, layout="NCHW", resize="stretch",
+        height=8,
+        width=6,
+        channels=3,
+        layout="NCHW",
+        resize="stretch",
         normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0)),
-    )  # fmt: skip
+    )
     array = prepare(Image.new("RGB", (12, 16), (255, 0, 255)), spec)
     assert array.shape == (3, 8, 6) and array.dtype == np.float32
     np.testing.assert_allclose(array[:, 0, 0], [2.0, -1.0, 0.5])

@@ -82,9 +82,7 @@ async def load(slots: threading.Semaphore, executor: ThreadPoolExecutor) -> Mete
     """Batches from two models and two generation lanes at once, all through `slots`; the meter of their runs."""
     meter = Meter()
     policy = BatchPolicy(max_batch_size=1)
-    batchers = [
-        DynamicBatcher(f"m{i}", MeteredModel(meter), policy, executor, slots=slots) for i in range(2)
-    ]  # fmt: skip
+    batchers = [DynamicBatcher(f"m{i}", MeteredModel(meter), policy, executor, slots=slots) for i in range(2)]
     config = SchedulerConfig(64, max_active_sequences=2)
     scheduler = GenerationScheduler("g", [MeteredDecoder(meter), MeteredDecoder(meter)], config, slots=slots)
     scheduler.start()

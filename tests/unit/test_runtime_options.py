@@ -34,9 +34,14 @@ def test_lone_requests_get_a_session_that_spins_only_during_runs(add_sub_file: P
 
 @pytest.mark.parametrize(
     ("execution", "spin", "stop"),
-    [({"spinning": "never"}, "0", None), ({"spinning": "during_runs"}, "1", "1"), ({"spinning": "always"}, "1", None),
-     ({"allow_spinning": True}, "1", None), ({"allow_spinning": False}, "0", None)],
-)  # fmt: skip
+    [
+        ({"spinning": "never"}, "0", None),
+        ({"spinning": "during_runs"}, "1", "1"),
+        ({"spinning": "always"}, "1", None),
+        ({"allow_spinning": True}, "1", None),
+        ({"allow_spinning": False}, "0", None),
+    ],
+)
 def test_spinning_modes_set_onnx_runtime_options(execution: dict, spin: str, stop: str | None) -> None:
     opts = runtime.session_options(add_sub_config(execution=execution).execution, 2)
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spin

@@ -66,9 +66,17 @@ def test_check_device_accepts(device: Device, available: list[str]) -> None:
 
 # ---- CUDA options (docs/gpu.md has the GPU measurements) ---------------------------------------------------
 def test_cuda_options_reach_onnx_runtime_in_its_own_names() -> None:
-    config = add_sub_config(execution={"cuda": {"device_id": 1, "gpu_mem_limit": "512MiB",
-                                                "arena_extend_strategy": "next_power_of_two",
-                                                "cudnn_conv_algo_search": "exhaustive", "use_tf32": True}})  # fmt: skip
+    config = add_sub_config(
+        execution={
+            "cuda": {
+                "device_id": 1,
+                "gpu_mem_limit": "512MiB",
+                "arena_extend_strategy": "next_power_of_two",
+                "cudnn_conv_algo_search": "exhaustive",
+                "use_tf32": True,
+            }
+        }
+    )
     assert config.execution.cuda.provider_options() == {
         "device_id": "1",
         "gpu_mem_limit": str(512 * 1024**2),

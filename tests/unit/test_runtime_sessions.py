@@ -234,6 +234,7 @@ def test_step_model_can_have_its_own_intra_op_threads(tmp_path: Path) -> None:
     config["execution"] = {"intra_op_threads": 2}
     step = load_step_model(path, parse_model_config(config, "lm"), [CPU], "lm")
     assert step.session._session.get_session_options().intra_op_num_threads == 1
-    default = load_step_model(path, parse_model_config({**LM_CONFIG, "execution": {"intra_op_threads": 2}}, "lm"),
-                              [CPU], "lm")  # fmt: skip
+    default = load_step_model(
+        path, parse_model_config({**LM_CONFIG, "execution": {"intra_op_threads": 2}}, "lm"), [CPU], "lm"
+    )
     assert default.session._session.get_session_options().intra_op_num_threads == 2

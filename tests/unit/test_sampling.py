@@ -109,8 +109,10 @@ def test_batch_sampling_matches_row_by_row_with_mixed_parameters_and_ties() -> N
         ]
         seeds = rng.integers(0, 2**32, 12)
         rngs = [np.random.default_rng(s) for s in seeds]
-        expected = [reference_sample(logits[i], p, np.random.default_rng(s)) for i, (p, s) in
-                    enumerate(zip(params, seeds, strict=True))]  # fmt: skip
+        expected = [
+            reference_sample(logits[i], p, np.random.default_rng(s))
+            for i, (p, s) in enumerate(zip(params, seeds, strict=True))
+        ]
         assert sample_batch(logits, params, rngs) == expected, trial
         for i, p in enumerate(params):
             want = reference_distribution(logits[i], p)
@@ -120,8 +122,14 @@ def test_batch_sampling_matches_row_by_row_with_mixed_parameters_and_ties() -> N
 def test_a_row_samples_the_same_alone_and_in_any_batch() -> None:
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(6, 300)).astype(np.float32) * 3
-    params = [SamplingParams(0.9, 40, 0.9), SamplingParams(1.0), SamplingParams(0.0), SamplingParams(0.7, 40, 1.0),
-              SamplingParams(1.2, 0, 0.8), SamplingParams(0.9, 40, 0.9)]  # fmt: skip
+    params = [
+        SamplingParams(0.9, 40, 0.9),
+        SamplingParams(1.0),
+        SamplingParams(0.0),
+        SamplingParams(0.7, 40, 1.0),
+        SamplingParams(1.2, 0, 0.8),
+        SamplingParams(0.9, 40, 0.9),
+    ]
     together = sample_batch(logits, params, [np.random.default_rng(i) for i in range(6)])
     alone = [sample(logits[i], params[i], np.random.default_rng(i)) for i in range(6)]
     assert together == alone
@@ -143,13 +151,18 @@ def test_top_k_over_a_large_vocabulary_matches_row_by_row(vocab: int) -> None:
         elif trial % 4 == 3:
             logits[::2, :60] = logits[::2, 60:120]
         params = [
-            SamplingParams(float(rng.choice([0.0, 0.7, 1.0])), int(rng.choice([1, 5, 50, 64, 256, 300])),
-                           float(rng.choice([1.0, 0.9, 0.5])))
+            SamplingParams(
+                float(rng.choice([0.0, 0.7, 1.0])),
+                int(rng.choice([1, 5, 50, 64, 256, 300])),
+                float(rng.choice([1.0, 0.9, 0.5])),
+            )
             for _ in range(10)
-        ]  # fmt: skip
+        ]
         seeds = rng.integers(0, 2**32, 10)
-        expected = [reference_sample(logits[i], p, np.random.default_rng(s)) for i, (p, s) in
-                    enumerate(zip(params, seeds, strict=True))]  # fmt: skip
+        expected = [
+            reference_sample(logits[i], p, np.random.default_rng(s))
+            for i, (p, s) in enumerate(zip(params, seeds, strict=True))
+        ]
         assert sample_batch(logits, params, [np.random.default_rng(s) for s in seeds]) == expected, trial
 
 
@@ -159,8 +172,9 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_g
     expected = np.array([1.0, 2.0, -3.0, 0.5, 2.9])  # tokens 1 and 2 were generated (token 1 twice: once only)
     reference = np.exp(expected - expected.max()) / np.exp(expected - expected.max()).sum()
     np.testing.assert_allclose(distribution(logits, params, [1, 2, 1]), reference, rtol=1e-6)
-    np.testing.assert_allclose(distribution(logits, replace(params, repetition_penalty=1.0), [1, 2]),
-                               distribution(logits, params), rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        distribution(logits, replace(params, repetition_penalty=1.0), [1, 2]), distribution(logits, params), rtol=1e-12
+    )
     assert sample(logits, replace(params, temperature=0.0), np.random.default_rng(0), [1]) == 4  # 3/1.5 < 2.9
     assert sample(logits, replace(params, temperature=0.0), np.random.default_rng(0)) == 1  # nothing generated yet
 
@@ -169,9 +183,12 @@ def test_repetition_penalty_in_a_batch_matches_a_numpy_reference_and_leaves_the_
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 2, (4, 50)).astype(np.float32)
     before = logits.copy()
-    params = [SamplingParams(temperature=0.0, repetition_penalty=1.3), SamplingParams(temperature=0.0),
-              SamplingParams(temperature=0.0, repetition_penalty=2.0), SamplingParams(temperature=0.0,
-              repetition_penalty=1.2)]  # fmt: skip
+    params = [
+        SamplingParams(temperature=0.0, repetition_penalty=1.3),
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.0, repetition_penalty=2.0),
+        SamplingParams(temperature=0.0, repetition_penalty=1.2),
+    ]
     generated = [list(np.argsort(-logits[0])[:3]), list(np.argsort(-logits[1])[:3]), [], [7, 7, 49]]
     expected = before.astype(np.float64)
     for row, (p, seen) in enumerate(zip(params, generated, strict=True)):
@@ -182,7 +199,9 @@ def test_repetition_penalty_in_a_batch_matches_a_numpy_reference_and_leaves_the_
     assert sample_batch(logits, params, rngs, generated) == np.argmax(expected, axis=1).tolist()
     assert sample_batch(logits, params, rngs)[1] == int(np.argmax(before[1]))  # no history: no penalty
     np.testing.assert_array_equal(logits, before)
-    draws = [sample_batch(logits[:1], [replace(params[0], temperature=1.0)], [np.random.default_rng(s)],
-                          generated[:1])[0] for s in range(3000)]  # fmt: skip
+    draws = [
+        sample_batch(logits[:1], [replace(params[0], temperature=1.0)], [np.random.default_rng(s)], generated[:1])[0]
+        for s in range(3000)
+    ]
     p = np.exp(expected[0] - expected[0].max())
     np.testing.assert_allclose(np.bincount(draws, minlength=50) / 3000, p / p.sum(), atol=0.03)

@@ -73,8 +73,9 @@ def test_fixed_dims_may_be_repeated_and_no_section_means_the_default() -> None:
 # ---- feeds --------------------------------------------------------------------------------------------------
 def test_default_and_zero_samples_are_zeros_with_one_position_per_variable_dim(tmp_path: Path) -> None:
     assert sample_feed(parse_model_config(TOKENS, "m"), 0, tmp_path, "m")["token_ids"].tolist() == [[0]]
-    feed = sample_feed(config_with([{"name": "a", "batch_size": 3, "inputs": {"token_ids": {"dims": [5]}}}]), 0,
-                       tmp_path, "m")  # fmt: skip
+    feed = sample_feed(
+        config_with([{"name": "a", "batch_size": 3, "inputs": {"token_ids": {"dims": [5]}}}]), 0, tmp_path, "m"
+    )
     assert feed["token_ids"].shape == (3, 5) and feed["token_ids"].dtype == np.int64 and not feed["token_ids"].any()
     unbatched = sample_feed(parse_model_config({**TOKENS, "max_batch_size": 0}, "m"), 0, tmp_path, "m")
     assert unbatched["token_ids"].shape == (1,)
@@ -129,12 +130,14 @@ def test_a_file_holds_one_item_or_the_whole_batch(tmp_path: Path) -> None:
     ("arr", "fragment"),
     [
         (np.array([1.5, 2.5]), "holds float64 values, which do not convert safely to INT64"),
-        (np.zeros((3, 2), dtype=np.int64), "has shape [3, 2]; the input takes [-1] per item (-1: any size): give one "
-                                           "item, or a batch of 2"),
+        (
+            np.zeros((3, 2), dtype=np.int64),
+            "has shape [3, 2]; the input takes [-1] per item (-1: any size): give one item, or a batch of 2",
+        ),
         (np.zeros((1, 2, 2), dtype=np.int64), "has shape [1, 2, 2]"),
         (np.array([b"a"], dtype=object), "is not a .npy file numpy can read without pickle"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_file_is_a_load_error_naming_sample_input_and_file(
     tmp_path: Path, arr: np.ndarray, fragment: str
 ) -> None:

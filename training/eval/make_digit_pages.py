@@ -25,14 +25,34 @@ from training.pages import PageMaker, PageStyle, drawn, printed, scanned
 SEED = 1313
 PER_DIGIT = 16
 FOLDER = "digit_pages"
-COLUMNS = ("file", "label", "kind", "source", "item", "polarity", "format", "height_share", "rotation", "blur",
-           "noise", "quality", "colour")  # fmt: skip
+COLUMNS = (
+    "file",
+    "label",
+    "kind",
+    "source",
+    "item",
+    "polarity",
+    "format",
+    "height_share",
+    "rotation",
+    "blur",
+    "noise",
+    "quality",
+    "colour",
+)
 """`item`: the font (printed), the index in `sklearn.datasets.load_digits()` (scan) or the drawing's seed (pen)."""
 
 
 def _styles() -> dict[str, PageStyle]:
-    common = {"size": (640, 480), "height_share": (0.10, 0.50), "rotation": 15.0, "blur": (0.0, 1.5),
-              "min_contrast": 70, "colour_share": 0.2, "specks_share": 0.33}  # fmt: skip
+    common = {
+        "size": (640, 480),
+        "height_share": (0.10, 0.50),
+        "rotation": 15.0,
+        "blur": (0.0, 1.5),
+        "min_contrast": 70,
+        "colour_share": 0.2,
+        "specks_share": 0.33,
+    }
     return {
         "PNG": PageStyle(**common, noise=(0.0, 0.0), fmt="PNG"),  # type: ignore[arg-type]
         "JPEG": PageStyle(**common, noise=(2.0, 12.0), fmt="JPEG", jpeg_quality=(50, 90)),  # type: ignore[arg-type]
@@ -80,10 +100,23 @@ def write(out: Path, seed: int = SEED, per_digit: int = PER_DIGIT) -> list[dict[
             name = f"{len(rows):03d}-{digit}.{'png' if fmt == 'PNG' else 'jpg'}"
             (folder / name).write_bytes(page.encode())
             meta = page.meta
-            rows.append({"file": f"{FOLDER}/{name}", "label": digit, "kind": kind, "source": source, "item": item,
-                         "polarity": polarity, "format": fmt, "height_share": meta["height_share"],
-                         "rotation": meta["rotation"], "blur": meta["blur"], "noise": meta["noise"],
-                         "quality": page.quality or "", "colour": meta["colour"]})  # fmt: skip
+            rows.append(
+                {
+                    "file": f"{FOLDER}/{name}",
+                    "label": digit,
+                    "kind": kind,
+                    "source": source,
+                    "item": item,
+                    "polarity": polarity,
+                    "format": fmt,
+                    "height_share": meta["height_share"],
+                    "rotation": meta["rotation"],
+                    "blur": meta["blur"],
+                    "noise": meta["noise"],
+                    "quality": page.quality or "",
+                    "colour": meta["colour"],
+                }
+            )
     with (out / f"{FOLDER}.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()

@@ -26,9 +26,12 @@ def messages(task_server: RunningServer, request: tg.GenerateRequest, timeout: f
 
 
 def request(
-    server: RunningServer, path: str, body: bytes, content_type: str = "application/json",
+    server: RunningServer,
+    path: str,
+    body: bytes,
+    content_type: str = "application/json",
     headers: dict[str, str] | None = None,
-) -> tuple[int, dict]:  # fmt: skip
+) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", server.app.http_port, timeout=30)
     try:
         conn.request("POST", path, body, {"Content-Type": content_type, **(headers or {})})
@@ -58,12 +61,16 @@ def multipart(images: list[bytes], fields: dict[str, str] | None = None) -> tupl
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def open_stream(server: RunningServer, doc: dict, headers: dict[str, str] | None = None) -> tuple[
-    http.client.HTTPConnection, http.client.HTTPResponse
-]:  # fmt: skip
+def open_stream(
+    server: RunningServer, doc: dict, headers: dict[str, str] | None = None
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     conn = http.client.HTTPConnection("127.0.0.1", server.app.http_port, timeout=30)
-    conn.request("POST", "/v1/generate", json.dumps({**doc, "stream": True}).encode(),
-                 {"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+    conn.request(
+        "POST",
+        "/v1/generate",
+        json.dumps({**doc, "stream": True}).encode(),
+        {"Content-Type": "application/json", **(headers or {})},
+    )
     return conn, conn.getresponse()
 
 

@@ -45,8 +45,11 @@ def test_classify_json(task_server: RunningServer, drawing: Path, capsys: pytest
     assert code == 0
     doc = json.loads(out)
     assert doc["model"] == "quadrants" and len(doc["results"]) == 2
-    assert doc["results"][0]["labels"][0] == {"label": "bottom_right", "probability": pytest.approx(1, abs=0.05),
-                                              "index": 3}  # fmt: skip
+    assert doc["results"][0]["labels"][0] == {
+        "label": "bottom_right",
+        "probability": pytest.approx(1, abs=0.05),
+        "index": 3,
+    }
 
 
 def test_dns_target_with_round_robin(
@@ -84,8 +87,20 @@ def test_generate_streams_text_and_reports_on_stderr(
 
 
 def test_generate_json_lines(task_server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "generate", "The quick", "--max-tokens", "6", "--seed", "3", "--json",
-                       "--model", "tiny_lm", "--server", task_server.address)  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "generate",
+        "The quick",
+        "--max-tokens",
+        "6",
+        "--seed",
+        "3",
+        "--json",
+        "--model",
+        "tiny_lm",
+        "--server",
+        task_server.address,
+    )
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and all("text" in r for r in rows[:-1])
     assert rows[-1]["finish_reason"] == "length" and rows[-1]["generated_tokens"] == 6
@@ -114,8 +129,21 @@ def test_exit_code_not_found(task_server: RunningServer, capsys: pytest.CaptureF
 
 
 def test_exit_code_timeout(task_server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "generate", "The quick", "--max-tokens", "2000", "--temperature", "0",
-                         "--model", "slow_lm", "--timeout", "0.3", "--server", task_server.address)  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "generate",
+        "The quick",
+        "--max-tokens",
+        "2000",
+        "--temperature",
+        "0",
+        "--model",
+        "slow_lm",
+        "--timeout",
+        "0.3",
+        "--server",
+        task_server.address,
+    )
     assert code == 6 and "try a larger --timeout" in err
     assert out == "" or out.endswith("\n")  # text streamed before the deadline ends its line
 
@@ -129,13 +157,15 @@ def test_exit_code_usage(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
 
 
 def test_help_documents_exit_codes() -> None:
-    result = subprocess.run([sys.executable, "-m", "service", "generate", "--help"], capture_output=True, text=True,
-                            cwd=ROOT, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "generate", "--help"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert "exit codes:" in result.stdout and "3    server unavailable" in result.stdout
 
 
-def test_stdin_image(task_server: RunningServer, drawing: Path, monkeypatch: pytest.MonkeyPatch,
-                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_stdin_image(
+    task_server: RunningServer, drawing: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(drawing.read_bytes())))
     code, out, _ = run(capsys, "classify", "-", "--top-k", "1", "--server", task_server.address)
     assert code == 0 and out.startswith("-: bottom_right")

@@ -33,7 +33,8 @@ def test_digits_anywhere_on_a_page(digits_server: RunningServer) -> None:
             for best in client.classify(images[start : start + 32], top_k=1, model="digits_cnn").results
         ]
     right = [answer == row["label"] for answer, row in zip(answers, rows, strict=True)]
-    wrong = Counter(f"{row['kind']}/{row['polarity']}/{row['format']}" for row, ok in zip(rows, right, strict=True)
-                    if not ok)  # fmt: skip
+    wrong = Counter(
+        f"{row['kind']}/{row['polarity']}/{row['format']}" for row, ok in zip(rows, right, strict=True) if not ok
+    )
     assert len(rows) >= 100
     assert sum(right) / len(rows) >= 0.95, wrong

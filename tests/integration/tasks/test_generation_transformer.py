@@ -32,8 +32,10 @@ def test_transformer_streams_and_reproduces_its_seed_under_load(lm_server: Runni
     assert sum(1 for m in stream if m.HasField("delta")) > 1 and stream[-1].HasField("finished")
     alone = "".join(m.delta.text for m in stream if m.HasField("delta"))
     with TaskClient(lm_server.address, timeout=120) as client, ThreadPoolExecutor(8) as pool:
-        others = [pool.submit(lambda i=i: client.generate(f"def f{i}(x):", max_new_tokens=16 + 8 * i, seed=i).text())
-                  for i in range(6)]  # fmt: skip
+        others = [
+            pool.submit(lambda i=i: client.generate(f"def f{i}(x):", max_new_tokens=16 + 8 * i, seed=i).text())
+            for i in range(6)
+        ]
         again = pool.submit(
             lambda: client.generate(
                 "The return statement", max_new_tokens=24, seed=7, model="textgen_transformer"

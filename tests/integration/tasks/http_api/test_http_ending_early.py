@@ -22,8 +22,9 @@ def test_disconnecting_cancels_the_generation_and_frees_the_slot(task_server: Ru
     scheduler = task_server.app.tasks.scheduler("slow_lm")
     assert scheduler is not None
     before = ended(task_server, "499")
-    conn, response = open_stream(task_server, {"prompt": PROMPT, "max_new_tokens": 2000, "temperature": 0.0,
-                                               "model": "slow_lm"})  # fmt: skip
+    conn, response = open_stream(
+        task_server, {"prompt": PROMPT, "max_new_tokens": 2000, "temperature": 0.0, "model": "slow_lm"}
+    )
     stream = events(response)
     assert next(stream)[0] == "delta" and next(stream)[0] == "delta"
     assert scheduler.active == 1

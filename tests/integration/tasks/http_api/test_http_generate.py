@@ -18,8 +18,11 @@ def test_generate_whole_text_equals_grpc(task_server: RunningServer, client: Tas
     s = stream.summary
     assert s is not None
     assert (doc["finish_reason"], doc["prompt_tokens"], doc["generated_tokens"], doc["prompt_truncated"]) == (
-        s.finish_reason, s.prompt_tokens, s.generated_tokens, s.prompt_truncated,
-    )  # fmt: skip
+        s.finish_reason,
+        s.prompt_tokens,
+        s.generated_tokens,
+        s.prompt_truncated,
+    )
     assert (doc["model_name"], doc["model_version"], doc["finish_reason"]) == ("tiny_lm", "1", "length")
 
 

@@ -1,0 +1,63 @@
+"""A closed-loop gRPC load and the few helpers every bench shares: free ports, a V2 request as bytes, a check of
+the answer. `closed_loop` sends bytes and reads bytes, so the client does no protobuf work of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import grpc
+import numpy as np
+
+from service.grpc._generated.inference import grpc_service_pb2 as pb
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def closed_loop(address: str, payload: bytes, concurrency: int, seconds: float) -> list[float]:
+    """Latencies of every request answered within `seconds`; `concurrency` callers, one request in flight each."""
+    latencies: list[float] = []
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    # One channel per 8 callers, as a pool of client connections would.
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(max(1, concurrency // 8))]
+    calls = [c.unary_unary(INFER) for c in channels]  # bytes in, bytes out: the client does no protobuf work
+    stop_at = time.perf_counter() + seconds
+
+    async def caller(i: int) -> None:
+        call = calls[i % len(calls)]
+        while True:
+            t = time.perf_counter()
+            if t >= stop_at:
+                return
+            await call(payload, timeout=30)
+            latencies.append(time.perf_counter() - t)
+
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    for c in channels:
+        await c.close()
+    return latencies
+
+
+def request_bytes(model: str, name: str, datatype: str, sample: np.ndarray) -> bytes:
+    req = pb.ModelInferRequest(model_name=model)
+    req.inputs.add(name=name, datatype=datatype, shape=sample.shape)
+    req.raw_input_contents.append(sample.tobytes())
+    return req.SerializeToString()
+
+
+def check_answer(address: str, payload: bytes, expected: np.ndarray) -> None:
+    with grpc.insecure_channel(address) as channel:
+        answer = pb.ModelInferResponse.FromString(channel.unary_unary(INFER)(payload, timeout=30))
+    out = np.frombuffer(answer.raw_output_contents[0], dtype=expected.dtype).reshape(expected.shape)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
