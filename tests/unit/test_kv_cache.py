@@ -26,15 +26,21 @@ def step() -> ort.InferenceSession:
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def decoder(step: ort.InferenceSession, rows: int = 4) -> tuple[KVCacheDecoder, list[int]]:
+def decoder(step: ort.InferenceSession, rows: int = 4, min_span: int = 32) -> tuple[KVCacheDecoder, list[int]]:
     """A decoder and the number of tokens each of its graph runs fed (rows x new tokens)."""
     fed: list[int] = []
 
     def run(feed: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         fed.append(feed["token_ids"].size)
+        spans.append(feed["past_mask"].shape[1])
         return dict(zip(outputs, step.run(list(outputs), feed), strict=True))
 
-    return KVCacheDecoder(run, LAYERS, HEADS, D_MODEL // HEADS, rows, CONTEXT), fed
+    spans.clear()
+    return KVCacheDecoder(run, LAYERS, HEADS, D_MODEL // HEADS, rows, CONTEXT, min_span=min_span), fed
+
+
+spans: list[int] = []
+"""The past span each graph run of the latest `decoder` was fed (0 for a prefill)."""
 
 
 def full(step: ort.InferenceSession, tokens: Sequence[int]) -> np.ndarray:
@@ -103,3 +109,32 @@ def test_more_sequences_than_rows_is_an_inference_error(step: ort.InferenceSessi
     dec, _ = decoder(step, rows=1)
     with pytest.raises(InferenceError, match="do not fit"):
         dec.next_logits([0, 1], [[1], [2]])
+
+
+def test_the_span_fed_grows_with_the_longest_sequence_and_shrinks_when_it_leaves(step: ort.InferenceSession) -> None:
+    dec, _ = decoder(step, min_span=4)
+    seqs = {0: [1, 2, 3], 1: [4]}
+    check(step, dec, seqs, [0, 1])
+    assert dec.span == 4
+    while len(seqs[0]) < 17:  # the long one crosses 4, 8 and 16; the short one rides along
+        seqs[0].append(len(seqs[0]) % VOCAB)
+        seqs[1].append(5)
+        check(step, dec, seqs, [0, 1])
+    assert dec.span == min(32, CONTEXT)
+    assert spans[-1] == dec.span and sorted(set(spans) - {0}) == [4, 8, 16, dec.span]
+    dec.release([0])  # the long one leaves: the short one (15 tokens) needs 16 positions at its next step
+    seqs[1].append(6)
+    check(step, dec, seqs, [1])
+    assert dec.span == 16 and spans[-1] == 16
+    seqs[2] = [7, 8]
+    check(step, dec, seqs, [1, 2])  # a prefill beside a decode, after the shrink
+    assert dec.active == 2
+
+
+def test_spans_are_capped_at_the_context(step: ort.InferenceSession) -> None:
+    dec, _ = decoder(step, rows=1, min_span=4)
+    seqs = {0: [1] * (CONTEXT - 1)}
+    check(step, dec, seqs, [0])
+    seqs[0].append(2)
+    check(step, dec, seqs, [0])
+    assert dec.span == CONTEXT and max(spans) == CONTEXT
