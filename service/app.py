@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 
 from service.accounting import Accounting
 from service.auth import TokenStore
+from service.collector import settle
 from service.config import ServerSettings
 from service.grpc.auth import Authorizer
 from service.grpc.backpressure import PendingResponses
@@ -50,6 +51,8 @@ from service.tls import CertificateFiles
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SETTLE_AFTER_S = 1.0
+"""After the loaded models change, how long to wait before `settle` (one pass for a reload's several changes)."""
 LIVENESS = "liveness"
 """The health name for start-up and liveness probes (Triton's /v2/health/live): SERVING from the end of start-up,
 whatever loaded, until the process exits. A model that fails to load turns `""` off (strict readiness), not this,
@@ -107,6 +110,7 @@ class App:
         if settings.health_port is not None:
             self.health_server, self.health_port = build_health_server(settings, self.health)
         self._background: set[asyncio.Task] = set()
+        self._settling: asyncio.TimerHandle | None = None
         self.registry.listeners.append(self._health_changed)
 
     async def start(self) -> None:
@@ -149,6 +153,7 @@ class App:
             },
         )
         await self.registry.load_all()
+        settle()  # the long-lived objects out of the cycle collector's way (see service/collector.py)
         self.started = True
         await self._update_health()
         loaded = sorted({p.name for p in self.registry.loaded()})
@@ -165,6 +170,8 @@ class App:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         self.started, self.draining = False, True
+        if self._settling is not None:
+            self._settling.cancel()
         log.info("draining", extra={"grace_seconds": grace})
         await self._update_health()
         # Clients that watch health (or a load balancer's probes) move away before new calls are refused:
@@ -202,6 +209,12 @@ class App:
             task = asyncio.get_running_loop().create_task(self._update_health())
             self._background.add(task)  # keep a reference until done, or the loop may drop it
             task.add_done_callback(self._background.discard)
+            if self._settling is None:  # the models changed: settle once the registry is done (a reload notifies often)
+                self._settling = asyncio.get_running_loop().call_later(SETTLE_AFTER_S, self._settle)
+
+    def _settle(self) -> None:
+        self._settling = None
+        settle()
 
     async def _update_health(self) -> None:
         """Every health status from the current state. A task service serves while started and a model can serve
