@@ -89,7 +89,7 @@ def test_analyze_typed_sentences(page: Page) -> None:
 
 
 def test_generated_text_streams_in_piece_by_piece(server: RunningServer, page: Page) -> None:
-    tokens = 24
+    tokens = 160  # long enough that the events arrive over many reads, not in one, on a busy machine too
     whole = get(server, "/v1/generate", {"prompt": PROMPT, "max_new_tokens": tokens, "seed": 7})
     page.type("[data-try=generate] textarea", PROMPT)
     page.type("[data-try=generate] input[name=max_new_tokens]", str(tokens))
