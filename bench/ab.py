@@ -29,27 +29,14 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import INFER, closed_loop, free_port, request_bytes  # noqa: E402
+from bench.load import INFER, closed_loop, free_port, request_bytes, serve_command  # noqa: E402
 from service.config import load_model_config  # noqa: E402
 from service.warmup import sample_feed  # noqa: E402
 
 
 def start(source: Path, repository: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(free_port()),
-        "--log-level",
-        "warning",
-    ]
+    cmd = serve_command(repository, port, free_port(), "--log-level", "warning")
     # No HTTP port: several servers run at once, and older checkouts have no --http-port flag (the variable
     # is ignored by them).
     env = {**os.environ, "DEEPSERVE_HTTP_PORT": "0"}

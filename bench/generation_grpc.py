@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.generation import _ms, load  # noqa: E402
 from bench.generation_modes import PROMPTS, Result, Timings, scheduled, workload  # noqa: E402
-from bench.load import free_port  # noqa: E402
+from bench.load import free_port, serve_command  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
 from service.batching.kv_cache import MIN_SPAN, KVCacheDecoder  # noqa: E402
 from service.config import Device  # noqa: E402
@@ -246,9 +246,8 @@ def main() -> None:
     requests = workload(task, args.streams, 0)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.streams)]
     port = free_port()
-    cmd = [sys.executable, "-m", "service", "serve", "--model-repository", str(args.model_repository)]
-    cmd += ["--port", str(port), "--metrics-port", str(free_port()), "--http-port", "0"]
-    cmd += ["--log-level", "warning", "--device", args.device]
+    flags = ("--http-port", "0", "--log-level", "warning", "--device", args.device)
+    cmd = serve_command(args.model_repository, port, free_port(), *flags)
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
         runs = asyncio.run(compare(args, task, session, step, requests, prompts, f"127.0.0.1:{port}"))

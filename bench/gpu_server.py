@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,30 +16,14 @@ import yaml
 
 from bench import perf_analyzer
 from bench.gpu_run import MODELS, ROOT, Run, gpu_processes
-from bench.load import free_port
+from bench.load import free_port, serve_command
 
 
 def serve(
     repository: Path, device: str, logs: Path, name: str, extra: list[str]
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     port, log = free_port(), logs / f"server-{name}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(free_port()),
-        "--http-port",
-        "0",
-        "--device",
-        device,
-        *extra,
-    ]
+    cmd = serve_command(repository, port, free_port(), "--http-port", "0", "--device", device, *extra)
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     return proc, f"127.0.0.1:{port}", log

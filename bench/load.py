@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -13,6 +15,12 @@ import numpy as np
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def serve_command(repository: Path, port: int, metrics_port: int, *flags: str) -> list[str]:
+    """`python -m service serve` on `repository` with gRPC on `port`, metrics on `metrics_port`, and `flags`."""
+    serve = [sys.executable, "-m", "service", "serve", "--model-repository", str(repository)]
+    return [*serve, "--port", str(port), "--metrics-port", str(metrics_port), *flags]
 
 
 def free_port() -> int:

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import perf_analyzer, venvs  # noqa: E402
-from bench.load import check_answer, closed_loop, free_port, request_bytes  # noqa: E402
+from bench.load import check_answer, closed_loop, free_port, request_bytes, serve_command  # noqa: E402
 from bench.peers.common import DEFAULT_INTRA_OP_THREADS, ort_options  # noqa: E402
 from bench.peers_report import report  # noqa: E402
 from bench.peers_servers import (  # noqa: E402
@@ -127,22 +127,9 @@ def main() -> None:
             port, http_port = free_port(), 0 if args.no_http else free_port()
             deepserve = start(
                 "deepserve (committed config)",
-                [
-                    sys.executable,
-                    "-m",
-                    "service",
-                    "serve",
-                    "--model-repository",
-                    str(args.model_repository),
-                    "--port",
-                    str(port),
-                    "--metrics-port",
-                    str(free_port()),
-                    "--http-port",
-                    str(http_port),
-                    "--log-level",
-                    "warning",
-                ],
+                serve_command(
+                    args.model_repository, port, free_port(), "--http-port", str(http_port), "--log-level", "warning"
+                ),
                 port,
                 tmp,
             )
@@ -155,36 +142,20 @@ def main() -> None:
                 ("the same, ONNX Runtime's default options (spinning)", "inline_server.py", 8, ["--ort-defaults"]),
                 ("inline + one-thread batcher (max 64, 2 ms)", "batcher_server.py", 64, []),
             )
+
+            threads = str(args.intra_op_threads)
+
+            def peer_flags(port: int) -> list[str]:
+                return ["--port", str(port), "--model-dir", str(model_dir), "--intra-op-threads", threads]
+
             for name, script, workers, extra in minimal:
                 port = free_port()
-                cmd = [
-                    sys.executable,
-                    str(PEERS / script),
-                    "--port",
-                    str(port),
-                    "--model-dir",
-                    str(model_dir),
-                    "--intra-op-threads",
-                    str(args.intra_op_threads),
-                    "--workers",
-                    str(workers),
-                    *extra,
-                ]
+                cmd = [sys.executable, str(PEERS / script), *peer_flags(port), "--workers", str(workers), *extra]
                 servers.append(start(name, cmd, port, tmp))
                 if not args.no_http and script == "inline_server.py" and not extra:
                     port = free_port()
-                    cmd = [
-                        sys.executable,
-                        str(PEERS / "http_inline_server.py"),
-                        "--port",
-                        str(port),
-                        "--model-dir",
-                        str(model_dir),
-                        "--intra-op-threads",
-                        str(args.intra_op_threads),
-                        "--http",
-                        args.peer_http,
-                    ]
+                    http_script = str(PEERS / "http_inline_server.py")
+                    cmd = [sys.executable, http_script, *peer_flags(port), "--http", args.peer_http]
                     http_peer = start("minimal HTTP server", cmd, port, tmp)
                     servers += [
                         http_peer.http_row(

@@ -101,29 +101,9 @@ def command(
     max_trials: int,
     csv_file: Path,
 ) -> list[str]:
-    cmd = [
-        str(binary),
-        "-m",
-        model,
-        "-i",
-        target.protocol,
-        "-u",
-        target.address,
-        "-b",
-        "1",
-        "--input-data",
-        str(data),
-        "--concurrency-range",
-        f"{concurrency}:{concurrency}",
-        "-p",
-        str(window_ms),
-        "-s",
-        str(stability),
-        "--max-trials",
-        str(max_trials),
-        "-f",
-        str(csv_file),
-    ]
+    cmd = [str(binary), "-m", model, "-i", target.protocol, "-u", target.address, "-b", "1", "--input-data", str(data)]
+    cmd += ["--concurrency-range", f"{concurrency}:{concurrency}", "-p", str(window_ms), "-s", str(stability)]
+    cmd += ["--max-trials", str(max_trials), "-f", str(csv_file)]
     if target.protocol == "http":
         cmd += [f"--input-tensor-format={target.tensor_format}", f"--output-tensor-format={target.tensor_format}"]
     return cmd
@@ -143,40 +123,29 @@ def run(
     """One measurement, or why there is none (perf_analyzer's last error line). `target`: a Target, or a gRPC
     address. When the windows never agree within `stability` percent, measures again with the check off (3
     windows) and marks the point unstable."""
-    if isinstance(target, str):
-        target = Target(target)
-    first = _run(binary, env, target, model, concurrency, data, window_ms, stability, max_trials)
+    checked = Target(target) if isinstance(target, str) else target
+
+    def measure(stability: int, max_trials: int) -> PerfPoint | str:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "perf.csv"
+            cmd = command(binary, checked, model, concurrency, data, window_ms, stability, max_trials, out)
+            timeout = 60 + window_ms / 1000 * (max_trials + 2)
+            try:
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return f"perf_analyzer timed out after {timeout:.0f} s"
+            if done.returncode or not out.exists():
+                lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+                if _UNSTABLE in lines:
+                    return _UNSTABLE
+                return lines[-1] if lines else f"perf_analyzer exited {done.returncode}"
+            return point(out.read_text(), done.stdout)
+
+    first = measure(stability, max_trials)
     if first != _UNSTABLE:
         return first
-    again = _run(binary, env, target, model, concurrency, data, window_ms, 100_000, 3)
+    again = measure(100_000, 3)
     return dataclasses.replace(again, stable=False) if isinstance(again, PerfPoint) else again
 
 
 _UNSTABLE = "Failed to obtain stable measurement."
-
-
-def _run(
-    binary: Path,
-    env: dict[str, str],
-    target: Target,
-    model: str,
-    concurrency: int,
-    data: Path,
-    window_ms: int,
-    stability: int,
-    max_trials: int,
-) -> PerfPoint | str:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "perf.csv"
-        cmd = command(binary, target, model, concurrency, data, window_ms, stability, max_trials, out)
-        timeout = 60 + window_ms / 1000 * (max_trials + 2)
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return f"perf_analyzer timed out after {timeout:.0f} s"
-        if done.returncode or not out.exists():
-            lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-            if _UNSTABLE in lines:
-                return _UNSTABLE
-            return lines[-1] if lines else f"perf_analyzer exited {done.returncode}"
-        return point(out.read_text(), done.stdout)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cnn import build_cnn  # noqa: E402
-from bench.load import check_answer, closed_loop, free_port, percentile, request_bytes  # noqa: E402
+from bench.load import check_answer, closed_loop, free_port, percentile, request_bytes, serve_command  # noqa: E402
 from service.config import DATATYPES, load_model_config  # noqa: E402
 from service.grpc._generated.inference import grpc_service_pb2 as pb  # noqa: E402
 
@@ -66,22 +66,7 @@ def raw_onnxruntime(model_file: Path, sample: np.ndarray, name: str, seconds: fl
 class Server:
     def __init__(self, repo: Path) -> None:
         self.port, self.metrics_port = free_port(), free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--port",
-            str(self.port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--http-port",
-            "0",
-            "--log-level",
-            "warning",
-        ]
+        cmd = serve_command(repo, self.port, self.metrics_port, "--http-port", "0", "--log-level", "warning")
         self.proc = subprocess.Popen(cmd, cwd=ROOT)
         self.address = f"127.0.0.1:{self.port}"
 

@@ -3,32 +3,16 @@ traceback, no gRPC log line), `--version`, and `serve --help` showing every sett
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from service.cli import _shown, main
 from service.config import ServerSettings
+from tests.ops.servers import deepserve
 from tests.tiny_models import make_repository
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _deepserve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        cwd=ROOT,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize("flag", ["--port", "--metrics-port", "--http-port", "--health-port"])
@@ -39,7 +23,7 @@ def test_a_busy_port_is_one_line_naming_it_and_its_flag_then_exit_2(tmp_path: Pa
         taken.listen()
         port = taken.getsockname()[1]
         args = {"--port": "0", "--metrics-port": "0", "--http-port": "0", flag: str(port)}
-        done = _deepserve(
+        done = deepserve(
             "serve",
             "--model-repository",
             str(repo),
@@ -64,7 +48,7 @@ def test_a_busy_port_set_by_the_environment_names_the_variable_too(tmp_path: Pat
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = _deepserve(
+        done = deepserve(
             "serve",
             "--model-repository",
             str(repo),
@@ -79,7 +63,7 @@ def test_a_busy_port_set_by_the_environment_names_the_variable_too(tmp_path: Pat
 
 
 def test_version() -> None:
-    done = _deepserve("--version")
+    done = deepserve("--version")
     assert done.returncode == 0
     assert re.fullmatch(r"deepserve \d+\.\d+\.\d+\S*\n", done.stdout), done.stdout
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2
 
-from tests.ops.servers import ROOT, Server, add_sub_request, check_add_sub, metric, v2_stub
+from tests.ops.servers import ANY_PORTS, ROOT, Server, add_sub_request, check_add_sub, metric, serve_command, v2_stub
 from tests.tiny_models import make_broken, make_repository
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -31,22 +30,7 @@ def test_a_repository_without_models_is_a_start_up_error(tmp_path: Path, layout:
         repo.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--http-port",
-            "0",
-            "--device",
-            "cpu",
-        ],
+        serve_command(repo, *ANY_PORTS),
         cwd=ROOT,
         env=env,
         capture_output=True,

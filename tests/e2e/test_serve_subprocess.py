@@ -42,19 +42,11 @@ class Served:
         self.port, self.metrics_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = log
-        args = [
-            "--model-repository",
-            str(repo),
-            "--port",
-            str(self.port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--http-port",
-            "0",
-        ]
+        args = ["--model-repository", str(repo), "--port", str(self.port), "--metrics-port", str(self.metrics_port)]
+        args += ["--http-port", "0", "--host", "127.0.0.1", "--grace-seconds", "20", "--log-level", "info"]
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [*serve_command(), *args, "--host", "127.0.0.1", "--grace-seconds", "20", "--log-level", "info"],
+                [*serve_command(), *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parents[2],

@@ -23,6 +23,28 @@ from tests.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ANY_PORTS = ("--port", "0", "--metrics-port", "0", "--http-port", "0")
+"""Ports the kernel picks (for a server that is expected to stop at start-up)."""
+
+
+def serve_command(repo: Path, *flags: str) -> list[str]:
+    """`python -m service serve` on `repo`, on the CPU, with `flags`."""
+    return [sys.executable, "-m", "service", "serve", "--model-repository", str(repo), "--device", "cpu", *flags]
+
+
+def deepserve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m service ARGS` to its end, with no DEEPSERVE_* variables but those in `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @dataclass
 class Server:
     """One `python -m service serve` process; its log goes to a file so a failure can show it."""
@@ -42,29 +64,9 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        cmd = [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--model-repository",
-            str(self.repo),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--http-port",
-            str(self.http_port),
-            "--device",
-            "cpu",
-            "--grace-seconds",
-            str(self.grace_seconds),
-            "--log-level",
-            "info",
-            *self.args,
-        ]
+        ports = ("--port", str(self.port), "--metrics-port", str(self.metrics_port), "--http-port", str(self.http_port))
+        logs = ("--grace-seconds", str(self.grace_seconds), "--log-level", "info")
+        cmd = serve_command(self.repo, "--host", "127.0.0.1", *ports, *logs, *self.args)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
         with self.log_path.open("ab") as log:  # a restart on the same ports appends to the same log
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -4,10 +4,7 @@ the Python `TaskClient` with `token=`, and `deepserve sentiment --token` / `DEEP
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +17,11 @@ from tritonclient.utils import InferenceServerException
 
 from service.client import ClientError, TaskClient
 from tests.conftest import RunningServer, start_server
+from tests.ops.servers import deepserve
 from tests.security.certs import CertAuthority
 from tests.tiny_models import make_repository
 from tests.tiny_task_models import write_sentiment
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = f"reader-{secrets.token_urlsafe(24)}"
 ADMIN = f"ops-{secrets.token_urlsafe(24)}"
 
@@ -135,18 +132,6 @@ def test_task_client_refuses_a_token_that_cannot_be_sent(token: str) -> None:
 def test_task_client_needs_the_key_with_a_client_certificate(files: Path) -> None:
     with pytest.raises(ValueError, match="needs its key"):
         TaskClient("127.0.0.1:8001", tls_cert_file=files / "server.crt")
-
-
-def deepserve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSERVE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        cwd=ROOT,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_cli_with_token_and_tls(tls: RunningServer, files: Path) -> None:

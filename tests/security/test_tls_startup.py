@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 
 from service.errors import ConfigError
 from service.tls import CertificateFiles
+from tests.ops.servers import ANY_PORTS, serve_command
 from tests.security.certs import CertAuthority
 from tests.tiny_models import make_repository
 
@@ -64,26 +64,7 @@ def test_serve_exits_with_the_message(ca: CertAuthority, tmp_path: Path) -> None
     cert, key = ca.server().write(tmp_path, "server")
     key.write_bytes(ca.server().key)
     repo = make_repository(tmp_path / "models", names=("add_sub",))  # an empty one would stop it first
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--model-repository",
-        str(repo),
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--http-port",
-        "0",
-        "--device",
-        "cpu",
-        "--tls-cert-file",
-        str(cert),
-        "--tls-key-file",
-        str(key),
-    ]
+    command = serve_command(repo, *ANY_PORTS, "--tls-cert-file", str(cert), "--tls-key-file", str(key))
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
