@@ -11,6 +11,11 @@ run `python scripts/codegen.py` there once); REPOSITORY a model repository (defa
 e.g. a copy of a model with another `execution` section. Example, a change against the commit before it:
 
     python bench/ab.py before=/tmp/base now=. never=.:/tmp/repo_never
+
+`--pause-ms 20` makes each caller wait after every answer: isolated requests, not a closed loop.
+`--perf-analyzer` drives the windows with Triton's perf_analyzer instead (issue 12's load generator, a C++
+client; installed into .bench-venvs/ on first use): its figures, and the server-side time per request it reads
+from the statistics extension (ONNX Runtime's share as `compute µs`).
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import perf_analyzer, venvs  # noqa: E402
 from bench.load import INFER, closed_loop, free_port, request_bytes, serve_command  # noqa: E402
 from service.config import load_model_config  # noqa: E402
 from service.warmup import sample_feed  # noqa: E402
@@ -86,32 +94,56 @@ async def run(args: argparse.Namespace) -> None:
         for _, _, address in servers:
             await ready(address, payload)
             await closed_loop(address, payload, 8, 1.0)  # warm up connections and threads
-        results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+        results: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+        window = perf_window(args, feed[tensor.name][:1], tensor.name) if args.perf_analyzer else None
         for round_ in range(args.rounds):
             for concurrency in args.concurrency:
                 for name, process, address in servers if round_ % 2 == 0 else servers[::-1]:
-                    cpu = cpu_seconds(process.pid)
-                    latencies = await closed_loop(address, payload, concurrency, args.seconds)
-                    cpu_us = (cpu_seconds(process.pid) - cpu) / len(latencies) * 1e6
-                    point = (len(latencies) / args.seconds, statistics.median(latencies) * 1e3, cpu_us)
-                    results.setdefault((name, concurrency), []).append(point)
-        print(f"{args.rounds} interleaved rounds of {args.seconds:g} s windows, {args.model}, batch 1 per request")
-        columns = ["req/s", "p50 ms", "server CPU µs/request"]
+                    cpu, began = cpu_seconds(process.pid), time.monotonic()
+                    if window:
+                        rate, p50_ms, compute_us = window(address, concurrency)
+                        count = rate * (time.monotonic() - began)  # its warm-up window too, at about that rate
+                    else:
+                        latencies = await closed_loop(address, payload, concurrency, args.seconds, args.pause_ms / 1e3)
+                        rate, p50_ms, compute_us = len(latencies) / args.seconds, statistics.median(latencies) * 1e3, 0
+                        count = len(latencies)
+                    cpu_us = (cpu_seconds(process.pid) - cpu) / count * 1e6
+                    results.setdefault((name, concurrency), []).append((rate, p50_ms, cpu_us, compute_us))
+        client = "perf_analyzer" if window else "closed-loop grpc.aio client"
+        if args.pause_ms and not window:
+            client += f", {args.pause_ms:g} ms pause after each answer"
+        print(f"{args.rounds} interleaved rounds of {args.seconds:g} s windows ({client}), {args.model}, batch 1")
+        columns = ["req/s", "p50 ms", "server CPU µs/request"] + (["server compute µs/request"] if window else [])
         print(f"| variant | concurrency | {' | '.join(f'{c} (median)' for c in columns)} | req/s per round |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("|" + " --- |" * (len(columns) + 3))
         for concurrency in args.concurrency:
             for name, _, _ in servers:
                 points = results[name, concurrency]
-                rates = ", ".join(f"{r:,.0f}" for r, _, _ in points)
-                print(
-                    f"| {name} | {concurrency} | {statistics.median(r for r, _, _ in points):,.0f} | "
-                    f"{statistics.median(p for _, p, _ in points):.3f} | "
-                    f"{statistics.median(c for _, _, c in points):,.0f} | {rates} |"
-                )
+                medians = [statistics.median(p[i] for p in points) for i in range(len(columns))]
+                shown = [f"{medians[0]:,.0f}", f"{medians[1]:.3f}", *(f"{m:,.0f}" for m in medians[2:])]
+                rates = ", ".join(f"{p[0]:,.0f}" for p in points)
+                print(f"| {name} | {concurrency} | {' | '.join(shown)} | {rates} |")
     finally:
         for _, process, _ in servers:
             process.terminate()
             process.wait(30)
+
+
+def perf_window(args: argparse.Namespace, sample: np.ndarray, name: str):
+    """A function measuring one perf_analyzer window: (infer/s, p50 ms, the server's compute µs per request)."""
+    binary, env = venvs.perf_analyzer()
+    data = perf_analyzer.input_data(Path(tempfile.mkdtemp()) / "input.json", {name: sample})
+
+    def window(address: str, concurrency: int) -> tuple[float, float, float]:
+        # Three windows of the length asked for, no stability check: the rounds are the repetitions.
+        window_ms = int(args.seconds * 1000)
+        got = perf_analyzer.run(binary, env, address, args.model, concurrency, data, window_ms, 100_000, 3)
+        if isinstance(got, str):
+            raise RuntimeError(f"perf_analyzer against {address}: {got}")
+        compute = got.server_us["compute_infer"] if got.server_us else float("nan")
+        return got.throughput, got.p50_us / 1e3, compute
+
+    return window
 
 
 def main() -> None:
@@ -121,6 +153,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one window")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--perf-analyzer", action="store_true", help="drive the windows with perf_analyzer")
+    parser.add_argument(
+        "--pause-ms", type=float, default=0.0, help="each caller waits this long after an answer (isolated requests)"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -13,6 +13,10 @@ generated three ways:
    (measured here, session.run only). Prefill is costed as decoding steps, so the bound is if anything too high.
    As a cross-check that needs no second measurement, the in-process runs also time their own step graph
    calls: the share of each run's wall time spent in ONNX Runtime (1.0 would be no overhead at all).
+4. gRPC streaming alone: bench/peers/stream_echo_server.py, a grpc.aio server with no model that streams as many
+   one-token deltas per call as the call asks for, driven by the same client: what the transport costs per
+   token. If the server's generation work and the transport's simply added up, over gRPC could reach at most
+   1 / (1/in-process + 1/transport) tokens/s; the bench prints that ratio beside the measured one.
 A request's seed makes its text the same alone or beside others, so both runs generate the same tokens.
 Modes alternate `--repeats` times and the fastest run of each is kept (the medians are printed too: a run
 lasts a few tenths of a second, and a shared machine moves single runs by more than the ratios look for).
@@ -24,14 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import grpc
 import numpy as np
@@ -42,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 from bench.generation import _ms, load  # noqa: E402
 from bench.generation_modes import PROMPTS, Result, Timings, scheduled, workload  # noqa: E402
 from bench.load import free_port, serve_command  # noqa: E402
+from bench.step_timing import TimedDecoder, bound, spans, step_graph_costs, timed  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
-from service.batching.kv_cache import MIN_SPAN, KVCacheDecoder  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
@@ -53,85 +54,6 @@ from service.tasks.text_generation import GenerationInput, TextGeneration  # noq
 
 SAMPLING = {"temperature": 0.8, "top_k": 50, "top_p": 0.95}
 """As bench/generation.py's workload."""
-
-
-class TimedSession:
-    """A step model's session whose `run` adds up the seconds spent in it (`spent`)."""
-
-    def __init__(self, session: ModelSession) -> None:
-        self.session = session
-        self.spent = 0.0
-
-    def run(self, feed: dict, outputs: list[str] | None = None) -> dict:
-        start = time.perf_counter()
-        out = self.session.run(feed, outputs)
-        self.spent += time.perf_counter() - start
-        return out
-
-
-class TimedDecoder:
-    """A lane's decoder whose `next_logits` adds up the seconds spent in it (`spent`): the step graph plus the
-    decoder's own work (feeds, cache writes); what a step spends outside it is sampling and the lane's loop."""
-
-    def __init__(self, decoder: Decoder) -> None:
-        self.decoder = decoder
-        self.spent = 0.0
-        self.shapes: list[tuple[int, int]] = []
-        """(rows, cache span) of each call, for the bound."""
-
-    def next_logits(self, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
-        start = time.perf_counter()
-        logits = self.decoder.next_logits(seq_ids, tokens)
-        self.spent += time.perf_counter() - start
-        self.shapes.append((len(seq_ids), cast(KVCacheDecoder, self.decoder).span))
-        return logits
-
-    def release(self, seq_ids: Iterable[int]) -> None:
-        self.decoder.release(seq_ids)
-
-
-def timed(step: StepModel) -> tuple[StepModel, TimedSession]:
-    """`step` with its session timed."""
-    session = TimedSession(step.session)
-    return dataclasses.replace(step, session=cast(ModelSession, session)), session
-
-
-def spans(context: int) -> list[int]:
-    """The cache spans a KVCacheDecoder feeds: powers of two from MIN_SPAN, and the context."""
-    found = [MIN_SPAN]
-    while found[-1] * 2 < context:
-        found.append(found[-1] * 2)
-    return sorted({min(s, context) for s in found} | {context})
-
-
-def step_graph_costs(step: StepModel, context: int, rows: int = 16) -> dict[tuple[int, int], float]:
-    """Seconds of `session.run` of the KV-cache step graph for one decoding step of 1..`rows` rows, at each
-    cache span, half of it cached. The cache holds random values: on zeros ONNX Runtime is faster than on real
-    keys and values (a 16-row step at span 256: 1.2 ms against 2.2)."""
-    costs, rng = {}, np.random.default_rng(0)
-    for span in spans(context):
-        for batch in range(1, rows + 1):
-            feed = {
-                "token_ids": np.ones((batch, 1), np.int64),
-                "positions": np.full((batch, 1), span // 2, np.int64),
-                "past_mask": (np.arange(span) < span // 2).astype(np.int64)[None].repeat(batch, 0),
-            }
-            for i in range(step.layers):
-                for kind in ("key", "value"):
-                    feed[f"past_{kind}_{i}"] = rng.standard_normal((batch, step.heads, span, step.head_dim), np.float32)
-            step.session.run(feed)
-            runs, start = 0, time.perf_counter()
-            while runs < 5 or time.perf_counter() - start < 0.06:
-                step.session.run(feed)
-                runs += 1
-            costs[batch, span] = (time.perf_counter() - start) / runs
-    return costs
-
-
-def bound(tokens: int, shapes: list[tuple[int, int]], costs: dict[tuple[int, int], float]) -> float:
-    """Tokens/s if every step of a run took only the step graph's own time at its rows and span (steps one
-    after another: with several lanes, whose steps overlap, this bound is too low)."""
-    return tokens / sum(costs[shape] for shape in shapes)
 
 
 async def over_grpc(address: str, model: str, requests: list[GenerationInput], prompts: list[str]) -> Result:
@@ -182,6 +104,8 @@ class Compared:
 
     local: list[Result] = field(default_factory=list)
     remote: list[Result] = field(default_factory=list)
+    transport: list[Result] = field(default_factory=list)
+    """The same client against the model-less streaming server."""
     shares: list[float] = field(default_factory=list)
     """Per in-process run: the share of its wall time spent in the step graph's session.run."""
     shapes: list[list[tuple[int, int]]] = field(default_factory=list)
@@ -206,6 +130,7 @@ async def compare(
     requests: list[GenerationInput],
     prompts: list[str],
     address: str,
+    echo: str,
 ) -> Compared:
     generation = task.generation
     timed_step, step_session = timed(step)
@@ -229,6 +154,7 @@ async def compare(
         runs.shapes.append([shape for d in lanes for shape in d.shapes])
         runs.local.append(result)
         runs.remote.append(await over_grpc(address, args.model, requests, prompts))
+        runs.transport.append(await over_grpc(echo, args.model, requests, prompts))
     return runs
 
 
@@ -249,11 +175,15 @@ def main() -> None:
     flags = ("--http-port", "0", "--log-level", "warning", "--device", args.device)
     cmd = serve_command(args.model_repository, port, free_port(), *flags)
     server = subprocess.Popen(cmd, cwd=ROOT)
+    echo_port = free_port()
+    echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peers" / "stream_echo_server.py"), str(echo_port)])
     try:
-        runs = asyncio.run(compare(args, task, session, step, requests, prompts, f"127.0.0.1:{port}"))
+        addresses = f"127.0.0.1:{port}", f"127.0.0.1:{echo_port}"
+        runs = asyncio.run(compare(args, task, session, step, requests, prompts, *addresses))
     finally:
-        server.terminate()
-        server.wait(30)
+        for process in (server, echo):
+            process.terminate()
+            process.wait(30)
     local, remote = Compared.fastest(runs.local), Compared.fastest(runs.remote)
     costs = step_graph_costs(step, task.generation.context_length, rows=task.generation.max_active_sequences)
     shapes = runs.shapes[runs.local.index(local)]
@@ -283,12 +213,23 @@ def main() -> None:
         f"| ONNX Runtime alone, same rows and spans per step (bound) | {t.tokens} | {t.tokens / limit:.2f} | "
         f"{limit:,.0f} | | |"
     )
+    wire = Compared.fastest(runs.transport)
+    print(
+        f"| gRPC streaming alone, no model (transport) | {wire.timings.tokens} | {wire.seconds:.2f} | "
+        f"{wire.tokens_per_s:,.0f} | | {_ms(wire.timings.gaps, 50).strip()} / {_ms(wire.timings.gaps, 99).strip()} |"
+    )
     print(f"\nin-process / bound = {local.tokens_per_s / limit:.2f} (goal >= 0.85)")
     print(f"over gRPC / in-process = {remote.tokens_per_s / local.tokens_per_s:.2f} (goal >= 0.85)")
+    added = 1 / (1 / local.tokens_per_s + 1 / wire.tokens_per_s)
+    print(
+        f"  were the transport's cost and the generation's simply added: over gRPC {added:,.0f} tokens/s, "
+        f"{added / local.tokens_per_s:.2f} of in-process"
+    )
     inside, over = Compared.median(runs.local), Compared.median(runs.remote)
+    alone = Compared.median(runs.transport)
     print(
         f"medians over {args.repeats} runs: in-process {inside:,.0f} tokens/s, over gRPC {over:,.0f} "
-        f"(ratio {over / inside:.2f})"
+        f"(ratio {over / inside:.2f}), transport alone {alone:,.0f} (added: {alone / (inside + alone):.2f})"
     )
     print(
         f"in-process runs' wall time in ONNX Runtime's step graph: median {np.median(runs.shares):.2f} "

@@ -33,8 +33,11 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def closed_loop(address: str, payload: bytes, concurrency: int, seconds: float) -> list[float]:
-    """Latencies of every request answered within `seconds`; `concurrency` callers, one request in flight each."""
+async def closed_loop(
+    address: str, payload: bytes, concurrency: int, seconds: float, pause_s: float = 0.0
+) -> list[float]:
+    """Latencies of every request answered within `seconds`; `concurrency` callers, one request in flight each,
+    each waiting `pause_s` after an answer before its next request (0: at once)."""
     latencies: list[float] = []
     options = [("grpc.max_receive_message_length", 64 << 20)]
     # One channel per 8 callers, as a pool of client connections would.
@@ -50,6 +53,8 @@ async def closed_loop(address: str, payload: bytes, concurrency: int, seconds: f
                 return
             await call(payload, timeout=30)
             latencies.append(time.perf_counter() - t)
+            if pause_s:
+                await asyncio.sleep(pause_s)
 
     await asyncio.gather(*(caller(i) for i in range(concurrency)))
     for c in channels:

@@ -34,6 +34,8 @@ SESSION_CONFIG_KEYS = (
     "session.intra_op.allow_spinning",
     "session.inter_op.allow_spinning",
     "session.force_spinning_stop",
+    "session.intra_op.spin_duration_us",
+    "session.inter_op.spin_duration_us",
     "session.dynamic_block_base",
     "session.set_denormal_as_zero",
     "session.disable_prepacking",

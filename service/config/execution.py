@@ -59,16 +59,23 @@ class Execution(Strict):
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     spinning: Literal["never", "lone_runs", "during_runs", "always"] = "lone_runs"
     """How ONNX Runtime's intra-op threads wait for work between the operators of a run and after it.
-    - `lone_runs`: a second session of the model, whose threads spin between operators and stop the moment
-      the run returns, runs the requests that have the server to themselves (`BatchPolicy.inline`); batches
-      under load run on a session whose threads sleep. Lone requests save waking the threads for each
-      operator (0.1 ms of a 0.5 ms batch-1 run of digits_cnn) and load loses nothing, for the memory of a
-      second session.
-    - `during_runs`: one session, spinning during every run: the same gain for lone requests, but under load
+    - `lone_runs`: a second session of the model runs the requests that have the server to themselves
+      (`BatchPolicy.inline`); its threads spin between operators, and after a run for `lone_spin_us` at most,
+      so that a client sending its next request at once finds them awake. Batches under load run on a session
+      whose threads sleep. Lone requests save waking the threads for each operator and for each request
+      (0.15 ms of a 0.5 ms batch-1 run of digits_cnn) and load loses nothing, for the memory of a second session.
+    - `during_runs`: one session, spinning during every run and stopping the moment it returns: under load
       the spinning threads take CPU from the event loop (about 10% fewer requests per second on 2 CPUs).
-    - `always`: they also spin for a while after each run (ONNX Runtime's own default): worse again.
+    - `always`: they also spin after each run for as long as ONNX Runtime's default (about 40 ms of a core
+      after every run): worse again under load, and costly when idle.
     - `never`: they sleep whenever they have nothing to do.
     docs/performance.md has the measurements."""
+    lone_spin_us: int = Field(default=1000, ge=0, le=100_000)
+    """With `spinning: lone_runs`: how long the lone session's threads keep spinning after a lone run returns,
+    in microseconds (ONNX Runtime's `session.intra_op.spin_duration_us`). A request that follows its answer
+    within that time (a client sending one request after another) starts on awake threads; each lone run costs
+    at most that much more CPU, however long the server then stays idle. 0: they stop the moment the run
+    returns."""
     allow_spinning: StrictBool | None = None
     """Deprecated: `true` is `spinning: always`, `false` is `spinning: never`."""
     cuda: CudaExecution = Field(default_factory=CudaExecution)

@@ -34,16 +34,19 @@ def intra_op_threads(execution: Execution) -> tuple[int, str]:
 
 
 def session_options(execution: Execution, intra_op_threads: int, lone: bool = False) -> ort.SessionOptions:
-    """`lone`: the options of the session for lone requests (`spinning: lone_runs`), which spins during runs."""
+    """`lone`: the options of the session for lone requests (`spinning: lone_runs`): its threads spin during
+    runs and for `execution.lone_spin_us` after each."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = execution.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization_level]
-    spinning = "during_runs" if lone else execution.spinning
-    spin = "0" if spinning in ("never", "lone_runs") else "1"
+    spin = "1" if lone or execution.spinning in ("during_runs", "always") else "0"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    if spinning == "during_runs":
+    if lone and execution.lone_spin_us:
+        for pool in ("intra_op", "inter_op"):
+            opts.add_session_config_entry(f"session.{pool}.spin_duration_us", str(execution.lone_spin_us))
+    elif lone or execution.spinning == "during_runs":
         opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
     return opts

@@ -1,0 +1,94 @@
+"""Timing a generation's model steps for bench/generation_grpc.py: step models and decoders that add up the
+time spent in them, and what ONNX Runtime alone needs for a step at a given row count and cache span (the bound)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from typing import cast
+
+import numpy as np
+
+from service.batching.decoders import Decoder
+from service.batching.kv_cache import MIN_SPAN, KVCacheDecoder
+from service.runtime import ModelSession, StepModel
+
+
+class TimedSession:
+    """A step model's session whose `run` adds up the seconds spent in it (`spent`)."""
+
+    def __init__(self, session: ModelSession) -> None:
+        self.session = session
+        self.spent = 0.0
+
+    def run(self, feed: dict, outputs: list[str] | None = None) -> dict:
+        start = time.perf_counter()
+        out = self.session.run(feed, outputs)
+        self.spent += time.perf_counter() - start
+        return out
+
+
+class TimedDecoder:
+    """A lane's decoder whose `next_logits` adds up the seconds spent in it (`spent`): the step graph plus the
+    decoder's own work (feeds, cache writes); what a step spends outside it is sampling and the lane's loop."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.spent = 0.0
+        self.shapes: list[tuple[int, int]] = []
+        """(rows, cache span) of each call, for the bound."""
+
+    def next_logits(self, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        start = time.perf_counter()
+        logits = self.decoder.next_logits(seq_ids, tokens)
+        self.spent += time.perf_counter() - start
+        self.shapes.append((len(seq_ids), cast(KVCacheDecoder, self.decoder).span))
+        return logits
+
+    def release(self, seq_ids: Iterable[int]) -> None:
+        self.decoder.release(seq_ids)
+
+
+def timed(step: StepModel) -> tuple[StepModel, TimedSession]:
+    """`step` with its session timed."""
+    session = TimedSession(step.session)
+    return dataclasses.replace(step, session=cast(ModelSession, session)), session
+
+
+def spans(context: int) -> list[int]:
+    """The cache spans a KVCacheDecoder feeds: powers of two from MIN_SPAN, and the context."""
+    found = [MIN_SPAN]
+    while found[-1] * 2 < context:
+        found.append(found[-1] * 2)
+    return sorted({min(s, context) for s in found} | {context})
+
+
+def step_graph_costs(step: StepModel, context: int, rows: int = 16) -> dict[tuple[int, int], float]:
+    """Seconds of `session.run` of the KV-cache step graph for one decoding step of 1..`rows` rows, at each
+    cache span, half of it cached. The cache holds random values: on zeros ONNX Runtime is faster than on real
+    keys and values (a 16-row step at span 256: 1.2 ms against 2.2)."""
+    costs, rng = {}, np.random.default_rng(0)
+    for span in spans(context):
+        for batch in range(1, rows + 1):
+            feed = {
+                "token_ids": np.ones((batch, 1), np.int64),
+                "positions": np.full((batch, 1), span // 2, np.int64),
+                "past_mask": (np.arange(span) < span // 2).astype(np.int64)[None].repeat(batch, 0),
+            }
+            for i in range(step.layers):
+                for kind in ("key", "value"):
+                    feed[f"past_{kind}_{i}"] = rng.standard_normal((batch, step.heads, span, step.head_dim), np.float32)
+            step.session.run(feed)
+            runs, start = 0, time.perf_counter()
+            while runs < 5 or time.perf_counter() - start < 0.06:
+                step.session.run(feed)
+                runs += 1
+            costs[batch, span] = (time.perf_counter() - start) / runs
+    return costs
+
+
+def bound(tokens: int, shapes: list[tuple[int, int]], costs: dict[tuple[int, int], float]) -> float:
+    """Tokens/s if every step of a run took only the step graph's own time at its rows and span (steps one
+    after another: with several lanes, whose steps overlap, this bound is too low)."""
+    return tokens / sum(costs[shape] for shape in shapes)
