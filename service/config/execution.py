@@ -108,3 +108,12 @@ class Execution(Strict):
                 raise ValueError("set `spinning` only; `allow_spinning` is its deprecated older form")
             return {**data, "spinning": "always" if data["allow_spinning"] is True else "never"}
         return data
+
+    @model_validator(mode="after")
+    def _lone_spin_needs_lone_runs(self) -> Execution:
+        if "lone_spin_us" in self.model_fields_set and self.spinning != "lone_runs":
+            raise ValueError(
+                f"lone_spin_us applies to `spinning: lone_runs` only, and spinning is {self.spinning}: "
+                "drop lone_spin_us, or set spinning to lone_runs"
+            )
+        return self

@@ -119,6 +119,14 @@ def test_only_a_lone_request_that_follows_another_runs_on_the_spinning_session(t
     assert followed > 0.003, f"{followed * 1e3:.1f} ms of CPU after a second lone run: its threads did not spin"
 
 
+def test_lone_spin_us_without_lone_runs_is_a_config_error() -> None:
+    with pytest.raises(ModelLoadError, match="lone_spin_us applies to `spinning: lone_runs` only"):
+        add_sub_config(execution={"spinning": "always", "lone_spin_us": 500})
+    with pytest.raises(ModelLoadError, match="lone_spin_us"):
+        add_sub_config(execution={"lone_spin_us": -1})
+    assert add_sub_config(execution={"lone_spin_us": 0}).execution.lone_spin_us == 0
+
+
 def test_allow_spinning_and_spinning_together_is_a_config_error() -> None:
     with pytest.raises(ModelLoadError, match="set `spinning` only"):
         add_sub_config(execution={"spinning": "never", "allow_spinning": True})
