@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import perf_analyzer, venvs  # noqa: E402
-from bench.load import INFER, closed_loop, free_port, request_bytes, serve_command  # noqa: E402
+from bench.load import INFER, closed_loop, cpu_seconds, free_port, request_bytes, serve_command  # noqa: E402
 from service.config import load_model_config  # noqa: E402
 from service.warmup import sample_feed  # noqa: E402
 
@@ -49,20 +49,6 @@ def start(source: Path, repository: Path) -> tuple[subprocess.Popen, str]:
     # is ignored by them).
     env = {**os.environ, "DEEPSERVE_HTTP_PORT": "0"}
     return subprocess.Popen(cmd, cwd=source, env=env), f"127.0.0.1:{port}"  # `-m service` imports SOURCE's code
-
-
-def cpu_seconds(pid: int) -> float:
-    """Time the process's threads have spent on a CPU (nanosecond counters; NaN where /proc has none)."""
-    total = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                total += int((task / "schedstat").read_text().split()[0])
-            except (OSError, IndexError, ValueError):
-                continue  # a thread that ended meanwhile
-    except OSError:
-        return float("nan")
-    return total / 1e9
 
 
 async def ready(address: str, payload: bytes, timeout: float = 90) -> None:

@@ -74,3 +74,17 @@ def check_answer(address: str, payload: bytes, expected: np.ndarray) -> None:
         answer = pb.ModelInferResponse.FromString(channel.unary_unary(INFER)(payload, timeout=30))
     out = np.frombuffer(answer.raw_output_contents[0], dtype=expected.dtype).reshape(expected.shape)
     np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def cpu_seconds(pid: int) -> float:
+    """Time the process's threads have spent on a CPU (nanosecond counters; NaN where /proc has none)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    except OSError:
+        return float("nan")
+    return total / 1e9

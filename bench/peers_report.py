@@ -46,7 +46,8 @@ def report(
 
     print(
         f"\nmodel {args.model}, {os.cpu_count()} CPUs; perf_analyzer -i grpc|http -b 1, {args.window_ms} ms windows "
-        f"(sync, -s {args.stability}); peers' ONNX Runtime options {json.dumps(options)}"
+        f"(sync, -s {args.stability}), medians of {getattr(args, 'rounds', 1)} interleaved rounds; "
+        f"peers' ONNX Runtime options {json.dumps(options)}"
     )
     print()
     heads = [f"c={c} infer/s (p50)" if i == 0 else f"c={c}" for i, c in enumerate(conc)]
@@ -73,6 +74,15 @@ def report(
         + f" | c=32 {echo_rate:,.0f}/s | | | |"
     )
     print(f"\nbound 1/(1/raw_best + 1/echo_c32) = 1/(1/{raw[raw_batch]:,.0f} + 1/{echo_rate:,.0f}) = {bound:,.0f}/s")
+    print(
+        "\nserver CPU per request, µs (all of the server process's threads, during that row's perf_analyzer run): "
+        + "; ".join(
+            f"{s.name}: " + " / ".join(f"{s.cpu_us[c]:,.0f}" if c in s.cpu_us else "-" for c in conc)
+            for s in servers
+            if s.cpu_us
+        )
+        + f" (c={' / '.join(str(c) for c in conc)})"
+    )
 
     http_overhead(servers, conc)
     deepserve = next((s for s in servers if not s.peer and s.protocol == "grpc"), None)

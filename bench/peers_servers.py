@@ -33,6 +33,8 @@ class Served:
     log: Path | None = None
     perf: dict[int, perf_analyzer.PerfPoint | str] = field(default_factory=dict)
     loop: dict[int, list[float]] = field(default_factory=dict)
+    cpu_us: dict[int, float] = field(default_factory=dict)
+    """Per concurrency: the server process's CPU time per request during perf_analyzer's run (all its threads)."""
     peer: bool = True
     protocol: str = "grpc"
     tensor_format: str = "binary"

@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import perf_analyzer, venvs  # noqa: E402
-from bench.load import check_answer, closed_loop, free_port, request_bytes, serve_command  # noqa: E402
+from bench.load import check_answer, closed_loop, cpu_seconds, free_port, request_bytes, serve_command  # noqa: E402
 from bench.peers.common import DEFAULT_INTRA_OP_THREADS, ort_options  # noqa: E402
 from bench.peers_report import report  # noqa: E402
 from bench.peers_servers import (  # noqa: E402
@@ -69,6 +71,9 @@ def main() -> None:
     parser.add_argument("--model", default="digits_cnn")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer's measurement window")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="passes over all servers (order reversed every other one); medians"
+    )
     parser.add_argument(
         "--stability", type=int, default=30, help="perf_analyzer -s: the last 3 windows agree within this percent"
     )
@@ -208,15 +213,18 @@ def main() -> None:
             echo_c32 = asyncio.run(closed_loop(echo.address, payload, 32, args.loop_seconds))
             echo.stop()
 
-            for i, server in enumerate(servers):  # one process at a time under load
-                print(f"# {server.name}", flush=True)
-                if server.protocol == "http":
-                    warm_http(server, args.model, spec.name, spec.datatype, sample, 0.5)
-                else:
-                    asyncio.run(closed_loop(server.address, payload, 8, 0.5))  # warm up
-                for c in args.concurrency:
-                    if perf is not None:
-                        server.perf[c] = perf_analyzer.run(
+            points: dict[tuple[int, int], list[perf_analyzer.PerfPoint]] = {}
+            cpus: dict[tuple[int, int], list[float]] = {}
+            for round_ in range(args.rounds):  # one process at a time under load; all stay up until the end
+                for server in servers if round_ % 2 == 0 else servers[::-1]:
+                    print(f"# round {round_ + 1} of {args.rounds}: {server.name}", flush=True)
+                    if server.protocol == "http":
+                        warm_http(server, args.model, spec.name, spec.datatype, sample, 0.5)
+                    else:
+                        asyncio.run(closed_loop(server.address, payload, 8, 0.5))  # warm up
+                    for c in args.concurrency if perf is not None else []:
+                        cpu, began = cpu_seconds(server.proc.pid), time.monotonic()
+                        got = perf_analyzer.run(
                             perf[0],
                             perf[1],
                             server.target,
@@ -227,13 +235,22 @@ def main() -> None:
                             args.stability,
                             args.max_trials,
                         )
-                        if isinstance(server.perf[c], str):
-                            notes.append(f"{server.name} c={c}: perf_analyzer: {server.perf[c]}")
-                if server.protocol == "grpc":
-                    for c in args.concurrency:
-                        server.loop[c] = asyncio.run(closed_loop(server.address, payload, c, args.loop_seconds))
-                if not any(s.proc is server.proc for s in servers[i + 1 :]):
-                    server.stop()
+                        if isinstance(got, str):
+                            notes.append(f"{server.name} c={c}, round {round_ + 1}: perf_analyzer: {got}")
+                            continue
+                        count = got.throughput * (time.monotonic() - began)  # its warm-up ran at about that rate
+                        points.setdefault((id(server), c), []).append(got)
+                        cpus.setdefault((id(server), c), []).append((cpu_seconds(server.proc.pid) - cpu) / count * 1e6)
+                    if server.protocol == "grpc" and round_ == 0:
+                        for c in args.concurrency:
+                            server.loop[c] = asyncio.run(closed_loop(server.address, payload, c, args.loop_seconds))
+            for server in servers:
+                for c in args.concurrency:
+                    if (id(server), c) in points:
+                        server.perf[c] = perf_analyzer.median(points[id(server), c])
+                        server.cpu_us[c] = statistics.median(cpus[id(server), c])
+                    elif perf is not None:
+                        server.perf[c] = "no measurement in any round (see the notes)"
         finally:
             for server in started or servers:
                 server.stop()

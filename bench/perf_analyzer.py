@@ -17,6 +17,7 @@ import dataclasses
 import io
 import json
 import re
+import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +40,22 @@ class PerfPoint:
     p99_us: float
     server_us: dict[str, float] | None  # request, overhead, queue, compute_input, compute_infer, compute_output
     stable: bool = True  # False: perf_analyzer's windows never agreed within the stability threshold
+
+
+def median(points: list[PerfPoint]) -> PerfPoint:
+    """One point of the medians of several measurements of the same concurrency (each field on its own)."""
+    servers = [p.server_us for p in points]
+    server_us = None
+    if servers and all(servers):
+        server_us = {key: statistics.median(s[key] for s in servers if s) for key in servers[0] or {}}
+    return PerfPoint(
+        concurrency=points[0].concurrency,
+        throughput=statistics.median(p.throughput for p in points),
+        p50_us=statistics.median(p.p50_us for p in points),
+        p99_us=statistics.median(p.p99_us for p in points),
+        server_us=server_us,
+        stable=all(p.stable for p in points),
+    )
 
 
 def parse_csv(text: str) -> list[dict[str, float]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import venvs
-from bench.perf_analyzer import Target, command, parse_csv, parse_server, point
+from bench.perf_analyzer import PerfPoint, Target, command, median, parse_csv, parse_server, point
 
 WITH_SERVER = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,\
 Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,\
@@ -76,3 +76,16 @@ def test_a_perf_analyzer_named_by_the_environment_is_used_as_it_is(
     monkeypatch.setenv("DEEPSERVE_PERF_ANALYZER", str(tmp_path / "missing"))
     with pytest.raises(venvs.Unavailable, match="no such file"):
         venvs.perf_analyzer()
+
+
+def test_rounds_reduce_to_the_median_of_each_field() -> None:
+    rounds = [
+        PerfPoint(8, 1000.0, 6000.0, 9000.0, {"request": 500.0, "compute_infer": 400.0}),
+        PerfPoint(8, 1300.0, 5000.0, 7000.0, {"request": 450.0, "compute_infer": 380.0}, stable=False),
+        PerfPoint(8, 1100.0, 5500.0, 12000.0, {"request": 700.0, "compute_infer": 390.0}),
+    ]
+    got = median(rounds)
+    assert (got.concurrency, got.throughput, got.p50_us, got.p99_us) == (8, 1100.0, 5500.0, 9000.0)
+    assert got.server_us == {"request": 500.0, "compute_infer": 390.0}
+    assert not got.stable  # one round never settled
+    assert median([PerfPoint(1, 900.0, 1000.0, 2000.0, None), rounds[0]]).server_us is None
