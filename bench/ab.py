@@ -76,24 +76,23 @@ async def run(args: argparse.Namespace) -> None:
     feed = sample_feed(config, 0, variants[0][2] / args.model, args.model)
     payload = request_bytes(args.model, tensor.name, tensor.datatype, feed[tensor.name][:1])
     servers = [(name, *start(src, repo)) for name, src, repo in variants]
+    tmp = tempfile.TemporaryDirectory()  # perf_analyzer's input file
     try:
         for _, _, address in servers:
             await ready(address, payload)
             await closed_loop(address, payload, 8, 1.0)  # warm up connections and threads
         results: dict[tuple[str, int], list[tuple[float, ...]]] = {}
-        window = perf_window(args, feed[tensor.name][:1], tensor.name) if args.perf_analyzer else None
+        window = perf_window(args, feed[tensor.name][:1], tensor.name, Path(tmp.name)) if args.perf_analyzer else None
         for round_ in range(args.rounds):
             for concurrency in args.concurrency:
                 for name, process, address in servers if round_ % 2 == 0 else servers[::-1]:
-                    cpu, began = cpu_seconds(process.pid), time.monotonic()
                     if window:
-                        rate, p50_ms, compute_us = window(address, concurrency)
-                        count = rate * (time.monotonic() - began)  # its warm-up window too, at about that rate
+                        rate, p50_ms, cpu_us, compute_us = window(process.pid, address, concurrency)
                     else:
+                        cpu = cpu_seconds(process.pid)
                         latencies = await closed_loop(address, payload, concurrency, args.seconds, args.pause_ms / 1e3)
                         rate, p50_ms, compute_us = len(latencies) / args.seconds, statistics.median(latencies) * 1e3, 0
-                        count = len(latencies)
-                    cpu_us = (cpu_seconds(process.pid) - cpu) / count * 1e6
+                        cpu_us = (cpu_seconds(process.pid) - cpu) / len(latencies) * 1e6
                     results.setdefault((name, concurrency), []).append((rate, p50_ms, cpu_us, compute_us))
         client = "perf_analyzer" if window else "closed-loop grpc.aio client"
         if args.pause_ms and not window:
@@ -110,24 +109,28 @@ async def run(args: argparse.Namespace) -> None:
                 rates = ", ".join(f"{p[0]:,.0f}" for p in points)
                 print(f"| {name} | {concurrency} | {' | '.join(shown)} | {rates} |")
     finally:
+        tmp.cleanup()
         for _, process, _ in servers:
             process.terminate()
             process.wait(30)
 
 
-def perf_window(args: argparse.Namespace, sample: np.ndarray, name: str):
-    """A function measuring one perf_analyzer window: (infer/s, p50 ms, the server's compute µs per request)."""
+def perf_window(args: argparse.Namespace, sample: np.ndarray, name: str, folder: Path):
+    """A function measuring one perf_analyzer window against a server process: (infer/s, p50 ms, its CPU µs per
+    request, its compute µs per request). The input file goes into `folder`."""
     binary, env = venvs.perf_analyzer()
-    data = perf_analyzer.input_data(Path(tempfile.mkdtemp()) / "input.json", {name: sample})
+    data = perf_analyzer.input_data(folder / "input.json", {name: sample})
 
-    def window(address: str, concurrency: int) -> tuple[float, float, float]:
+    def window(pid: int, address: str, concurrency: int) -> tuple[float, float, float, float]:
         # Three windows of the length asked for, no stability check: the rounds are the repetitions.
         window_ms = int(args.seconds * 1000)
-        got = perf_analyzer.run(binary, env, address, args.model, concurrency, data, window_ms, 100_000, 3)
+        got, cpu_us = perf_analyzer.run_with_cpu(
+            pid, binary, env, address, args.model, concurrency, data, window_ms, 100_000, 3
+        )
         if isinstance(got, str):
             raise RuntimeError(f"perf_analyzer against {address}: {got}")
         compute = got.server_us["compute_infer"] if got.server_us else float("nan")
-        return got.throughput, got.p50_us / 1e3, compute
+        return got.throughput, got.p50_us / 1e3, cpu_us, compute
 
     return window
 

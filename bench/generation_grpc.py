@@ -13,8 +13,8 @@ generated three ways:
    (measured here, session.run only). Prefill is costed as decoding steps, so the bound is if anything too high.
    As a cross-check that needs no second measurement, the in-process runs also time their own step graph
    calls: the share of each run's wall time spent in ONNX Runtime (1.0 would be no overhead at all).
-4. gRPC streaming alone: bench/peers/stream_echo_server.py, a grpc.aio server with no model that streams as many
-   one-token deltas per call as the call asks for, driven by the same client: what the transport costs per
+4. gRPC streaming alone: bench/peers/echo_server.py on uvloop, a grpc.aio server with no model that streams as
+   many one-token deltas per call as the call asks for, driven by the same client: what the transport costs per
    token. If the server's generation work and the transport's simply added up, over gRPC could reach at most
    1 / (1/in-process + 1/transport) tokens/s; the bench prints that ratio beside the measured one.
 A request's seed makes its text the same alone or beside others, so both runs generate the same tokens.
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.generation import _ms, load  # noqa: E402
 from bench.generation_modes import PROMPTS, Result, Timings, scheduled, workload  # noqa: E402
-from bench.load import free_port, serve_command  # noqa: E402
+from bench.load import ECHO_SERVER, free_port, serve_command  # noqa: E402
 from bench.step_timing import TimedDecoder, bound, spans, step_graph_costs, timed  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
 from service.config import Device  # noqa: E402
@@ -176,7 +176,7 @@ def main() -> None:
     cmd = serve_command(args.model_repository, port, free_port(), *flags)
     server = subprocess.Popen(cmd, cwd=ROOT)
     echo_port = free_port()
-    echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peers" / "stream_echo_server.py"), str(echo_port)])
+    echo = subprocess.Popen([sys.executable, str(ECHO_SERVER), str(echo_port), "--uvloop"])
     try:
         addresses = f"127.0.0.1:{port}", f"127.0.0.1:{echo_port}"
         runs = asyncio.run(compare(args, task, session, step, requests, prompts, *addresses))

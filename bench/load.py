@@ -15,6 +15,8 @@ import numpy as np
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+ECHO_SERVER = Path(__file__).resolve().parent / "peers" / "echo_server.py"
+"""A bare grpc.aio server with no model (ModelInfer and Generate): what gRPC itself costs."""
 
 
 def serve_command(repository: Path, port: int, metrics_port: int, *flags: str) -> list[str]:

@@ -46,7 +46,7 @@ def report(
 
     print(
         f"\nmodel {args.model}, {os.cpu_count()} CPUs; perf_analyzer -i grpc|http -b 1, {args.window_ms} ms windows "
-        f"(sync, -s {args.stability}), medians of {getattr(args, 'rounds', 1)} interleaved rounds; "
+        f"(sync, -s {args.stability}), medians of {args.rounds} interleaved rounds; "
         f"peers' ONNX Runtime options {json.dumps(options)}"
     )
     print()

@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import perf_analyzer, venvs  # noqa: E402
-from bench.load import check_answer, closed_loop, cpu_seconds, free_port, request_bytes, serve_command  # noqa: E402
+from bench.load import ECHO_SERVER, check_answer, closed_loop, free_port, request_bytes, serve_command  # noqa: E402
 from bench.peers.common import DEFAULT_INTRA_OP_THREADS, ort_options  # noqa: E402
 from bench.peers_report import report  # noqa: E402
 from bench.peers_servers import (  # noqa: E402
@@ -56,7 +55,7 @@ from bench.peers_servers import (  # noqa: E402
     wait_ready,
     warm_http,
 )
-from bench.serving import ECHO_SERVER, raw_onnxruntime  # noqa: E402
+from bench.serving import raw_onnxruntime  # noqa: E402
 from service.config import DATATYPES, load_model_config  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
@@ -223,8 +222,8 @@ def main() -> None:
                     else:
                         asyncio.run(closed_loop(server.address, payload, 8, 0.5))  # warm up
                     for c in args.concurrency if perf is not None else []:
-                        cpu, began = cpu_seconds(server.proc.pid), time.monotonic()
-                        got = perf_analyzer.run(
+                        got, cpu_us = perf_analyzer.run_with_cpu(
+                            server.proc.pid,
                             perf[0],
                             perf[1],
                             server.target,
@@ -238,9 +237,8 @@ def main() -> None:
                         if isinstance(got, str):
                             notes.append(f"{server.name} c={c}, round {round_ + 1}: perf_analyzer: {got}")
                             continue
-                        count = got.throughput * (time.monotonic() - began)  # its warm-up ran at about that rate
                         points.setdefault((id(server), c), []).append(got)
-                        cpus.setdefault((id(server), c), []).append((cpu_seconds(server.proc.pid) - cpu) / count * 1e6)
+                        cpus.setdefault((id(server), c), []).append(cpu_us)
                     if server.protocol == "grpc" and round_ == 0:
                         for c in args.concurrency:
                             server.loop[c] = asyncio.run(closed_loop(server.address, payload, c, args.loop_seconds))

@@ -20,10 +20,14 @@ import re
 import statistics
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from bench.load import cpu_seconds
 
 _SERVER = re.compile(
     r"Avg request latency: (?P<request>\d+) usec \(overhead (?P<overhead>\d+) usec \+ queue (?P<queue>\d+) usec"
@@ -46,8 +50,8 @@ def median(points: list[PerfPoint]) -> PerfPoint:
     """One point of the medians of several measurements of the same concurrency (each field on its own)."""
     servers = [p.server_us for p in points]
     server_us = None
-    if servers and all(servers):
-        server_us = {key: statistics.median(s[key] for s in servers if s) for key in servers[0] or {}}
+    if all(servers):
+        server_us = {key: statistics.median(s[key] for s in servers if s) for key in points[0].server_us or {}}
     return PerfPoint(
         concurrency=points[0].concurrency,
         throughput=statistics.median(p.throughput for p in points),
@@ -163,6 +167,16 @@ def run(
         return first
     again = measure(100_000, 3)
     return dataclasses.replace(again, stable=False) if isinstance(again, PerfPoint) else again
+
+
+def run_with_cpu(pid: int, *args: Any) -> tuple[PerfPoint | str, float]:
+    """`run(*args)`, and the CPU time per request that process `pid` (the server) spent meanwhile, in µs (NaN
+    when there is no measurement). perf_analyzer's warm-up window ran at about the measured rate too."""
+    cpu, began = cpu_seconds(pid), time.monotonic()
+    got = run(*args)
+    if isinstance(got, str):
+        return got, float("nan")
+    return got, (cpu_seconds(pid) - cpu) / (got.throughput * (time.monotonic() - began)) * 1e6
 
 
 _UNSTABLE = "Failed to obtain stable measurement."

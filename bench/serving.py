@@ -34,7 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cnn import build_cnn  # noqa: E402
-from bench.load import check_answer, closed_loop, free_port, percentile, request_bytes, serve_command  # noqa: E402
+from bench.load import (  # noqa: E402
+    ECHO_SERVER,
+    check_answer,
+    closed_loop,
+    free_port,
+    percentile,
+    request_bytes,
+    serve_command,
+)
 from service.config import DATATYPES, load_model_config  # noqa: E402
 from service.grpc._generated.inference import grpc_service_pb2 as pb  # noqa: E402
 
@@ -103,9 +111,6 @@ class Server:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
-
-
-ECHO_SERVER = ROOT / "bench" / "peers" / "echo_server.py"
 
 
 async def grpc_floor(payload: bytes, concurrencies: list[int], seconds: float) -> dict[int, list[float]]:

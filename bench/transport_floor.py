@@ -10,7 +10,6 @@ At c=1 the difference of the two p50s is the part of a gap to the minimal peers 
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,9 +64,8 @@ def main() -> None:
     print("| stack (canned answer, no model) | concurrency | infer/s (median) | p50 µs (median) |")
     print("| --- | --- | --- | --- |")
     for (name, c), points in results.items():
-        rate = statistics.median(p.throughput for p in points)
-        p50 = statistics.median(p.p50_us for p in points)
-        print(f"| {name} | {c} | {rate:,.0f} | {p50:,.0f} |")
+        got = perf_analyzer.median(points)
+        print(f"| {name} | {c} | {got.throughput:,.0f} | {got.p50_us:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -2,28 +2,25 @@
 answer computed at start-up. What the gRPC stack alone costs a request, on a sync grpcio server (as the minimal
 peers) or on grpc.aio on uvloop (as deepserve): bench/transport_floor.py's two servers.
 
-    python bench/peers/canned_server.py --port 9001 [--aio] [--model-dir models/digits_cnn]
+    python bench/peers/canned_server.py --port 9001 [--aio] [--model-dir models/digits_cnn --workers 8]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.peers.common import ROOT, Peer, pb_grpc
+from bench.peers.common import Peer, serve
 
 
 class CannedServer(Peer):
-    def __init__(self, model_dir: Path) -> None:
-        super().__init__(model_dir, intra_op_threads=1)
+    def __init__(self, model_dir: Path, intra_op_threads: int, ort_defaults: bool = False) -> None:
+        super().__init__(model_dir, intra_op_threads, ort_defaults)
         spec = self.session.get_inputs()[0]
         shape = [d if isinstance(d, int) else 1 for d in spec.shape]
         self.answer = self.encode(self.session.run(None, {self.input_name: np.zeros(shape, np.float32)}))
@@ -55,32 +52,5 @@ class AioCannedServer(CannedServer):
         return super().ModelReady(request, context)
 
 
-async def serve_aio(servicer: AioCannedServer, port: int) -> None:
-    server = grpc.aio.server()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "digits_cnn")
-    parser.add_argument("--aio", action="store_true", help="grpc.aio on uvloop instead of a sync grpcio server")
-    args = parser.parse_args()
-    if args.aio:
-        import uvloop
-
-        uvloop.run(serve_aio(AioCannedServer(args.model_dir), args.port))
-        return
-    peer = CannedServer(args.model_dir)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(peer, server)
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
-    server.start()
-    server.wait_for_termination()
-
-
 if __name__ == "__main__":
-    main()
+    serve(CannedServer, default_workers=8, aio_class=AioCannedServer)

@@ -142,19 +142,37 @@ class Peer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-def serve(peer_class: type[Peer], default_workers: int) -> None:
-    """`python bench/peers/<peer>.py --port P [--model-dir models/digits_cnn]`: serves until killed."""
+def serve(peer_class: type[Peer], default_workers: int, aio_class: type[Peer] | None = None) -> None:
+    """`python bench/peers/<peer>.py --port P [--model-dir models/digits_cnn]`: serves until killed. With an
+    `aio_class` (its methods coroutines), `--aio` serves that instead, on grpc.aio on uvloop as deepserve does."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "digits_cnn")
     parser.add_argument("--intra-op-threads", type=int, default=DEFAULT_INTRA_OP_THREADS)
     parser.add_argument("--workers", type=int, default=default_workers, help="gRPC handler threads")
     parser.add_argument("--ort-defaults", action="store_true", help="ONNX Runtime's own options (spinning)")
+    if aio_class is not None:
+        parser.add_argument("--aio", action="store_true", help="grpc.aio on uvloop instead of a sync grpcio server")
     args = parser.parse_args()
-    peer = peer_class(args.model_dir, args.intra_op_threads, args.ort_defaults)
+    aio = aio_class is not None and args.aio
+    chosen = aio_class if aio else peer_class
+    peer = chosen(args.model_dir, args.intra_op_threads, args.ort_defaults)
+    if aio:
+        import uvloop
+
+        uvloop.run(_serve_aio(peer, args.port))
+        return
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(peer, server)
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     server.start()
-    print(json.dumps({"peer": peer_class.__name__, "port": args.port, "ort": peer.options}), flush=True)
+    print(json.dumps({"peer": chosen.__name__, "port": args.port, "ort": peer.options}), flush=True)
     server.wait_for_termination()
+
+
+async def _serve_aio(peer: Peer, port: int) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(peer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()

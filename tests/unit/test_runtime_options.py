@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,16 @@ def conv_model() -> bytes:
         [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def cpu_after(run: Callable[[], object], runs: int = 1) -> float:
+    """The process's CPU seconds in the 60 ms after `runs` back-to-back calls of `run`, made after 0.1 s idle."""
+    time.sleep(0.1)
+    for _ in range(runs):
+        run()
+    began = time.process_time()
+    time.sleep(0.06)
+    return time.process_time() - began
 
 
 # ---- spinning ----------------------------------------------------------------------------------------------
@@ -79,18 +90,12 @@ def test_a_lone_run_leaves_its_threads_spinning_for_lone_spin_us_only() -> None:
     model = conv_model()
     feed = {"x": np.random.default_rng(0).random((1, 8, 32, 32), dtype=np.float32)}
 
-    def cpu_after_run(execution: dict, lone: bool) -> float:
-        opts = runtime.session_options(add_sub_config(execution=execution).execution, 2, lone=lone)
-        session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-        for _ in range(20):
-            session.run(None, feed)
-        time.sleep(0.1)
+    opts = runtime.session_options(add_sub_config(execution={"lone_spin_us": 2000}).execution, 2, lone=True)
+    session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    for _ in range(20):
         session.run(None, feed)
-        began = time.process_time()
-        time.sleep(0.06)
-        return time.process_time() - began
 
-    lone = min(cpu_after_run({"lone_spin_us": 2000}, lone=True) for _ in range(3))
+    lone = min(cpu_after(lambda: session.run(None, feed)) for _ in range(3))
     assert lone < 0.015, f"{lone * 1e3:.1f} ms of CPU in the 60 ms after a lone run"
 
 
@@ -105,17 +110,10 @@ def test_only_a_lone_request_that_follows_another_runs_on_the_spinning_session(t
     assert run_lone is not None
     feed = {"x": np.random.default_rng(0).random((1, 8, 32, 32), dtype=np.float32)}
 
-    def cpu_after(runs: int) -> float:
-        time.sleep(0.1)  # longer than lone_spin_us: the next run is isolated
-        for _ in range(runs):
-            run_lone(feed)
-        began = time.process_time()
-        time.sleep(0.06)
-        return time.process_time() - began
-
-    isolated = min(cpu_after(1) for _ in range(3))
+    # cpu_after waits 0.1 s first, longer than lone_spin_us: its first run is isolated
+    isolated = min(cpu_after(lambda: run_lone(feed)) for _ in range(3))
     assert isolated < 0.005, f"{isolated * 1e3:.1f} ms of CPU after an isolated lone run: its threads spun"
-    followed = max(cpu_after(2) for _ in range(3))
+    followed = max(cpu_after(lambda: run_lone(feed), runs=2) for _ in range(3))
     assert followed > 0.003, f"{followed * 1e3:.1f} ms of CPU after a second lone run: its threads did not spin"
 
 
