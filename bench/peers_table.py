@@ -42,7 +42,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import perf_analyzer, venvs  # noqa: E402
+from bench import affinity, perf_analyzer, venvs  # noqa: E402
 from bench.load import ECHO_SERVER, check_answer, closed_loop, free_port, request_bytes, serve_command  # noqa: E402
 from bench.peers.common import DEFAULT_INTRA_OP_THREADS, ort_options  # noqa: E402
 from bench.peers_report import report  # noqa: E402
@@ -88,6 +88,12 @@ def main() -> None:
     parser.add_argument("--no-mlserver", action="store_true")
     parser.add_argument("--no-http", action="store_true", help="gRPC rows only")
     parser.add_argument(
+        "--server-cpus", type=affinity.cpu_set, help="raw ONNX Runtime and every server on these CPUs (e.g. 0,1)"
+    )
+    parser.add_argument(
+        "--client-cpus", type=affinity.cpu_set, help="perf_analyzer and the closed-loop client on these (e.g. 2-7)"
+    )
+    parser.add_argument(
         "--peer-http", default=PEER_HTTP, help="the HTTP peer's uvicorn HTTP implementation (deepserve's, by default)"
     )
     args = parser.parse_args()
@@ -103,6 +109,14 @@ def main() -> None:
     payload = request_bytes(args.model, spec.name, spec.datatype, sample)
     options = ort_options(config, args.intra_op_threads)
     notes: list[str] = []
+    if args.server_cpus or args.client_cpus:
+        held = affinity.enforced(min(args.server_cpus or args.client_cpus))
+        notes.append(
+            f"servers on CPUs {sorted(args.server_cpus or [])}, clients on {sorted(args.client_cpus or [])}; "
+            f"3 busy processes pinned to one CPU used {held:.2f} CPU-seconds per second "
+            f"({'affinity holds' if held < 1.5 else 'affinity is NOT enforced here: the pinning means nothing'})"
+        )
+    affinity.pin(args.server_cpus)
 
     print(f"# raw ONNX Runtime on {model_file.relative_to(ROOT)} ({args.raw_seconds:g} s per batch size)", flush=True)
     raw, raw_p50 = raw_onnxruntime(model_file, sample, spec.name, seconds=args.raw_seconds)
@@ -208,6 +222,7 @@ def main() -> None:
                     if not any(s.proc is server.proc for s in servers if s is not server):
                         server.stop()
                     servers.remove(server)
+            affinity.pin(args.client_cpus)  # every server has started: from here on, this process is the client
             asyncio.run(closed_loop(echo.address, payload, 1, 0.5))  # connects once it listens
             echo_c32 = asyncio.run(closed_loop(echo.address, payload, 32, args.loop_seconds))
             echo.stop()

@@ -1,0 +1,58 @@
+"""Servers on some CPUs, their clients on others: for machines with more cores than the two of issue 12's setup.
+
+On this project's 2-core machine every server shares its cores with perf_analyzer. On a bigger machine,
+`--server-cpus 0,1 --client-cpus 2-7` keeps the servers on two cores, as in issue 12, while the load
+generator runs beside them instead of taking their CPU. Affinity is inherited: a process started after
+`pin(server_cpus)` stays on those CPUs, whatever its own threads do. Some sandboxes (gVisor) accept the
+call without enforcing it; `enforced` measures whether they do.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+BUSY = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+
+
+def cpu_set(text: str) -> set[int]:
+    """`0,1,4-7` → {0, 1, 4, 5, 6, 7}."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"CPU list {text!r}: expected numbers and ranges such as 0,1 or 2-7")
+        cpus.update(range(int(low), int(high or low) + 1))
+    missing = cpus - os.sched_getaffinity(0)
+    if missing:
+        raise ValueError(f"CPU list {text!r}: CPUs {sorted(missing)} are not available to this process")
+    return cpus
+
+
+def pin(cpus: set[int] | None) -> None:
+    """This thread, and every process and thread it starts from now on, runs on `cpus` (None: no change)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def enforced(cpu: int, processes: int = 3, seconds: float = 0.3) -> float:
+    """Starts `processes` busy loops pinned to one CPU for `seconds` of wall time each, all at once, and
+    returns the CPU seconds they used per second of wall time: about 1.0 where affinity holds, about
+    `processes` where it is ignored."""
+
+    def pinned() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.monotonic()
+    code = BUSY.format(seconds=seconds)
+    procs = [subprocess.Popen([sys.executable, "-c", code], preexec_fn=pinned) for _ in range(processes)]
+    for proc in procs:
+        proc.wait()
+    wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return used / wall
