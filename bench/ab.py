@@ -13,6 +13,8 @@ e.g. a copy of a model with another `execution` section. Example, a change again
     python bench/ab.py before=/tmp/base now=. never=.:/tmp/repo_never
 
 `--pause-ms 20` makes each caller wait after every answer: isolated requests, not a closed loop.
+`--server-cpus 0,1 --client-cpus 2-7` holds the servers to two cores and the load generator to others, on a
+machine with more than two (bench/affinity.py).
 `--perf-analyzer` drives the windows with Triton's perf_analyzer instead (issue 12's load generator, a C++
 client; installed into .bench-venvs/ on first use): its figures, and the server-side time per request it reads
 from the statistics extension (ONNX Runtime's share as `compute µs`).
@@ -36,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import perf_analyzer, venvs  # noqa: E402
+from bench import affinity, perf_analyzer, venvs  # noqa: E402
 from bench.load import INFER, closed_loop, cpu_seconds, free_port, request_bytes, serve_command  # noqa: E402
 from service.config import load_model_config  # noqa: E402
 from service.warmup import sample_feed  # noqa: E402
@@ -75,7 +77,13 @@ async def run(args: argparse.Namespace) -> None:
     (tensor,) = config.inputs
     feed = sample_feed(config, 0, variants[0][2] / args.model, args.model)
     payload = request_bytes(args.model, tensor.name, tensor.datatype, feed[tensor.name][:1])
+    if args.server_cpus or args.client_cpus:
+        held = affinity.enforced(min(args.server_cpus or args.client_cpus))
+        where = f"servers on CPUs {sorted(args.server_cpus or [])}, clients on {sorted(args.client_cpus or [])}"
+        print(f"# {where}; 3 busy processes pinned to one CPU used {held:.2f} CPU-seconds per second", flush=True)
+    affinity.pin(args.server_cpus)
     servers = [(name, *start(src, repo)) for name, src, repo in variants]
+    affinity.pin(args.client_cpus)  # from here on, this process and perf_analyzer are the clients
     tmp = tempfile.TemporaryDirectory()  # perf_analyzer's input file
     try:
         for _, _, address in servers:
@@ -146,6 +154,8 @@ def main() -> None:
     parser.add_argument(
         "--pause-ms", type=float, default=0.0, help="each caller waits this long after an answer (isolated requests)"
     )
+    parser.add_argument("--server-cpus", type=affinity.cpu_set, help="the servers on these CPUs (e.g. 0,1)")
+    parser.add_argument("--client-cpus", type=affinity.cpu_set, help="the load generator on these (e.g. 2-7)")
     asyncio.run(run(parser.parse_args()))
 
 
