@@ -115,7 +115,10 @@ class DynamicBatcher:
         try:
             lone = self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S
             if Activity.alone(now) and lone:
-                self._run_inline(self._take(size))
+                if Activity.probe(now):
+                    self._launch(self._take(size), self._run_lone)
+                else:
+                    self._run_inline(self._take(size))
             elif self._free:
                 self._pump()
             return await item.future
@@ -233,10 +236,12 @@ class DynamicBatcher:
         self._timer = None
         self._pump()
 
-    def _launch(self, batch: list[Pending]) -> None:
+    def _launch(self, batch: list[Pending], run: RunFn | None = None) -> None:
+        """`batch` to a worker thread, through `run` (default: the batch run)."""
         self._free -= 1
         self._running += 1
-        done = asyncio.get_running_loop().run_in_executor(self._executor, self._execute_in_slot, batch)
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._executor, self._execute_in_slot, batch, run or self._run)
         done.add_done_callback(functools.partial(self._finish, batch=batch))
 
     def _run_inline(self, batch: list[Pending]) -> None:
@@ -255,12 +260,12 @@ class DynamicBatcher:
         self._settle(outcome, batch)
 
     # ---- running --------------------------------------------------------------------------------
-    def _execute_in_slot(self, batch: list[Pending]) -> Outcome:
+    def _execute_in_slot(self, batch: list[Pending], run: RunFn) -> Outcome:
         """In a worker thread: `_execute` once a run slot is free."""
         if self._slots is None:
-            return self._execute(batch, self._run)
+            return self._execute(batch, run)
         with self._slots:
-            return self._execute(batch, self._run)
+            return self._execute(batch, run)
 
     def _execute(self, batch: list[Pending], run: RunFn) -> Outcome:
         """In a worker thread, or on the loop for a lone request (see `execution.execute`)."""

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from service.batching.activity import QUIET_GAP_S, Activity
+from service.batching import activity
+from service.batching.activity import PROBE_AFTER, QUIET_GAP_S, Activity
 from service.batching.batcher import DynamicBatcher
 from service.batching.policy import INLINE_MAX_S, BatchPolicy
 from service.errors import InferenceError
@@ -29,12 +30,20 @@ class ThreadRecorder(FakeModel):
 
 
 @pytest.fixture
-def quiet_process():
-    """No request of another test in flight, and no sign of load left from one."""
+def quiet_process(monkeypatch):
+    """No request of another test in flight, and no sign of load left from one. Every lone request counts
+    towards a probe, however slowly a busy test machine runs the test."""
+    monkeypatch.setattr(activity, "PROBE_GAP_S", 60.0)
+
+    def reset() -> None:
+        Activity.streak = Activity.signs = Activity.signs_at_probe = 0
+        Activity.probe_after = PROBE_AFTER
+        Activity.busy_until = Activity.last_answer = 0.0
+
     Activity.in_flight = 0
-    Activity.busy_until = Activity.last_answer = 0.0
+    reset()
     yield
-    Activity.busy_until = Activity.last_answer = 0.0
+    reset()
 
 
 async def spaced(batcher: DynamicBatcher, value: float) -> dict[str, np.ndarray]:
@@ -82,6 +91,44 @@ async def test_a_request_that_was_already_waiting_turns_inline_runs_off_for_a_wh
     await batcher.submit(req(3))
     assert threading.get_ident() not in model.threads[-2:], "held off for HOLD_S after a sign of load"
     assert Activity.busy_until > time.monotonic()
+
+
+async def test_requests_waiting_behind_each_other_batch_even_where_the_loop_is_slow_between_them(
+    executor, quiet_process
+):
+    """On a machine where the loop takes longer than QUIET_GAP_S from one answer to the next waiting request,
+    requests already waiting look like one client's back-to-back requests. Without the probe every one of them
+    ran alone on the loop, one after another, and none was ever batched."""
+    model = ThreadRecorder()
+    batcher = make(model, executor)
+    await spaced(batcher, 0)  # the model's time is known now
+
+    async def waiting(value: float) -> dict[str, np.ndarray]:
+        time.sleep(QUIET_GAP_S * 2)  # the slow loop's own work for this call, before it reaches the batcher
+        return await batcher.submit(req(value))
+
+    count = 4 * PROBE_AFTER
+    results = await asyncio.gather(*(waiting(v) for v in range(count)))
+    assert [float(r["y"][0, 0]) for r in results] == [2.0 * v for v in range(count)]
+    loop_runs = sum(t == threading.get_ident() for t in model.threads[1:])
+    assert loop_runs <= PROBE_AFTER + 1, f"{loop_runs} of {count} waiting requests ran alone on the loop"
+    assert max(model.calls[1:]) > 1, "once the probe saw them, the waiting requests were batched"
+    assert Activity.signs > Activity.signs_at_probe
+    await batcher.close()
+
+
+async def test_a_client_alone_is_probed_ever_more_rarely(executor, quiet_process):
+    model = ThreadRecorder()
+    batcher = make(model, executor)
+    await spaced(batcher, 0)
+    for v in range(PROBE_AFTER + 1 + 2 * PROBE_AFTER + 1):
+        await spaced(batcher, v)
+    loop_thread = threading.get_ident()
+    in_workers = [i for i, t in enumerate(model.threads[1:]) if t != loop_thread]
+    assert in_workers == [PROBE_AFTER, 3 * PROBE_AFTER + 1], "after PROBE_AFTER lone runs, then twice as many"
+    assert Activity.probe_after == 4 * PROBE_AFTER
+    assert Activity.busy_until < time.monotonic(), "a probe that finds nobody waiting is no sign of load"
+    await batcher.close()
 
 
 async def test_a_queue_delay_means_waiting_for_company_even_alone(executor, quiet_process):
