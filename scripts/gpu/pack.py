@@ -1,6 +1,6 @@
 """Pack what a GPU machine without package registries needs to run the server and bench/gpu.py.
 
-    python scripts/gpu/pack.py [--out .gpu] [--part-mb 36] [--keep-arch 90]
+    python scripts/gpu/pack.py [--out .gpu] [--part-mb 28] [--keep-arch 90]
 
 The GPU machine (docs/gpu.md) has Python 3.12, CUDA 13 and cuDNN 9 as Python packages, numpy, Pillow,
 tokenizers, PyYAML and prometheus-client, but neither onnxruntime-gpu nor the server's other dependencies, and
@@ -177,7 +177,9 @@ def pack_perf(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".gpu")
-    parser.add_argument("--part-mb", type=int, default=36, help="at most 64 MiB travel per call, the tree included")
+    parser.add_argument(
+        "--part-mb", type=int, default=28, help="at most 64 MiB travel per call, the tree (33 MB) included"
+    )
     parser.add_argument("--keep-arch", type=int, default=90, help="GPU architecture to keep (0: keep all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
