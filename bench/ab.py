@@ -77,10 +77,9 @@ async def run(args: argparse.Namespace) -> None:
     (tensor,) = config.inputs
     feed = sample_feed(config, 0, variants[0][2] / args.model, args.model)
     payload = request_bytes(args.model, tensor.name, tensor.datatype, feed[tensor.name][:1])
-    if args.server_cpus or args.client_cpus:
-        held = affinity.enforced(min(args.server_cpus or args.client_cpus))
-        where = f"servers on CPUs {sorted(args.server_cpus or [])}, clients on {sorted(args.client_cpus or [])}"
-        print(f"# {where}; 3 busy processes pinned to one CPU used {held:.2f} CPU-seconds per second", flush=True)
+    where = affinity.placement(args.server_cpus, args.client_cpus)
+    if where:
+        print(f"# {where}", flush=True)
     affinity.pin(args.server_cpus)
     servers = [(name, *start(src, repo)) for name, src, repo in variants]
     affinity.pin(args.client_cpus)  # from here on, this process and perf_analyzer are the clients
@@ -154,8 +153,7 @@ def main() -> None:
     parser.add_argument(
         "--pause-ms", type=float, default=0.0, help="each caller waits this long after an answer (isolated requests)"
     )
-    parser.add_argument("--server-cpus", type=affinity.cpu_set, help="the servers on these CPUs (e.g. 0,1)")
-    parser.add_argument("--client-cpus", type=affinity.cpu_set, help="the load generator on these (e.g. 2-7)")
+    affinity.add_arguments(parser)
     asyncio.run(run(parser.parse_args()))
 
 

@@ -9,6 +9,7 @@ call without enforcing it; `enforced` measures whether they do.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import subprocess
@@ -22,8 +23,8 @@ def cpu_set(text: str) -> set[int]:
     """`0,1,4-7` → {0, 1, 4, 5, 6, 7}."""
     cpus: set[int] = set()
     for part in text.split(","):
-        low, _, high = part.strip().partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
             raise ValueError(f"CPU list {text!r}: expected numbers and ranges such as 0,1 or 2-7")
         cpus.update(range(int(low), int(high or low) + 1))
     missing = cpus - os.sched_getaffinity(0)
@@ -56,3 +57,22 @@ def enforced(cpu: int, processes: int = 3, seconds: float = 0.3) -> float:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return used / wall
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--server-cpus` and `--client-cpus`, parsed into sets of CPUs (None when not given)."""
+    parser.add_argument("--server-cpus", type=cpu_set, help="raw ONNX Runtime and every server on these CPUs (0,1)")
+    parser.add_argument("--client-cpus", type=cpu_set, help="the load generator (and this process) on these (2-7)")
+
+
+def placement(server: set[int] | None, client: set[int] | None) -> str | None:
+    """Where servers and clients run, and whether this machine holds them there (`enforced`); None when
+    neither is set."""
+    if not (server or client):
+        return None
+    held = enforced(min(server or client or {0}))
+    verdict = "affinity holds" if held < 1.5 else "affinity is NOT enforced here: the pinning means nothing"
+    return (
+        f"servers on CPUs {sorted(server or [])}, clients on {sorted(client or [])}; 3 busy processes pinned to one "
+        f"CPU used {held:.2f} CPU-seconds per second ({verdict})"
+    )

@@ -87,12 +87,7 @@ def main() -> None:
     )
     parser.add_argument("--no-mlserver", action="store_true")
     parser.add_argument("--no-http", action="store_true", help="gRPC rows only")
-    parser.add_argument(
-        "--server-cpus", type=affinity.cpu_set, help="raw ONNX Runtime and every server on these CPUs (e.g. 0,1)"
-    )
-    parser.add_argument(
-        "--client-cpus", type=affinity.cpu_set, help="perf_analyzer and the closed-loop client on these (e.g. 2-7)"
-    )
+    affinity.add_arguments(parser)
     parser.add_argument(
         "--peer-http", default=PEER_HTTP, help="the HTTP peer's uvicorn HTTP implementation (deepserve's, by default)"
     )
@@ -109,13 +104,8 @@ def main() -> None:
     payload = request_bytes(args.model, spec.name, spec.datatype, sample)
     options = ort_options(config, args.intra_op_threads)
     notes: list[str] = []
-    if args.server_cpus or args.client_cpus:
-        held = affinity.enforced(min(args.server_cpus or args.client_cpus))
-        notes.append(
-            f"servers on CPUs {sorted(args.server_cpus or [])}, clients on {sorted(args.client_cpus or [])}; "
-            f"3 busy processes pinned to one CPU used {held:.2f} CPU-seconds per second "
-            f"({'affinity holds' if held < 1.5 else 'affinity is NOT enforced here: the pinning means nothing'})"
-        )
+    where = affinity.placement(args.server_cpus, args.client_cpus)
+    notes += [where] if where else []
     affinity.pin(args.server_cpus)
 
     print(f"# raw ONNX Runtime on {model_file.relative_to(ROOT)} ({args.raw_seconds:g} s per batch size)", flush=True)
