@@ -3,8 +3,8 @@
 On this project's 2-core machine every server shares its cores with perf_analyzer. On a bigger machine,
 `--server-cpus 0,1 --client-cpus 2-7` keeps the servers on two cores, as in issue 12, while the load
 generator runs beside them instead of taking their CPU. Affinity is inherited: a process started after
-`pin(server_cpus)` stays on those CPUs, whatever its own threads do. Some sandboxes (gVisor) accept the
-call without enforcing it; `enforced` measures whether they do.
+`pin(server_cpus)` stays on those CPUs, whatever its own threads do. A sandbox could accept the call without
+enforcing it, so `placement` measures whether the machine does (the gVisor sandbox of docs/performance.md did).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 import time
 
 BUSY = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+PROCESSES = 3
 
 
 def cpu_set(text: str) -> set[int]:
@@ -39,10 +40,10 @@ def pin(cpus: set[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def enforced(cpu: int, processes: int = 3, seconds: float = 0.3) -> float:
-    """Starts `processes` busy loops pinned to one CPU for `seconds` of wall time each, all at once, and
+def enforced(cpu: int, seconds: float = 0.3) -> float:
+    """Starts `PROCESSES` busy loops pinned to one CPU for `seconds` of wall time each, all at once, and
     returns the CPU seconds they used per second of wall time: about 1.0 where affinity holds, about
-    `processes` where it is ignored."""
+    `PROCESSES` where it is ignored."""
 
     def pinned() -> None:
         os.sched_setaffinity(0, {cpu})
@@ -50,7 +51,7 @@ def enforced(cpu: int, processes: int = 3, seconds: float = 0.3) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.monotonic()
     code = BUSY.format(seconds=seconds)
-    procs = [subprocess.Popen([sys.executable, "-c", code], preexec_fn=pinned) for _ in range(processes)]
+    procs = [subprocess.Popen([sys.executable, "-c", code], preexec_fn=pinned) for _ in range(PROCESSES)]
     for proc in procs:
         proc.wait()
     wall = time.monotonic() - began
@@ -68,11 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def placement(server: set[int] | None, client: set[int] | None) -> str | None:
     """Where servers and clients run, and whether this machine holds them there (`enforced`); None when
     neither is set."""
-    if not (server or client):
+    cpus = server or client
+    if not cpus:
         return None
-    held = enforced(min(server or client or {0}))
+    held = enforced(min(cpus))
     verdict = "affinity holds" if held < 1.5 else "affinity is NOT enforced here: the pinning means nothing"
     return (
-        f"servers on CPUs {sorted(server or [])}, clients on {sorted(client or [])}; 3 busy processes pinned to one "
-        f"CPU used {held:.2f} CPU-seconds per second ({verdict})"
+        f"servers on CPUs {sorted(server or [])}, clients on {sorted(client or [])}; {PROCESSES} busy processes pinned "
+        f"to one CPU used {held:.2f} CPU-seconds per second ({verdict})"
     )

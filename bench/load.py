@@ -4,13 +4,16 @@ the answer. `closed_loop` sends bytes and reads bytes, so the client does no pro
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
+import yaml
 
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 
@@ -23,6 +26,24 @@ def serve_command(repository: Path, port: int, metrics_port: int, *flags: str) -
     """`python -m service serve` on `repository` with gRPC on `port`, metrics on `metrics_port`, and `flags`."""
     serve = [sys.executable, "-m", "service", "serve", "--model-repository", str(repository)]
     return [*serve, "--port", str(port), "--metrics-port", str(metrics_port), *flags]
+
+
+def model_copy(source: Path, repository: Path, override: dict[str, Any] | None = None) -> Path:
+    """The model folder `source` copied into the model repository `repository`, with `override` merged into its
+    config.yaml (a mapping section is updated key by key, anything else replaced): a variant of a model for an
+    A/B, e.g. `{"execution": {"spinning": "never"}}`. Returns the copy's folder."""
+    copy = repository / source.name
+    shutil.copytree(source, copy)
+    if override:
+        config_file = copy / "config.yaml"
+        config = yaml.safe_load(config_file.read_text())
+        for section, values in override.items():
+            if isinstance(values, dict):
+                config.setdefault(section, {}).update(values)
+            else:
+                config[section] = values
+        config_file.write_text(yaml.safe_dump(config))
+    return copy
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from bench.load import (  # noqa: E402
     check_answer,
     closed_loop,
     free_port,
+    model_copy,
     percentile,
     request_bytes,
     serve_command,
@@ -139,25 +139,12 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, str]:
     """Two one-model repositories (batching on / off) and the model's name."""
     source = args.model_repository / args.model
     on, off = tmp / "on", tmp / "off"
-    if source.is_dir():
-        shutil.copytree(source, on / args.model)
-    else:
+    if not source.is_dir():
         print(f"# {source} not found: using a CIFAR-size CNN built with onnx.helper instead", flush=True)
-        build_cnn(on / args.model)
-    if args.override:
-        on_file = on / args.model / "config.yaml"
-        config = yaml.safe_load(on_file.read_text())
-        for section, values in yaml.safe_load(args.override).items():
-            if isinstance(values, dict):
-                config.setdefault(section, {}).update(values)
-            else:
-                config[section] = values
-        on_file.write_text(yaml.safe_dump(config))
-    shutil.copytree(on / args.model, off / args.model)
-    config_file = off / args.model / "config.yaml"
-    config = yaml.safe_load(config_file.read_text())
-    config.setdefault("dynamic_batching", {})["enabled"] = False
-    config_file.write_text(yaml.safe_dump(config))
+        source = tmp / "built" / args.model
+        build_cnn(source)
+    model_copy(source, on, yaml.safe_load(args.override) if args.override else None)
+    model_copy(on / args.model, off, {"dynamic_batching": {"enabled": False}})
     return on, off, args.model
 
 

@@ -8,20 +8,12 @@ out=${1:?usage: spin_ab.sh OUT}
 cd "$(dirname "$0")/../.."
 source scripts/gpu/env.sh
 variants=()
-for v in default never always lone_spin_us_3000; do
-  repo=/tmp/repo_$v
-  rm -rf "$repo" && mkdir -p "$repo" && cp -r models/digits_cnn "$repo/"
-  python3 - "$repo/digits_cnn/config.yaml" "$v" <<'PY'
-import sys, yaml
-path, variant = sys.argv[1], sys.argv[2]
-config = yaml.safe_load(open(path))
-execution = {"never": {"spinning": "never"}, "always": {"spinning": "always"},
-             "lone_spin_us_3000": {"lone_spin_us": 3000}}.get(variant)
-if execution:
-    config["execution"] = {**config.get("execution", {}), **execution}
-yaml.safe_dump(config, open(path, "w"), sort_keys=False)
-PY
-  variants+=("$v=.:$repo")
+for v in default:{} never:'{spinning: never}' always:'{spinning: always}' lone_spin_us_3000:'{lone_spin_us: 3000}'; do
+  name=${v%%:*} repo=/tmp/repo_${v%%:*}
+  rm -rf "$repo"
+  python3 -c 'import sys, yaml; from pathlib import Path; from bench.load import model_copy
+model_copy(Path("models/digits_cnn"), Path(sys.argv[1]), {"execution": yaml.safe_load(sys.argv[2])})' "$repo" "${v#*:}"
+  variants+=("$name=.:$repo")
 done
 for clients in shared:0,1 apart:2-9; do
   DEEPSERVE_DEVICE=cpu DEEPSERVE_PERF_ANALYZER=/tmp/perf/perf_analyzer timeout -s INT -k 10 "${AB_TIMEOUT:-200}" \
