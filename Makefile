@@ -61,6 +61,7 @@ docs: install  # rewrite the outputs of the docs' command examples from a run on
 bench: install  # serving bench, issue 12's peer table (its tools go into .bench-venvs/ on first use), generation
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/peers_table.py
+	$(BIN)/python bench/paired.py
 	$(BIN)/python bench/transport_floor.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/generation_grpc.py

@@ -45,7 +45,7 @@ class BatcherServer(Peer):
                     break
                 size += len(items[-1][0])
             try:
-                outputs = self.session.run(None, {self.input_name: np.concatenate([x for x, _ in items])})
+                outputs = self.run(np.concatenate([x for x, _ in items]), len(items))
             except Exception as error:  # noqa: BLE001 - every waiting request gets the error
                 for _, future in items:
                     future.set_exception(error)

@@ -27,6 +27,7 @@ class CannedServer(Peer):
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
         self.decode(request)
+        self.statistics.add(1, 0)  # no model run: perf_analyzer's server-side figures then read 0
         return self.answer
 
 
@@ -41,6 +42,12 @@ class AioCannedServer(CannedServer):
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:  # type: ignore[override]
         return self.model_config
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+        return super().ModelStatistics(request, context)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+        return super().ServerMetadata(request, context)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:  # type: ignore[override]
         return super().ServerLive(request, context)

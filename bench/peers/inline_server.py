@@ -19,7 +19,7 @@ from bench.peers.common import Peer, serve
 
 class InlineServer(Peer):
     def ModelInfer(self, request: Any, context: Any) -> Any:
-        return self.encode(self.session.run(None, {self.input_name: self.decode(request)}))
+        return self.encode(self.run(self.decode(request)))
 
 
 if __name__ == "__main__":
