@@ -1,21 +1,24 @@
 """Issue 12's goals 1 and 3 in paired rounds: deepserve's c=1 against the inline peers and raw ONNX Runtime,
 measured next to each other, over and over.
 
-    python bench/paired.py [--model digits_cnn --rounds 12 --window-ms 1000]
+    python bench/paired.py [--model digits_cnn --rounds 12 --window-ms 500 --override YAML]
 
 Why: this machine runs at one of two speeds and switches between them every half minute or so (raw ONNX Runtime's
 batch-1 p50 on digits_cnn: 367 or 452 µs, each steady for tens of seconds; docs/performance.md). The peer table
 measures raw ONNX Runtime once at its start and each server minutes apart, so a ratio of two of its figures may
 compare the two speeds: 23%, more than goal 3's margin (15%) and, at c=1, more than goal 1's (0.05 ms).
 
-Each round measures, one after another: raw ONNX Runtime at batch 1 (`--raw-seconds`, the p50), deepserve and the
-two inline peers at concurrency 1 (perf_analyzer, three windows of `--window-ms`; the order of the servers reversed
-every other round), and raw ONNX Runtime again. A round whose two raw figures differ by more than `--flip` saw the
-machine change speed, and is left out. Over the rounds that are kept it prints:
-- goal 1: deepserve's p50 minus the better peer's p50 of the same round (goal: at most +0.05 ms);
-- goal 3: deepserve's server-side compute time per request (its statistics, as perf_analyzer reports them) over
-  the round's raw batch-1 p50 (goal: at most 1.15);
-with the median, the spread, and in how many rounds each goal was met.
+Each round measures, one after another: raw ONNX Runtime at batch 1 (`--raw-seconds`, the p50); at concurrency 1
+(perf_analyzer, three windows of `--window-ms`; the order reversed every other round) deepserve on a copy of the
+model (`--override` is merged into that copy's config only), the two inline peers, and the canned server (decoding,
+a fixed answer, no model) on grpc.aio and on sync grpcio; then raw ONNX Runtime again. A round whose two raw figures
+differ by more than `--flip` saw the machine change speed, and is left out. Over the rounds that are kept it prints,
+each with its median, its spread and (for the goals) in how many rounds it was met:
+- goal 1: deepserve's p50 minus the better inline peer's p50 of the same round (goal: at most +0.05 ms);
+- goal 3: deepserve's model time per request (its statistics, as perf_analyzer reports them) over the round's raw
+  batch-1 p50 (goal: at most 1.15), and the same ratio for each inline peer (they report their model runs too);
+- what the stack alone adds at c=1 (canned grpc.aio p50 minus canned sync grpcio p50), and deepserve's model time
+  minus the spinning peer's.
 """
 
 from __future__ import annotations
