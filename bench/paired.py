@@ -48,6 +48,9 @@ from service.config import DATATYPES, load_model_config  # noqa: E402
 DEEPSERVE = "deepserve"
 PEER_FLAGS = {"inline": [], "inline-spinning": ["--ort-defaults"]}
 """The two inline peers of the peer table (ONNX Runtime in the gRPC handler thread), by name."""
+REFERENCE_FLAGS = {"inline-spinning-aio": ["--ort-defaults", "--aio"]}
+"""The spinning inline peer on grpc.aio on uvloop, running each request on the event loop with nothing else: what
+deepserve's stack allows at c=1 (not a peer of goal 1: no server of the issue's table is built that way)."""
 CANNED_FLAGS = {"canned-aio": ["--aio"], "canned-sync": []}
 """No model: the request decoded and a fixed answer, on grpc.aio on uvloop (deepserve's stack) and on a sync
 grpcio server (the peers' stack). Their p50 difference is what the stack alone adds at c=1."""
@@ -114,6 +117,12 @@ def summary(rounds: list[Round], tolerance: float) -> list[str]:
     model = [(r.compute_us[DEEPSERVE] - r.compute_us["inline-spinning"]) / 1000 for r in kept]
     lines.append(f"c=1 p50, grpc.aio on uvloop - sync grpcio, no model (the stack alone): {spread(stack, '+.3f')} ms")
     lines.append(f"model time per request, deepserve - inline-spinning: {spread(model, '+.3f')} ms")
+    floor = [r.difference_ms("inline-spinning-aio", "inline-spinning") for r in kept]
+    own = [r.difference_ms(DEEPSERVE, "inline-spinning-aio") for r in kept]
+    lines.append(
+        f"c=1 p50, inline-spinning on grpc.aio - inline-spinning (goal 1's floor there): {spread(floor, '+.3f')} ms"
+    )
+    lines.append(f"c=1 p50, deepserve - inline-spinning on grpc.aio (deepserve's own work): {spread(own, '+.3f')} ms")
     return lines
 
 
@@ -160,7 +169,12 @@ def main() -> None:
         servers: list[Served] = [
             start(DEEPSERVE, serve_command(repository, port, free_port(), "--http-port", "0"), port, tmp)
         ]
-        for script, flags in (("inline_server.py", PEER_FLAGS), ("canned_server.py", CANNED_FLAGS)):
+        scripts = (
+            ("inline_server.py", PEER_FLAGS),
+            ("inline_server.py", REFERENCE_FLAGS),
+            ("canned_server.py", CANNED_FLAGS),
+        )
+        for script, flags in scripts:
             for name, extra in flags.items():
                 port = free_port()
                 cmd = [sys.executable, str(PEERS / script), "--port", str(port), "--model-dir", str(model_dir)]

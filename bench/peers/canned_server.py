@@ -31,33 +31,5 @@ class CannedServer(Peer):
         return self.answer
 
 
-class AioCannedServer(CannedServer):
-    """The same answers from grpc.aio coroutines, as deepserve's handlers are."""
-
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return super().ModelInfer(request, context)
-
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return self.metadata
-
-    async def ModelConfig(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return self.model_config
-
-    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return super().ModelStatistics(request, context)
-
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return super().ServerMetadata(request, context)
-
-    async def ServerLive(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return super().ServerLive(request, context)
-
-    async def ServerReady(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return super().ServerReady(request, context)
-
-    async def ModelReady(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        return super().ModelReady(request, context)
-
-
 if __name__ == "__main__":
-    serve(CannedServer, default_workers=8, aio_class=AioCannedServer)
+    serve(CannedServer, default_workers=8, aio=True)

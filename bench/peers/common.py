@@ -195,22 +195,51 @@ class Peer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-def serve(peer_class: type[Peer], default_workers: int, aio_class: type[Peer] | None = None) -> None:
-    """`python bench/peers/<peer>.py --port P [--model-dir models/digits_cnn]`: serves until killed. With an
-    `aio_class` (its methods coroutines), `--aio` serves that instead, on grpc.aio on uvloop as deepserve does."""
+RPCS = (
+    "ModelInfer",
+    "ModelMetadata",
+    "ModelConfig",
+    "ModelStatistics",
+    "ModelReady",
+    "ServerMetadata",
+    "ServerLive",
+    "ServerReady",
+)
+"""The RPCs perf_analyzer calls."""
+
+
+def aio_variant(peer_class: type[Peer]) -> type[Peer]:
+    """`peer_class` with its RPCs as coroutines, for grpc.aio: each runs the sync method on the event loop, as
+    deepserve runs a lone request there."""
+
+    def coroutine(name: str) -> Any:
+        sync = getattr(peer_class, name)
+
+        async def method(self: Peer, request: Any, context: Any) -> Any:
+            return sync(self, request, context)
+
+        method.__name__ = name
+        return method
+
+    return type(f"Aio{peer_class.__name__}", (peer_class,), {name: coroutine(name) for name in RPCS})
+
+
+def serve(peer_class: type[Peer], default_workers: int, aio: bool = False) -> None:
+    """`python bench/peers/<peer>.py --port P [--model-dir models/digits_cnn]`: serves until killed. With `aio`,
+    `--aio` serves the same peer on grpc.aio on uvloop (as deepserve does; `aio_variant`)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "digits_cnn")
     parser.add_argument("--intra-op-threads", type=int, default=DEFAULT_INTRA_OP_THREADS)
     parser.add_argument("--workers", type=int, default=default_workers, help="gRPC handler threads")
     parser.add_argument("--ort-defaults", action="store_true", help="ONNX Runtime's own options (spinning)")
-    if aio_class is not None:
+    if aio:
         parser.add_argument("--aio", action="store_true", help="grpc.aio on uvloop instead of a sync grpcio server")
     args = parser.parse_args()
-    aio = aio_class is not None and args.aio
-    chosen = aio_class if aio else peer_class
+    on_aio = aio and args.aio
+    chosen = aio_variant(peer_class) if on_aio else peer_class
     peer = chosen(args.model_dir, args.intra_op_threads, args.ort_defaults)
-    if aio:
+    if on_aio:
         import uvloop
 
         uvloop.run(_serve_aio(peer, args.port))

@@ -1,9 +1,11 @@
 """The simplest peer (issue 12): a sync grpcio server, ONNX Runtime inline in the handler, no batching.
 
-    python bench/peers/inline_server.py --port 9001 [--model-dir models/digits_cnn --workers 8]
+    python bench/peers/inline_server.py --port 9001 [--model-dir models/digits_cnn --workers 8 --ort-defaults --aio]
 
 Each ModelInfer runs on the gRPC handler thread that received it: decode, session.run, encode. Concurrent
-requests run concurrently on the one session (ONNX Runtime allows that), sharing its intra-op threads.
+requests run concurrently on the one session (ONNX Runtime allows that), sharing its intra-op threads. With `--aio`
+it serves on grpc.aio on uvloop instead, running each request on the event loop (bench/paired.py's reference for
+what that stack allows at c=1).
 """
 
 from __future__ import annotations
@@ -23,4 +25,4 @@ class InlineServer(Peer):
 
 
 if __name__ == "__main__":
-    serve(InlineServer, default_workers=8)
+    serve(InlineServer, default_workers=8, aio=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.paired import DEEPSERVE, Round, summary
-from bench.peers.common import Statistics
+from bench.peers.common import RPCS, Statistics, aio_variant
 from bench.peers.inline_server import InlineServer
 from service.grpc._generated.inference import grpc_service_pb2 as pb
 
@@ -16,11 +18,11 @@ MODEL = Path(__file__).resolve().parents[2] / "models" / "digits_cnn"
 
 
 def a_round(raw=(400.0, 400.0), deepserve=(900.0, 440.0), spinning=(880.0, 430.0), inline=(1000.0, 600.0)) -> Round:
-    """p50 and model time in µs per server; the canned servers 500 and 480 µs."""
+    """p50 and model time in µs per server; the spinning peer on grpc.aio 890 µs, the canned servers 500 and 480."""
     p50 = {DEEPSERVE: deepserve[0], "inline-spinning": spinning[0], "inline": inline[0]}
     compute = {DEEPSERVE: deepserve[1], "inline-spinning": spinning[1], "inline": inline[1]}
-    p50 |= {"canned-aio": 500.0, "canned-sync": 480.0}
-    compute |= {"canned-aio": 0.0, "canned-sync": 0.0}
+    p50 |= {"inline-spinning-aio": 890.0, "canned-aio": 500.0, "canned-sync": 480.0}
+    compute |= {"inline-spinning-aio": 430.0, "canned-aio": 0.0, "canned-sync": 0.0}
     return Round(raw[0], raw[1], p50, compute)
 
 
@@ -51,6 +53,8 @@ def test_the_summary_counts_kept_rounds_only():
     assert "median 1.14 (from 1.10 to 1.20); met in 2 of 3 rounds" in lines[2]
     assert "grpc.aio on uvloop - sync grpcio" in lines[5] and "median +0.020" in lines[5]
     assert "deepserve - inline-spinning: median +0.026" in lines[6]
+    assert "(goal 1's floor there): median +0.010" in lines[7]
+    assert "(deepserve's own work): median +0.050 (from +0.010 to +0.110)" in lines[8]
 
 
 def test_no_round_kept_gives_no_verdict():
@@ -80,3 +84,14 @@ def test_the_inline_peer_times_its_model_runs():
     assert got.inference_count == 3
     assert got.inference_stats.compute_infer.ns > 0
     assert "statistics" in peer.ServerMetadata(None, None).extensions
+
+
+def test_the_aio_variant_answers_every_rpc_perf_analyzer_calls_from_coroutines():
+    peer = aio_variant(InlineServer)(MODEL, 1)
+    sample = np.zeros((1, 32, 32, 1), np.float32)
+    request = pb.ModelInferRequest(model_name="digits_cnn", raw_input_contents=[sample.tobytes()])
+    request.inputs.add(name="image", datatype="FP32", shape=[1, 32, 32, 1])
+    assert all(inspect.iscoroutinefunction(getattr(peer, name)) for name in RPCS)
+    answer = asyncio.run(peer.ModelInfer(request, None))
+    assert answer.outputs[0].name == "probabilities"
+    assert asyncio.run(peer.ModelStatistics(pb.ModelStatisticsRequest(), None)).model_stats[0].inference_count == 1
