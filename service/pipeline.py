@@ -101,7 +101,9 @@ class StatsObserver:
             s.compute_input.add(collate_s * n, n)
             s.compute_infer.add(infer_s * n, n)
             s.compute_output.add(split_s * n, n)
-            b = s.batches.setdefault(items, BatchStat())
+            b = s.batches.get(items)
+            if b is None:
+                b = s.batches[items] = BatchStat()
             b.compute_input.add(collate_s)
             b.compute_infer.add(infer_s)
             b.compute_output.add(split_s)

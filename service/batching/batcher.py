@@ -88,7 +88,6 @@ class DynamicBatcher:
             raise InvalidInputError(
                 f"batch of {size} exceeds max_batch_size {policy.max_batch_size} of model '{self.name}'"
             )
-        loop = asyncio.get_running_loop()
         now = time.monotonic()
         if deadline is None and policy.default_timeout_s is not None:
             deadline = now + policy.default_timeout_s
@@ -101,6 +100,28 @@ class DynamicBatcher:
             deadline=deadline,
             now=now,
         )
+        Activity.in_flight += 1
+        try:
+            alone = Activity.alone(now)  # called for every request: it also records the signs of load
+            if alone and self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S:
+                if not Activity.probe(now):
+                    answer = self._run_now(inputs, size, now)
+                    if answer is not None:
+                        return answer
+                    alone = False  # every run slot was taken: it queues
+                return await self._queued(inputs, size, now, deadline, lone=alone)
+            return await self._queued(inputs, size, now, deadline)
+        finally:
+            Activity.in_flight -= 1
+            Activity.last_answer = time.monotonic()
+
+    async def _queued(
+        self, inputs: Tensors, size: int, now: float, deadline: float | None, lone: bool = False
+    ) -> Tensors:
+        """`submit` through the queue. `lone`: the probe (`Activity.probe`): it runs at once in a worker thread,
+        on the session a lone run on the event loop would use."""
+        policy = self._policy
+        loop = asyncio.get_running_loop()
         key = policy.collate.key(inputs) if policy.batched else ()
         item = Pending(inputs, size, key, loop.create_future(), now)
         if policy.collate.pad_values:
@@ -111,14 +132,9 @@ class DynamicBatcher:
         self._live += 1
         self._live_items += size
         self._idle.clear()
-        Activity.in_flight += 1
         try:
-            lone = self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S
-            if Activity.alone(now) and lone:
-                if Activity.probe(now):
-                    self._launch(self._take(size), self._run_lone)
-                else:
-                    self._run_inline(self._take(size))
+            if lone:
+                self._launch(self._take(size), self._run_lone)
             elif self._free:
                 self._pump()
             return await item.future
@@ -127,9 +143,6 @@ class DynamicBatcher:
                 self._drop(item)
                 self._observer.rejected("cancelled")
             raise
-        finally:
-            Activity.in_flight -= 1
-            Activity.last_answer = time.monotonic()
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting; let queued and running batches finish (up to `timeout`), then fail the rest."""
@@ -244,20 +257,34 @@ class DynamicBatcher:
         done = loop.run_in_executor(self._executor, self._execute_in_slot, batch, run or self._run)
         done.add_done_callback(functools.partial(self._finish, batch=batch))
 
-    def _run_inline(self, batch: list[Pending]) -> None:
-        """`_launch` without the worker thread: the batch runs now, on this (the event loop's) thread, unless
-        every run slot is taken (by generation steps): then it waits for one in a worker thread, not here."""
+    def _run_now(self, inputs: Tensors, size: int, enqueued: float) -> Tensors | None:
+        """A lone request run at once on this (the event loop's) thread, through the lone run, without queueing:
+        its outputs, or its error raised. None when every run slot is taken (by generation steps): then it must
+        wait for one in a worker thread, not here."""
         if self._slots is not None and not self._slots.acquire(blocking=False):
-            self._launch(batch)
-            return
+            return None
         self._free -= 1
         self._running += 1
+        length = own_length(inputs, self._policy.collate) if self._policy.collate.pad_values else None
+        started = time.monotonic()
         try:
-            outcome = self._execute(batch, self._run_lone)
+            outcome = execute(
+                self.name,
+                [inputs],
+                [size],
+                [length],
+                self._run_lone,
+                self._run,
+                self._policy.collate,
+                self._policy.batched,
+            )
         finally:
             if self._slots is not None:
                 self._slots.release()
-        self._settle(outcome, batch)
+        answer = self._done(outcome, [size], [started - enqueued])[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     # ---- running --------------------------------------------------------------------------------
     def _execute_in_slot(self, batch: list[Pending], run: RunFn) -> Outcome:
@@ -276,30 +303,31 @@ class DynamicBatcher:
         self._settle(done.result(), batch)
 
     def _settle(self, outcome: Outcome, batch: list[Pending]) -> None:
+        answers = self._done(outcome, [p.size for p in batch], [p.started - p.enqueued for p in batch])
+        for item, answer in zip(batch, answers, strict=True):
+            item.state = DONE
+            if item.future.done():
+                continue
+            if isinstance(answer, BaseException):
+                item.future.set_exception(answer)
+            else:
+                item.future.set_result(answer)
+
+    def _done(self, outcome: Outcome, sizes: list[int], waits: list[float]) -> list[Tensors | BaseException]:
+        """After a run: the instance freed, the next batch started, the run observed; each request's answer."""
         self._free += 1
         self._running -= 1
         self.executions += 1
-        if len(batch) == 1:
+        if len(sizes) == 1:
             solo = self._solo_s
             self._solo_s = outcome.infer_s if solo == float("inf") else 0.8 * solo + 0.2 * outcome.infer_s
         self._pump()  # start the next batch before answering this one's callers
-        error = outcome.error or InferenceError(f"model '{self.name}' returned no outputs")
-        pieces = outcome.pieces if outcome.pieces is not None else [error for _ in batch]
-        waits = [p.started - p.enqueued for p in batch]
-        failed = 0
-        for item, piece in zip(batch, pieces, strict=True):
-            item.state = DONE
-            if isinstance(piece, BaseException):
-                failed += 1
-                piece = user_error(self.name, piece, len(batch))
-            if item.future.done():
-                continue
-            if isinstance(piece, BaseException):
-                item.future.set_exception(piece)
-            else:
-                assert piece is not None
-                item.future.set_result(piece)
-        self._observer.batch_done(
-            sum(p.size for p in batch), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, failed == 0
-        )
+        pieces = outcome.pieces
+        if pieces is None:
+            error = outcome.error or InferenceError(f"model '{self.name}' returned no outputs")
+            pieces = [error for _ in sizes]
+        answers = [user_error(self.name, p, len(sizes)) if isinstance(p, BaseException) else p for p in pieces]
+        failed = sum(isinstance(p, BaseException) for p in pieces)
+        self._observer.batch_done(sum(sizes), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, failed == 0)
         self._check_idle()
+        return answers

@@ -159,3 +159,49 @@ async def test_a_lone_run_that_fails_fails_only_its_request(executor, quiet_proc
     assert float((await spaced(batcher, 2))["y"][0, 0]) == 4.0
     assert Activity.in_flight == 0
     await batcher.close()
+
+
+class Recorder:
+    """A BatchObserver that keeps what it is told: (items, waits, ok) per run."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, int, bool]] = []
+
+    def rejected(self, reason: str, count: int = 1) -> None:
+        pass
+
+    def batch_done(
+        self, items: int, waits: list[float], collate_s: float, infer_s: float, split_s: float, ok: bool
+    ) -> None:
+        assert all(w >= 0 for w in waits) and infer_s >= 0
+        self.runs.append((items, len(waits), ok))
+
+
+async def test_a_lone_run_on_the_loop_is_observed_and_counted_like_any_run(executor, quiet_process):
+    observer, lone = Recorder(), ThreadRecorder()
+    lone.fail_when = lambda x: (x == 7).any()
+    batcher = DynamicBatcher("m", FakeModel(), BatchPolicy(max_batch_size=8), executor, observer, run_inline=lone)
+    await spaced(batcher, 1)  # the model's time is measured in a worker first
+    assert float((await spaced(batcher, 2))["y"][0, 0]) == 4.0
+    with pytest.raises(InferenceError, match="failed to run this request"):
+        await spaced(batcher, 7)
+    assert lone.threads == [threading.get_ident()] * 2, "both ran on the loop"
+    assert observer.runs == [(1, 1, True), (1, 1, True), (1, 1, False)]
+    assert batcher.executions == 3 and batcher.queue_depth == 0 and Activity.in_flight == 0
+    await batcher.close()
+
+
+async def test_a_lone_request_that_finds_every_run_slot_taken_waits_for_one_in_a_worker(executor, quiet_process):
+    slots = threading.BoundedSemaphore(1)
+    model, lone = ThreadRecorder(), ThreadRecorder()
+    batcher = DynamicBatcher("m", model, BatchPolicy(max_batch_size=8), executor, run_inline=lone, slots=slots)
+    await spaced(batcher, 1)
+    slots.acquire()  # a generation step holds the only slot
+    waiting = asyncio.ensure_future(spaced(batcher, 2))
+    await asyncio.sleep(0.1)
+    assert not waiting.done(), "it waits for the slot, and not on the loop"
+    slots.release()
+    assert float((await waiting)["y"][0, 0]) == 4.0
+    assert lone.threads == [] and len(model.threads) == 2 and threading.get_ident() not in model.threads
+    assert Activity.in_flight == 0
+    await batcher.close()
