@@ -103,46 +103,38 @@ class DynamicBatcher:
         Activity.in_flight += 1
         try:
             alone = Activity.alone(now)  # called for every request: it also records the signs of load
-            if alone and self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S:
-                if not Activity.probe(now):
-                    answer = self._run_now(inputs, size, now)
-                    if answer is not None:
-                        return answer
-                    alone = False  # every run slot was taken: it queues
-                return await self._queued(inputs, size, now, deadline, lone=alone)
-            return await self._queued(inputs, size, now, deadline)
+            lone = alone and self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S
+            if lone and not Activity.probe(now):
+                answer = self._run_now(inputs, size, now)
+                if answer is not None:
+                    return answer
+                lone = False  # every run slot is taken: it queues, and waits for one in a worker thread
+            # Queued. `lone` now means the probe: it runs at once in a worker, on the lone run's session.
+            loop = asyncio.get_running_loop()
+            key = policy.collate.key(inputs) if policy.batched else ()
+            item = Pending(inputs, size, key, loop.create_future(), now)
+            if policy.collate.pad_values:
+                item.length = own_length(inputs, policy.collate)
+            if deadline is not None:
+                item.timer = loop.call_later(deadline - now, self._expire, item)
+            self._queue.append(item)
+            self._live += 1
+            self._live_items += size
+            self._idle.clear()
+            try:
+                if lone:
+                    self._launch(self._take(size), self._run_lone)
+                elif self._free:
+                    self._pump()
+                return await item.future
+            except asyncio.CancelledError:
+                if item.state == QUEUED:
+                    self._drop(item)
+                    self._observer.rejected("cancelled")
+                raise
         finally:
             Activity.in_flight -= 1
             Activity.last_answer = time.monotonic()
-
-    async def _queued(
-        self, inputs: Tensors, size: int, now: float, deadline: float | None, lone: bool = False
-    ) -> Tensors:
-        """`submit` through the queue. `lone`: the probe (`Activity.probe`): it runs at once in a worker thread,
-        on the session a lone run on the event loop would use."""
-        policy = self._policy
-        loop = asyncio.get_running_loop()
-        key = policy.collate.key(inputs) if policy.batched else ()
-        item = Pending(inputs, size, key, loop.create_future(), now)
-        if policy.collate.pad_values:
-            item.length = own_length(inputs, policy.collate)
-        if deadline is not None:
-            item.timer = loop.call_later(deadline - now, self._expire, item)
-        self._queue.append(item)
-        self._live += 1
-        self._live_items += size
-        self._idle.clear()
-        try:
-            if lone:
-                self._launch(self._take(size), self._run_lone)
-            elif self._free:
-                self._pump()
-            return await item.future
-        except asyncio.CancelledError:
-            if item.state == QUEUED:
-                self._drop(item)
-                self._observer.rejected("cancelled")
-            raise
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting; let queued and running batches finish (up to `timeout`), then fail the rest."""
@@ -281,7 +273,8 @@ class DynamicBatcher:
         finally:
             if self._slots is not None:
                 self._slots.release()
-        answer = self._done(outcome, [size], [started - enqueued])[0]
+        answer = self._done(outcome, 1)[0]
+        self._observe(outcome, [size], [started - enqueued], [answer])
         if isinstance(answer, BaseException):
             raise answer
         return answer
@@ -303,7 +296,7 @@ class DynamicBatcher:
         self._settle(done.result(), batch)
 
     def _settle(self, outcome: Outcome, batch: list[Pending]) -> None:
-        answers = self._done(outcome, [p.size for p in batch], [p.started - p.enqueued for p in batch])
+        answers = self._done(outcome, len(batch))
         for item, answer in zip(batch, answers, strict=True):
             item.state = DONE
             if item.future.done():
@@ -312,22 +305,27 @@ class DynamicBatcher:
                 item.future.set_exception(answer)
             else:
                 item.future.set_result(answer)
+        self._observe(outcome, [p.size for p in batch], [p.started - p.enqueued for p in batch], answers)
 
-    def _done(self, outcome: Outcome, sizes: list[int], waits: list[float]) -> list[Tensors | BaseException]:
-        """After a run: the instance freed, the next batch started, the run observed; each request's answer."""
+    def _done(self, outcome: Outcome, requests: int) -> list[Tensors | BaseException]:
+        """After a run of `requests` requests: the instance freed and the next batch started; each one's answer."""
         self._free += 1
         self._running -= 1
         self.executions += 1
-        if len(sizes) == 1:
+        if requests == 1:
             solo = self._solo_s
             self._solo_s = outcome.infer_s if solo == float("inf") else 0.8 * solo + 0.2 * outcome.infer_s
         self._pump()  # start the next batch before answering this one's callers
         pieces = outcome.pieces
         if pieces is None:
             error = outcome.error or InferenceError(f"model '{self.name}' returned no outputs")
-            pieces = [error for _ in sizes]
-        answers = [user_error(self.name, p, len(sizes)) if isinstance(p, BaseException) else p for p in pieces]
-        failed = sum(isinstance(p, BaseException) for p in pieces)
-        self._observer.batch_done(sum(sizes), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, failed == 0)
+            pieces = [error for _ in range(requests)]
+        return [user_error(self.name, p, requests) if isinstance(p, BaseException) else p for p in pieces]
+
+    def _observe(
+        self, outcome: Outcome, sizes: list[int], waits: list[float], answers: list[Tensors | BaseException]
+    ) -> None:
+        """The run, to the metrics and statistics, once its callers have their answers."""
+        ok = not any(isinstance(a, BaseException) for a in answers)
+        self._observer.batch_done(sum(sizes), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, ok)
         self._check_idle()
-        return answers
