@@ -104,12 +104,12 @@ class DynamicBatcher:
         try:
             alone = Activity.alone(now)  # called for every request: it also records the signs of load
             lone = alone and self._inline and self._free == policy.instances and self._solo_s <= INLINE_MAX_S
-            if lone and not Activity.probe(now):
+            probe = lone and Activity.probe(now)  # a lone request that runs in a worker, on the lone run's session
+            if lone and not probe:
                 answer = self._run_now(inputs, size, now)
                 if answer is not None:
                     return answer
-                lone = False  # every run slot is taken: it queues, and waits for one in a worker thread
-            # Queued. `lone` now means the probe: it runs at once in a worker, on the lone run's session.
+                # every run slot is taken: it queues, and waits for one in a worker thread
             loop = asyncio.get_running_loop()
             key = policy.collate.key(inputs) if policy.batched else ()
             item = Pending(inputs, size, key, loop.create_future(), now)
@@ -122,7 +122,7 @@ class DynamicBatcher:
             self._live_items += size
             self._idle.clear()
             try:
-                if lone:
+                if probe:
                     self._launch(self._take(size), self._run_lone)
                 elif self._free:
                     self._pump()
@@ -260,16 +260,7 @@ class DynamicBatcher:
         length = own_length(inputs, self._policy.collate) if self._policy.collate.pad_values else None
         started = time.monotonic()
         try:
-            outcome = execute(
-                self.name,
-                [inputs],
-                [size],
-                [length],
-                self._run_lone,
-                self._run,
-                self._policy.collate,
-                self._policy.batched,
-            )
+            outcome = self._execute_feeds([inputs], [size], [length], self._run_lone)
         finally:
             if self._slots is not None:
                 self._slots.release()
@@ -288,8 +279,11 @@ class DynamicBatcher:
             return self._execute(batch, run)
 
     def _execute(self, batch: list[Pending], run: RunFn) -> Outcome:
-        """In a worker thread, or on the loop for a lone request (see `execution.execute`)."""
-        inputs, sizes, lengths = [p.inputs for p in batch], [p.size for p in batch], [p.length for p in batch]
+        """In a worker thread: a batch of queued requests (see `execution.execute`)."""
+        return self._execute_feeds([p.inputs for p in batch], [p.size for p in batch], [p.length for p in batch], run)
+
+    def _execute_feeds(self, inputs: list[Tensors], sizes: list[int], lengths: list[int | None], run: RunFn) -> Outcome:
+        """`execution.execute` for this model: in a worker thread, or on the loop for a lone request."""
         return execute(self.name, inputs, sizes, lengths, run, self._run, self._policy.collate, self._policy.batched)
 
     def _finish(self, done: asyncio.Future, batch: list[Pending]) -> None:
