@@ -45,6 +45,9 @@ class InferRequest:
     id: str = ""
     deadline: float | None = None
     """`time.monotonic()` after which the request is dropped if it has not run."""
+    validated: bool = False
+    """The decoder matched every input to the model's fixed signature (`RequestLimits.decode_fixed`), which
+    is all that validating it would check."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from the model) once, at load; `check_declared` runs on a tensor's declared shap
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +96,21 @@ def validate_outputs(config: ModelConfig, model: str, requested: Sequence[str]) 
 
 
 @dataclass(frozen=True, slots=True)
+class FixedInput:
+    """An input with every dim fixed and a numeric datatype: a tensor that matches it exactly needs no other
+    check (`RequestLimits.decode_fixed`)."""
+
+    datatype: str
+    dtype: np.dtype
+    dims: tuple[int, ...]
+    """Without the batch dim."""
+    item_bytes: int
+    """Raw bytes of one batch item (of the whole tensor, for a model without a batch dim)."""
+    max_rows: int
+    """The most batch items one request may carry: max_batch_size, or fewer where `max_input_elements` says so."""
+
+
+@dataclass(frozen=True, slots=True)
 class RequestLimits:
     """A model's per-request bounds for V2 tensors, resolved at load (defaults derived from the model)."""
 
@@ -110,6 +125,10 @@ class RequestLimits:
     value_ranges: dict[str, tuple[int, int]]
     same_shape: dict[str, str]
     """Input → the input it must match in shape."""
+    fixed: dict[str, FixedInput] | None = None
+    """Per input, when every input of the model has fixed dims, a numeric datatype and no value range: then a
+    request whose tensors match exactly is decoded by `decode_fixed` in one pass. None: every request takes the
+    full path (`check_declared`, decoding, `validate_inputs`, `check_values`)."""
 
     @classmethod
     def resolve(cls, model: str, config: ModelConfig, vocab_size: int | None = None) -> RequestLimits:
@@ -137,7 +156,46 @@ class RequestLimits:
             twins = [s.name for s in config.inputs if s.name != mask.name and s.dims == mask.dims]
             if len(twins) == 1:
                 same[mask.name] = twins[0]
-        return cls(model, config.max_batch_size, elements, dim, {n: a for n, a in axes.items() if a}, ranges, same)
+        return cls(
+            model,
+            config.max_batch_size,
+            elements,
+            dim,
+            {n: a for n, a in axes.items() if a},
+            ranges,
+            same,
+            _fixed(config, elements, ranges, same),
+        )
+
+    def decode_fixed(self, tensors: Iterable[tuple[str, str, Sequence[int], bytes]]) -> dict[str, np.ndarray] | None:
+        """The request's tensors (name, datatype, declared shape, raw bytes) as arrays, when each is one of the
+        model's `fixed` inputs exactly: its datatype and dims, a batch within `max_rows` and the same for all,
+        and bytes to match. Such tensors pass every check of the full path, which need not run. None when
+        anything differs (or the model has no `fixed` inputs): the full path then names what is wrong."""
+        fixed = self.fixed
+        if fixed is None:
+            return None
+        batched = self.max_batch_size > 0
+        inputs: dict[str, np.ndarray] = {}
+        rows = 0
+        for name, datatype, declared, raw in tensors:
+            spec = fixed.get(name)
+            if spec is None or datatype != spec.datatype or name in inputs:
+                return None
+            shape = tuple(declared)
+            if batched:
+                count = shape[0] if shape else 0
+                if shape[1:] != spec.dims or not 0 < count <= spec.max_rows or (rows and count != rows):
+                    return None
+                rows = count
+            elif shape != spec.dims:
+                return None
+            else:
+                count = 1
+            if len(raw) != count * spec.item_bytes:
+                return None
+            inputs[name] = np.frombuffer(raw, dtype=spec.dtype).reshape(shape)
+        return inputs if len(inputs) == len(fixed) else None
 
     def check_declared(self, name: str, shape: Sequence[int]) -> int:
         """The element count of a tensor the request declares, checked before anything is allocated for it."""
@@ -188,3 +246,21 @@ class RequestLimits:
                     f"input {quoted(name)} of model '{self.model}' has shape {list(inputs[name].shape)} but must "
                     f"have the shape of {quoted(other)}, {list(inputs[other].shape)}"
                 )
+
+
+def _fixed(
+    config: ModelConfig, elements: dict[str, int], ranges: dict[str, tuple[int, int]], same: dict[str, str]
+) -> dict[str, FixedInput] | None:
+    """`RequestLimits.fixed`: None unless every input has fixed, non-zero dims, a numeric datatype, no value
+    range and no shape to share, and at least one batch item fits its element bound."""
+    fixed = {}
+    for spec in config.inputs:
+        items = math.prod(spec.dims)
+        if spec.datatype == "BYTES" or -1 in spec.dims or not items or spec.name in ranges or same:
+            return None
+        rows = min(config.max_batch_size, elements[spec.name] // items) if config.batched else 1
+        if rows < 1 or (not config.batched and items > elements[spec.name]):
+            return None
+        dtype = np.dtype(DATATYPES[spec.datatype])
+        fixed[spec.name] = FixedInput(spec.datatype, dtype, spec.dims, items * dtype.itemsize, rows)
+    return fixed or None

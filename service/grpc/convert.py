@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from service import tensors
@@ -66,6 +68,17 @@ def _decode_tensor(
     return tensors.from_typed(name, datatype, shape, count, getattr(tensor.contents, field), f"contents.{field}")
 
 
+def _decode_fixed(
+    request: pb.ModelInferRequest, raw_contents: Sequence[bytes], limits: RequestLimits
+) -> dict[str, np.ndarray] | None:
+    """The common request in one pass (`RequestLimits.decode_fixed`): raw contents only, one per input, and no
+    parameters. None: the full path decodes it, or names what is wrong."""
+    inputs = request.inputs
+    if len(inputs) != len(raw_contents) or any(t.parameters or t.HasField("contents") for t in inputs):
+        return None
+    return limits.decode_fixed((t.name, t.datatype, t.shape, raw) for t, raw in zip(inputs, raw_contents, strict=True))
+
+
 def _refuse_tensor_parameters(request: pb.ModelInferRequest) -> None:
     for kind, items in (("input", request.inputs), ("output", request.outputs)):
         for tensor in items:
@@ -90,6 +103,18 @@ def decode_infer_request(
     """`time_remaining` is the gRPC deadline's remaining seconds (None without a deadline); `limits` are the
     model's, checked before any tensor is decoded."""
     raw_contents = request.raw_input_contents
+    if raw_contents and not request.parameters and not request.outputs and limits.fixed is not None:
+        fast = _decode_fixed(request, raw_contents, limits)
+        if fast is not None:
+            return InferRequest(
+                request.model_name,
+                request.model_version,
+                fast,
+                (),
+                request.id,
+                tensors.deadline(time_remaining, None),
+                True,
+            )
     mixed = next((t.name for t in request.inputs if t.HasField("contents")), None) if raw_contents else None
     if mixed is not None:  # Triton's wording, which its example clients check for
         raise InvalidInputError(
