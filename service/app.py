@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +23,7 @@ from grpc_health.v1._async import HealthServicer
 
 from service.accounting import Accounting
 from service.auth import TokenStore
+from service.batching.slots import RunSlots
 from service.collector import settle
 from service.config import ServerSettings
 from service.grpc.auth import Authorizer
@@ -72,7 +72,7 @@ class App:
         self.metrics_endpoint = MetricsEndpoint(self.metrics.registry)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="infer")
         # As many model runs at once as workers: V2 batches, lone requests on the event loop, generation steps.
-        slots = threading.BoundedSemaphore(settings.workers)
+        slots = RunSlots(settings.workers)
         self.registry = ModelRegistry(repository, self.metrics, self.executor, settings.device, slots)
         self.health = HealthServicer()
         self.started = False

@@ -5,7 +5,6 @@ events into the model's metrics. The benchmarks build generation the same way, f
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.kv_cache import KVCacheDecoder
 from service.batching.lanes import lane_slots
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
+from service.batching.slots import Slots
 from service.config import ModelConfig, Task
 from service.metrics import GenerationModelMetrics, ModelMetrics
 from service.runtime import ModelSession, StepModel
@@ -43,7 +43,7 @@ def generation_scheduler(
     task: TextGeneration,
     metrics: ModelMetrics,
     generation: GenerationModelMetrics,
-    slots: threading.Semaphore | None = None,
+    slots: Slots | None = None,
 ) -> GenerationScheduler:
     """`name` is the model and version ("textgen:1"); the scheduler's lanes start with `start()`, on the loop.
     `slots`: the server's run slots (`--workers`), taken for each step."""

@@ -22,6 +22,7 @@ from service.batching.batcher import DynamicBatcher
 from service.batching.collate import CollateSpec, Tensors
 from service.batching.policy import BatchPolicy
 from service.batching.scheduler import GenerationScheduler
+from service.batching.slots import Slots
 from service.config import ModelConfig
 from service.handlers import TaskProcessing
 from service.metrics import ModelMetrics
@@ -126,7 +127,7 @@ class ModelPipeline:
         limits: RequestLimits | None = None,
         task: TaskProcessing | None = None,
         scheduler: GenerationScheduler | None = None,
-        slots: threading.Semaphore | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.name = name
         self.version = version

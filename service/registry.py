@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 
+from service.batching.slots import Slots
 from service.config import Device
 from service.errors import (
     DeepserveError,
@@ -73,7 +73,7 @@ class ModelRegistry:
         metrics: Metrics,
         executor: Executor,
         device: Device = Device.AUTO,
-        slots: threading.Semaphore | None = None,
+        slots: Slots | None = None,
     ) -> None:
         """`slots`: taken for every model run (batches and generation steps), so that `--workers` bounds them
         all; None: only the executor's threads bound the batches."""

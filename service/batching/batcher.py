@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -29,6 +28,7 @@ from service.batching.collate import Tensors, batch_size, own_length
 from service.batching.execution import Outcome, RunFn, execute, user_error
 from service.batching.pending import DONE, QUEUED, RUNNING, Pending
 from service.batching.policy import INLINE_MAX_S, BatchObserver, BatchPolicy, NullObserver
+from service.batching.slots import Slots
 from service.errors import DeadlineExceededError, InferenceError, InvalidInputError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class DynamicBatcher:
         executor: Executor,
         observer: BatchObserver | None = None,
         run_inline: RunFn | None = None,
-        slots: threading.Semaphore | None = None,
+        slots: Slots | None = None,
     ) -> None:
         """`run_inline`: what runs a lone request on the event loop (`BatchPolicy.inline`), when that should
         differ from `run`: a session whose threads spin while it runs, say. `slots`: taken for each model run,

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from service.batching.decoders import Decoder
 from service.batching.sampling import sample_batch
 from service.batching.sequences import FinishReason, SequenceState, SequenceStatus
+from service.batching.slots import Slots
 from service.errors import DeadlineExceededError, DeepserveError, InferenceError
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class LaneContext:
     queue: WaitingQueue
     hand_over: Callable[[Lane], None]
     """Asks the event loop to stream the lane's outbox (thread-safe); RuntimeError once the loop is gone."""
-    slots: threading.Semaphore | None = None
+    slots: Slots | None = None
     """Taken for each step's model run, shared with the server's batchers (`--workers`); None: no bound."""
 
 

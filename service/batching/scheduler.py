@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ from service.batching.sequences import (
     SequenceState,
     TextChunk,
 )
+from service.batching.slots import Slots
 from service.errors import DeadlineExceededError, DeepserveError, InvalidInputError, UnavailableError
 from service.types import SamplingParams
 
@@ -76,7 +76,7 @@ class GenerationScheduler:
         decoders: Sequence[Decoder],
         config: SchedulerConfig,
         observer: GenerationObserver | None = None,
-        slots: threading.Semaphore | None = None,
+        slots: Slots | None = None,
     ) -> None:
         """A lane per decoder; the lanes share `max_active_sequences` between them. `slots`: taken for each
         step's model run, shared with the server's batchers (`--workers`)."""

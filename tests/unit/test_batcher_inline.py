@@ -13,6 +13,7 @@ from service.batching import activity
 from service.batching.activity import PROBE_AFTER, QUIET_GAP_S, Activity
 from service.batching.batcher import DynamicBatcher
 from service.batching.policy import INLINE_MAX_S, BatchPolicy
+from service.batching.slots import RunSlots
 from service.errors import InferenceError
 from tests.unit.batcher_helpers import FakeModel, make, req
 
@@ -192,7 +193,7 @@ async def test_a_lone_run_on_the_loop_is_observed_and_counted_like_any_run(execu
 
 
 async def test_a_lone_request_that_finds_every_run_slot_taken_waits_for_one_in_a_worker(executor, quiet_process):
-    slots = threading.BoundedSemaphore(1)
+    slots = RunSlots(1)
     model, lone = ThreadRecorder(), ThreadRecorder()
     batcher = DynamicBatcher("m", model, BatchPolicy(max_batch_size=8), executor, run_inline=lone, slots=slots)
     await spaced(batcher, 1)

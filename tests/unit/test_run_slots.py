@@ -1,5 +1,5 @@
 """`--workers` bounds every model run: V2 batches, lone requests on the event loop and generation steps share
-one set of run slots (a semaphore), so a generation lane cannot add a run beyond it."""
+one set of run slots (`RunSlots`), so a generation lane cannot add a run beyond it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from service.batching.activity import QUIET_GAP_S, Activity
 from service.batching.batcher import DynamicBatcher
 from service.batching.policy import BatchPolicy
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
+from service.batching.slots import RunSlots
 from service.types import SamplingParams
 
 
@@ -101,20 +102,20 @@ async def load(slots: threading.Semaphore, executor: ThreadPoolExecutor) -> Mete
 
 
 async def test_one_worker_means_one_model_run_at_a_time(executor):
-    meter = await load(threading.BoundedSemaphore(1), executor)
+    meter = await load(RunSlots(1), executor)
     assert meter.most == 1
 
 
 async def test_two_workers_let_two_runs_overlap(executor):
     """The same load with two slots does overlap, so the test above can fail."""
-    meter = await load(threading.BoundedSemaphore(2), executor)
+    meter = await load(RunSlots(2), executor)
     assert meter.most == 2
 
 
 async def test_a_lone_request_waits_for_a_slot_in_a_worker_not_on_the_event_loop(executor):
     Activity.in_flight = 0
     Activity.busy_until = Activity.last_answer = 0.0
-    meter, slots = Meter(seconds=0.0), threading.BoundedSemaphore(1)
+    meter, slots = Meter(seconds=0.0), RunSlots(1)
     batcher = DynamicBatcher("m", MeteredModel(meter), BatchPolicy(max_batch_size=8), executor, slots=slots)
     x = {"x": np.ones((1, 2), np.float32)}
     loop = threading.get_ident()
@@ -134,3 +135,26 @@ async def test_a_lone_request_waits_for_a_slot_in_a_worker_not_on_the_event_loop
     assert meter.threads[-1] != loop
     await batcher.close()
     Activity.busy_until = Activity.last_answer = 0.0
+
+
+def test_run_slots_count_what_is_taken_and_wait_for_a_slot_given_back() -> None:
+    slots = RunSlots(2)
+    assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
+    assert not slots.acquire(blocking=False) and slots.free == 0
+    taken = threading.Event()
+
+    def worker() -> None:
+        with slots:
+            taken.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert not taken.wait(0.05), "a slot was taken while none was free"
+    slots.release()
+    assert taken.wait(5)
+    thread.join(5)
+    assert slots.free == 1  # the worker gave its slot back
+    slots.release()
+    assert slots.free == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        RunSlots(0)
