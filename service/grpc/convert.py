@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,6 +47,7 @@ _CONFIG_TYPES = {
 }
 _RAW_OUTPUT_TAG = bytes([pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER << 3 | 2])
 """Field `raw_output_contents`, wire type 2 (length-delimited): one byte, as the field number is below 16."""
+_ID_TAG = bytes([pb.ModelInferResponse.ID_FIELD_NUMBER << 3 | 2])
 decode_bytes = tensors.decode_bytes
 encode_bytes = tensors.encode_bytes
 
@@ -144,18 +146,34 @@ def decode_infer_request(
 
 
 def serialize_infer_response(response: InferResponse) -> bytes:
-    """The wire bytes of a ModelInferResponse with raw output contents. protobuf builds the small part (names,
-    datatypes, shapes); each output's bytes are appended as field `raw_output_contents` straight from the
-    array, so a large output is copied once, not three times (tobytes, into the message, serializing):
-    less memory per response waiting on a slow client, and less time on the event loop."""
-    out = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
+    """The wire bytes of a ModelInferResponse with raw output contents. The small part (names, datatypes,
+    shapes) is built by protobuf once per model version and output layout (`_response_head`); the id and each
+    output's bytes are appended as their fields (`id`, `raw_output_contents`), straight from the array, so a
+    large output is copied once, not three times (tobytes, into the message, serializing): less memory per
+    response waiting on a slow client, and less time on the event loop. Fields may come in any order on the
+    wire; protobuf parses them the same."""
+    layout = []
     parts: list[bytes | memoryview] = []
     for name, arr in response.outputs.items():
         datatype = datatype_of(arr)
-        out.outputs.add(name=name, datatype=datatype, shape=arr.shape)
+        layout.append((name, datatype, arr.shape))
         data = tensors.raw_bytes(arr, datatype)
         parts += (_RAW_OUTPUT_TAG, _varint(len(data)), data)
-    return b"".join([out.SerializeToString(), *parts])
+    head = _response_head(response.model, response.version, tuple(layout))
+    if response.id:
+        ident = response.id.encode()
+        head += _ID_TAG + _varint(len(ident)) + ident
+    return b"".join([head, *parts])
+
+
+@functools.lru_cache(maxsize=4096)
+def _response_head(model: str, version: str, layout: tuple[tuple[str, str, tuple[int, ...]], ...]) -> bytes:
+    """A ModelInferResponse's model, version and outputs (name, datatype, shape), serialized. A version's
+    layouts are few (one per batch size and output length), so the cache holds them all but the rarest."""
+    out = pb.ModelInferResponse(model_name=model, model_version=version)
+    for name, datatype, shape in layout:
+        out.outputs.add(name=name, datatype=datatype, shape=shape)
+    return out.SerializeToString()
 
 
 def _varint(value: int) -> bytes:

@@ -202,3 +202,24 @@ def test_serialized_response_is_what_protobuf_writes(size: int) -> None:
     reference.outputs.add(name="b", datatype="FP32", shape=[3, 2])
     reference.raw_output_contents.extend([values.tobytes(), strided.tobytes()])
     assert pb.ModelInferResponse.FromString(data) == reference
+
+
+@pytest.mark.parametrize("ident", ["", "x", "é-ünïcode", "r" * 200])
+def test_response_ids_of_any_length_parse_back(ident: str) -> None:
+    """The id is appended to a cached head: empty, non-ASCII, and long enough for a two-byte length."""
+    data = convert.serialize_infer_response(InferResponse("m", "1", {"a": np.ones(3, np.float32)}, ident))
+    out = pb.ModelInferResponse.FromString(data)
+    assert out.id == ident
+    assert (out.model_name, out.model_version, [o.name for o in out.outputs]) == ("m", "1", ["a"])
+
+
+def test_cached_heads_never_mix_models_versions_or_shapes() -> None:
+    seen = set()
+    for model, version, rows in [("m", "1", 1), ("m", "2", 1), ("n", "1", 1), ("m", "1", 2), ("m", "1", 1)]:
+        arr = np.zeros((rows, 2), np.float32)
+        out = pb.ModelInferResponse.FromString(
+            convert.serialize_infer_response(InferResponse(model, version, {"p": arr}))
+        )
+        assert (out.model_name, out.model_version, list(out.outputs[0].shape)) == (model, version, [rows, 2])
+        seen.add((model, version, rows))
+    assert len(seen) == 4
