@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from service.histogram import Histogram, HistogramChild
 
 # Milliseconds to seconds: fine resolution where serving latencies live.
 LATENCY_BUCKETS = (
@@ -170,9 +172,9 @@ class Metrics:
 class ModelMetrics:
     """Children of each metric bound to one model version."""
 
-    queue_duration: Histogram
-    compute_duration: Histogram
-    batch_size: Histogram
+    queue_duration: HistogramChild
+    compute_duration: HistogramChild
+    batch_size: HistogramChild
     queue_depth: Gauge
     queue_capacity: Gauge
     inflight: Gauge
@@ -183,8 +185,8 @@ class ModelMetrics:
 class GenerationModelMetrics:
     """Children of the generation metrics bound to one version of a text_generation model."""
 
-    ttft: Histogram
-    inter_token: Histogram
+    ttft: HistogramChild
+    inter_token: HistogramChild
     tokens: Counter
     active_sequences: Gauge
     waiting_sequences: Gauge
@@ -195,7 +197,7 @@ class RequestRecorder:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._children: dict[tuple[str, str, str, str], tuple[Histogram, Counter]] = {}
+        self._children: dict[tuple[str, str, str, str], tuple[HistogramChild, Counter]] = {}
 
     def record(self, model: str, version: str, api: str, code: str, seconds: float) -> None:
         key = (model, version, api, code)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -72,12 +71,14 @@ class InFlight:
 
 
 class StatsObserver:
-    """Feeds the ModelStatistics counters and the Prometheus metrics from the same events."""
+    """Feeds the ModelStatistics counters and the Prometheus metrics from the same events.
+
+    Called on the event loop only (a run ends there: `DynamicBatcher._settle`, or `_run_now` for a lone request,
+    and requests end there), where ModelStatistics reads the counters too: they need no lock."""
 
     def __init__(self, metrics: ModelMetrics, capacity: int) -> None:
         self.stats = ModelStats()
         self.metrics = metrics
-        self.lock = threading.Lock()
         metrics.queue_capacity.set(capacity)
 
     def rejected(self, reason: str, count: int = 1) -> None:
@@ -91,27 +92,25 @@ class StatsObserver:
         m.compute_duration.observe(collate_s + infer_s + split_s)
         for w in waits:
             m.queue_duration.observe(w)
-        with self.lock:
-            if not ok:
-                return
-            s.execution_count += 1
-            s.inference_count += items
-            s.last_inference_ms = int(time.time() * 1000)
-            s.queue.add(sum(waits), len(waits))
-            n = len(waits)
-            s.compute_input.add(collate_s * n, n)
-            s.compute_infer.add(infer_s * n, n)
-            s.compute_output.add(split_s * n, n)
-            b = s.batches.get(items)
-            if b is None:
-                b = s.batches[items] = BatchStat()
-            b.compute_input.add(collate_s)
-            b.compute_infer.add(infer_s)
-            b.compute_output.add(split_s)
+        if not ok:
+            return
+        n = len(waits)
+        s.execution_count += 1
+        s.inference_count += items
+        s.last_inference_ms = int(time.time() * 1000)
+        s.queue.add(sum(waits), n)
+        s.compute_input.add(collate_s * n, n)
+        s.compute_infer.add(infer_s * n, n)
+        s.compute_output.add(split_s * n, n)
+        b = s.batches.get(items)
+        if b is None:
+            b = s.batches[items] = BatchStat()
+        b.compute_input.add(collate_s)
+        b.compute_infer.add(infer_s)
+        b.compute_output.add(split_s)
 
     def request_done(self, seconds: float, ok: bool) -> None:
-        with self.lock:
-            (self.stats.success if ok else self.stats.fail).add(seconds)
+        (self.stats.success if ok else self.stats.fail).add(seconds)
 
 
 class ModelPipeline:
