@@ -83,6 +83,8 @@ class ModelRegistry:
         self.slots = slots
         self.device = device
         self._models: dict[str, dict[str, ModelPipeline]] = {}
+        self._newest: dict[str, ModelPipeline] = {}
+        """Each model's newest version, which a request naming no version gets (`get`): kept with `_models`."""
         self._failed: dict[str, str] = {}
         """Models whose last load failed → why. A load that succeeds, or an unload, clears it."""
         self._unready: dict[str, list[str]] = {}
@@ -94,6 +96,10 @@ class ModelRegistry:
 
     # ---- queries ---------------------------------------------------------------------------------
     def get(self, name: str, version: str = "") -> ModelPipeline:
+        if not version:
+            newest = self._newest.get(name)
+            if newest is not None:
+                return newest
         versions = self._models.get(name)
         if not versions:
             if name in self._loading:
@@ -192,6 +198,10 @@ class ModelRegistry:
                 pipeline.start()
             old = self._models.get(name, {})
             self._models[name] = new
+            if new:
+                self._newest[name] = new[max(new, key=int)]
+            else:
+                self._newest.pop(name, None)
             self._failed.pop(name, None)
             gone = [*old, *self._unready.pop(name, [])]
             self.metrics.forget_ready(name, [v for v in gone if v not in new])
@@ -204,6 +214,7 @@ class ModelRegistry:
         async with self._lock:
             self.repository.model_dir(name)  # NOT_FOUND for names outside the repository
             old = self._models.pop(name, {})
+            self._newest.pop(name, None)
             self._failed.pop(name, None)
             self.metrics.forget_ready(name, [*old, *self._unready.pop(name, [])])  # not expected to serve: no series
             self._notify()
@@ -212,6 +223,7 @@ class ModelRegistry:
 
     async def close(self, timeout: float | None = None) -> None:
         models, self._models = self._models, {}
+        self._newest = {}
         self._notify()
         await asyncio.gather(*(p.close(timeout) for versions in models.values() for p in versions.values()))
 

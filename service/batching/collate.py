@@ -75,6 +75,8 @@ def split(
         if arr.ndim == 0 or arr.shape[0] != total:
             got = arr.shape[0] if arr.ndim else "a scalar"
             raise InferenceError(f"model output `{name}` has {got} rows for a batch of {total}")
+    if len(sizes) == 1 and padded_len is None:  # one request, nothing padded: the outputs are its own
+        return [dict(outputs)]
     pieces: list[Tensors] = [{} for _ in sizes]
     start = 0
     for i, size in enumerate(sizes):

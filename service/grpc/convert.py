@@ -76,9 +76,14 @@ def _decode_fixed(
     """The common request in one pass (`RequestLimits.decode_fixed`): raw contents only, one per input, and no
     parameters. None: the full path decodes it, or names what is wrong."""
     inputs = request.inputs
-    if len(inputs) != len(raw_contents) or any(t.parameters or t.HasField("contents") for t in inputs):
+    if len(inputs) != len(raw_contents):
         return None
-    return limits.decode_fixed((t.name, t.datatype, t.shape, raw) for t, raw in zip(inputs, raw_contents, strict=True))
+    found = []  # a list, not a generator: a generator costs more than the loop
+    for tensor, raw in zip(inputs, raw_contents, strict=True):
+        if tensor.parameters or tensor.HasField("contents"):
+            return None
+        found.append((tensor.name, tensor.datatype, tensor.shape, raw))
+    return limits.decode_fixed(found)
 
 
 def _refuse_tensor_parameters(request: pb.ModelInferRequest) -> None:
