@@ -265,9 +265,10 @@ class DynamicBatcher:
             if self._slots is not None:
                 self._slots.release()
         answer = self._done(outcome, 1)[0]
-        self._observe(outcome, [size], [started - enqueued], [answer])
         if isinstance(answer, BaseException):
+            self._observe(outcome, size, [started - enqueued], False)
             raise answer
+        self._observe(outcome, size, [started - enqueued], True)
         return answer
 
     # ---- running --------------------------------------------------------------------------------
@@ -299,7 +300,8 @@ class DynamicBatcher:
                 item.future.set_exception(answer)
             else:
                 item.future.set_result(answer)
-        self._observe(outcome, [p.size for p in batch], [p.started - p.enqueued for p in batch], answers)
+        ok = not any(isinstance(a, BaseException) for a in answers)
+        self._observe(outcome, sum(p.size for p in batch), [p.started - p.enqueued for p in batch], ok)
 
     def _done(self, outcome: Outcome, requests: int) -> list[Tensors | BaseException]:
         """After a run of `requests` requests: the instance freed and the next batch started; each one's answer."""
@@ -316,10 +318,8 @@ class DynamicBatcher:
             pieces = [error for _ in range(requests)]
         return [user_error(self.name, p, requests) if isinstance(p, BaseException) else p for p in pieces]
 
-    def _observe(
-        self, outcome: Outcome, sizes: list[int], waits: list[float], answers: list[Tensors | BaseException]
-    ) -> None:
-        """The run, to the metrics and statistics, once its callers have their answers."""
-        ok = not any(isinstance(a, BaseException) for a in answers)
-        self._observer.batch_done(sum(sizes), waits, outcome.collate_s, outcome.infer_s, outcome.split_s, ok)
+    def _observe(self, outcome: Outcome, items: int, waits: list[float], ok: bool) -> None:
+        """The run of `items` batch items, to the metrics and statistics, once its callers have their answers
+        (`ok`: every one of them has outputs)."""
+        self._observer.batch_done(items, waits, outcome.collate_s, outcome.infer_s, outcome.split_s, ok)
         self._check_idle()
