@@ -33,9 +33,11 @@ class TextChunk:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferRequest:
-    """One inference call, already decoded into arrays (one per input name)."""
+    """One inference call, already decoded into arrays (one per input name). Not frozen, as most types here
+    are: one is built for every request, and a frozen dataclass's `__init__` sets each field through
+    `object.__setattr__` (1.4 µs against 0.3 µs). Nothing changes one after it is built."""
 
     model: str
     version: str
@@ -50,8 +52,10 @@ class InferRequest:
     is all that validating it would check."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferResponse:
+    """One inference call's outputs (not frozen, for the reason `InferRequest` gives)."""
+
     model: str
     version: str
     outputs: dict[str, np.ndarray]

@@ -102,8 +102,8 @@ class FixedInput:
 
     datatype: str
     dtype: np.dtype
-    dims: tuple[int, ...]
-    """Without the batch dim."""
+    dims: list[int]
+    """Without the batch dim; a list, as declared shapes are compared as lists (`decode_fixed`)."""
     item_bytes: int
     """Raw bytes of one batch item (of the whole tensor, for a model without a batch dim)."""
     max_rows: int
@@ -167,9 +167,9 @@ class RequestLimits:
             _fixed(config, elements, ranges, same),
         )
 
-    def decode_fixed(self, tensors: Iterable[tuple[str, str, Sequence[int], bytes]]) -> dict[str, np.ndarray] | None:
-        """The request's tensors (name, datatype, declared shape, raw bytes) as arrays, when each is one of the
-        model's `fixed` inputs exactly: its datatype and dims, a batch within `max_rows` and the same for all,
+    def decode_fixed(self, tensors: Iterable[tuple[str, str, list[int], bytes]]) -> dict[str, np.ndarray] | None:
+        """The request's tensors (name, datatype, declared shape as a list, raw bytes) as arrays, when each is one of
+        the model's `fixed` inputs exactly: its datatype and dims, a batch within `max_rows` and the same for all,
         and bytes to match. Such tensors pass every check of the full path, which need not run. None when
         anything differs (or the model has no `fixed` inputs): the full path then names what is wrong."""
         fixed = self.fixed
@@ -182,7 +182,7 @@ class RequestLimits:
             spec = fixed.get(name)
             if spec is None or datatype != spec.datatype or name in inputs:
                 return None
-            shape = tuple(declared)
+            shape = declared
             if batched:
                 count = shape[0] if shape else 0
                 if shape[1:] != spec.dims or not 0 < count <= spec.max_rows or (rows and count != rows):
@@ -262,5 +262,5 @@ def _fixed(
         if rows < 1 or (not config.batched and items > elements[spec.name]):
             return None
         dtype = np.dtype(DATATYPES[spec.datatype])
-        fixed[spec.name] = FixedInput(spec.datatype, dtype, spec.dims, items * dtype.itemsize, rows)
+        fixed[spec.name] = FixedInput(spec.datatype, dtype, list(spec.dims), items * dtype.itemsize, rows)
     return fixed or None

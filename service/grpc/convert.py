@@ -78,11 +78,12 @@ def _decode_fixed(
     inputs = request.inputs
     if len(inputs) != len(raw_contents):
         return None
-    found = []  # a list, not a generator: a generator costs more than the loop
-    for tensor, raw in zip(inputs, raw_contents, strict=True):
+    found = []
+    for i in range(len(inputs)):  # by index: iterating protobuf's containers ends by raising IndexError
+        tensor = inputs[i]
         if tensor.parameters or tensor.HasField("contents"):
             return None
-        found.append((tensor.name, tensor.datatype, tensor.shape, raw))
+        found.append((tensor.name, tensor.datatype, tensor.shape[:], raw_contents[i]))  # shape[:] is a list, fast
     return limits.decode_fixed(found)
 
 
