@@ -16,25 +16,35 @@ from service.grpc.boundary import Boundary, guarded
 
 class GuardedServer:
     """Pass this instead of the server to `add_*_to_server` functions (the generated ones, health's,
-    reflection's): it guards every method handler (`guarded`) before it reaches the server."""
+    reflection's): it guards every method handler (`guarded`) before it reaches the server.
+
+    Every method is served through a generic handler, none as a registered method. grpc.aio keeps one pending
+    call request per registered method and, for every call that arrives, waits on all of them again with
+    `asyncio.wait` (a check, a done-callback added and removed for each): Python work per request that grows
+    with the methods on the port. With this port's 27 methods that was 145,000 instructions of a ModelInfer's
+    626,000 (callgrind, docs/performance.md); a generic handler costs one lookup instead."""
 
     def __init__(self, server: grpc.aio.Server, boundary: Boundary | None = None) -> None:
         self.server = server
         self.boundary = boundary or Boundary()
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         """Method → the handler registered for it and its guarded twin."""
+        self._services: set[str] = set()
+        """Services a generic handler was added for."""
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self.server.add_generic_rpc_handlers(tuple(_GuardedGenericHandler(h, self.guard) for h in handlers))
+        wrapped = tuple(_GuardedGenericHandler(h, self.guard) for h in handlers)
+        self._services.update(name for h in wrapped if (name := h.service_name()))
+        self.server.add_generic_rpc_handlers(wrapped)
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        guarded = {name: self.guard(handler, f"/{service}/{name}") for name, handler in handlers.items()}
-        self.server.add_registered_method_handlers(service, guarded)
+        """Served by a generic handler instead (the class docstring says why): the one added for `service` already
+        (generated code adds both), else one made here."""
+        if service not in self._services:
+            self.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
 
     def guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        """`guarded(handler)`, built once per method and handler (generated code registers each handler
-        twice: as a registered method, and in a generic handler that grpc asks for each call it finds no
-        registered method for)."""
+        """`guarded(handler)`, built once per method and handler."""
         known = self._guarded.get(method)
         if known is None or known[0] is not handler:
             known = self._guarded[method] = (handler, guarded(handler, method, self.boundary))
@@ -60,9 +70,7 @@ def add_service(
             request_deserializer=request.FromString,
             response_serializer=response.SerializeToString,
         )
-    guarded_server = guarding(server)
-    guarded_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    guarded_server.add_registered_method_handlers(service.full_name, handlers)
+    guarding(server).add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
 class _GuardedGenericHandler(grpc.GenericRpcHandler):

@@ -42,17 +42,28 @@ class Details(grpc.HandlerCallDetails):
         self.invocation_metadata = ()
 
 
-def test_guarded_server_guards_registered_and_generic_handlers_once() -> None:
+def test_guarded_server_guards_each_handler_once_and_registers_no_method() -> None:
+    """grpc.aio waits on every registered method for each call, so none is registered: generic handlers serve
+    them all, each handler guarded once."""
     server = Server()
     original = unary()
     handlers = {"Check": original}
     guarded_server = GuardedServer(server)  # type: ignore[arg-type]
     guarded_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("h", handlers),))
-    guarded_server.add_registered_method_handlers("h", handlers)
-    registered = server.registered["/h/Check"]
-    assert registered is not original and registered.request_deserializer is None  # the boundary parses
-    assert server.generic[0].service(Details("/h/Check")) is registered
+    guarded_server.add_registered_method_handlers("h", handlers)  # as the generated code does next
+    assert server.registered == {} and len(server.generic) == 1
+    served = server.generic[0].service(Details("/h/Check"))
+    assert served is not original and served.request_deserializer is None  # the boundary parses
+    assert server.generic[0].service(Details("/h/Check")) is served  # guarded once
     assert server.generic[0].service(Details("/h/Nope")) is None
+
+
+def test_a_service_given_only_as_registered_methods_gets_a_generic_handler() -> None:
+    server = Server()
+    GuardedServer(server).add_registered_method_handlers("only", {"Check": unary()})  # type: ignore[arg-type]
+    assert server.registered == {}
+    served = server.generic[0].service(Details("/only/Check"))
+    assert served is not None and served.request_deserializer is None
 
 
 def test_refusals_log_once_per_method_per_window_and_count_the_rest(caplog: pytest.LogCaptureFixture) -> None:
