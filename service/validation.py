@@ -178,11 +178,10 @@ class RequestLimits:
         batched = self.max_batch_size > 0
         inputs: dict[str, np.ndarray] = {}
         rows = 0
-        for name, datatype, declared, raw in tensors:
+        for name, datatype, shape, raw in tensors:
             spec = fixed.get(name)
             if spec is None or datatype != spec.datatype or name in inputs:
                 return None
-            shape = declared
             if batched:
                 count = shape[0] if shape else 0
                 if shape[1:] != spec.dims or not 0 < count <= spec.max_rows or (rows and count != rows):

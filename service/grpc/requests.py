@@ -21,7 +21,7 @@ class GuardedServer:
     Every method is served through a generic handler, none as a registered method. grpc.aio keeps one pending
     call request per registered method and, for every call that arrives, waits on all of them again with
     `asyncio.wait` (a check, a done-callback added and removed for each): Python work per request that grows
-    with the methods on the port. With this port's 27 methods that was 145,000 instructions of a ModelInfer's
+    with the methods on the port. With this port's 26 methods that was 145,000 instructions of a ModelInfer's
     626,000 (callgrind, docs/performance.md); a generic handler costs one lookup instead."""
 
     def __init__(self, server: grpc.aio.Server, boundary: Boundary | None = None) -> None:
