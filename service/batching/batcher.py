@@ -265,10 +265,9 @@ class DynamicBatcher:
             if self._slots is not None:
                 self._slots.release()
         answer = self._done(outcome, 1)[0]
+        self._observe(outcome, size, [started - enqueued], not isinstance(answer, BaseException))
         if isinstance(answer, BaseException):
-            self._observe(outcome, size, [started - enqueued], False)
             raise answer
-        self._observe(outcome, size, [started - enqueued], True)
         return answer
 
     # ---- running --------------------------------------------------------------------------------

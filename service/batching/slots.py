@@ -27,12 +27,11 @@ class Slots(Protocol):
 
 
 class RunSlots:
-    __slots__ = ("_tokens", "count")
+    __slots__ = ("_tokens",)
 
     def __init__(self, count: int) -> None:
         if count < 1:
             raise ValueError(f"run slots must be at least 1, not {count}")
-        self.count = count
         self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(count):
             self._tokens.put(None)
