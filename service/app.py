@@ -39,7 +39,7 @@ from service.http.server import HttpEndpoint
 from service.http.tasks import TaskRoutes
 from service.http.tls import server_context
 from service.http.v2 import V2Api
-from service.memory import return_large_blocks
+from service.memory import HeapTrimmer, keep_heap_warm
 from service.metrics import Metrics, RequestRecorder
 from service.metrics_http import MetricsEndpoint
 from service.registry import ModelRegistry
@@ -266,12 +266,16 @@ def _authorizer(settings: ServerSettings) -> Authorizer | None:
 
 
 def serve(settings: ServerSettings) -> int:
-    return_large_blocks()  # memory that bursts (slow readers, reloads) took goes back to the OS afterwards
+    keep_heap_warm()  # large requests reuse warm pages; what a burst took goes back to the OS soon after
+    trimmer = HeapTrimmer().start()
 
     async def main() -> None:
         await App(settings).run_until_signal()  # the gRPC server must be built inside the running loop
 
-    _loop_runner(settings.event_loop)(main())
+    try:
+        _loop_runner(settings.event_loop)(main())
+    finally:
+        trimmer.stop()
     return 0
 
 

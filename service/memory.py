@@ -1,10 +1,16 @@
-"""The process's heap (glibc malloc): memory that the server frees goes back to the operating system.
+"""The process's heap (glibc malloc): large buffers are reused while requests keep coming, and what a burst
+took goes back to the operating system soon after it ends.
 
-Large buffers (a model's outputs, a V2 response, ONNX Runtime's allocations) come and go in bursts: a
-slow client holds responses, a model version is replaced. glibc serves blocks of 128 KiB and more
-straight from `mmap` and unmaps them when they are freed, but by default it raises that threshold each
-time such a block is freed, after which large blocks come from its heaps and stay there: the resident
-size keeps what the worst burst needed, long after it ended. Both functions are no-ops without glibc.
+Large buffers (a request's payload as gRPC assembles it, its parsed copy, a model's outputs, a V2
+response) come and go with every large request. Memory that the kernel hands out fresh costs a page fault
+per 4 KiB page on first touch, about 0.5 ms per MiB on these virtual machines, and gRPC assembles a
+request's bytes on the event loop with the GIL held: when every large block came from its own `mmap`
+(unmapped when freed), each 19 MB request held the loop for about 50 ms, against 20 ms with the pages
+kept (docs/performance.md). So blocks below `HEAP_BLOCK_LIMIT` come from malloc's heaps and are reused
+while warm, and `HeapTrimmer` hands free heap pages back to the operating system (`malloc_trim`) once more
+than `KEEP_FREE` bytes lie free and the heap is quiet, checking every `TRIM_PERIOD_S`: after a burst (slow
+readers, a reload) the resident size comes back within a second or two. Everything here is a no-op
+without glibc.
 """
 
 from __future__ import annotations
@@ -13,31 +19,97 @@ import ctypes
 import functools
 import platform
 import sys
+import threading
 
+M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-"""`mallopt` parameter number (malloc.h)."""
-MMAP_THRESHOLD = 128 * 1024
-"""glibc's default; setting it explicitly turns its dynamic raising off."""
+"""`mallopt` parameter numbers (malloc.h)."""
+HEAP_BLOCK_LIMIT = 32 * 2**20
+"""Blocks this large and larger come straight from `mmap` and are unmapped when freed (glibc's largest
+allowed threshold on 64-bit); smaller ones from the heaps. Setting it turns glibc's dynamic threshold off."""
+KEEP_FREE = 64 * 2**20
+"""Free bytes the heaps may keep for reuse: above it, the top of a heap is trimmed when a block is freed,
+and `HeapTrimmer` trims all of them."""
+TRIM_PERIOD_S = 1.0
 
 
-def return_large_blocks() -> None:
-    """Keep blocks of `MMAP_THRESHOLD` bytes and more in `mmap` for good, so they are unmapped when freed."""
+def keep_heap_warm() -> None:
+    """Large blocks from the heaps up to `HEAP_BLOCK_LIMIT`, with up to `KEEP_FREE` bytes kept free there."""
     libc = _glibc()
     if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
+        libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREE)
 
 
 def release_memory() -> None:
     """Hand the free pages of glibc's heaps back to the operating system (`malloc_trim`).
 
-    Freeing a model version (its sessions, weights, ONNX Runtime arenas, KV caches) returns the memory to
-    malloc, which keeps much of it in its heaps: over many reloads the resident memory creeps up although
-    nothing is referenced. It walks the heaps, so call it in a worker thread, after the last reference to a
-    version is gone.
+    It walks the heaps, so call it in a worker thread (ctypes lets the GIL go meanwhile), for instance after
+    the last reference to a replaced model version is gone.
     """
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def heap_bytes() -> tuple[int, int] | None:
+    """Bytes in use and bytes free in malloc's heaps, all arenas (`mallinfo2`); None without glibc 2.33+."""
+    libc = _glibc()
+    function = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if function is None:
+        return None
+    function.restype = _MallInfo2
+    info = function()
+    return int(info.uordblks), int(info.fordblks)
+
+
+def should_trim(in_use: int, free: int, in_use_before: int, keep_free: int = KEEP_FREE) -> bool:
+    """Whether to trim now, seeing `in_use` and `free` bytes, and `in_use_before` one period ago.
+
+    Only more than `keep_free` free bytes are worth trimming, and only once the heap is quiet (its use moved
+    by less than `keep_free / 16` over the period): while large requests keep coming they reuse those pages,
+    and trimming would make the next one fault them in again. Past `4 * keep_free` free, it trims anyway.
+    """
+    if free <= keep_free:
+        return False
+    return free > 4 * keep_free or abs(in_use - in_use_before) < keep_free // 16
+
+
+class HeapTrimmer:
+    """A daemon thread that checks the heaps every `period_s` and trims them when `should_trim` says so."""
+
+    def __init__(self, keep_free: int = KEEP_FREE, period_s: float = TRIM_PERIOD_S) -> None:
+        self.keep_free, self.period_s = keep_free, period_s
+        self.trims = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heap-trimmer", daemon=True)
+
+    def start(self) -> HeapTrimmer:
+        if heap_bytes() is not None:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        in_use_before = (heap_bytes() or (0, 0))[0]
+        while not self._stop.wait(self.period_s):
+            in_use, free = heap_bytes() or (0, 0)
+            if should_trim(in_use, free, in_use_before, self.keep_free):
+                release_memory()
+                self.trims += 1
+                in_use, free = heap_bytes() or (0, 0)
+            in_use_before = in_use
 
 
 @functools.cache

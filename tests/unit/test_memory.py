@@ -1,0 +1,123 @@
+"""The heap policy (`service/memory.py`): a large block freed and taken again reuses warm pages (no page faults),
+and what a burst freed goes back to the operating system once the heap is quiet. Each check that changes the
+heap's settings runs in a fresh interpreter, so this test process keeps glibc's defaults."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from service.memory import KEEP_FREE, should_trim
+
+MIB = 2**20
+
+glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="the policy is glibc's"
+)
+
+
+def run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+PAGES = """
+    import ctypes, resource
+    from service import memory
+
+    def faults_to_fill(size):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = bytearray(size)  # calloc'd: a fresh mmap is zero already, a reused block is cleared
+        block[::4096] = b"x" * len(range(0, size, 4096))
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, block
+
+    def second_fill(size):
+        _, block = faults_to_fill(size)
+        del block
+        faults, block = faults_to_fill(size)
+        return faults
+"""
+
+
+@glibc
+def test_a_large_block_freed_and_taken_again_reuses_warm_pages() -> None:
+    """19 MB (a request of two 4096x4096 JPEGs) is about 4,600 pages: every one faulted in again when each
+    large block had its own mmap (the previous policy, kept here as the comparison)."""
+    out = run(
+        PAGES
+        + """
+    ctypes.CDLL("libc.so.6").mallopt(memory.M_MMAP_THRESHOLD, 128 * 1024)
+    print(second_fill(19_000_000))
+    """
+    )
+    assert int(out) > 4000, out  # the comparison: fresh pages every time
+    out = run(
+        PAGES
+        + """
+    memory.keep_heap_warm()
+    print(second_fill(19_000_000))
+    """
+    )
+    assert int(out) < 100, out
+
+
+@glibc
+def test_blocks_past_the_heap_limit_still_come_and_go_with_mmap() -> None:
+    out = run(
+        PAGES
+        + """
+    memory.keep_heap_warm()
+    print(second_fill(memory.HEAP_BLOCK_LIMIT + 4096))
+    """
+    )
+    assert int(out) > 7000, out  # 8,193 pages
+
+
+@glibc
+def test_the_trimmer_gives_a_burst_back_once_the_heap_is_quiet() -> None:
+    """200 blocks of 1 MiB (below the heap limit, so from the heap) freed at once under a block still in use, so
+    that freeing them does not trim the heap's top: the trimmer hands their pages back within a few of its
+    periods, and the resident size falls by most of it."""
+    out = run(
+        """
+    import time
+    from service import memory
+
+    def rss_mib():
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    memory.keep_heap_warm()
+    trimmer = memory.HeapTrimmer(period_s=0.1).start()
+    burst = [bytearray(b"x" * 2**20) for _ in range(200)]
+    pin = bytearray(b"x" * 2**20)  # above the burst in the heap, alive to the end
+    peak = rss_mib()
+    del burst
+    deadline = time.monotonic() + 10
+    while trimmer.trims == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    trimmer.stop()
+    print(trimmer.trims, peak, rss_mib(), len(pin))
+    """
+    )
+    trims, peak, after, _ = out.split()
+    assert int(trims) >= 1, out
+    assert float(peak) - float(after) > 150, out
+
+
+def test_only_a_quiet_heap_with_much_free_memory_is_trimmed() -> None:
+    busy = 200 * MIB
+    assert not should_trim(busy, KEEP_FREE, busy)  # at most KEEP_FREE free: kept for reuse
+    assert should_trim(busy, KEEP_FREE + 1, busy)  # more, and the heap did not move: quiet
+    assert should_trim(busy, KEEP_FREE + 1, busy - KEEP_FREE // 16 + 1)
+    assert not should_trim(busy, 2 * KEEP_FREE, busy - 19 * MIB)  # large requests come and go: reused
+    assert not should_trim(busy, 2 * KEEP_FREE, busy + 19 * MIB)
+    assert should_trim(busy, 4 * KEEP_FREE + 1, busy - 19 * MIB)  # too much held, busy or not
