@@ -33,6 +33,7 @@ def report(
     raw: dict[int, float],
     raw_batch: int,
     raw_p50: float,
+    raw_inline: float,
     echo_c32: list[float],
     options: dict[str, object],
     notes: list[str],
@@ -75,6 +76,13 @@ def report(
         + f" | c=32 {echo_rate:,.0f}/s | | | |"
     )
     print(f"\nbound 1/(1/raw_best + 1/echo_c32) = 1/(1/{raw[raw_batch]:,.0f} + 1/{echo_rate:,.0f}) = {bound:,.0f}/s")
+    inline_bound = 1 / (1 / raw_inline + 1 / echo_rate)
+    print(
+        f"inline bound 1/(1/raw_batch1_x8_threads + 1/echo_c32) = 1/(1/{raw_inline:,.0f} + 1/{echo_rate:,.0f}) = "
+        f"{inline_bound:,.0f}/s: the same for a server that runs each request inline in its handler thread (batch-1 "
+        f"runs from 8 threads at once); on the same transport a batching server leads such a server by at most "
+        f"bound / inline bound = {bound / inline_bound:.2f} (goal 2 asks {GOAL_THROUGHPUT} of the best peer)"
+    )
     print(
         "\nserver CPU per request, µs (all of the server process's threads, during that row's perf_analyzer run): "
         + "; ".join(

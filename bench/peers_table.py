@@ -4,7 +4,8 @@ gRPC and HTTP (issue 16) rows.
     python bench/peers_table.py [--model digits_cnn --window-ms 2000 --no-mlserver --no-http]
 
 1. Raw ONNX Runtime in this process (bench/serving.py's raw_onnxruntime): batch-1 p50, best items/s over
-   batch sizes.
+   batch sizes, and items/s of batch-1 runs from 8 threads at once (raw_concurrent): their ratio is the most
+   that batching can gain over an inline server on this model and these cores.
 2. Starts every server up front on free ports: `deepserve serve --model-repository models`, the minimal inline
    and batcher peers (bench/peers/), MLServer 1.7.1 in its own virtualenv (skipped, saying why, when it cannot
    be installed), the minimal HTTP peer (Starlette on uvicorn, ONNX Runtime inline on its event loop), and the
@@ -55,7 +56,7 @@ from bench.peers_servers import (  # noqa: E402
     wait_ready,
     warm_http,
 )
-from bench.serving import raw_onnxruntime  # noqa: E402
+from bench.serving import raw_concurrent, raw_onnxruntime  # noqa: E402
 from service.config import DATATYPES, load_model_config  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
@@ -111,6 +112,7 @@ def main() -> None:
     print(f"# raw ONNX Runtime on {model_file.relative_to(ROOT)} ({args.raw_seconds:g} s per batch size)", flush=True)
     raw, raw_p50 = raw_onnxruntime(model_file, sample, spec.name, seconds=args.raw_seconds)
     raw_batch = max(raw, key=lambda b: raw[b])
+    raw_inline = raw_concurrent(model_file, sample, spec.name, seconds=args.raw_seconds)
 
     perf: tuple[Path, dict[str, str]] | None = None
     try:
@@ -258,7 +260,7 @@ def main() -> None:
             for server in started or servers:
                 server.stop()
 
-    report(args, servers, raw, raw_batch, raw_p50, echo_c32, options, notes)
+    report(args, servers, raw, raw_batch, raw_p50, raw_inline, echo_c32, options, notes)
 
 
 if __name__ == "__main__":

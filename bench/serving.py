@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -68,6 +69,29 @@ def raw_onnxruntime(model_file: Path, sample: np.ndarray, name: str, seconds: fl
         session.run(None, feed)
         latencies.append(time.perf_counter() - t)
     return throughput, percentile(latencies, 50)
+
+
+def raw_concurrent(model_file: Path, sample: np.ndarray, name: str, seconds: float, threads: int = 8) -> float:
+    """Items/s of batch-1 runs made by `threads` threads at once on one session (ONNX Runtime's default options,
+    as `raw_onnxruntime`): the most a server that runs each request inline in its handler thread can reach."""
+    session = ort.InferenceSession(str(model_file), ort.SessionOptions(), providers=["CPUExecutionProvider"])
+    feed = {name: sample}
+    session.run(None, feed)
+    counts = [0] * threads
+    start = time.perf_counter()
+    stop = start + seconds
+
+    def work(i: int) -> None:
+        while time.perf_counter() < stop:
+            session.run(None, feed)
+            counts[i] += 1
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - start)
 
 
 # ---- the server -----------------------------------------------------------------------------------------
