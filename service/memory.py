@@ -7,16 +7,17 @@ per 4 KiB page on first touch, about 0.5 ms per MiB on these virtual machines, a
 request's bytes on the event loop with the GIL held: when every large block came from its own `mmap`
 (unmapped when freed), each 19 MB request held the loop for about 50 ms, against 20 ms with the pages
 kept (docs/performance.md). So blocks below `HEAP_BLOCK_LIMIT` come from malloc's heaps and are reused
-while warm, and `HeapTrimmer` hands free heap pages back to the operating system (`malloc_trim`) once more
-than `KEEP_FREE` bytes lie free and the heap is quiet, checking every `TRIM_PERIOD_S`: after a burst (slow
-readers, a reload) the resident size comes back within a second or two. Everything here is a no-op
-without glibc.
+while warm, and `HeapTrimmer` hands free heap pages back to the operating system (`malloc_trim`) once the
+resident size has grown by more than half of `KEEP_FREE` since its last trim and the heap is quiet,
+checking every `TRIM_PERIOD_S`: after a burst (slow readers, a reload) the resident size comes back within
+a second or two. Everything here is a no-op without glibc.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import platform
 import sys
 import threading
@@ -28,9 +29,9 @@ HEAP_BLOCK_LIMIT = 32 * 2**20
 """Blocks this large and larger come straight from `mmap` and are unmapped when freed (glibc's largest
 allowed threshold on 64-bit); smaller ones from the heaps. Setting it turns glibc's dynamic threshold off."""
 KEEP_FREE = 64 * 2**20
-"""Free bytes the heaps may keep for reuse: above it, the top of a heap is trimmed when a block is freed,
-and `HeapTrimmer` trims all of them."""
+"""Free bytes a heap may keep at its top for reuse: above it, the top is trimmed when a block is freed."""
 TRIM_PERIOD_S = 1.0
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def keep_heap_warm() -> None:
@@ -59,27 +60,36 @@ class _MallInfo2(ctypes.Structure):
     ] + [("keepcost", ctypes.c_size_t)]
 
 
-def heap_bytes() -> tuple[int, int] | None:
-    """Bytes in use and bytes free in malloc's heaps, all arenas (`mallinfo2`); None without glibc 2.33+."""
+def heap_in_use() -> int | None:
+    """Bytes in use in malloc's heaps, all arenas (`mallinfo2().uordblks`); None without glibc 2.33 or later."""
     libc = _glibc()
     function = getattr(libc, "mallinfo2", None) if libc is not None else None
     if function is None:
         return None
     function.restype = _MallInfo2
-    info = function()
-    return int(info.uordblks), int(info.fordblks)
+    return int(function().uordblks)
 
 
-def should_trim(in_use: int, free: int, in_use_before: int, keep_free: int = KEEP_FREE) -> bool:
-    """Whether to trim now, seeing `in_use` and `free` bytes, and `in_use_before` one period ago.
+def resident_bytes() -> int:
+    """The process's resident size (`/proc/self/statm`)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * PAGE
 
-    Only more than `keep_free` free bytes are worth trimming, and only once the heap is quiet (its use moved
-    by less than `keep_free / 16` over the period): while large requests keep coming they reuse those pages,
-    and trimming would make the next one fault them in again. Past `4 * keep_free` free, it trims anyway.
+
+def should_trim(resident: int, floor: int, in_use: int, in_use_before: int, keep_free: int = KEEP_FREE) -> bool:
+    """Whether to trim now: the resident size is `resident`, `floor` after the last trim, and the heaps hold
+    `in_use` bytes in use now and `in_use_before` one period ago.
+
+    Only a resident size more than `keep_free / 2` above the floor is worth trimming (malloc counts the pages
+    it gave back as free all the same, so its free bytes cannot tell), and only once the heap is quiet (its
+    use moved by less than `keep_free / 16` over the period): while large requests keep coming they reuse
+    those pages, and trimming would make the next one fault them in again. Past `4 * keep_free` above the
+    floor it trims anyway.
     """
-    if free <= keep_free:
+    grown = resident - floor
+    if grown <= keep_free // 2:
         return False
-    return free > 4 * keep_free or abs(in_use - in_use_before) < keep_free // 16
+    return grown > 4 * keep_free or abs(in_use - in_use_before) < keep_free // 16
 
 
 class HeapTrimmer:
@@ -92,7 +102,7 @@ class HeapTrimmer:
         self._thread = threading.Thread(target=self._run, name="heap-trimmer", daemon=True)
 
     def start(self) -> HeapTrimmer:
-        if heap_bytes() is not None:
+        if heap_in_use() is not None:
             self._thread.start()
         return self
 
@@ -102,13 +112,15 @@ class HeapTrimmer:
             self._thread.join()
 
     def _run(self) -> None:
-        in_use_before = (heap_bytes() or (0, 0))[0]
+        in_use_before, floor = heap_in_use() or 0, resident_bytes()
         while not self._stop.wait(self.period_s):
-            in_use, free = heap_bytes() or (0, 0)
-            if should_trim(in_use, free, in_use_before, self.keep_free):
+            in_use, resident = heap_in_use() or 0, resident_bytes()
+            if should_trim(resident, floor, in_use, in_use_before, self.keep_free):
                 release_memory()
                 self.trims += 1
-                in_use, free = heap_bytes() or (0, 0)
+                floor = resident_bytes()
+            else:
+                floor = min(floor, resident)  # memory that went back on its own (unmapped blocks) lowers it
             in_use_before = in_use
 
 

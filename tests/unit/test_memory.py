@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from service.memory import KEEP_FREE, should_trim
+from service.memory import KEEP_FREE, PAGE, should_trim
 
 MIB = 2**20
 
@@ -82,9 +82,9 @@ def test_blocks_past_the_heap_limit_still_come_and_go_with_mmap() -> None:
 
 @glibc
 def test_the_trimmer_gives_a_burst_back_once_the_heap_is_quiet() -> None:
-    """200 blocks of 1 MiB (below the heap limit, so from the heap) freed at once under a block still in use, so
+    """200 blocks of 1 MiB (below the heap limit, so from the heap) freed at once under 100 MiB still in use, so
     that freeing them does not trim the heap's top: the trimmer hands their pages back within a few of its
-    periods, and the resident size falls by most of it."""
+    periods, the resident size falls by most of it, and it trims once (what stays in use is its new floor)."""
     out = run(
         """
     import time
@@ -98,26 +98,31 @@ def test_the_trimmer_gives_a_burst_back_once_the_heap_is_quiet() -> None:
     memory.keep_heap_warm()
     trimmer = memory.HeapTrimmer(period_s=0.1).start()
     burst = [bytearray(b"x" * 2**20) for _ in range(200)]
-    pin = bytearray(b"x" * 2**20)  # above the burst in the heap, alive to the end
+    pins = [bytearray(b"x" * 2**20) for _ in range(100)]  # above the burst in the heap, alive to the end
     peak = rss_mib()
     del burst
     deadline = time.monotonic() + 10
     while trimmer.trims == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
+    after = rss_mib()
+    first = trimmer.trims
+    time.sleep(1.0)  # ten more periods, with nothing new to give back
     trimmer.stop()
-    print(trimmer.trims, peak, rss_mib(), len(pin))
+    print(first, trimmer.trims, peak, after, len(pins))
     """
     )
-    trims, peak, after, _ = out.split()
-    assert int(trims) >= 1, out
+    first, trims, peak, after, _ = out.split()
+    assert int(first) == 1, out
     assert float(peak) - float(after) > 150, out
+    assert int(trims) == 1, out  # a trimmed, quiet heap is not trimmed again and again
 
 
-def test_only_a_quiet_heap_with_much_free_memory_is_trimmed() -> None:
-    busy = 200 * MIB
-    assert not should_trim(busy, KEEP_FREE, busy)  # at most KEEP_FREE free: kept for reuse
-    assert should_trim(busy, KEEP_FREE + 1, busy)  # more, and the heap did not move: quiet
-    assert should_trim(busy, KEEP_FREE + 1, busy - KEEP_FREE // 16 + 1)
-    assert not should_trim(busy, 2 * KEEP_FREE, busy - 19 * MIB)  # large requests come and go: reused
-    assert not should_trim(busy, 2 * KEEP_FREE, busy + 19 * MIB)
-    assert should_trim(busy, 4 * KEEP_FREE + 1, busy - 19 * MIB)  # too much held, busy or not
+def test_only_a_quiet_heap_that_grew_much_is_trimmed() -> None:
+    floor, busy = 300 * MIB, 200 * MIB
+    assert not should_trim(floor + KEEP_FREE // 2, floor, busy, busy)  # grew little: kept for reuse
+    assert should_trim(floor + KEEP_FREE // 2 + PAGE, floor, busy, busy)  # more, and the heap did not move: quiet
+    assert should_trim(floor + KEEP_FREE, floor, busy, busy - KEEP_FREE // 16 + 1)
+    assert not should_trim(floor + KEEP_FREE, floor, busy, busy - 19 * MIB)  # large requests come and go: reused
+    assert not should_trim(floor + KEEP_FREE, floor, busy, busy + 19 * MIB)
+    assert should_trim(floor + 4 * KEEP_FREE + PAGE, floor, busy, busy - 19 * MIB)  # too much held, busy or not
+    assert not should_trim(floor - 100 * MIB, floor, busy, busy)  # below the floor: nothing to give back
