@@ -3,7 +3,7 @@ took goes back to the operating system soon after it ends.
 
 Large buffers (a request's payload as gRPC assembles it, its parsed copy, a model's outputs, a V2
 response) come and go with every large request. Memory that the kernel hands out fresh costs a page fault
-per 4 KiB page on first touch, about 0.5 ms per MiB on these virtual machines, and gRPC assembles a
+per 4 KiB page on first touch, 0.2-0.5 ms per MiB on these virtual machines, and gRPC assembles a
 request's bytes on the event loop with the GIL held: when every large block came from its own `mmap`
 (unmapped when freed), each 19 MB request held the loop for about 50 ms, against 20 ms with the pages
 kept (docs/performance.md). So blocks below `HEAP_BLOCK_LIMIT` come from malloc's heaps and are reused
@@ -45,8 +45,10 @@ def keep_heap_warm() -> None:
 def release_memory() -> None:
     """Hand the free pages of glibc's heaps back to the operating system (`malloc_trim`).
 
-    It walks the heaps, so call it in a worker thread (ctypes lets the GIL go meanwhile), for instance after
-    the last reference to a replaced model version is gone.
+    Freeing a model version (its sessions, weights, ONNX Runtime arenas, KV caches) returns the memory to
+    malloc, which keeps much of it in its heaps: over many reloads the resident memory would creep up although
+    nothing is referenced. It walks the heaps, so call it in a worker thread (ctypes lets the GIL go
+    meanwhile), after the last reference to a version is gone; `HeapTrimmer` calls it after bursts.
     """
     libc = _glibc()
     if libc is not None:
