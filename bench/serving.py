@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cnn import build_cnn  # noqa: E402
+from bench.instances import drive  # noqa: E402
 from bench.load import (  # noqa: E402
     ECHO_SERVER,
     check_answer,
@@ -77,21 +77,7 @@ def raw_concurrent(model_file: Path, sample: np.ndarray, name: str, seconds: flo
     session = ort.InferenceSession(str(model_file), ort.SessionOptions(), providers=["CPUExecutionProvider"])
     feed = {name: sample}
     session.run(None, feed)
-    counts = [0] * threads
-    start = time.perf_counter()
-    stop = start + seconds
-
-    def work(i: int) -> None:
-        while time.perf_counter() < stop:
-            session.run(None, feed)
-            counts[i] += 1
-
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return drive([session], threads, feed, seconds)
 
 
 # ---- the server -----------------------------------------------------------------------------------------

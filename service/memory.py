@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import platform
 import sys
 import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -55,21 +59,27 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+"""`struct mallinfo2`'s fields (malloc.h), all `size_t`."""
+
+
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2]
 
 
 def heap_in_use() -> int | None:
     """Bytes in use in malloc's heaps, all arenas (`mallinfo2().uordblks`); None without glibc 2.33 or later."""
+    function = _mallinfo2()
+    return None if function is None else int(function().uordblks)
+
+
+@functools.cache
+def _mallinfo2() -> Any:
     libc = _glibc()
     function = getattr(libc, "mallinfo2", None) if libc is not None else None
-    if function is None:
-        return None
-    function.restype = _MallInfo2
-    return int(function().uordblks)
+    if function is not None:
+        function.restype = _MallInfo2
+    return function
 
 
 def resident_bytes() -> int:
@@ -121,6 +131,8 @@ class HeapTrimmer:
                 release_memory()
                 self.trims += 1
                 floor = resident_bytes()
+                mib = {"resident_mib_before": resident // 2**20, "resident_mib_after": floor // 2**20}
+                log.info("heap trimmed", extra=mib)
             else:
                 floor = min(floor, resident)  # memory that went back on its own (unmapped blocks) lowers it
             in_use_before = in_use
