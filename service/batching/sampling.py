@@ -9,8 +9,10 @@ positive, multiplied where negative; greedy rows too.
 one argmax; sampled rows are grouped by their top-k, and each group works on its k candidate tokens only
 (all tokens at or above the row's k-th largest float32 logit, found by `_top_k` among the few tokens above
 a cheap bound, or by `argpartition` on small vocabularies; then temperature, softmax, top-p and the draw on
-[rows, k] arrays). Rows without top-k use the whole vocabulary. A row whose k-th logit is tied with tokens
-beyond the k keeps them all, as a threshold on the logits would.
+[rows, k] arrays). Rows without top-k but with top-p look for their nucleus among their most probable tokens
+(`_nucleus_heads`), with the softmax's normalizer over the whole vocabulary; rows with neither use the whole
+vocabulary. A row whose k-th logit is tied with tokens beyond the k keeps them all, as a threshold on the
+logits would.
 
 Each sampled token takes exactly one draw from its request's generator (greedy takes none), and every
 operation works row by row, so a seed gives the same tokens whatever else runs in the same batch.
@@ -75,40 +77,107 @@ def _groups(logits: np.ndarray, params: Sequence[SamplingParams]) -> list[tuple[
     for i, p in enumerate(params):
         if p.temperature != 0:
             by_k.setdefault(p.top_k if 0 < p.top_k < vocab else vocab, []).append(i)
-    groups = []
+    groups: list[tuple[list[int], np.ndarray, np.ndarray]] = []
     for k, rows in by_k.items():
         block = logits if len(rows) == len(logits) else logits[rows]  # rows are in order: all of them
-        if k == vocab:
-            groups.append((rows, np.broadcast_to(np.arange(vocab), block.shape), block))
+        if k < vocab:
+            for at, candidates, values in _candidates(block, k):
+                chosen = [rows[j] for j in at]
+                groups.append((chosen, candidates, _probabilities(values, [params[i] for i in chosen])))
             continue
-        found = _top_k(block, k)
-        if found is None:
-            top = np.argpartition(block, vocab - k, axis=1)[:, vocab - k :]
-            top.sort(axis=1)
-            values = block[np.arange(len(rows))[:, None], top]
-            kth = values.min(axis=1)
-            ties = (block >= kth[:, None]).sum(axis=1) > k
-            if not ties.any():
-                groups.append((rows, top, values))
-                continue
-            plain = ~ties
-            groups.append(([r for r, tied in zip(rows, ties, strict=True) if not tied], top[plain], values[plain]))
-            for j in np.flatnonzero(ties):
-                candidates = np.flatnonzero(block[j] >= kth[j])[None, :]
-                groups.append(([rows[j]], candidates, block[j, candidates]))
-            continue
-        at, tokens, values = found  # each row's candidates, in token order, from at[j] to at[j + 1]
-        counts = np.diff(at)
-        if (counts == k).all():
-            groups.append((rows, tokens.reshape(-1, k), values.reshape(-1, k)))
-            continue
-        plain = np.flatnonzero(counts == k)
-        if len(plain):
-            flat = (at[plain][:, None] + np.arange(k)).ravel()
-            groups.append(([rows[j] for j in plain], tokens[flat].reshape(-1, k), values[flat].reshape(-1, k)))
-        for j in np.flatnonzero(counts != k):  # the k-th logit is tied beyond the k: all of them
-            groups.append(([rows[j]], tokens[None, at[j] : at[j + 1]], values[None, at[j] : at[j + 1]]))
-    return [(rows, cand, _probabilities(values, [params[i] for i in rows])) for rows, cand, values in groups if rows]
+        nucleus = [j for j, i in enumerate(rows) if params[i].top_p < 1.0] if vocab >= HEAD * 4 else []
+        settled: set[int] = set()
+        if nucleus:
+            heads = block if len(nucleus) == len(rows) else block[nucleus]
+            for at, candidates, probs in _nucleus_heads(heads, [params[rows[j]] for j in nucleus]):
+                groups.append(([rows[nucleus[j]] for j in at], candidates, probs))
+                settled.update(nucleus[j] for j in at)
+        if len(settled) < len(rows):  # over the whole vocabulary
+            left = [j for j in range(len(rows)) if j not in settled]
+            block, rows = (block, rows) if not settled else (block[left], [rows[j] for j in left])
+            probs = _probabilities(block, [params[i] for i in rows])
+            groups.append((rows, np.broadcast_to(np.arange(vocab), block.shape), probs))
+    return groups
+
+
+def _candidates(block: np.ndarray, k: int, pooled: bool = True) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+    """Each row's tokens whose logits are at least its k-th largest, in groups of equal count: (the rows of
+    `block`, their candidate token ids (rows, count) in increasing order, their logits). A row whose k-th logit
+    is tied with tokens beyond the k keeps them all, in a group of its own. `pooled`: try `_top_k` first (it
+    pays for a k well below its pools)."""
+    vocab = block.shape[1]
+    found = _top_k(block, k) if pooled else None
+    if found is None:
+        top = np.argpartition(block, vocab - k, axis=1)[:, vocab - k :]
+        top.sort(axis=1)
+        values = block[np.arange(len(block))[:, None], top]
+        kth = values.min(axis=1)
+        ties = (block >= kth[:, None]).sum(axis=1) > k
+        if not ties.any():
+            return [(list(range(len(block))), top, values)]
+        plain = np.flatnonzero(~ties)
+        groups = [(plain.tolist(), top[plain], values[plain])] if len(plain) else []
+        for j in np.flatnonzero(ties):
+            candidates = np.flatnonzero(block[j] >= kth[j])[None, :]
+            groups.append(([int(j)], candidates, block[j, candidates]))
+        return groups
+    at, tokens, values = found  # each row's candidates, in token order, from at[j] to at[j + 1]
+    counts = np.diff(at)
+    if (counts == k).all():
+        return [(list(range(len(block))), tokens.reshape(-1, k), values.reshape(-1, k))]
+    plain = np.flatnonzero(counts == k)
+    flat = (at[plain][:, None] + np.arange(k)).ravel()
+    groups = [(plain.tolist(), tokens[flat].reshape(-1, k), values[flat].reshape(-1, k))] if len(plain) else []
+    for j in np.flatnonzero(counts != k):  # the k-th logit is tied beyond the k: all of them
+        groups.append(([int(j)], tokens[None, at[j] : at[j + 1]], values[None, at[j] : at[j + 1]]))
+    return groups
+
+
+HEAD = 64
+"""The most probable tokens among which `_nucleus_heads` looks for a top-p nucleus over the whole vocabulary."""
+
+
+def _nucleus_heads(
+    block: np.ndarray, params: Sequence[SamplingParams]
+) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+    """Top-p over the whole vocabulary (no top-k) without a softmax, sort and cumulative sum over all of it:
+    the nucleus is a prefix of the tokens in decreasing probability, so it lies among a row's `HEAD` most
+    probable tokens whenever they reach top_p (usual at the temperatures used for text; otherwise among four
+    times as many, and so on up to a quarter of the vocabulary). Their probabilities are
+    the softmax over the whole row: their own exponentials in float64, as `_probabilities` computes them, over
+    a normalizer summed from float32 exponentials of the whole row (several times cheaper; it moves a
+    probability by about 1e-7 of itself, which changes the nucleus only where its sum lies that close to
+    top_p). Returns the groups it settled: rows of `block`, candidate ids in increasing order, the nucleus's
+    probabilities (zero outside it). Rows whose nucleus reaches beyond that are left out: the caller takes them
+    over the whole vocabulary."""
+    temperatures = np.array([max(p.temperature, 1e-6) for p in params])
+    top_p = np.array([p.top_p for p in params])
+    peak = block.max(axis=1)
+    scaled = np.subtract(block, peak[:, None])
+    scaled *= (1 / temperatures).astype(np.float32)[:, None]
+    normalizer = np.exp(scaled, out=scaled).sum(axis=1, dtype=np.float64)
+    groups: list[tuple[list[int], np.ndarray, np.ndarray]] = []
+
+    def settle(rows: np.ndarray, candidates: np.ndarray, values: np.ndarray) -> None:
+        """Adds the rows whose nucleus lies among their candidates (a prefix in decreasing probability)."""
+        t = temperatures[rows][:, None]
+        probs = np.exp(values.astype(np.float64) / t - peak[rows].astype(np.float64)[:, None] / t)
+        probs /= normalizer[rows][:, None]
+        last, keep = _prefix(probs, top_p[rows])
+        inside = np.flatnonzero(last < probs.shape[1])  # the nucleus ends within the candidates
+        if len(inside):
+            nucleus = np.where(keep, probs, 0.0)[inside]
+            groups.append((rows[inside].tolist(), candidates[inside], nucleus / nucleus.sum(axis=1, keepdims=True)))
+
+    pending, size = np.arange(len(block)), HEAD
+    while len(pending) and size * 4 <= block.shape[1]:
+        settled = len(groups)
+        heads = block if len(pending) == len(block) else block[pending]
+        for at, candidates, values in _candidates(heads, size, pooled=size == HEAD):
+            settle(pending[at], candidates, values)
+        pending = np.setdiff1d(pending, [row for rows, _, _ in groups[settled:] for row in rows])
+        size *= 4
+    return groups
 
 
 POOLS = 256
@@ -190,11 +259,16 @@ def _nucleus_wide(probs: np.ndarray, top_p: float) -> np.ndarray:
 
 def _nucleus(probs: np.ndarray, top_p: np.ndarray) -> np.ndarray:
     """Per row, the most probable tokens whose probabilities reach top_p (ties in token order), renormalized."""
+    nucleus = np.where(_prefix(probs, top_p)[1], probs, 0.0)
+    return nucleus / nucleus.sum(axis=1, keepdims=True)
+
+
+def _prefix(probs: np.ndarray, top_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, how many of the most probable tokens (ties in token order) sum to less than top_p, and which
+    tokens those are with the next one: (counts, mask). A count equal to the row's length: they never reach it."""
     rows = np.arange(len(probs))[:, None]
     order = np.argsort(-probs, axis=1, kind="stable")
-    cumulative = np.cumsum(probs[rows, order], axis=1)
-    last = (cumulative < top_p[:, None]).sum(axis=1)  # searchsorted(cumulative, top_p)
+    last = (np.cumsum(probs[rows, order], axis=1) < top_p[:, None]).sum(axis=1)  # searchsorted(cumulative, top_p)
     keep = np.empty(probs.shape, dtype=bool)
     keep[rows, order] = np.arange(probs.shape[1]) <= last[:, None]
-    nucleus = np.where(keep, probs, 0.0)
-    return nucleus / nucleus.sum(axis=1, keepdims=True)
+    return last, keep

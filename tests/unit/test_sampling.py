@@ -205,3 +205,54 @@ def test_repetition_penalty_in_a_batch_matches_a_numpy_reference_and_leaves_the_
     ]
     p = np.exp(expected[0] - expected[0].max())
     np.testing.assert_allclose(np.bincount(draws, minlength=50) / 3000, p / p.sum(), atol=0.03)
+
+
+def test_top_p_over_the_whole_vocabulary_matches_row_by_row() -> None:
+    """Rows with top-p and no top-k take their nucleus from their most probable tokens (`_nucleus_heads`): peaked
+    rows settle among the first HEAD, flat ones among four or sixteen times as many, the flattest over the whole
+    vocabulary; with ties at the HEAD-th logit, masked-out (-inf) tokens, and rows of every other kind beside them.
+    Same tokens as the reference, probabilities equal to rounding."""
+    rng = np.random.default_rng(11)
+    vocab = 4096
+    for trial in range(30):
+        scale = rng.uniform(0.5, 4, size=(12, 1))
+        logits = (rng.normal(size=(12, vocab)) * scale).astype(np.float32)
+        logits[0] = np.round(logits[0])  # ties everywhere, the HEAD-th logit among them
+        logits[1, : vocab // 2] = -np.inf
+        logits[2, rng.choice(vocab, 3, replace=False)] += 12  # a peak of three tokens
+        temperatures = [0.2, 0.4, 0.7, 1.0, 1.5, 3.0]
+        params = [
+            SamplingParams(float(rng.choice(temperatures)), 0, float(rng.choice([0.5, 0.9, 0.95, 0.99])))
+            for _ in range(9)
+        ]
+        params += [SamplingParams(0.0), SamplingParams(0.8, 40, 0.9), SamplingParams(1.0, 0, 1.0)]
+        seeds = rng.integers(0, 2**32, 12)
+        expected = [
+            reference_sample(logits[i], p, np.random.default_rng(s))
+            for i, (p, s) in enumerate(zip(params, seeds, strict=True))
+        ]
+        assert sample_batch(logits, params, [np.random.default_rng(s) for s in seeds]) == expected, trial
+        for i, p in enumerate(params[:9]):
+            np.testing.assert_allclose(
+                distribution(logits[i], p), reference_distribution(logits[i], p), rtol=1e-6, atol=1e-12
+            )
+
+
+def test_a_peaked_nucleus_is_taken_from_the_head_and_a_flat_one_widens() -> None:
+    """Where a row's nucleus lies: among its HEAD most probable tokens when they reach top_p, among more when they
+    do not, and nowhere in `_nucleus_heads` (left to the whole-vocabulary path) when only the whole vocabulary
+    reaches it."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(3, 4096)).astype(np.float32)
+    logits[0, :10] += 20  # ten tokens hold nearly all the mass
+    params = [SamplingParams(1.0, 0, 0.9), SamplingParams(1.0, 0, 0.3), SamplingParams(1.0, 0, 0.999999)]
+    logits[2] *= 1e-3  # nearly uniform: 0.999999 needs more than a quarter of the 4,096 tokens
+    found = {
+        row: candidates.shape[1] for rows, candidates, _ in sampling._nucleus_heads(logits, params) for row in rows
+    }
+    assert found[0] == sampling.HEAD
+    assert sampling.HEAD < found[1] < 4096
+    assert 2 not in found
+    for row, width in found.items():
+        nucleus = distribution(logits[row], params[row])
+        assert np.count_nonzero(nucleus) <= width
