@@ -65,6 +65,7 @@ bench: install  # serving bench, issue 12's peer table (its tools go into .bench
 	$(BIN)/python bench/transport_floor.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/generation_grpc.py
+	$(BIN)/python bench/generation_grpc.py --sampling model
 
 bench-tools: install  # perf_analyzer into .bench-venvs/perf (tritonclient 2.41 and libcudart; Debian's libb64-0d, as root)
 	$(BIN)/python -c "from bench import venvs; print('perf_analyzer:', venvs.perf_analyzer()[0])"

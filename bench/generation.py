@@ -3,7 +3,9 @@
     python bench/generation.py [--model-repository models --model textgen_transformer --requests 16]
 
 The same requests (prompts of varied length; max_new_tokens spread from 16 to what the context leaves
-after the longest prompt, at most 128; seeded sampling; the end-of-text token ignored so every request
+after the longest prompt, at most 128; seeded sampling, temperature 0.8, top-k 50 and top-p 0.95, or with
+`--sampling model` the model's defaults, as a client that sends only a prompt gets; the end-of-text token
+ignored so every request
 generates exactly its max_new_tokens) run three ways on the same ONNX Runtime sessions, worker threads,
 decoder, sampling and detokenizing code, all arriving at once:
 
@@ -38,11 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.generation_costs import fixed_cost, step_costs  # noqa: E402
-from bench.generation_modes import Result, compare, scheduled, workload  # noqa: E402
+from bench.generation_modes import SAMPLINGS, Result, compare, scheduled, workload  # noqa: E402
 from bench.transformer import write_standin  # noqa: E402
 from service import handlers  # noqa: E402
 from service.batching.decoders import Decoder, RecomputeDecoder  # noqa: E402
 from service.config import Device  # noqa: E402
+from service.memory import keep_heap_warm  # noqa: E402
 from service.repository import ModelRepository  # noqa: E402
 from service.runtime import (  # noqa: E402
     ModelSession,
@@ -52,6 +55,10 @@ from service.runtime import (  # noqa: E402
     load_step_model,
 )
 from service.tasks.text_generation import TextGeneration  # noqa: E402
+
+SAMPLING_HELP = (
+    "workload: temperature 0.8, top-k 50, top-p 0.95; model: the model's defaults (no top-k), as a bare prompt"
+)
 
 
 def _ms(values: list[float], q: float) -> str:
@@ -83,6 +90,7 @@ def report(title: str, results: list[Result]) -> None:
 def load(
     repository: Path, name: str, device: Device = Device.CPU
 ) -> tuple[ModelSession, StepModel | None, TextGeneration, str]:
+    keep_heap_warm()  # the server's heap policy (`deepserve serve` sets it), which numpy's temporaries go through
     repo = ModelRepository(repository)
     source = f"{repository}/{name}"
     if name not in repo.names():
@@ -111,6 +119,7 @@ def main() -> None:
     )
     parser.add_argument("--fixed-step-ms", type=float, default=0.0, help="step cost of an extra table (0: none)")
     parser.add_argument("--device", choices=[d.value for d in Device], default="cpu", help="as `deepserve serve`'s")
+    parser.add_argument("--sampling", choices=list(SAMPLINGS), default="workload", help=SAMPLING_HELP)
     args = parser.parse_args()
     session, step, task, source = load(args.model_repository, args.model, Device(args.device))
     args.lanes = args.lanes or task.generation.lanes
@@ -120,7 +129,7 @@ def main() -> None:
     def make_decoder(rows: int) -> Decoder:
         return handlers.lane_decoder(session, step, task, rows)
 
-    requests = workload(task, args.requests, args.seed)
+    requests = workload(task, args.requests, args.seed, args.sampling)
     cache = f"KV cache: {step.session.path.name}" if step else "no KV cache (no generation.step_model)"
     print(f"model: {source}; providers {session.providers}; {cache}")
     lengths = [len(r.prompt_ids) for r in requests]

@@ -2,7 +2,8 @@
 
     python bench/generation_grpc.py [--model-repository models --model textgen_transformer --streams 16]
 
-The workload of bench/generation.py (prompts of varied length, max_new_tokens 16..128, seeded sampling),
+The workload of bench/generation.py (prompts of varied length, max_new_tokens 16..128, seeded sampling: the
+workload's top-k 50, or with `--sampling model` the model's defaults, as a bare prompt gets them),
 generated three ways:
 1. in-process: the server's `GenerationScheduler` with the model's own settings (lanes, KV-cache step model,
    end-of-text token), all requests arriving at once;
@@ -13,7 +14,10 @@ generated three ways:
    (measured here, session.run only). Prefill is costed as decoding steps, so the bound is if anything too high.
    As a cross-check that needs no second measurement, the in-process runs also time their own step graph
    calls: the share of each run's wall time spent in ONNX Runtime (1.0 would be no overhead at all).
-4. gRPC streaming alone: bench/peers/echo_server.py on uvloop, a grpc.aio server with no model that streams as
+4. a minimal loop (`generation_modes.minimal_loop`): the same decoder and sampling in one thread with nothing
+   else (no event loop, streams or detokenizer), generating the same tokens: what a Python server with numpy
+   sampling reaches here with no scheduling at all; in-process / minimal loop is what deepserve's scheduler costs.
+5. gRPC streaming alone: bench/peers/echo_server.py on uvloop, a grpc.aio server with no model that streams as
    many one-token deltas per call as the call asks for, driven by the same client: what the transport costs per
    token. If the server's generation work and the transport's simply added up, over gRPC could reach at most
    1 / (1/in-process + 1/transport) tokens/s; the bench prints that ratio beside the measured one.
@@ -40,8 +44,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.generation import _ms, load  # noqa: E402
-from bench.generation_modes import PROMPTS, Result, Timings, scheduled, workload  # noqa: E402
+from bench.generation import SAMPLING_HELP, _ms, load  # noqa: E402
+from bench.generation_modes import (  # noqa: E402
+    PROMPTS,
+    SAMPLINGS,
+    Result,
+    Timings,
+    minimal_loop,
+    scheduled,
+    workload,
+)
 from bench.load import ECHO_SERVER, free_port, serve_command  # noqa: E402
 from bench.step_timing import TimedDecoder, bound, spans, step_graph_costs, timed  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
@@ -52,18 +64,21 @@ from service.handlers import lane_decoders  # noqa: E402
 from service.runtime import ModelSession, StepModel  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
-SAMPLING = {"temperature": 0.8, "top_k": 50, "top_p": 0.95}
-"""As bench/generation.py's workload."""
 
-
-async def over_grpc(address: str, model: str, requests: list[GenerationInput], prompts: list[str]) -> Result:
+async def over_grpc(
+    address: str, model: str, requests: list[GenerationInput], prompts: list[str], sampling: str
+) -> Result:
     timings = Timings()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = tg_grpc.TextGeneratorStub(channel)
 
         async def one(i: int, request: GenerationInput) -> None:
             message = tg.GenerateRequest(
-                prompt=prompts[i], max_new_tokens=request.max_new_tokens, seed=i, model_name=model, **SAMPLING
+                prompt=prompts[i],
+                max_new_tokens=request.max_new_tokens,
+                seed=i,
+                model_name=model,
+                **SAMPLINGS[sampling],
             )
             sent = last = time.perf_counter()
             first = True
@@ -106,6 +121,8 @@ class Compared:
     remote: list[Result] = field(default_factory=list)
     transport: list[Result] = field(default_factory=list)
     """The same client against the model-less streaming server."""
+    minimal: list[Result] = field(default_factory=list)
+    """The minimal one-thread loop on the same decoder and sampling."""
     shares: list[float] = field(default_factory=list)
     """Per in-process run: the share of its wall time spent in the step graph's session.run."""
     shapes: list[list[tuple[int, int]]] = field(default_factory=list)
@@ -153,8 +170,9 @@ async def compare(
         runs.decoding.append(sum(d.spent for d in lanes) / result.seconds)
         runs.shapes.append([shape for d in lanes for shape in d.shapes])
         runs.local.append(result)
-        runs.remote.append(await over_grpc(address, args.model, requests, prompts))
-        runs.transport.append(await over_grpc(echo, args.model, requests, prompts))
+        runs.minimal.append(minimal_loop(decoders()[0], requests, generation.eos_id, generation.context_length))
+        runs.remote.append(await over_grpc(address, args.model, requests, prompts, args.sampling))
+        runs.transport.append(await over_grpc(echo, args.model, requests, prompts, args.sampling))
     return runs
 
 
@@ -165,11 +183,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=[d.value for d in Device], default="cpu", help="as `deepserve serve`'s")
+    parser.add_argument("--sampling", choices=list(SAMPLINGS), default="workload", help=SAMPLING_HELP)
     args = parser.parse_args()
     session, step, task, source = load(args.model_repository, args.model, Device(args.device))
     if step is None:
         sys.exit(f"{args.model} has no generation.step_model: this bench measures the KV-cache path")
-    requests = workload(task, args.streams, 0)
+    requests = workload(task, args.streams, 0, args.sampling)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.streams)]
     port = free_port()
     flags = ("--http-port", "0", "--log-level", "warning", "--device", args.device)
@@ -191,7 +210,8 @@ def main() -> None:
     t = local.timings
     print(
         f"model: {source}; {args.streams} requests, max_new_tokens {sorted(r.max_new_tokens for r in requests)}; "
-        f"lanes {task.generation.lanes}; fastest of {args.repeats} runs each"
+        f"lanes {task.generation.lanes}; sampling: {SAMPLINGS[args.sampling] or 'the model defaults'}; "
+        f"fastest of {args.repeats} runs each"
     )
     for span in spans(task.generation.context_length):
         shown = ", ".join(f"{b}: {costs[b, span] * 1000:.2f}" for b in (1, 2, 4, 8, 12, 16) if (b, span) in costs)
@@ -218,7 +238,17 @@ def main() -> None:
         f"| gRPC streaming alone, no model (transport) | {wire.timings.tokens} | {wire.seconds:.2f} | "
         f"{wire.tokens_per_s:,.0f} | | {_ms(wire.timings.gaps, 50).strip()} / {_ms(wire.timings.gaps, 99).strip()} |"
     )
+    loop = Compared.fastest(runs.minimal)
+    print(
+        f"| minimal loop: the same decoder and sampling in one thread, nothing else | {loop.timings.tokens} | "
+        f"{loop.seconds:.2f} | {loop.tokens_per_s:,.0f} | | |"
+    )
     print(f"\nin-process / bound = {local.tokens_per_s / limit:.2f} (goal >= 0.85)")
+    print(
+        f"  minimal loop / bound = {loop.tokens_per_s / limit:.2f}: a one-thread Python loop with this sampling; "
+        f"in-process / minimal loop = {local.tokens_per_s / loop.tokens_per_s:.2f} "
+        f"(medians {Compared.median(runs.local) / Compared.median(runs.minimal):.2f}): what the scheduler costs"
+    )
     print(f"over gRPC / in-process = {remote.tokens_per_s / local.tokens_per_s:.2f} (goal >= 0.85)")
     added = 1 / (1 / local.tokens_per_s + 1 / wire.tokens_per_s)
     print(
@@ -240,8 +270,8 @@ def main() -> None:
         f"  the rest of it (medians): the decoder's own work (feeds, cache writes) {decoding - graph:.2f}, "
         f"outside the decoder (sampling, the lane's loop, waiting for the GIL) {1 - decoding:.2f}"
     )
-    if remote.timings.tokens != local.timings.tokens:
-        print(f"note: the two runs generated {local.timings.tokens} and {remote.timings.tokens} tokens")
+    if not remote.timings.tokens == local.timings.tokens == loop.timings.tokens:
+        print(f"note: the runs generated {local.timings.tokens}, {remote.timings.tokens}, {loop.timings.tokens} tokens")
 
 
 if __name__ == "__main__":

@@ -69,14 +69,19 @@ class Result:
         return self.timings.tokens / self.seconds
 
 
-def workload(task: TextGeneration, count: int, seed: int) -> list[GenerationInput]:
+SAMPLINGS: dict[str, dict[str, float]] = {"workload": {"temperature": 0.8, "top_k": 50, "top_p": 0.95}, "model": {}}
+"""The benches' sampling choices: the workload's own (top-k 50), or none asked, so that each request takes the
+model's defaults (`generation.default_*` in its config; no top-k), as a client sending only a prompt does."""
+
+
+def workload(task: TextGeneration, count: int, seed: int, sampling: str = "workload") -> list[GenerationInput]:
     context = task.generation.context_length
     rng = np.random.default_rng(seed)
     requests = []
     longest = max(len(task.prepare(GenerationRequest(p)).prompt_ids) for p in PROMPTS)
     new_tokens = np.linspace(16, min(128, context - longest), count).round().astype(int)
     for i, n in enumerate(rng.permutation(new_tokens)):
-        asked = GenerationRequest(PROMPTS[i % len(PROMPTS)], int(n), temperature=0.8, top_k=50, top_p=0.95, seed=i)
+        asked = GenerationRequest(PROMPTS[i % len(PROMPTS)], int(n), seed=i, **SAMPLINGS[sampling])  # type: ignore[arg-type]
         prepared = task.prepare(asked)
         requests.append(prepared)
     return requests
@@ -153,6 +158,32 @@ async def static(decoder: Decoder, task: TextGeneration, requests: list[Generati
     begin = time.perf_counter()
     await asyncio.to_thread(run)  # its completion is queued after every `deliver`
     return Result("static batching", time.perf_counter() - begin, timings)
+
+
+def minimal_loop(decoder: Decoder, requests: list[GenerationInput], eos_id: int | None, context: int) -> Result:
+    """The simplest continuous batching there is, as a peer: one thread, all requests admitted at once, each step
+    the decoder's logits and `sample_batch` (with each request's seeded generator and repetition penalty, so the
+    tokens are the scheduler's), finished rows released; no event loop, streams, detokenizer or metrics. What the
+    model step and numpy sampling alone allow from Python."""
+    timings = Timings()
+    tokens = [list(r.prompt_ids) for r in requests]
+    rngs = [np.random.default_rng(r.sampling.seed) for r in requests]
+    live = list(range(len(requests)))
+    start = time.perf_counter()
+    while live:
+        logits = decoder.next_logits(live, [tokens[i] for i in live])
+        generated = [tokens[i][len(requests[i].prompt_ids) :] for i in live]
+        sampled = sample_batch(logits, [requests[i].sampling for i in live], [rngs[i] for i in live], generated)
+        timings.step(len(live), 0.0)
+        going, ended = [], []
+        for i, token in zip(live, sampled, strict=True):
+            tokens[i].append(token)
+            timings.tokens += 1
+            done = len(tokens[i]) - len(requests[i].prompt_ids) >= requests[i].max_new_tokens
+            (ended if token == eos_id or done or len(tokens[i]) >= context else going).append(i)
+        decoder.release(ended)
+        live = going
+    return Result("minimal loop", time.perf_counter() - start, timings)
 
 
 async def compare(
