@@ -5,9 +5,8 @@
 The same requests (prompts of varied length; max_new_tokens spread from 16 to what the context leaves
 after the longest prompt, at most 128; seeded sampling, temperature 0.8, top-k 50 and top-p 0.95, or with
 `--sampling model` the model's defaults, as a client that sends only a prompt gets; the end-of-text token
-ignored so every request
-generates exactly its max_new_tokens) run three ways on the same ONNX Runtime sessions, worker threads,
-decoder, sampling and detokenizing code, all arriving at once:
+ignored so every request generates exactly its max_new_tokens) run three ways on the same ONNX Runtime
+sessions, worker threads, decoder, sampling and detokenizing code, all arriving at once:
 
 - continuous: the server's `GenerationScheduler` with max_active_sequences = the number of requests;
   sequences leave the batch as soon as they finish.
