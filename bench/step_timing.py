@@ -1,5 +1,6 @@
 """Timing a generation's model steps for bench/generation_grpc.py: step models and decoders that add up the
-time spent in them, and what ONNX Runtime alone needs for a step at a given row count and cache span (the bound)."""
+time spent in them, and what ONNX Runtime alone needs for a step at a given row count and cache span: a table
+(`step_graph_costs`) and a run's steps replayed right after it (`Replay`, the bound)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,39 @@ def step_graph_costs(step: StepModel, context: int, rows: int = 16) -> dict[tupl
     return costs
 
 
-def bound(tokens: int, shapes: list[tuple[int, int]], costs: dict[tuple[int, int], float]) -> float:
-    """Tokens/s if every step of a run took only the step graph's own time at its rows and span (steps one
-    after another: with several lanes, whose steps overlap, this bound is too low)."""
-    return tokens / sum(costs[shape] for shape in shapes)
+class Replay:
+    """ONNX Runtime alone on a run's steps, measured right after the run: one `session.run` of the step graph per
+    step, at that step's rows and cache span, on random cache values (as `step_graph_costs`), timed one by one.
+    Measured beside each run rather than once, because this machine's speed swings by up to 2x between phases."""
+
+    def __init__(self, step: StepModel, context: int, rows: int = 16) -> None:
+        self._session = step.session
+        rng = np.random.default_rng(0)
+        names = [f"past_{kind}_{i}" for i in range(step.layers) for kind in ("key", "value")]
+        self._caches = {
+            span: {name: rng.standard_normal((rows, step.heads, span, step.head_dim), np.float32) for name in names}
+            for span in spans(context)
+        }
+        self._feeds: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def _feed(self, rows: int, span: int) -> dict[str, np.ndarray]:
+        feed = self._feeds.get((rows, span))
+        if feed is None:
+            feed = {
+                "token_ids": np.ones((rows, 1), np.int64),
+                "positions": np.full((rows, 1), span // 2, np.int64),
+                "past_mask": (np.arange(span) < span // 2).astype(np.int64)[None].repeat(rows, 0),
+            }
+            feed |= {name: cache[:rows] for name, cache in self._caches[span].items()}  # views, as the decoder feeds
+            self._feeds[rows, span] = feed
+        return feed
+
+    def seconds(self, shapes: Iterable[tuple[int, int]]) -> float:
+        """Seconds of the step graph alone for these (rows, span) steps."""
+        total = 0.0
+        for shape in shapes:
+            feed = self._feed(*shape)
+            start = time.perf_counter()
+            self._session.run(feed)
+            total += time.perf_counter() - start
+        return total
