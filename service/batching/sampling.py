@@ -143,13 +143,12 @@ def _nucleus_heads(
     """Top-p over the whole vocabulary (no top-k) without a softmax, sort and cumulative sum over all of it:
     the nucleus is a prefix of the tokens in decreasing probability, so it lies among a row's `HEAD` most
     probable tokens whenever they reach top_p (usual at the temperatures used for text; otherwise among four
-    times as many, and so on up to a quarter of the vocabulary). Their probabilities are
-    the softmax over the whole row: their own exponentials in float64, as `_probabilities` computes them, over
-    a normalizer summed from float32 exponentials of the whole row (several times cheaper; it moves a
-    probability by about 1e-7 of itself, which changes the nucleus only where its sum lies that close to
-    top_p). Returns the groups it settled: rows of `block`, candidate ids in increasing order, the nucleus's
-    probabilities (zero outside it). Rows whose nucleus reaches beyond that are left out: the caller takes them
-    over the whole vocabulary."""
+    times as many, and so on up to a quarter of the vocabulary). Their probabilities are the softmax over the
+    whole row: their own exponentials in float64, as `_probabilities` computes them, over a normalizer summed
+    from float32 exponentials of the whole row (several times cheaper; it moves a probability by about 1e-7 of
+    itself, which changes the nucleus only where its sum lies that close to top_p). Returns the groups it
+    settled: rows of `block`, candidate ids in increasing order, the nucleus's probabilities (zero outside it).
+    Rows whose nucleus reaches beyond that are left out: the caller takes them over the whole vocabulary."""
     temperatures = np.array([max(p.temperature, 1e-6) for p in params])
     top_p = np.array([p.top_p for p in params])
     peak = block.max(axis=1)
