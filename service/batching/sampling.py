@@ -144,24 +144,30 @@ def _nucleus_heads(
     the nucleus is a prefix of the tokens in decreasing probability, so it lies among a row's `HEAD` most
     probable tokens whenever they reach top_p (usual at the temperatures used for text; otherwise among four
     times as many, and so on up to a quarter of the vocabulary). Their probabilities are the softmax over the
-    whole row: their own exponentials in float64, as `_probabilities` computes them, over a normalizer summed
-    from float32 exponentials of the whole row (several times cheaper; it moves a probability by about 1e-7 of
-    itself, which changes the nucleus only where its sum lies that close to top_p). Returns the groups it
-    settled: rows of `block`, candidate ids in increasing order, the nucleus's probabilities (zero outside it).
-    Rows whose nucleus reaches beyond that are left out: the caller takes them over the whole vocabulary."""
+    whole row: their own exponentials in float64, as `_probabilities` computes them, over a normalizer whose part
+    outside the head (the tokens left out, however many) is summed from float32 exponentials, several times
+    cheaper. That part is off by about 1e-7 of itself, and it is at most 1 - top_p of the whole once the head
+    holds the nucleus, so a cumulative sum moves by less than 1e-7 (1 - top_p): the nucleus changes only where
+    its sum lies that close to top_p. Returns the groups it settled: rows of `block`, candidate ids in increasing
+    order, the nucleus's probabilities (zero outside it). Rows whose nucleus reaches beyond that are left out:
+    the caller takes them over the whole vocabulary."""
     temperatures = np.array([max(p.temperature, 1e-6) for p in params])
     top_p = np.array([p.top_p for p in params])
     peak = block.max(axis=1)
-    scaled = np.subtract(block, peak[:, None])
-    scaled *= (1 / temperatures).astype(np.float32)[:, None]
-    normalizer = np.exp(scaled, out=scaled).sum(axis=1, dtype=np.float64)
+    exps = np.subtract(block, peak[:, None])
+    exps *= (1 / temperatures).astype(np.float32)[:, None]
+    np.exp(exps, out=exps)
+    whole = exps.sum(axis=1, dtype=np.float64)
+    flat, vocab = exps.reshape(-1), block.shape[1]
     groups: list[tuple[list[int], np.ndarray, np.ndarray]] = []
 
     def settle(rows: np.ndarray, candidates: np.ndarray, values: np.ndarray) -> None:
         """Adds the rows whose nucleus lies among their candidates (a prefix in decreasing probability)."""
         t = temperatures[rows][:, None]
         probs = np.exp(values.astype(np.float64) / t - peak[rows].astype(np.float64)[:, None] / t)
-        probs /= normalizer[rows][:, None]
+        head = flat[rows[:, None] * vocab + candidates].sum(axis=1, dtype=np.float64)
+        outside = np.maximum(whole[rows] - head, 0.0)  # the same float32 terms: their sum outside the head
+        probs /= (probs.sum(axis=1) + outside)[:, None]
         last, keep = _prefix(probs, top_p[rows])
         inside = np.flatnonzero(last < probs.shape[1])  # the nucleus ends within the candidates
         if len(inside):

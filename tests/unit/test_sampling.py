@@ -220,9 +220,11 @@ def test_top_p_over_the_whole_vocabulary_matches_row_by_row() -> None:
         logits[0] = np.round(logits[0])  # ties everywhere, the HEAD-th logit among them
         logits[1, : vocab // 2] = -np.inf
         logits[2, rng.choice(vocab, 3, replace=False)] += 12  # a peak of three tokens
-        temperatures = [0.2, 0.4, 0.7, 1.0, 1.5, 3.0]
+        temperatures = [0.01, 0.2, 0.4, 0.7, 1.0, 1.5, 3.0, 10.0]
         params = [
-            SamplingParams(float(rng.choice(temperatures)), 0, float(rng.choice([0.5, 0.9, 0.95, 0.99])))
+            SamplingParams(
+                float(rng.choice(temperatures)), 0, float(rng.choice([1e-6, 0.5, 0.9, 0.95, 0.99, 0.999999]))
+            )
             for _ in range(9)
         ]
         params += [SamplingParams(0.0), SamplingParams(0.8, 40, 0.9), SamplingParams(1.0, 0, 1.0)]
