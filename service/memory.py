@@ -88,17 +88,26 @@ def resident_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-def should_trim(resident: int, floor: int, in_use: int, in_use_before: int, keep_free: int = KEEP_FREE) -> bool:
+def should_trim(
+    resident: int,
+    floor: int,
+    in_use: int,
+    in_use_before: int,
+    keep_free: int = KEEP_FREE,
+    in_use_at_floor: int | None = None,
+) -> bool:
     """Whether to trim now: the resident size is `resident`, `floor` after the last trim, and the heaps hold
-    `in_use` bytes in use now and `in_use_before` one period ago.
+    `in_use` bytes in use now, `in_use_before` one period ago and `in_use_at_floor` just after the last trim.
 
-    Only a resident size more than `keep_free / 2` above the floor is worth trimming (malloc counts the pages
-    it gave back as free all the same, so its free bytes cannot tell), and only once the heap is quiet (its
-    use moved by less than `keep_free / 16` over the period): while large requests keep coming they reuse
-    those pages, and trimming would make the next one fault them in again. Past `4 * keep_free` above the
-    floor it trims anyway.
+    What a trim could give back is what the resident size grew since the floor, plus what was in use at the
+    floor and has been freed since (a trim in the middle of a burst sets the floor with the burst still in use).
+    Only more than `keep_free / 2` of it is worth trimming (malloc counts the pages it gave back as free all the
+    same, so its free bytes cannot tell), and only once the heap is quiet (its use moved by less than
+    `keep_free / 16` over the period): while large requests keep coming they reuse those pages, and trimming
+    would make the next one fault them in again. Past `4 * keep_free` it trims anyway.
     """
-    grown = resident - floor
+    freed = max(0, in_use_at_floor - in_use) if in_use_at_floor is not None else 0
+    grown = resident - floor + freed
     if grown <= keep_free // 2:
         return False
     return grown > 4 * keep_free or abs(in_use - in_use_before) < keep_free // 16
@@ -125,16 +134,17 @@ class HeapTrimmer:
 
     def _run(self) -> None:
         in_use_before, floor = heap_in_use() or 0, resident_bytes()
+        at_floor = in_use_before
         while not self._stop.wait(self.period_s):
             in_use, resident = heap_in_use() or 0, resident_bytes()
-            if should_trim(resident, floor, in_use, in_use_before, self.keep_free):
+            if should_trim(resident, floor, in_use, in_use_before, self.keep_free, at_floor):
                 release_memory()
                 self.trims += 1
-                floor = resident_bytes()
+                floor, at_floor = resident_bytes(), heap_in_use() or 0
                 mib = {"resident_mib_before": resident // 2**20, "resident_mib_after": floor // 2**20}
                 log.info("heap trimmed", extra=mib)
-            else:
-                floor = min(floor, resident)  # memory that went back on its own (unmapped blocks) lowers it
+            elif resident < floor:  # memory that went back on its own (unmapped blocks) lowers it
+                floor, at_floor = resident, min(at_floor, in_use)
             in_use_before = in_use
 
 
