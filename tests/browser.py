@@ -66,8 +66,25 @@ class Browser:
         self._events: deque[dict[str, Any]] = deque()
 
     @classmethod
-    def start(cls, workdir: Path) -> Browser:
+    def start(cls, workdir: Path, attempts: int = 3) -> Browser:
+        """A running browser that has answered a first command. Chromium sometimes exits while starting (seen once
+        in a CI run: the first command met a closed pipe), which is no fault of the page under test: it is
+        started again, up to `attempts` times, each with its own profile and log."""
         binary = require_browser()
+        for attempt in range(1, attempts + 1):
+            browser = cls._launch(binary, workdir / f"attempt{attempt}")
+            try:
+                browser.send("Browser.getVersion", timeout=30)
+                return browser
+            except (OSError, BrowserError, TimeoutError) as err:
+                browser.close()
+                failure = f"{type(err).__name__}: {err}; exit code {browser.proc.returncode}"
+        log = browser.log.read_text(errors="replace")[-2000:]
+        raise BrowserError(f"the browser did not start in {attempts} attempts ({failure}); its last log: {log}")
+
+    @classmethod
+    def _launch(cls, binary: str, workdir: Path) -> Browser:
+        workdir.mkdir(parents=True, exist_ok=True)
         commands_r, commands_w = os.pipe()
         answers_r, answers_w = os.pipe()
 
