@@ -7,10 +7,11 @@ per 4 KiB page on first touch, 0.2-0.5 ms per MiB on these virtual machines, and
 request's bytes on the event loop with the GIL held: when every large block came from its own `mmap`
 (unmapped when freed), each 19 MB request held the loop for about 50 ms, against 20 ms with the pages
 kept (docs/performance.md). So blocks below `HEAP_BLOCK_LIMIT` come from malloc's heaps and are reused
-while warm, and `HeapTrimmer` hands free heap pages back to the operating system (`malloc_trim`) once the
-resident size has grown by more than half of `KEEP_FREE` since its last trim and the heap is quiet,
-checking every `TRIM_PERIOD_S`: after a burst (slow readers, a reload) the resident size comes back within
-a second or two. Everything here is a no-op without glibc.
+while warm, and `HeapTrimmer` hands free heap pages back to the operating system (`malloc_trim`) once more
+than half of `KEEP_FREE` could go back since its last trim (what the resident size grew, and what was in use
+then and has been freed since) and the heap is quiet, checking every `TRIM_PERIOD_S`: after a burst (slow readers, a reload) the resident size comes back within
+a second or two. All threads share one heap, whose free pages `malloc_trim` can all give back. Everything
+here is a no-op without glibc.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 """`mallopt` parameter numbers (malloc.h)."""
 HEAP_BLOCK_LIMIT = 32 * 2**20
 """Blocks this large and larger come straight from `mmap` and are unmapped when freed (glibc's largest
@@ -39,9 +41,16 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def keep_heap_warm() -> None:
-    """Large blocks from the heaps up to `HEAP_BLOCK_LIMIT`, with up to `KEEP_FREE` bytes kept free there."""
+    """Large blocks from the heaps up to `HEAP_BLOCK_LIMIT`, with up to `KEEP_FREE` bytes kept free there, and
+    one heap for all threads (call it before other threads allocate).
+
+    One heap (`M_ARENA_MAX` 1): glibc gives threads that contend for malloc heaps of their own (gRPC's and ONNX
+    Runtime's threads, the worker threads), and `malloc_trim` does not give back the free top of those heaps,
+    which no longer shrink when blocks are freed either once up to `KEEP_FREE` may stay free: after a burst of
+    30 MB requests 14-115 MiB stayed resident for good, against about none with one heap (docs/performance.md)."""
     libc = _glibc()
     if libc is not None:
+        libc.mallopt(M_ARENA_MAX, 1)
         libc.mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
         libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREE)
 

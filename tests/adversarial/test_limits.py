@@ -16,6 +16,7 @@ import pytest
 from service.client import ClientError, TaskClient
 from tests.adversarial.clients import OPTIONS, code_of, timed, tokens, v2_request, v2_stub
 from tests.ops.servers import Server
+from tests.waiting import eventually
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -144,7 +145,9 @@ def test_a_huge_text_or_prompt_is_refused_fast_and_leaves_no_memory(
             seconds, got, message = timed_task(call)
             assert got is code and fragment in message, message
             assert seconds < 5.0
-    assert committed.rss_mb() - before < 100
+    # Their buffers go back to the system once the heap is quiet (the trimmer, within a second or two:
+    # docs/limits.md); right after the calls, up to 64 MiB kept for reuse and a period's wait may still show.
+    assert eventually(lambda: committed.rss_mb() - before < 100, 10, 0.2), (before, committed.rss_mb())
 
 
 def test_the_longest_legal_text_costs_no_more_than_a_short_one(client: TaskClient) -> None:
