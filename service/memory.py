@@ -9,9 +9,9 @@ request's bytes on the event loop with the GIL held: when every large block came
 kept (docs/performance.md). So blocks below `HEAP_BLOCK_LIMIT` come from malloc's heaps and are reused
 while warm, and `HeapTrimmer` hands free heap pages back to the operating system (`malloc_trim`) once more
 than half of `KEEP_FREE` could go back since its last trim (what the resident size grew, and what was in use
-then and has been freed since) and the heap is quiet, checking every `TRIM_PERIOD_S`: after a burst (slow readers, a reload) the resident size comes back within
-a second or two. All threads share one heap, whose free pages `malloc_trim` can all give back. Everything
-here is a no-op without glibc.
+then and has been freed since) and the heap is quiet, checking every `TRIM_PERIOD_S`: after a burst (slow
+readers, a reload) the resident size comes back within a second or two. All threads share one heap, whose
+free pages `malloc_trim` can all give back. Everything here is a no-op without glibc.
 """
 
 from __future__ import annotations
