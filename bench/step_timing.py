@@ -69,17 +69,10 @@ def step_graph_costs(step: StepModel, context: int, rows: int = 16) -> dict[tupl
     """Seconds of `session.run` of the KV-cache step graph for one decoding step of 1..`rows` rows, at each
     cache span, half of it cached. The cache holds random values: on zeros ONNX Runtime is faster than on real
     keys and values (a 16-row step at span 256: 1.2 ms against 2.2)."""
-    costs, rng = {}, np.random.default_rng(0)
+    replay, costs = Replay(step, context, rows), {}
     for span in spans(context):
         for batch in range(1, rows + 1):
-            feed = {
-                "token_ids": np.ones((batch, 1), np.int64),
-                "positions": np.full((batch, 1), span // 2, np.int64),
-                "past_mask": (np.arange(span) < span // 2).astype(np.int64)[None].repeat(batch, 0),
-            }
-            for i in range(step.layers):
-                for kind in ("key", "value"):
-                    feed[f"past_{kind}_{i}"] = rng.standard_normal((batch, step.heads, span, step.head_dim), np.float32)
+            feed = replay.feed(batch, span)
             step.session.run(feed)
             runs, start = 0, time.perf_counter()
             while runs < 5 or time.perf_counter() - start < 0.06:
@@ -91,7 +84,8 @@ def step_graph_costs(step: StepModel, context: int, rows: int = 16) -> dict[tupl
 
 class Replay:
     """ONNX Runtime alone on a run's steps, measured right after the run: one `session.run` of the step graph per
-    step, at that step's rows and cache span, on random cache values (as `step_graph_costs`), timed one by one.
+    step, at that step's rows and cache span, on random cache values (on zeros ONNX Runtime is faster than on
+    real keys and values: a 16-row step at span 256 took 1.2 ms against 2.2), timed one by one.
     Measured beside each run rather than once, because this machine's speed swings by up to 2x between phases."""
 
     def __init__(self, step: StepModel, context: int, rows: int = 16) -> None:
@@ -104,7 +98,8 @@ class Replay:
         }
         self._feeds: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
-    def _feed(self, rows: int, span: int) -> dict[str, np.ndarray]:
+    def feed(self, rows: int, span: int) -> dict[str, np.ndarray]:
+        """The step graph's inputs for one decoding step of `rows` rows at `span`, half of it cached (kept)."""
         feed = self._feeds.get((rows, span))
         if feed is None:
             feed = {
@@ -120,7 +115,7 @@ class Replay:
         """Seconds of the step graph alone for these (rows, span) steps."""
         total = 0.0
         for shape in shapes:
-            feed = self._feed(*shape)
+            feed = self.feed(*shape)
             start = time.perf_counter()
             self._session.run(feed)
             total += time.perf_counter() - start

@@ -103,7 +103,7 @@ def should_trim(
     in_use: int,
     in_use_before: int,
     keep_free: int = KEEP_FREE,
-    in_use_at_floor: int | None = None,
+    in_use_at_floor: int = 0,
 ) -> bool:
     """Whether to trim now: the resident size is `resident`, `floor` after the last trim, and the heaps hold
     `in_use` bytes in use now, `in_use_before` one period ago and `in_use_at_floor` just after the last trim.
@@ -115,8 +115,7 @@ def should_trim(
     `keep_free / 16` over the period): while large requests keep coming they reuse those pages, and trimming
     would make the next one fault them in again. Past `4 * keep_free` it trims anyway.
     """
-    freed = max(0, in_use_at_floor - in_use) if in_use_at_floor is not None else 0
-    grown = resident - floor + freed
+    grown = resident - floor + max(0, in_use_at_floor - in_use)
     if grown <= keep_free // 2:
         return False
     return grown > 4 * keep_free or abs(in_use - in_use_before) < keep_free // 16

@@ -140,3 +140,34 @@ def test_memory_freed_since_a_trim_counts_though_the_resident_size_did_not_grow(
     assert not should_trim(floor, floor, floor - burst, floor - burst + 19 * MIB, in_use_at_floor=floor)  # busy
     assert not should_trim(floor, floor, floor - 10 * MIB, floor - 10 * MIB, in_use_at_floor=floor)  # little
     assert not should_trim(floor, floor, floor + 50 * MIB, floor + 50 * MIB, in_use_at_floor=floor)  # in use
+
+
+ARENAS = """
+    import threading
+    from service import memory
+
+    def rss_mib():
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+    memory.keep_heap_warm()
+    start = rss_mib()
+
+    def burst():  # a worker thread's large blocks, all freed when it ends
+        blocks = [bytearray(b"x" * 30 * 2**20) for _ in range(4)]
+        del blocks
+
+    thread = threading.Thread(target=burst)
+    thread.start()
+    thread.join()
+    memory.release_memory()
+    print(rss_mib() - start)
+"""
+
+
+@glibc
+def test_what_a_worker_thread_freed_goes_back_with_a_trim() -> None:
+    """keep_heap_warm gives every thread the one heap: glibc would give a worker thread a heap of its own, whose
+    free top `malloc_trim` does not give back (and which no longer shrinks on free with KEEP_FREE at 64 MiB)."""
+    out = run(ARENAS)
+    assert float(out) < 16, out  # 120 MB were taken and freed by the thread
