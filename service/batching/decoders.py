@@ -19,8 +19,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from service.batching.sampling import sample_batch
 from service.batching.sequences import collate
 from service.errors import InferenceError
+from service.types import SamplingParams
 
 ForwardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(token_ids int64 (batch, length), attention_mask int64 (batch, length)) → logits (batch, length, vocab)."""
@@ -41,6 +43,25 @@ class Decoder(Protocol):
         """Forget these sequences (finished, cancelled or failed). Called before the next `next_logits`,
         from the same thread; ids the decoder does not know are ignored."""
         ...
+
+
+def next_tokens(
+    decoder: Decoder,
+    ids: Sequence[int],
+    tokens: Sequence[list[int]],
+    prompts: Sequence[int],
+    sampling: Sequence[SamplingParams],
+    rngs: Sequence[np.random.Generator],
+) -> list[int]:
+    """One generation step on `decoder`: the logits of every sequence and each one's next token (the tokens
+    after its `prompts[i]` prompt tokens feed its repetition penalty). A lane runs it in its thread, or an
+    engine process (`engine_process.py`) in its own."""
+    logits = decoder.next_logits(ids, tokens)
+    if logits.ndim != 2 or len(logits) != len(ids):
+        raise InferenceError(f"the decoder returned logits of shape {logits.shape} for {len(ids)} sequences")
+    rows = zip(tokens, prompts, sampling, strict=True)
+    generated = [t[p:] if s.repetition_penalty != 1.0 else () for t, p, s in rows]
+    return sample_batch(logits, sampling, rngs, generated)
 
 
 class RecomputeDecoder:

@@ -30,8 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.batching.decoders import Decoder
-from service.batching.sampling import sample_batch
+from service.batching.decoders import Decoder, next_tokens
 from service.batching.sequences import FinishReason, SequenceState, SequenceStatus
 from service.batching.slots import Slots
 from service.errors import DeadlineExceededError, DeepserveError, InferenceError
@@ -172,6 +171,9 @@ class Lane:
         return step
 
     # ---- the lane's thread ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free what the lane holds besides its thread (which has ended)."""
+
     def _run(self) -> None:
         while (plan := self._plan()) is not None:
             start = time.perf_counter()
@@ -181,12 +183,19 @@ class Lane:
                 step = self._update(plan, tokens, time.perf_counter() - start)
             except Exception as err:  # noqa: BLE001 - the lane must outlive any failure
                 step = self._failed(plan, err)
-            self.unstreamed.acquire()  # at most AHEAD steps ahead of the event loop
-            self.outbox.append(step)
-            try:
-                self._context.hand_over(self)
-            except RuntimeError:  # the event loop is gone: nobody is left to stream to
+            if not self._emit(step):
                 return
+
+    def _emit(self, step: StepResult) -> bool:
+        """`step` to the outbox, and the event loop asked to stream it; False once the loop is gone (nobody is
+        left to stream to). Waits while `AHEAD` steps are not yet streamed."""
+        self.unstreamed.acquire()
+        self.outbox.append(step)
+        try:
+            self._context.hand_over(self)
+        except RuntimeError:
+            return False
+        return True
 
     def _plan(self) -> Plan | None:
         """Drop the sequences that ended and those whose deadline passed, then admit waiting ones up to the
@@ -217,11 +226,9 @@ class Lane:
         self.steps += 1
         released, self._released = self._released, []
         self.decoder.release(released)
-        logits = self.decoder.next_logits([s.id for s in batch], [s.tokens for s in batch])
-        if logits.ndim != 2 or len(logits) != len(batch):
-            raise InferenceError(f"the decoder returned logits of shape {logits.shape} for {len(batch)} sequences")
-        generated = [s.tokens[s.prompt_tokens :] if s.sampling.repetition_penalty != 1.0 else () for s in batch]
-        return sample_batch(logits, [s.sampling for s in batch], [s.rng for s in batch], generated)
+        ids, tokens = [s.id for s in batch], [s.tokens for s in batch]
+        prompts = [s.prompt_tokens for s in batch]
+        return next_tokens(self.decoder, ids, tokens, prompts, [s.sampling for s in batch], [s.rng for s in batch])
 
     def _update(self, plan: Plan, tokens: list[int], seconds: float) -> StepResult:
         """Append each token; sequences that end with it leave the lane now."""
@@ -230,16 +237,12 @@ class Lane:
         running = []
         for seq, token in zip(plan.batch, tokens, strict=True):
             seq.tokens.append(token)
-            if token == eos:
-                reason: FinishReason | None = FinishReason.EOS
-            elif seq.generated >= seq.max_new_tokens:
-                reason = FinishReason.LENGTH
-            elif len(seq.tokens) >= context:
-                reason = FinishReason.CONTEXT
-            else:
-                reason = None
+            reason = ending(
+                token, len(seq.tokens) - seq.prompt_tokens, seq.max_new_tokens, len(seq.tokens), eos, context
+            )
+            if reason is None:
                 running.append(seq)
-            if reason is not None:
+            else:
                 self._released.append(seq.id)
             out.append((seq, token, reason))
         self.running = running
@@ -255,6 +258,19 @@ class Lane:
         self.running = []
         ended = plan.ended + [(seq, FinishReason.ERROR, err) for seq in plan.batch]
         return StepResult([], ended, len(plan.batch), 0.0, time.monotonic())
+
+
+def ending(
+    token: int, generated: int, max_new_tokens: int, length: int, eos: int | None, context: int
+) -> FinishReason | None:
+    """Why a sequence ends with `token`, its `generated`-th token, `length` tokens in all; None: it goes on."""
+    if token == eos:
+        return FinishReason.EOS
+    if generated >= max_new_tokens:
+        return FinishReason.LENGTH
+    if length >= context:
+        return FinishReason.CONTEXT
+    return None
 
 
 def _passed(seq: SequenceState, now: float) -> bool:
