@@ -5,11 +5,14 @@ events into the model's metrics. The benchmarks build generation the same way, f
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
+from service.batching.engine_process import EngineProcess
 from service.batching.kv_cache import KVCacheDecoder
 from service.batching.lanes import lane_slots
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
@@ -46,16 +49,44 @@ def generation_scheduler(
     slots: Slots | None = None,
 ) -> GenerationScheduler:
     """`name` is the model and version ("textgen:1"); the scheduler's lanes start with `start()`, on the loop.
-    `slots`: the server's run slots (`--workers`), taken for each step."""
-    decoders, observer = lane_decoders(session, step, task), GenerationMetrics(metrics, generation)
-    return GenerationScheduler(name, decoders, scheduler_config(task), observer, slots)
+    `slots`: the server's run slots (`--workers`), taken for each step. With `generation.engine: process` each
+    lane's steps run in a child process (started here: a child that cannot load raises `ModelLoadError`)."""
+    observer = GenerationMetrics(metrics, generation)
+    engines: list[Decoder | EngineProcess]
+    g = task.generation
+    if g.engine == "process" and step is not None and step.reload is not None:
+        pad = task.encoder.settings.pad_id
+        started: list[EngineProcess] = []
+        try:
+            for i, rows in enumerate(lane_rows(task)):
+                factory = functools.partial(child_decoder, step.reload, rows, g.context_length, pad)
+                started.append(EngineProcess(f"model '{name}' lane {i}", factory, g.eos_id, g.context_length))
+        except BaseException:
+            for engine in started:
+                engine.stop()
+            raise
+        engines = list(started)
+    else:
+        engines = list(lane_decoders(session, step, task))
+    return GenerationScheduler(name, engines, scheduler_config(task), observer, slots)
+
+
+def lane_rows(task: TextGeneration) -> list[int]:
+    """Each lane's share of the active sequences (`generation.lanes`)."""
+    g = task.generation
+    return lane_slots(g.max_active_sequences, min(g.lanes, g.max_active_sequences))
+
+
+def child_decoder(load: Callable[[], StepModel], rows: int, context: int, pad_id: int) -> Decoder:
+    """In a `ProcessEngine`'s child: a lane's KV-cache decoder (a cache of `rows` sequences) on a session of
+    its own, loaded (checked and warmed up) by `load`, the parent's `StepModel.reload`."""
+    step = load()
+    return KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows, context, pad_id)
 
 
 def lane_decoders(session: ModelSession, step: StepModel | None, task: TextGeneration) -> list[Decoder]:
     """A decoder per lane (`generation.lanes`), each with its share of the active sequences."""
-    g = task.generation
-    lanes = min(g.lanes, g.max_active_sequences)
-    return [lane_decoder(session, step, task, rows) for rows in lane_slots(g.max_active_sequences, lanes)]
+    return [lane_decoder(session, step, task, rows) for rows in lane_rows(task)]
 
 
 def lane_decoder(session: ModelSession, step: StepModel | None, task: TextGeneration, rows: int) -> Decoder:

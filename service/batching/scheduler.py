@@ -32,6 +32,7 @@ from typing import Protocol
 from service.batching.activity import Activity
 from service.batching.admission import admit
 from service.batching.decoders import Decoder
+from service.batching.engine_process import EngineProcess, ProcessLane
 from service.batching.lanes import Lane, LaneContext, WaitingQueue, lane_slots
 from service.batching.policy import NullObserver
 from service.batching.sequences import (
@@ -73,13 +74,14 @@ class GenerationScheduler:
     def __init__(
         self,
         name: str,
-        decoders: Sequence[Decoder],
+        decoders: Sequence[Decoder | EngineProcess],
         config: SchedulerConfig,
         observer: GenerationObserver | None = None,
         slots: Slots | None = None,
     ) -> None:
-        """A lane per decoder; the lanes share `max_active_sequences` between them. `slots`: taken for each
-        step's model run, shared with the server's batchers (`--workers`)."""
+        """A lane per decoder (a thread lane) or `EngineProcess` (a process lane, `engine_process.py`, whose
+        child ends with the scheduler); the lanes share `max_active_sequences` between them. `slots`: taken
+        for each step's model run, shared with the server's batchers (`--workers`)."""
         self.name = name
         self.config = config
         if not 1 <= len(decoders) <= config.max_active_sequences:
@@ -88,7 +90,10 @@ class GenerationScheduler:
         context = LaneContext(name, config.context_length, config.eos_id, self._queue, _hand_over(self), slots)
         shares = lane_slots(config.max_active_sequences, len(decoders))
         self._lanes = [
-            Lane(f"{name}:{i}", d, n, context) for i, (d, n) in enumerate(zip(decoders, shares, strict=True))
+            ProcessLane(f"{name}:{i}", d, n, context)
+            if isinstance(d, EngineProcess)
+            else Lane(f"{name}:{i}", d, n, context)
+            for i, (d, n) in enumerate(zip(decoders, shares, strict=True))
         ]
         self._observer: GenerationObserver = observer or NullObserver()
         self._live: set[SequenceState] = set()
@@ -197,6 +202,7 @@ class GenerationScheduler:
                 await asyncio.to_thread(lane.thread.join)
                 lane.thread = None
             lane.running = []
+            await asyncio.to_thread(lane.close)
         self._publish()
 
     # ---- the event loop ---------------------------------------------------------------------------

@@ -91,3 +91,17 @@ class Generation(Strict):
     step_intra_op_threads: int | None = Field(default=None, ge=0)
     """`execution.intra_op_threads` for the step model's session (None: the same as model.onnx's). A
     decoding step's operators are tiny, so splitting them across threads can cost more than it saves."""
+    engine: Literal["thread", "process"] = "thread"
+    """Where each lane's steps run (the step model and the sampling). `thread`: in the lane's thread, in the
+    server's process. `process`: in a child process per lane, which loads the step model itself, so that the
+    steps' Python does not take turns for the server's GIL with the event loop streaming the tokens; 1.39x
+    the tokens/s of 16 gRPC streams on two cores (docs/performance.md). Needs `step_model`."""
+
+    @model_validator(mode="after")
+    def _process_needs_step_model(self) -> Generation:
+        if self.engine == "process" and self.step_model is None:
+            raise ValueError(
+                "engine: process runs the KV-cache step model in child processes, and this model has no "
+                "step_model; set step_model, or engine: thread"
+            )
+        return self

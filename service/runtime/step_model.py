@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ class StepModel:
     layers: int
     heads: int
     head_dim: int
+    reload: Callable[[], StepModel] | None = field(default=None, compare=False)
+    """Loads the same step model again (picklable: for a child process's own session)."""
 
 
 _CACHE_NAME = re.compile(r"^(past_key|past_value|new_key|new_value)_(\d+)$")
@@ -72,7 +76,8 @@ def load_step_model(
     logits = outputs.get("logits", ("", []))[1]
     if len(logits) != 3 or (isinstance(logits[2], int) and vocab > 0 and logits[2] != vocab):
         raise fail(f"needs an output `logits` [batch, new, {vocab}] like model.onnx's, got {logits or 'none'}")
-    step = StepModel(session, layers, heads, head_dim)
+    again = functools.partial(load_step_model, path, config, list(providers), model, strict)
+    step = StepModel(session, layers, heads, head_dim, again)
     _warmup_step(step, config.generation.context_length if config.generation else 1)
     return step
 

@@ -2,13 +2,15 @@
 
 Both paths run the server's scheduler, sampling and detokenizer on the committed files: `decoder_step.onnx`
 through `KVCacheDecoder` (prefill, then one token per step), `model.onnx` through a full forward pass per
-step, and the cache again split over two lanes (two step threads, each with its own cache). The prompts run
+step, the cache again split over two lanes (two step threads, each with its own cache), and in a process lane
+(`generation.engine: process`). The prompts run
 together, so prefill batching, rows joining and leaving, and the context limit are all on the path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,9 +18,11 @@ import numpy as np
 import pytest
 
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
+from service.batching.engine_process import EngineProcess
 from service.batching.kv_cache import KVCacheDecoder
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import Finished, TextChunk
+from service.handlers import child_decoder
 from service.repository import ModelRepository
 from service.runtime import CPU, ModelSession, load_step_model
 from service.tasks.text_generation import TextGeneration
@@ -103,3 +107,20 @@ def test_two_lanes_generate_the_same_text_as_one(model) -> None:  # type: ignore
     # 2 + 2 slots for 5 prompts: both lanes run, and the last prompt waits for the first free slot.
     assert generate(task, [cached(2), cached(2)], 4, **params) == generate(task, cached(16), **params)
     assert generate(task, [cached(2), cached(2)], 4, temperature=0.0) == generate(task, cached(16), temperature=0.0)
+
+
+def test_a_process_lane_generates_the_same_text_as_a_thread_lane(model) -> None:  # type: ignore[no-untyped-def]
+    """`generation.engine: process`: the step model loaded again in a child process, from the parent's
+    `StepModel.reload`, as the server builds it (`handlers.child_decoder`)."""
+    task, _, cached = model
+    entry = ModelRepository(MODELS).load("textgen_transformer")
+    step = load_step_model(entry.step_models["1"], entry.config, [CPU], entry.name)
+    assert step.reload is not None
+    g = task.generation
+
+    def child() -> EngineProcess:
+        factory = functools.partial(child_decoder, step.reload, 16, g.context_length, task.encoder.settings.pad_id)
+        return EngineProcess("textgen_transformer:1 lane 0", factory, g.eos_id, g.context_length)
+
+    for params in ({"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 11}, {"temperature": 0.0}, {"seed": 3}):
+        assert generate(task, [child()], **params) == generate(task, cached(16), **params)  # type: ignore[list-item]

@@ -118,6 +118,11 @@ def test_duplicate_tensor_names_rejected() -> None:
         ({"task": "sentiment", "text": {"max_length": 16}}, "task sentiment needs `labels`"),
         ({"task": "text_generation"}, "task text_generation needs a `generation` section"),
         ({"task": "text_generation", "generation": {"context_length": 8}}, "needs a `text` section naming its"),
+        (
+            {"task": "text_generation", "generation": {"context_length": 8, "engine": "process"}},
+            "engine: process runs the KV-cache step model in child processes, and this model has no step_model",
+        ),
+        ({"task": "text_generation", "generation": {"context_length": 8, "engine": "fork"}}, "'thread' or 'process'"),
     ],
 )
 def test_task_sections_required(changes: dict, expected: str) -> None:

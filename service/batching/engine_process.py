@@ -1,0 +1,341 @@
+"""A lane whose steps run in a child process of its own (`generation.engine: process`).
+
+In a thread lane (`lanes.Lane`) each step's Python (the decoder's feeds and cache writes, numpy sampling) takes
+turns for the server's GIL with the event loop that streams the tokens; on two cores that costs over gRPC about
+a quarter of what the same steps do alone. Here the child (`python -m service.batching.engine_process`) builds
+the decoder from a picklable factory and runs the step loop itself, as vLLM's engine core does: it holds each
+running sequence's tokens and random generator, samples, ends the sequences that reach the end-of-text token,
+`max_new_tokens` or a full context, and sends each step's tokens back without waiting to be asked. The
+lane's thread in the server (`ProcessLane`) does what only the server can: it admits waiting sequences
+(their prompts go to the child), tells the child which sequences left (cancelled, stop sequence, deadline),
+appends each step's tokens to the sequences and hands the step to the event loop as a thread lane does.
+Its waiting on the child releases the GIL. The child runs at most `CHILD_AHEAD` steps ahead of the lane.
+
+A sequence's tokens are the same in either kind of lane: its logits never depend on what else shares the batch,
+and its generator, seeded from its sampling parameters, draws once per token in both.
+
+A child that dies ends the sequences it held with an `InferenceError`; the lane starts a new one when it next
+has work. A child ends when its connection closes: `ProcessLane.close`, or the server exiting.
+
+Knows nothing of gRPC or ONNX Runtime: the factory brings the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from service.batching.decoders import Decoder, next_tokens
+from service.batching.lanes import Ended, Lane, LaneContext, StepResult, _expired, _passed, ending
+from service.batching.sequences import FinishReason, SequenceState, SequenceStatus
+from service.errors import InferenceError, ModelLoadError
+from service.types import SamplingParams
+
+log = logging.getLogger(__name__)
+
+CHILD_AHEAD = 2
+"""Steps the child may compute that the lane has not yet taken in. The lane itself may run `lanes.AHEAD`
+steps ahead of the event loop, so a cancelled request gets at most the sum computed after it left."""
+START_TIMEOUT_S = 120.0
+"""How long a child may take to import, load its model and warm it up."""
+STOP_TIMEOUT_S = 5.0
+
+DecoderFactory = Callable[[], Decoder]
+"""Builds the decoder in the child: a module-level function, or a `functools.partial` of one with picklable
+arguments (it is pickled by reference)."""
+
+
+class EngineProcess:
+    """A child process running a step loop on its own decoder (`serve`), and the connection to it."""
+
+    def __init__(self, name: str, factory: DecoderFactory, eos_id: int | None, context_length: int) -> None:
+        """Starts the child and waits until its decoder is built; `ModelLoadError` if it cannot."""
+        self.name = name
+        self._init = pickle.dumps((factory, eos_id, context_length))
+        self.conn: Connection | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "service.batching.engine_process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        try:
+            conn.send_bytes(self._init)
+            if not conn.poll(START_TIMEOUT_S):
+                raise ModelLoadError(f"{self.name}: the generation engine did not start in {START_TIMEOUT_S:.0f} s")
+            reply = pickle.loads(conn.recv_bytes())
+            if reply[0] != "ready":
+                raise ModelLoadError(f"{self.name}: the generation engine could not load the step model: {reply[1]}")
+        except (EOFError, OSError) as err:
+            conn.close()
+            code = _reap(child)
+            raise ModelLoadError(f"{self.name}: the generation engine exited while starting (code {code})") from err
+        except BaseException:
+            conn.close()
+            _reap(child)
+            raise
+        self.conn, self._child = conn, child
+
+    def stop(self) -> int | None:
+        """Close the connection (the child then ends) and wait for the child; its exit code."""
+        conn, child, self.conn, self._child = self.conn, self._child, None, None
+        if conn is not None:
+            conn.close()
+        return _reap(child) if child is not None else None
+
+
+def _reap(child: subprocess.Popen[bytes]) -> int | None:
+    """Wait for `child`, whose connection is closed, killing it after `STOP_TIMEOUT_S`."""
+    try:
+        return child.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()
+
+
+class ProcessLane(Lane):
+    """A lane whose steps its engine process computes (the module's docstring)."""
+
+    def __init__(self, name: str, engine: EngineProcess, slots: int, context: LaneContext) -> None:
+        super().__init__(name, _NO_DECODER, slots, context)
+        self.engine = engine
+        self._held: dict[int, SequenceState] = {}
+        """Sequences the child runs (it was sent their prompt), in the order it was sent them."""
+        self._taken = 0
+        """Steps taken in from the child (its credit: it runs at most `CHILD_AHEAD` steps past this)."""
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    # ---- the lane's thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        slots = self._context.slots
+        holding = False  # a run slot, held while the child has sequences (its steps are model runs)
+        try:
+            while (news := self._plan_child()) is not None:
+                ended, admitted = news
+                if ended and not self._emit(StepResult([], ended, 0, 0.0, time.monotonic())):
+                    return
+                if slots is not None and self._held and not holding:
+                    slots.acquire()
+                    holding = True
+                self._send(admitted)
+                if not self._held:
+                    if holding and slots is not None:
+                        slots.release()
+                        holding = False
+                    continue
+                if not self._emit(self._receive()):
+                    return
+        finally:
+            if holding and slots is not None:
+                slots.release()
+
+    def _plan_child(self) -> tuple[list[Ended], list[SequenceState]] | None:
+        """The sequences that ended since the last step (their ids go to the child) and those admitted now;
+        waits while the child has nothing to run and nothing waits. None when the scheduler stops."""
+        queue = self._context.queue
+        with queue.lock:
+            while not queue.stopping:
+                now = time.monotonic()
+                ended: list[Ended] = []
+                for seq in list(self._held.values()):
+                    if seq.status is SequenceStatus.FINISHED:
+                        self._leave(seq)
+                    elif _passed(seq, now):
+                        self._leave(seq)
+                        ended.append(_expired(seq, f"after {seq.generated} generated tokens"))
+                ended += queue.expire(now)
+                running = list(self._held.values())
+                queue.admit(running, self.slots)
+                admitted = running[len(self._held) :]
+                for seq in admitted:
+                    self._held[seq.id] = seq
+                self.running = running
+                if self._held or ended or self._released:
+                    return ended, admitted
+                queue.lock.wait()
+        return None
+
+    def _leave(self, seq: SequenceState) -> None:
+        del self._held[seq.id]
+        self._released.append(seq.id)
+
+    def _send(self, admitted: list[SequenceState]) -> None:
+        """What changed, to the child: the sequences that left and those admitted (prompt, budget, sampling),
+        and how many of its steps were taken in (its credit). A child that is gone shows at `_receive`."""
+        if self.engine.conn is None:
+            self._restart()
+        released, self._released = self._released, []
+        news = [(s.id, s.tokens, s.max_new_tokens, s.sampling) for s in admitted]
+        conn = self.engine.conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send_bytes(pickle.dumps((released, news, self._taken), pickle.HIGHEST_PROTOCOL))
+
+    def _restart(self) -> None:
+        """A new child, after the last one died (the sequences it held have ended)."""
+        try:
+            self.engine.start()
+        except Exception as err:
+            log.error("generation engine failed to restart", extra={"model": self._context.model}, exc_info=err)
+            return
+        self._taken, self._released = 0, []
+
+    def _receive(self) -> StepResult:
+        """The child's next step, appended to the sequences; a step that failed, or a child that died, ends
+        the sequences concerned with the error."""
+        reply: tuple[Any, ...]
+        conn = self.engine.conn
+        try:
+            if conn is None:
+                raise EOFError
+            reply = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            code = self.engine.stop()
+            reply = ("error", list(self._held), f"the generation engine process exited (code {code})", "")
+        self._taken += 1
+        self.steps += 1
+        if reply[0] == "tokens":
+            return self._update_child(reply[1], reply[2], reply[3])
+        _, ids, message, trace = reply
+        log.error("generation step failed", extra={"model": self._context.model, "reason": message, "trace": trace})
+        error = InferenceError(f"model '{self._context.model}' failed during generation; the error was logged")
+        failed = [self._held.pop(i) for i in ids if i in self._held]
+        self.running = list(self._held.values())
+        ended: list[Ended] = [(seq, FinishReason.ERROR, error) for seq in failed]
+        return StepResult([], ended, len(ids), 0.0, time.monotonic())
+
+    def _update_child(self, ids: list[int], tokens: list[int], seconds: float) -> StepResult:
+        context, eos = self._context.context_length, self._context.eos_id
+        out: list[tuple[SequenceState, int, FinishReason | None]] = []
+        for seq_id, token in zip(ids, tokens, strict=True):
+            seq = self._held.get(seq_id)
+            if seq is None:  # left while the child computed this step
+                continue
+            seq.tokens.append(token)
+            reason = ending(token, seq.generated, seq.max_new_tokens, len(seq.tokens), eos, context)
+            if reason is not None:
+                del self._held[seq_id]  # the child has dropped it too
+            out.append((seq, token, reason))
+        self.running = list(self._held.values())
+        return StepResult(out, [], len(ids), seconds, time.monotonic())
+
+
+class _NoDecoder:
+    """A process lane's decoder lives in its child."""
+
+    def next_logits(self, seq_ids: Any, tokens: Any) -> np.ndarray:
+        raise InferenceError("a process lane has no decoder of its own")
+
+    def release(self, seq_ids: Any) -> None:
+        pass
+
+
+_NO_DECODER = _NoDecoder()
+
+
+# ---- the child ----------------------------------------------------------------------------------------
+class _Sequence:
+    __slots__ = ("max_new_tokens", "prompt", "rng", "sampling", "tokens")
+
+    def __init__(self, tokens: list[int], max_new_tokens: int, sampling: SamplingParams) -> None:
+        self.tokens = list(tokens)
+        self.prompt = len(self.tokens)
+        self.max_new_tokens = max_new_tokens
+        self.sampling = sampling
+        self.rng = np.random.default_rng(sampling.seed)
+
+
+def serve(conn: Connection) -> None:
+    """The child's loop (the module's docstring): its decoder from the first message, then steps while it has
+    sequences and credit, taking in the lane's messages between steps, until the connection closes."""
+    try:
+        factory, eos, context = pickle.loads(conn.recv_bytes())
+        decoder: Decoder = factory()
+    except Exception as err:  # noqa: BLE001 - the lane reports it as a load failure
+        conn.send_bytes(pickle.dumps(("error", f"{type(err).__name__}: {err}")))
+        return
+    conn.send_bytes(pickle.dumps(("ready",)))
+    running: dict[int, _Sequence] = {}
+    sent = taken = 0
+    while True:
+        while not running or sent - taken >= CHILD_AHEAD or conn.poll():
+            try:
+                released, news, taken = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                return
+            for seq_id in released:
+                running.pop(seq_id, None)
+            decoder.release(released)
+            for seq_id, tokens, max_new_tokens, sampling in news:
+                running[seq_id] = _Sequence(tokens, max_new_tokens, sampling)
+        conn.send_bytes(pickle.dumps(_step(decoder, running, eos, context), pickle.HIGHEST_PROTOCOL))
+        sent += 1
+
+
+def _step(decoder: Decoder, running: dict[int, _Sequence], eos: int | None, context: int) -> tuple[Any, ...]:
+    """One step of every running sequence: ("tokens", ids, tokens, seconds), or ("error", ids, message,
+    traceback) with the sequences dropped."""
+    ids, batch = list(running), list(running.values())
+    start = time.perf_counter()
+    try:
+        sampled = next_tokens(
+            decoder,
+            ids,
+            [s.tokens for s in batch],
+            [s.prompt for s in batch],
+            [s.sampling for s in batch],
+            [s.rng for s in batch],
+        )
+    except Exception as err:  # noqa: BLE001 - the step fails, the engine goes on
+        running.clear()
+        decoder.release(ids)
+        return ("error", ids, str(err), traceback.format_exc())
+    ended = []
+    for seq_id, s, token in zip(ids, batch, sampled, strict=True):
+        s.tokens.append(token)
+        if ending(token, len(s.tokens) - s.prompt, s.max_new_tokens, len(s.tokens), eos, context) is not None:
+            ended.append(seq_id)
+            del running[seq_id]
+    decoder.release(ended)
+    return ("tokens", ids, sampled, time.perf_counter() - start)
+
+
+def main(fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in a terminal reaches the server, which stops us
+    from service.memory import HeapTrimmer, keep_heap_warm
+
+    keep_heap_warm()
+    HeapTrimmer().start()
+    serve(Connection(fd))
+    os._exit(0)  # no waiting for the trimmer's daemon thread or the model's thread pools
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
