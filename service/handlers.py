@@ -60,7 +60,7 @@ def generation_scheduler(
         try:
             for i, rows in enumerate(lane_rows(task)):
                 factory = functools.partial(child_decoder, step.reload, rows, g.context_length, pad)
-                started.append(EngineProcess(f"model '{name}' lane {i}", factory, g.eos_id, g.context_length))
+                started.append(EngineProcess(f"model '{name}' lane {i}", factory))
         except BaseException:
             for engine in started:
                 engine.stop()

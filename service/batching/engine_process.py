@@ -5,11 +5,12 @@ turns for the server's GIL with the event loop that streams the tokens; on two c
 a quarter of what the same steps do alone. Here the child (`python -m service.batching.engine_process`) builds
 the decoder from a picklable factory and runs the step loop itself, as vLLM's engine core does: it holds each
 running sequence's tokens and random generator, samples, ends the sequences that reach the end-of-text token,
-`max_new_tokens` or a full context, and sends each step's tokens back without waiting to be asked. The
-lane's thread in the server (`ProcessLane`) does what only the server can: it admits waiting sequences
-(their prompts go to the child), tells the child which sequences left (cancelled, stop sequence, deadline),
-appends each step's tokens to the sequences and hands the step to the event loop as a thread lane does.
-Its waiting on the child releases the GIL. The child runs at most `CHILD_AHEAD` steps ahead of the lane.
+`max_new_tokens` or a full context (the lane's settings, sent with every message), and sends each step's
+tokens, with why each sequence ends, back without waiting to be asked. The lane's thread in the server
+(`ProcessLane`) does what only the server can: it admits waiting sequences (their prompts go to the child),
+tells the child which sequences left (cancelled, stop sequence, deadline), appends each step's tokens to the
+sequences and hands the step to the event loop as a thread lane does. Its waiting on the child releases the
+GIL. The child runs at most `CHILD_AHEAD` steps ahead of the lane.
 
 A sequence's tokens are the same in either kind of lane: its logits never depend on what else shares the batch,
 and its generator, seeded from its sampling parameters, draws once per token in both.
@@ -61,10 +62,10 @@ arguments (it is pickled by reference)."""
 class EngineProcess:
     """A child process running a step loop on its own decoder (`serve`), and the connection to it."""
 
-    def __init__(self, name: str, factory: DecoderFactory, eos_id: int | None, context_length: int) -> None:
+    def __init__(self, name: str, factory: DecoderFactory) -> None:
         """Starts the child and waits until its decoder is built; `ModelLoadError` if it cannot."""
         self.name = name
-        self._init = pickle.dumps((factory, eos_id, context_length))
+        self._init = pickle.dumps(factory)
         self.conn: Connection | None = None
         self._child: subprocess.Popen[bytes] | None = None
         self.start()
@@ -193,10 +194,11 @@ class ProcessLane(Lane):
             self._restart()
         released, self._released = self._released, []
         news = [(s.id, s.tokens, s.max_new_tokens, s.sampling) for s in admitted]
+        ends = (self._context.eos_id, self._context.context_length)
         conn = self.engine.conn
         if conn is not None:
             with contextlib.suppress(OSError):
-                conn.send_bytes(pickle.dumps((released, news, self._taken), pickle.HIGHEST_PROTOCOL))
+                conn.send_bytes(pickle.dumps((released, news, self._taken, ends), pickle.HIGHEST_PROTOCOL))
 
     def _restart(self) -> None:
         """A new child, after the last one died (the sequences it held have ended)."""
@@ -222,7 +224,7 @@ class ProcessLane(Lane):
         self._taken += 1
         self.steps += 1
         if reply[0] == "tokens":
-            return self._update_child(reply[1], reply[2], reply[3])
+            return self._update_child(reply[1], reply[2], reply[3], reply[4])
         _, ids, message, trace = reply
         log.error("generation step failed", extra={"model": self._context.model, "reason": message, "trace": trace})
         error = InferenceError(f"model '{self._context.model}' failed during generation; the error was logged")
@@ -231,17 +233,19 @@ class ProcessLane(Lane):
         ended: list[Ended] = [(seq, FinishReason.ERROR, error) for seq in failed]
         return StepResult([], ended, len(ids), 0.0, time.monotonic())
 
-    def _update_child(self, ids: list[int], tokens: list[int], seconds: float) -> StepResult:
-        context, eos = self._context.context_length, self._context.eos_id
+    def _update_child(
+        self, ids: list[int], tokens: list[int], reasons: list[FinishReason | None], seconds: float
+    ) -> StepResult:
+        """A step of the child's: each token appended; the sequences that the child ended with it (by the same
+        rule as a thread lane, `lanes.ending`, with this lane's end-of-text token and context) leave the lane."""
         out: list[tuple[SequenceState, int, FinishReason | None]] = []
-        for seq_id, token in zip(ids, tokens, strict=True):
+        for seq_id, token, reason in zip(ids, tokens, reasons, strict=True):
             seq = self._held.get(seq_id)
             if seq is None:  # left while the child computed this step
                 continue
             seq.tokens.append(token)
-            reason = ending(token, seq.generated, seq.max_new_tokens, len(seq.tokens), eos, context)
             if reason is not None:
-                del self._held[seq_id]  # the child has dropped it too
+                del self._held[seq_id]  # the child has dropped it
             out.append((seq, token, reason))
         self.running = list(self._held.values())
         return StepResult(out, [], len(ids), seconds, time.monotonic())
@@ -276,18 +280,18 @@ def serve(conn: Connection) -> None:
     """The child's loop (the module's docstring): its decoder from the first message, then steps while it has
     sequences and credit, taking in the lane's messages between steps, until the connection closes."""
     try:
-        factory, eos, context = pickle.loads(conn.recv_bytes())
-        decoder: Decoder = factory()
+        decoder: Decoder = pickle.loads(conn.recv_bytes())()
     except Exception as err:  # noqa: BLE001 - the lane reports it as a load failure
         conn.send_bytes(pickle.dumps(("error", f"{type(err).__name__}: {err}")))
         return
     conn.send_bytes(pickle.dumps(("ready",)))
     running: dict[int, _Sequence] = {}
     sent = taken = 0
+    ends: tuple[int | None, int] = (None, 0)
     while True:
         while not running or sent - taken >= CHILD_AHEAD or conn.poll():
             try:
-                released, news, taken = pickle.loads(conn.recv_bytes())
+                released, news, taken, ends = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 return
             for seq_id in released:
@@ -295,13 +299,16 @@ def serve(conn: Connection) -> None:
             decoder.release(released)
             for seq_id, tokens, max_new_tokens, sampling in news:
                 running[seq_id] = _Sequence(tokens, max_new_tokens, sampling)
-        conn.send_bytes(pickle.dumps(_step(decoder, running, eos, context), pickle.HIGHEST_PROTOCOL))
+        try:
+            conn.send_bytes(pickle.dumps(_step(decoder, running, *ends), pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the server is gone
+            return
         sent += 1
 
 
 def _step(decoder: Decoder, running: dict[int, _Sequence], eos: int | None, context: int) -> tuple[Any, ...]:
-    """One step of every running sequence: ("tokens", ids, tokens, seconds), or ("error", ids, message,
-    traceback) with the sequences dropped."""
+    """One step of every running sequence: ("tokens", ids, tokens, why each ends or None, seconds), or
+    ("error", ids, message, traceback) with the sequences dropped."""
     ids, batch = list(running), list(running.values())
     start = time.perf_counter()
     try:
@@ -317,14 +324,16 @@ def _step(decoder: Decoder, running: dict[int, _Sequence], eos: int | None, cont
         running.clear()
         decoder.release(ids)
         return ("error", ids, str(err), traceback.format_exc())
-    ended = []
+    reasons, ended = [], []
     for seq_id, s, token in zip(ids, batch, sampled, strict=True):
         s.tokens.append(token)
-        if ending(token, len(s.tokens) - s.prompt, s.max_new_tokens, len(s.tokens), eos, context) is not None:
+        reason = ending(token, len(s.tokens) - s.prompt, s.max_new_tokens, len(s.tokens), eos, context)
+        reasons.append(reason)
+        if reason is not None:
             ended.append(seq_id)
             del running[seq_id]
     decoder.release(ended)
-    return ("tokens", ids, sampled, time.perf_counter() - start)
+    return ("tokens", ids, sampled, reasons, time.perf_counter() - start)
 
 
 def main(fd: int) -> None:

@@ -120,7 +120,7 @@ def test_a_process_lane_generates_the_same_text_as_a_thread_lane(model) -> None:
 
     def child() -> EngineProcess:
         factory = functools.partial(child_decoder, step.reload, 16, g.context_length, task.encoder.settings.pad_id)
-        return EngineProcess("textgen_transformer:1 lane 0", factory, g.eos_id, g.context_length)
+        return EngineProcess("textgen_transformer:1 lane 0", factory)
 
     for params in ({"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 11}, {"temperature": 0.0}, {"seed": 3}):
         assert generate(task, [child()], **params) == generate(task, cached(16), **params)  # type: ignore[list-item]

@@ -24,8 +24,8 @@ from tests.unit.scheduler_helpers import Recorder, collect, submit
 from tests.waiting import eventually
 
 
-def engine(factory: object, eos: int | None = None, context: int = 64) -> EngineProcess:
-    return EngineProcess("model 'test:1' lane 0", factory, eos, context)  # type: ignore[arg-type]
+def engine(factory: object) -> EngineProcess:
+    return EngineProcess("model 'test:1' lane 0", factory)  # type: ignore[arg-type]
 
 
 def scheduler_on(*engines: object, **config: object) -> GenerationScheduler:
@@ -66,7 +66,7 @@ async def test_the_same_texts_as_a_thread_lane_with_requests_joining_and_leaving
     threaded = scheduler_on(RecomputeDecoder(Recorder(table=process_decoders.table())), **config)
     expected = await run_workload(threaded)
     await threaded.close()
-    child = engine(process_decoders.sampled, eos=25, context=24)
+    child = engine(process_decoders.sampled)
     remote = scheduler_on(child, **config)
     got = await run_workload(remote)
     await remote.close()
@@ -76,7 +76,7 @@ async def test_the_same_texts_as_a_thread_lane_with_requests_joining_and_leaving
 
 
 async def test_two_process_lanes_share_the_slots() -> None:
-    lanes = [engine(process_decoders.sampled, eos=25, context=24) for _ in range(2)]
+    lanes = [engine(process_decoders.sampled) for _ in range(2)]
     scheduler = scheduler_on(*lanes, eos_id=25, context_length=24)
     got = await run_workload(scheduler)
     threaded = scheduler_on(RecomputeDecoder(Recorder(table=process_decoders.table())), eos_id=25, context_length=24)
