@@ -102,6 +102,10 @@ class EngineProcess:
             raise
         self.conn, self._child = conn, child
 
+    @property
+    def alive(self) -> bool:
+        return self._child is not None and self._child.poll() is None
+
     def stop(self) -> int | None:
         """Close the connection (the child then ends) and wait for the child; its exit code."""
         conn, child, self.conn, self._child = self.conn, self._child, None, None
@@ -129,6 +133,9 @@ class ProcessLane(Lane):
         """Sequences the child runs (it was sent their prompt), in the order it was sent them."""
         self._taken = 0
         """Steps taken in from the child (its credit: it runs at most `CHILD_AHEAD` steps past this)."""
+        self._resend: list[SequenceState] = []
+        """Sequences a dead child held before their first token: they go to the next child as new."""
+        self._retried: set[int] = set()
 
     def close(self) -> None:
         self.engine.stop()
@@ -189,11 +196,14 @@ class ProcessLane(Lane):
 
     def _send(self, admitted: list[SequenceState]) -> None:
         """What changed, to the child: the sequences that left and those admitted (prompt, budget, sampling),
-        and how many of its steps were taken in (its credit). A child that is gone shows at `_receive`."""
-        if self.engine.conn is None:
+        and how many of its steps were taken in (its credit). A child found dead here (it died while it had
+        nothing to run) is replaced first; one that dies later shows at `_receive`."""
+        if not self.engine.alive:
+            self.engine.stop()
             self._restart()
         released, self._released = self._released, []
-        news = [(s.id, s.tokens, s.max_new_tokens, s.sampling) for s in admitted]
+        again, self._resend = self._resend, []
+        news = [(s.id, s.tokens, s.max_new_tokens, s.sampling) for s in again + admitted]
         ends = (self._context.eos_id, self._context.context_length)
         conn = self.engine.conn
         if conn is not None:
@@ -211,7 +221,9 @@ class ProcessLane(Lane):
 
     def _receive(self) -> StepResult:
         """The child's next step, appended to the sequences; a step that failed, or a child that died, ends
-        the sequences concerned with the error."""
+        the sequences concerned with the error. A dead child's sequences that had no token yet go to the next
+        child instead, once: their text is still the one their seed gives (a child that dies just before they
+        reach it fails no request)."""
         reply: tuple[Any, ...]
         conn = self.engine.conn
         try:
@@ -220,7 +232,10 @@ class ProcessLane(Lane):
             reply = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             code = self.engine.stop()
-            reply = ("error", list(self._held), f"the generation engine process exited (code {code})", "")
+            self._resend = [s for s in self._held.values() if s.generated == 0 and s.id not in self._retried]
+            self._retried = {i for i in self._retried if i in self._held} | {s.id for s in self._resend}
+            lost = [i for i, s in self._held.items() if s not in self._resend]
+            reply = ("error", lost, f"the generation engine process exited (code {code})", "")
         self._taken += 1
         self.steps += 1
         if reply[0] == "tokens":

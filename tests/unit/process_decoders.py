@@ -49,3 +49,27 @@ def slow_to_build(seconds: float) -> Decoder:
 
 def broken(path: str) -> Decoder:
     raise FileNotFoundError(f"no step model at {Path(path).name}")
+
+
+def dying_once(marker: str) -> Decoder:
+    """The child exits at its first step while the file `marker` exists (which it then removes)."""
+    recorder = Recorder()
+
+    def forward(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if os.path.exists(marker):
+            os.remove(marker)
+            os._exit(3)
+        return recorder(token_ids, mask)
+
+    return RecomputeDecoder(forward)
+
+
+def dying_always(count: str) -> Decoder:
+    """The child exits at every first step, appending an x to the file `count` each time."""
+
+    def forward(token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with open(count, "a") as f:
+            f.write("x")
+        os._exit(3)
+
+    return RecomputeDecoder(forward)

@@ -174,3 +174,38 @@ async def test_an_idle_lane_waits_without_spinning() -> None:
     assert cpu() - before < 0.05
     assert eventually(lambda: scheduler.active == 0, 2)
     await scheduler.close()
+
+
+async def test_a_child_that_died_while_idle_is_replaced_before_the_next_request() -> None:
+    child = engine(process_decoders.letters)
+    scheduler = scheduler_on(child)
+    await collect(submit(scheduler, [0], 3))
+    first = child.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert eventually(lambda: not alive(first), 5)
+    text, done = await collect(submit(scheduler, [0], 3))  # no request pays for the death it did not see
+    assert (text, done.reason) == ("bcd", FinishReason.LENGTH)
+    assert child.pid not in (None, first)
+    await scheduler.close()
+
+
+async def test_requests_without_a_token_yet_move_to_the_next_child_once(tmp_path: Path) -> None:
+    """The child dies at their first step: they have nothing to lose, and the next child generates their text.
+    A child that keeps dying fails them (no endless retries)."""
+    marker = tmp_path / "die"
+    marker.touch()
+    child = engine(functools.partial(process_decoders.dying_once, str(marker)))
+    scheduler = scheduler_on(child)
+    first = child.pid
+    texts = await asyncio.gather(*(collect(submit(scheduler, [i], 3)) for i in range(3)))
+    assert [text for text, _ in texts] == ["bcd", "cde", "def"]
+    assert not marker.exists() and child.pid not in (None, first)
+    await scheduler.close()
+
+    always = engine(functools.partial(process_decoders.dying_always, str(tmp_path / "count")))
+    scheduler = scheduler_on(always)
+    with pytest.raises(InferenceError, match="failed during generation"):
+        await collect(submit(scheduler, [0], 3))
+    assert (tmp_path / "count").read_text() == "xx"  # the first child and one more
+    await scheduler.close()
