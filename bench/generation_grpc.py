@@ -6,7 +6,9 @@ The workload of bench/generation.py (prompts of varied length, max_new_tokens 16
 workload's top-k 50, or with `--sampling model` the model's defaults, as a bare prompt gets them),
 generated three ways:
 1. in-process: the server's `GenerationScheduler` with the model's own settings (lanes, KV-cache step model,
-   end-of-text token), all requests arriving at once;
+   end-of-text token), all requests arriving at once, on thread lanes (whose step graph calls the bound is
+   taken from); and, for a model with `generation.engine: process`, again on process lanes as the server
+   runs it (each lane's steps in a child process: `service/batching/engine_process.py`);
 2. over gRPC: `deepserve serve` as a subprocess, `--streams` concurrent `TextGenerator.Generate` calls from
    real grpc.aio clients in this process, all sent at once;
 3. the bound: what ONNX Runtime alone needs for the in-process run's model steps, with the same rows and
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import subprocess
 import sys
 import time
@@ -60,10 +63,11 @@ from bench.generation_modes import (  # noqa: E402
 from bench.load import ECHO_SERVER, free_port, serve_command  # noqa: E402
 from bench.step_timing import Replay, TimedDecoder, spans, step_graph_costs, timed  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
+from service.batching.engine_process import EngineProcess  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
-from service.handlers import lane_decoders  # noqa: E402
+from service.handlers import child_decoder, lane_decoders, lane_rows  # noqa: E402
 from service.runtime import ModelSession, StepModel  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
@@ -124,6 +128,8 @@ class Compared:
     remote: list[Result] = field(default_factory=list)
     transport: list[Result] = field(default_factory=list)
     """The same client against the model-less streaming server."""
+    processes: list[Result] = field(default_factory=list)
+    """In-process on process lanes (`generation.engine: process` only)."""
     minimal: list[Result] = field(default_factory=list)
     """The minimal one-thread loop on the same decoder and sampling."""
     bounds: list[float] = field(default_factory=list)
@@ -178,9 +184,24 @@ async def compare(
         runs.local.append(result)
         runs.bounds.append(replay.seconds(runs.shapes[-1]))
         runs.minimal.append(minimal_loop(decoders()[0], requests, generation.eos_id, generation.context_length))
+        if generation.engine == "process":
+            engines = process_lanes(step, task)  # started before the clock starts
+            runs.processes.append(
+                await scheduled("in-process, process lanes", engines, task, requests, slots, generation.eos_id)
+            )
         runs.remote.append(await over_grpc(address, args.model, requests, prompts, args.sampling))
         runs.transport.append(await over_grpc(echo, args.model, requests, prompts, args.sampling))
     return runs
+
+
+def process_lanes(step: StepModel, task: TextGeneration) -> list[EngineProcess]:
+    """A child process per lane, as `deepserve serve` starts them for `generation.engine: process`."""
+    assert step.reload is not None
+    g, pad = task.generation, task.encoder.settings.pad_id
+    return [
+        EngineProcess(f"bench lane {i}", functools.partial(child_decoder, step.reload, rows, g.context_length, pad))
+        for i, rows in enumerate(lane_rows(task))
+    ]
 
 
 def main() -> None:
@@ -233,10 +254,11 @@ def main() -> None:
     )
     print("| run | tokens | seconds | tokens/s | TTFT p50 / p99 ms | ITL p50 / p99 ms |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for r in (local, remote):
-        g = r.timings
+    results = [local, remote] + ([Compared.fastest(runs.processes)] if runs.processes else [])
+    for row in results:
+        g = row.timings
         print(
-            f"| {r.mode} | {g.tokens} | {r.seconds:.2f} | {r.tokens_per_s:,.0f} | {_ms(g.first, 50).strip()} / "
+            f"| {row.mode} | {g.tokens} | {row.seconds:.2f} | {row.tokens_per_s:,.0f} | {_ms(g.first, 50).strip()} / "
             f"{_ms(g.first, 99).strip()} | {_ms(g.gaps, 50).strip()} / {_ms(g.gaps, 99).strip()} |"
         )
     print(
@@ -264,6 +286,15 @@ def main() -> None:
         f"{Compared.median(runs.local) / Compared.median(runs.minimal):.2f}): what the scheduler costs"
     )
     print(f"over gRPC / in-process = {remote.tokens_per_s / local.tokens_per_s:.2f} (goal >= 0.85)")
+    if runs.processes:
+        same = Compared.fastest(runs.processes)
+        each = [r.tokens_per_s / p.tokens_per_s for r, p in zip(runs.remote, runs.processes, strict=True)]
+        print(
+            f"  the server's lanes are process lanes: over gRPC / in-process on process lanes = "
+            f"{remote.tokens_per_s / same.tokens_per_s:.2f} (each round: {', '.join(f'{x:.2f}' for x in each)}, "
+            f"median {np.median(each):.2f}); process lanes / thread lanes in-process = "
+            f"{Compared.median(runs.processes) / Compared.median(runs.local):.2f} (medians)"
+        )
     added = 1 / (1 / local.tokens_per_s + 1 / wire.tokens_per_s)
     print(
         f"  were the transport's cost and the generation's simply added: over gRPC {added:,.0f} tokens/s, "

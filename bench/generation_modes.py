@@ -12,6 +12,7 @@ import numpy as np
 
 from service import handlers
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
+from service.batching.engine_process import EngineProcess
 from service.batching.lanes import lane_slots
 from service.batching.sampling import sample_batch
 from service.batching.scheduler import GenerationScheduler
@@ -93,7 +94,7 @@ DecoderFactory = Callable[[int], Decoder]
 
 async def scheduled(
     name: str,
-    decoders: list[Decoder],
+    decoders: list[Decoder] | list[EngineProcess],
     task: TextGeneration,
     requests: list[GenerationInput],
     slots: int,
