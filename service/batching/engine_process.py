@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from service.batching.decoders import Decoder, next_tokens
-from service.batching.lanes import Ended, Lane, LaneContext, StepResult, _expired, _passed, ending
-from service.batching.sequences import FinishReason, SequenceState, SequenceStatus
+from service.batching.lanes import Ended, Lane, LaneContext, StepResult, ending
+from service.batching.sequences import FinishReason, SequenceState
 from service.errors import InferenceError, ModelLoadError
 from service.types import SamplingParams
 
@@ -171,15 +171,9 @@ class ProcessLane(Lane):
         with queue.lock:
             while not queue.stopping:
                 now = time.monotonic()
-                ended: list[Ended] = []
-                for seq in list(self._held.values()):
-                    if seq.status is SequenceStatus.FINISHED:
-                        self._leave(seq)
-                    elif _passed(seq, now):
-                        self._leave(seq)
-                        ended.append(_expired(seq, f"after {seq.generated} generated tokens"))
+                running, ended = self._sort_out(list(self._held.values()), now)
+                self._held = {seq.id: seq for seq in running}
                 ended += queue.expire(now)
-                running = list(self._held.values())
                 queue.admit(running, self.slots)
                 admitted = running[len(self._held) :]
                 for seq in admitted:
@@ -189,10 +183,6 @@ class ProcessLane(Lane):
                     return ended, admitted
                 queue.lock.wait()
         return None
-
-    def _leave(self, seq: SequenceState) -> None:
-        del self._held[seq.id]
-        self._released.append(seq.id)
 
     def _send(self, admitted: list[SequenceState]) -> None:
         """What changed, to the child: the sequences that left and those admitted (prompt, budget, sampling),

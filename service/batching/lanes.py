@@ -111,11 +111,11 @@ class WaitingQueue:
 
     def expire(self, now: float) -> list[Ended]:
         """Take out the waiting sequences whose deadline passed (under `lock`)."""
-        if not any(_passed(s, now) for s in self._waiting):
+        if not any(passed(s, now) for s in self._waiting):
             return []
-        expired = [s for s in self._waiting if _passed(s, now)]
-        self._waiting = deque(s for s in self._waiting if not _passed(s, now))
-        return [_expired(s, "while waiting for a slot") for s in expired]
+        late = [s for s in self._waiting if passed(s, now)]
+        self._waiting = deque(s for s in self._waiting if not passed(s, now))
+        return [expired(s, "while waiting for a slot") for s in late]
 
     def admit(self, running: list[SequenceState], slots: int) -> None:
         """Move waiting sequences to `running` (RUNNING) until it has `slots` (under `lock`)."""
@@ -197,6 +197,20 @@ class Lane:
             return False
         return True
 
+    def _sort_out(self, running: list[SequenceState], now: float) -> tuple[list[SequenceState], list[Ended]]:
+        """Of `running`, those that go on, and those whose deadline passed; these and those the event loop
+        ended leave (their ids go to `_released`). Under the queue's lock."""
+        going, ended = [], []
+        for seq in running:
+            if seq.status is SequenceStatus.FINISHED:
+                self._released.append(seq.id)
+            elif passed(seq, now):
+                self._released.append(seq.id)
+                ended.append(expired(seq, f"after {seq.generated} generated tokens"))
+            else:
+                going.append(seq)
+        return going, ended
+
     def _plan(self) -> Plan | None:
         """Drop the sequences that ended and those whose deadline passed, then admit waiting ones up to the
         lane's slots; waits while there is nothing to do. None when the scheduler stops."""
@@ -204,15 +218,7 @@ class Lane:
         with queue.lock:
             while not queue.stopping:
                 now = time.monotonic()
-                running, ended = [], []
-                for seq in self.running:
-                    if seq.status is SequenceStatus.FINISHED:
-                        self._released.append(seq.id)
-                    elif _passed(seq, now):
-                        self._released.append(seq.id)
-                        ended.append(_expired(seq, f"after {seq.generated} generated tokens"))
-                    else:
-                        running.append(seq)
+                running, ended = self._sort_out(self.running, now)
                 ended += queue.expire(now)
                 queue.admit(running, self.slots)
                 self.running = running
@@ -273,9 +279,9 @@ def ending(
     return None
 
 
-def _passed(seq: SequenceState, now: float) -> bool:
+def passed(seq: SequenceState, now: float) -> bool:
     return seq.deadline is not None and now >= seq.deadline
 
 
-def _expired(seq: SequenceState, where: str) -> Ended:
+def expired(seq: SequenceState, where: str) -> Ended:
     return seq, FinishReason.DEADLINE, DeadlineExceededError(f"deadline passed {where}")
