@@ -78,7 +78,7 @@ def lane_rows(task: TextGeneration) -> list[int]:
 
 
 def child_decoder(load: Callable[[], StepModel], rows: int, context: int, pad_id: int) -> Decoder:
-    """In a `ProcessEngine`'s child: a lane's KV-cache decoder (a cache of `rows` sequences) on a session of
+    """In an `EngineProcess`'s child: a lane's KV-cache decoder (a cache of `rows` sequences) on a session of
     its own, loaded (checked and warmed up) by `load`, the parent's `StepModel.reload`."""
     step = load()
     return KVCacheDecoder(step.session.run, step.layers, step.heads, step.head_dim, rows, context, pad_id)
