@@ -47,9 +47,11 @@ from service.types import SamplingParams
 
 log = logging.getLogger(__name__)
 
-CHILD_AHEAD = 2
+CHILD_AHEAD = 6
 """Steps the child may compute that the lane has not yet taken in. The lane itself may run `lanes.AHEAD`
-steps ahead of the event loop, so a cancelled request gets at most the sum computed after it left."""
+steps ahead of the event loop, so a cancelled request gets at most the sum computed after it left. With 2,
+a lone stream's 32 tokens took 7.5% longer than on a thread lane (the child waited for the lane's thread to
+wake between steps); with 6 the same (docs/performance.md)."""
 START_TIMEOUT_S = 120.0
 """How long a child may take to import, load its model and warm it up."""
 STOP_TIMEOUT_S = 5.0
