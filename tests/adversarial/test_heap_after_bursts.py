@@ -45,6 +45,10 @@ def trims(server: Server) -> list[dict]:
 def test_the_server_gives_a_bursts_pages_back_once_it_ends(committed: Server) -> None:
     before = len(trims(committed))
     burst(committed)
-    assert eventually(lambda: len(trims(committed)) > before, 10, 0.2), committed.log_tail()
-    trim = trims(committed)[before]
-    assert trim["resident_mib_after"] < trim["resident_mib_before"], trim
+
+    def gave_back() -> bool:
+        # any trim since the burst began: the server's first trim after its start-up (model loads look like
+        # growth) may fall in that window and give nothing back; the burst's trim follows it (a CI run saw 435 -> 435)
+        return any(t["resident_mib_after"] < t["resident_mib_before"] for t in trims(committed)[before:])
+
+    assert eventually(gave_back, 10, 0.2), (trims(committed)[before:], committed.log_tail())
