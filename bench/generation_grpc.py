@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import subprocess
 import sys
 import time
@@ -63,11 +62,10 @@ from bench.generation_modes import (  # noqa: E402
 from bench.load import ECHO_SERVER, free_port, serve_command  # noqa: E402
 from bench.step_timing import Replay, TimedDecoder, spans, step_graph_costs, timed  # noqa: E402
 from service.batching.decoders import Decoder  # noqa: E402
-from service.batching.engine_process import EngineProcess  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
-from service.handlers import child_decoder, lane_decoders, lane_rows  # noqa: E402
+from service.handlers import engine_processes, lane_decoders  # noqa: E402
 from service.runtime import ModelSession, StepModel  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
@@ -185,23 +183,13 @@ async def compare(
         runs.bounds.append(replay.seconds(runs.shapes[-1]))
         runs.minimal.append(minimal_loop(decoders()[0], requests, generation.eos_id, generation.context_length))
         if generation.engine == "process":
-            engines = process_lanes(step, task)  # started before the clock starts
+            engines = engine_processes(args.model, step, task)  # started before the clock starts
             runs.processes.append(
                 await scheduled("in-process, process lanes", engines, task, requests, slots, generation.eos_id)
             )
         runs.remote.append(await over_grpc(address, args.model, requests, prompts, args.sampling))
         runs.transport.append(await over_grpc(echo, args.model, requests, prompts, args.sampling))
     return runs
-
-
-def process_lanes(step: StepModel, task: TextGeneration) -> list[EngineProcess]:
-    """A child process per lane, as `deepserve serve` starts them for `generation.engine: process`."""
-    assert step.reload is not None
-    g, pad = task.generation, task.encoder.settings.pad_id
-    return [
-        EngineProcess(f"bench lane {i}", functools.partial(child_decoder, step.reload, rows, g.context_length, pad))
-        for i, rows in enumerate(lane_rows(task))
-    ]
 
 
 def main() -> None:

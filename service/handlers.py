@@ -53,22 +53,27 @@ def generation_scheduler(
     lane's steps run in a child process (started here: a child that cannot load raises `ModelLoadError`)."""
     observer = GenerationMetrics(metrics, generation)
     engines: list[Decoder | EngineProcess]
-    g = task.generation
-    if g.engine == "process" and step is not None and step.reload is not None:
-        pad = task.encoder.settings.pad_id
-        started: list[EngineProcess] = []
-        try:
-            for i, rows in enumerate(lane_rows(task)):
-                factory = functools.partial(child_decoder, step.reload, rows, g.context_length, pad)
-                started.append(EngineProcess(f"model '{name}' lane {i}", factory))
-        except BaseException:
-            for engine in started:
-                engine.stop()
-            raise
-        engines = list(started)
+    if task.generation.engine == "process" and step is not None:
+        engines = list(engine_processes(name, step, task))
     else:
         engines = list(lane_decoders(session, step, task))
     return GenerationScheduler(name, engines, scheduler_config(task), observer, slots)
+
+
+def engine_processes(name: str, step: StepModel, task: TextGeneration) -> list[EngineProcess]:
+    """A started child process per lane (`generation.engine: process`), each with its lane's share of the active
+    sequences; if one cannot start, those already started are stopped and its `ModelLoadError` raised."""
+    g, pad = task.generation, task.encoder.settings.pad_id
+    started: list[EngineProcess] = []
+    try:
+        for i, rows in enumerate(lane_rows(task)):
+            factory = functools.partial(child_decoder, step.reload, rows, g.context_length, pad)
+            started.append(EngineProcess(f"model '{name}' lane {i}", factory))
+    except BaseException:
+        for engine in started:
+            engine.stop()
+        raise
+    return started
 
 
 def lane_rows(task: TextGeneration) -> list[int]:

@@ -129,7 +129,7 @@ class ProcessLane(Lane):
     """A lane whose steps its engine process computes (the module's docstring)."""
 
     def __init__(self, name: str, engine: EngineProcess, slots: int, context: LaneContext) -> None:
-        super().__init__(name, _NO_DECODER, slots, context)
+        super().__init__(name, None, slots, context)
         self.engine = engine
         self._held: dict[int, SequenceState] = {}
         """Sequences the child runs (it was sent their prompt), in the order it was sent them."""
@@ -256,19 +256,6 @@ class ProcessLane(Lane):
             out.append((seq, token, reason))
         self.running = list(self._held.values())
         return StepResult(out, [], len(ids), seconds, time.monotonic())
-
-
-class _NoDecoder:
-    """A process lane's decoder lives in its child."""
-
-    def next_logits(self, seq_ids: Any, tokens: Any) -> np.ndarray:
-        raise InferenceError("a process lane has no decoder of its own")
-
-    def release(self, seq_ids: Any) -> None:
-        pass
-
-
-_NO_DECODER = _NoDecoder()
 
 
 # ---- the child ----------------------------------------------------------------------------------------

@@ -111,11 +111,11 @@ class WaitingQueue:
 
     def expire(self, now: float) -> list[Ended]:
         """Take out the waiting sequences whose deadline passed (under `lock`)."""
-        if not any(passed(s, now) for s in self._waiting):
+        if not any(_passed(s, now) for s in self._waiting):
             return []
-        late = [s for s in self._waiting if passed(s, now)]
-        self._waiting = deque(s for s in self._waiting if not passed(s, now))
-        return [expired(s, "while waiting for a slot") for s in late]
+        late = [s for s in self._waiting if _passed(s, now)]
+        self._waiting = deque(s for s in self._waiting if not _passed(s, now))
+        return [_expired(s, "while waiting for a slot") for s in late]
 
     def admit(self, running: list[SequenceState], slots: int) -> None:
         """Move waiting sequences to `running` (RUNNING) until it has `slots` (under `lock`)."""
@@ -143,7 +143,8 @@ class LaneContext:
 class Lane:
     """One step loop: its thread, its decoder, its share of the active sequences."""
 
-    def __init__(self, name: str, decoder: Decoder, slots: int, context: LaneContext) -> None:
+    def __init__(self, name: str, decoder: Decoder | None, slots: int, context: LaneContext) -> None:
+        """`decoder`: None for a lane whose steps run elsewhere (`engine_process.ProcessLane`)."""
         self.name = name
         self.decoder = decoder
         self.slots = slots
@@ -204,9 +205,9 @@ class Lane:
         for seq in running:
             if seq.status is SequenceStatus.FINISHED:
                 self._released.append(seq.id)
-            elif passed(seq, now):
+            elif _passed(seq, now):
                 self._released.append(seq.id)
-                ended.append(expired(seq, f"after {seq.generated} generated tokens"))
+                ended.append(_expired(seq, f"after {seq.generated} generated tokens"))
             else:
                 going.append(seq)
         return going, ended
@@ -229,6 +230,7 @@ class Lane:
 
     def _execute(self, batch: list[SequenceState]) -> list[int]:
         """The next token of every sequence of the batch (the decoder first drops the state of those that left)."""
+        assert self.decoder is not None
         self.steps += 1
         released, self._released = self._released, []
         self.decoder.release(released)
@@ -243,9 +245,7 @@ class Lane:
         running = []
         for seq, token in zip(plan.batch, tokens, strict=True):
             seq.tokens.append(token)
-            reason = ending(
-                token, len(seq.tokens) - seq.prompt_tokens, seq.max_new_tokens, len(seq.tokens), eos, context
-            )
+            reason = ending(token, seq.generated, seq.max_new_tokens, len(seq.tokens), eos, context)
             if reason is None:
                 running.append(seq)
             else:
@@ -279,9 +279,9 @@ def ending(
     return None
 
 
-def passed(seq: SequenceState, now: float) -> bool:
+def _passed(seq: SequenceState, now: float) -> bool:
     return seq.deadline is not None and now >= seq.deadline
 
 
-def expired(seq: SequenceState, where: str) -> Ended:
+def _expired(seq: SequenceState, where: str) -> Ended:
     return seq, FinishReason.DEADLINE, DeadlineExceededError(f"deadline passed {where}")

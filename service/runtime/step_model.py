@@ -24,7 +24,7 @@ class StepModel:
     layers: int
     heads: int
     head_dim: int
-    reload: Callable[[], StepModel] | None = field(default=None, compare=False)
+    reload: Callable[[], StepModel] = field(compare=False)
     """Loads the same step model again (picklable: for a child process's own session)."""
 
 

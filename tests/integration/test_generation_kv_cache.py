@@ -3,14 +3,13 @@
 Both paths run the server's scheduler, sampling and detokenizer on the committed files: `decoder_step.onnx`
 through `KVCacheDecoder` (prefill, then one token per step), `model.onnx` through a full forward pass per
 step, the cache again split over two lanes (two step threads, each with its own cache), and in a process lane
-(`generation.engine: process`). The prompts run
+(`generation.engine: process`, built as the server builds it). The prompts run
 together, so prefill batching, rows joining and leaving, and the context limit are all on the path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,11 +17,10 @@ import numpy as np
 import pytest
 
 from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
-from service.batching.engine_process import EngineProcess
 from service.batching.kv_cache import KVCacheDecoder
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import Finished, TextChunk
-from service.handlers import child_decoder
+from service.handlers import engine_processes
 from service.repository import ModelRepository
 from service.runtime import CPU, ModelSession, load_step_model
 from service.tasks.text_generation import TextGeneration
@@ -115,12 +113,6 @@ def test_a_process_lane_generates_the_same_text_as_a_thread_lane(model) -> None:
     task, _, cached = model
     entry = ModelRepository(MODELS).load("textgen_transformer")
     step = load_step_model(entry.step_models["1"], entry.config, [CPU], entry.name)
-    assert step.reload is not None
-    g = task.generation
-
-    def child() -> EngineProcess:
-        factory = functools.partial(child_decoder, step.reload, 16, g.context_length, task.encoder.settings.pad_id)
-        return EngineProcess("textgen_transformer:1 lane 0", factory)
-
     for params in ({"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 11}, {"temperature": 0.0}, {"seed": 3}):
-        assert generate(task, [child()], **params) == generate(task, cached(16), **params)  # type: ignore[list-item]
+        lanes = engine_processes("textgen_transformer:1", step, task)  # one lane of 16, as config.yaml has it
+        assert generate(task, lanes, **params) == generate(task, cached(16), **params)  # type: ignore[arg-type]

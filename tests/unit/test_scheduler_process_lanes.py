@@ -157,13 +157,18 @@ def test_a_child_that_cannot_build_its_decoder_is_a_load_error() -> None:
         engine(functools.partial(process_decoders.broken, "/nowhere/x"))
 
 
-async def test_an_idle_lane_waits_without_spinning() -> None:
-    """With nothing to run, neither the lane's thread nor its child uses the CPU."""
+async def served_once() -> tuple[EngineProcess, GenerationScheduler, int]:
+    """A process lane that has served one request and is idle, and its child's pid."""
     child = engine(process_decoders.letters)
     scheduler = scheduler_on(child)
     await collect(submit(scheduler, [0], 3))
-    pid = child.pid
-    assert pid is not None
+    assert child.pid is not None
+    return child, scheduler, child.pid
+
+
+async def test_an_idle_lane_waits_without_spinning() -> None:
+    """With nothing to run, neither the lane's thread nor its child uses the CPU."""
+    _, scheduler, pid = await served_once()
 
     def cpu() -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()
@@ -177,11 +182,7 @@ async def test_an_idle_lane_waits_without_spinning() -> None:
 
 
 async def test_a_child_that_died_while_idle_is_replaced_before_the_next_request() -> None:
-    child = engine(process_decoders.letters)
-    scheduler = scheduler_on(child)
-    await collect(submit(scheduler, [0], 3))
-    first = child.pid
-    assert first is not None
+    child, scheduler, first = await served_once()
     os.kill(first, signal.SIGKILL)
     assert eventually(lambda: not alive(first), 5)
     text, done = await collect(submit(scheduler, [0], 3))  # no request pays for the death it did not see
