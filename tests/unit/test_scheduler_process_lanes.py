@@ -17,6 +17,7 @@ from service.batching.decoders import RecomputeDecoder
 from service.batching.engine_process import EngineProcess
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import FinishReason
+from service.batching.slots import RunSlots
 from service.errors import DeadlineExceededError, InferenceError, ModelLoadError
 from service.types import SamplingParams
 from tests.unit import process_decoders
@@ -209,4 +210,18 @@ async def test_requests_without_a_token_yet_move_to_the_next_child_once(tmp_path
     with pytest.raises(InferenceError, match="failed during generation"):
         await collect(submit(scheduler, [0], 3))
     assert (tmp_path / "count").read_text() == "xx"  # the first child and one more
+    await scheduler.close()
+
+
+async def test_a_process_lane_holds_a_run_slot_while_its_child_generates() -> None:
+    """`--workers`: the child's steps are model runs, so the lane holds one slot while it has sequences."""
+    slots = RunSlots(2)
+    child = engine(functools.partial(process_decoders.letters, 0.01))
+    scheduler = GenerationScheduler("test:1", [child], SchedulerConfig(64, 4, 8), slots=slots)
+    scheduler.start()
+    stream = submit(scheduler, [0], 1000)
+    await anext(stream)
+    assert slots.free == 1
+    stream.cancel()
+    assert eventually(lambda: slots.free == 2, 5)
     await scheduler.close()
