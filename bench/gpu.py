@@ -20,6 +20,9 @@ the rest still run), with the text of each in DIR/gpu.log:
    server started with `--device auto`.
 6. generation: bench/generation.py and bench/generation_grpc.py with `--device cuda`.
 7. memory: GPU memory of a process per model (NVML), the arena settings, and that `gpu_mem_limit` holds.
+8. lanes: `generation.engine: process` on the device (bench/gpu_lanes.py): process lanes generate the text
+   thread lanes do, the GPU memory of the server and its engine children, and generation over gRPC on
+   process lanes against thread lanes.
 
 `--device cpu` runs the same code on the CPU (CUDA's sections compare the CPU with itself): a dry run for
 machines without a GPU.
@@ -37,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_lanes import lanes  # noqa: E402
 from bench.gpu_memory import generation, memory, probe  # noqa: E402
 from bench.gpu_providers import env, parity, providers  # noqa: E402
 from bench.gpu_raw import raw  # noqa: E402
@@ -74,6 +78,7 @@ def main() -> None:
         "server": lambda: server(run, args.perf_analyzer, args.window_ms, raw_best(run), args.setups),
         "generation": lambda: generation(run, args.quick),
         "memory": lambda: memory(run),
+        "lanes": lambda: lanes(run),
     }
     for name, body in sections.items():
         if args.only is None or name in args.only:

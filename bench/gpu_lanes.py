@@ -1,0 +1,149 @@
+"""Section lanes of bench/gpu.py: `generation.engine: process` on the device.
+
+The committed textgen_transformer runs its lanes' steps in child processes (`service/batching/engine_process.py`),
+each loading the step graph again through the parent's `StepModel.reload`, on the parent's providers. This checks
+on the device what the CPU tests check on the CPU, and measures what it costs there:
+
+1. same text: process lanes generate the same text as thread lanes, in-process, for seeded sampling and greedy
+   decoding, both on the device; and greedy text on the device against the CPU's.
+2. memory: `deepserve serve` on the committed models, after a generation, the GPU memory of the server and of
+   each engine child (nvidia-smi, processes matched by pid), with `engine: process` and with `engine: thread`
+   (the same repository, the textgen_transformer's config overridden).
+3. speed: bench/generation_grpc.py on both repositories, alternating, 16 streams over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.generation import load
+from bench.generation_grpc import over_grpc, ready
+from bench.generation_modes import PROMPTS, workload
+from bench.gpu_run import Run, gpu_processes, script
+from bench.load import free_port, model_copy, serve_command
+from service import handlers
+from service.batching.decoders import Decoder
+from service.batching.engine_process import EngineProcess
+from service.batching.scheduler import GenerationScheduler
+from service.batching.sequences import Finished
+from service.config import Device
+from service.tasks.text_generation import TextGeneration
+from service.types import GenerationRequest, TextChunk
+
+MODEL = "textgen_transformer"
+SAMPLING: dict[str, dict[str, Any]] = {
+    "seeded top-k/top-p": {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 11},
+    "greedy": {"temperature": 0.0},
+    "model defaults, seed 3": {"seed": 3},
+}
+
+
+def lanes(run: Run, repeats: int = 2) -> dict[str, Any]:
+    found: dict[str, Any] = {"same_text": same_text(run)}
+    run.say(f"same text: {found['same_text']}")
+    thread_repo = thread_repository(run.repository)
+    repositories = {"process": run.repository, "thread": thread_repo}
+    for engine, repository in repositories.items():
+        found[f"memory_{engine}"] = server_memory(run, repository)
+        run.say(f"server memory, engine {engine}: {found[f'memory_{engine}']}")
+    for i in range(repeats):
+        for engine, repository in repositories.items():
+            bench = ["bench/generation_grpc.py", "--device", run.device.value, "--model-repository", str(repository)]
+            found[f"grpc_{engine}_{i}"] = script(run, [*bench, "--repeats", "2"], 180)
+    return found
+
+
+def thread_repository(source: Path) -> Path:
+    """The model repository with the textgen_transformer on thread lanes (`generation.engine: thread`)."""
+    repository = Path(tempfile.mkdtemp(prefix="deepserve-thread-lanes-"))
+    for model in source.iterdir():
+        if (model / "config.yaml").exists():
+            model_copy(model, repository, {"generation": {"engine": "thread"}} if model.name == MODEL else None)
+    return repository
+
+
+def same_text(run: Run) -> dict[str, Any]:
+    _, step, task, _ = load(run.repository, MODEL, run.device)
+    assert step is not None, f"{MODEL} has no step model"
+    _, cpu_step, _, _ = load(run.repository, MODEL, Device.CPU)
+    assert cpu_step is not None
+    rows = task.generation.max_active_sequences
+    found: dict[str, Any] = {"providers": step.session.providers}
+    for name, params in SAMPLING.items():
+        thread = texts(task, [handlers.lane_decoder(None, step, task, rows)], params)  # type: ignore[arg-type]
+        process = texts(task, handlers.engine_processes(MODEL, step, task), params)
+        found[name] = {"process == thread": process == thread, "texts": len(thread), "first": thread[0][:80]}
+        if name == "greedy":
+            cpu = texts(task, [handlers.lane_decoder(None, cpu_step, task, rows)], params)  # type: ignore[arg-type]
+            found[name]["device == cpu"] = thread == cpu
+    return found
+
+
+def texts(task: TextGeneration, decoders: list[Decoder] | list[EngineProcess], params: dict[str, Any]) -> list[str]:
+    """The text of every prompt of bench/generation_modes.py (40 new tokens each), all submitted at once."""
+
+    async def go() -> list[str]:
+        scheduler = GenerationScheduler("lanes", decoders, handlers.scheduler_config(task))
+        scheduler.start()
+        try:
+            streams = []
+            for prompt in PROMPTS:
+                asked = task.prepare(GenerationRequest(prompt, 40, **params))
+                streams.append(
+                    scheduler.submit(asked.prompt_ids, asked.max_new_tokens, asked.sampling, task.detokenizer(()))
+                )
+            done = []
+            for stream in streams:
+                events = [e async for e in stream]
+                assert isinstance(events[-1], Finished), events[-1]
+                done.append("".join(e.text for e in events if isinstance(e, TextChunk)))
+            return done
+        finally:
+            await scheduler.close()
+
+    return asyncio.run(go())
+
+
+def server_memory(run: Run, repository: Path) -> dict[str, Any]:
+    """GPU memory of `deepserve serve` and of each engine child, after 16 streams of generation."""
+    port = free_port()
+    flags = ("--http-port", "0", "--log-level", "warning", "--device", run.device.value)
+    server = subprocess.Popen(serve_command(repository, port, free_port(), *flags))
+    try:
+        address = f"127.0.0.1:{port}"
+        asyncio.run(ready(address, MODEL))
+        _, _, task, _ = load(repository, MODEL, Device.CPU)
+        requests = workload(task, 16, 0)
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(16)]
+        result = asyncio.run(over_grpc(address, MODEL, requests, prompts, "workload"))
+        children = descendants(server.pid)
+        used: dict[str, Any] = {"tokens": result.timings.tokens, "engine children": len(children)}
+        for line in gpu_processes().splitlines():
+            pid, _, memory = line.partition(",")
+            if pid.strip().isdigit():
+                role = "server" if int(pid) == server.pid else "engine child" if int(pid) in children else "other"
+                used[f"{role} {pid.strip()}"] = memory.strip()
+        return used
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
