@@ -7,8 +7,9 @@ workload's top-k 50, or with `--sampling model` the model's defaults, as a bare 
 generated three ways:
 1. in-process: the server's `GenerationScheduler` with the model's own settings (lanes, KV-cache step model,
    end-of-text token), all requests arriving at once, on thread lanes (whose step graph calls the bound is
-   taken from); and, for a model with `generation.engine: process`, again on process lanes as the server
-   runs it (each lane's steps in a child process: `service/batching/engine_process.py`);
+   taken from); and, for a model whose server runs process lanes (`generation.engine: process`, or `auto`
+   with the step model on the CPU), again on process lanes as the server runs it (each lane's steps in a child
+   process: `service/batching/engine_process.py`);
 2. over gRPC: `deepserve serve` as a subprocess, `--streams` concurrent `TextGenerator.Generate` calls from
    real grpc.aio clients in this process, all sent at once;
 3. the bound: what ONNX Runtime alone needs for the in-process run's model steps, with the same rows and
@@ -65,7 +66,7 @@ from service.batching.decoders import Decoder  # noqa: E402
 from service.config import Device  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg  # noqa: E402
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc  # noqa: E402
-from service.handlers import engine_processes, lane_decoders  # noqa: E402
+from service.handlers import engine_processes, lane_decoders, process_lanes  # noqa: E402
 from service.runtime import ModelSession, StepModel  # noqa: E402
 from service.tasks.text_generation import GenerationInput, TextGeneration  # noqa: E402
 
@@ -127,7 +128,7 @@ class Compared:
     transport: list[Result] = field(default_factory=list)
     """The same client against the model-less streaming server."""
     processes: list[Result] = field(default_factory=list)
-    """In-process on process lanes (`generation.engine: process` only)."""
+    """In-process on process lanes (where the server runs them: `handlers.process_lanes`)."""
     minimal: list[Result] = field(default_factory=list)
     """The minimal one-thread loop on the same decoder and sampling."""
     bounds: list[float] = field(default_factory=list)
@@ -182,7 +183,7 @@ async def compare(
         runs.local.append(result)
         runs.bounds.append(replay.seconds(runs.shapes[-1]))
         runs.minimal.append(minimal_loop(decoders()[0], requests, generation.eos_id, generation.context_length))
-        if generation.engine == "process":
+        if process_lanes(generation.engine, step.session.providers[0]):
             engines = engine_processes(args.model, step, task)  # started before the clock starts
             runs.processes.append(
                 await scheduled("in-process, process lanes", engines, task, requests, slots, generation.eos_id)

@@ -19,7 +19,7 @@ from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.slots import Slots
 from service.config import ModelConfig, Task
 from service.metrics import GenerationModelMetrics, ModelMetrics
-from service.runtime import ModelSession, StepModel
+from service.runtime import CPU, ModelSession, StepModel
 from service.tasks.image_classification import ImageClassification
 from service.tasks.sentiment import SentimentAnalysis
 from service.tasks.text_generation import TextGeneration
@@ -53,11 +53,17 @@ def generation_scheduler(
     lane's steps run in a child process (started here: a child that cannot load raises `ModelLoadError`)."""
     observer = GenerationMetrics(metrics, generation)
     engines: list[Decoder | EngineProcess]
-    if task.generation.engine == "process" and step is not None:
+    if step is not None and process_lanes(task.generation.engine, step.session.providers[0]):
         engines = list(engine_processes(name, step, task))
     else:
         engines = list(lane_decoders(session, step, task))
     return GenerationScheduler(name, engines, scheduler_config(task), observer, slots)
+
+
+def process_lanes(engine: str, step_provider: str) -> bool:
+    """Whether a model's lanes run their steps in child processes: `generation.engine` (thread, process or
+    auto) for a step model that ONNX Runtime runs on `step_provider` (auto: process lanes on the CPU only)."""
+    return engine == "process" or (engine == "auto" and step_provider == CPU)
 
 
 def engine_processes(name: str, step: StepModel, task: TextGeneration) -> list[EngineProcess]:

@@ -135,7 +135,7 @@ def _config(settings: TextgenSettings, vocab: int, pad_id: int, bos: int, eos: i
             bos_id=bos,
             step_model=STEP_FILE,
             step_intra_op_threads=1,  # faster for both single and batched decoding steps (bench/generation.py)
-            engine="process",  # steps in child processes, off the server's GIL (docs/performance.md)
+            engine="auto",  # on the CPU, steps in child processes, off the server's GIL (docs/performance.md)
         ),
         description=f"decoder-only Transformer language model trained on {source}",
     )

@@ -91,11 +91,14 @@ class Generation(Strict):
     step_intra_op_threads: int | None = Field(default=None, ge=0)
     """`execution.intra_op_threads` for the step model's session (None: the same as model.onnx's). A
     decoding step's operators are tiny, so splitting them across threads can cost more than it saves."""
-    engine: Literal["thread", "process"] = "thread"
+    engine: Literal["thread", "process", "auto"] = "thread"
     """Where each lane's steps run (the step model and the sampling). `thread`: in the lane's thread, in the
     server's process. `process`: in a child process per lane, which loads the step model itself, so that the
     steps' Python does not take turns for the server's GIL with the event loop streaming the tokens; 1.39x
-    the tokens/s of 16 gRPC streams on two cores (docs/performance.md). Needs `step_model`."""
+    the tokens/s of 16 gRPC streams on two cores (docs/performance.md). Needs `step_model`. `auto`: process
+    lanes where the step model runs on the CPU, thread lanes where it runs on CUDA (or where there is no
+    step_model): on a GPU a step spends its time in ONNX Runtime with the GIL released, and a child gained
+    nothing there while it cost a CUDA context of its own, about 690 MiB of GPU memory per lane (docs/gpu.md)."""
 
     @model_validator(mode="after")
     def _process_needs_step_model(self) -> Generation:

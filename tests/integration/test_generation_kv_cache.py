@@ -20,7 +20,7 @@ from service.batching.decoders import Decoder, ForwardFn, RecomputeDecoder
 from service.batching.kv_cache import KVCacheDecoder
 from service.batching.scheduler import GenerationScheduler, SchedulerConfig
 from service.batching.sequences import Finished, TextChunk
-from service.handlers import engine_processes
+from service.handlers import engine_processes, process_lanes
 from service.repository import ModelRepository
 from service.runtime import CPU, ModelSession, load_step_model
 from service.tasks.text_generation import TextGeneration
@@ -113,6 +113,7 @@ def test_a_process_lane_generates_the_same_text_as_a_thread_lane(model) -> None:
     task, _, cached = model
     entry = ModelRepository(MODELS).load("textgen_transformer")
     step = load_step_model(entry.step_models["1"], entry.config, [CPU], entry.name)
+    assert process_lanes(entry.config.generation.engine, step.session.providers[0])  # what the server runs here
     for params in ({"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 11}, {"temperature": 0.0}, {"seed": 3}):
         lanes = engine_processes("textgen_transformer:1", step, task)  # one lane of 16, as config.yaml has it
         assert generate(task, lanes, **params) == generate(task, cached(16), **params)  # type: ignore[arg-type]

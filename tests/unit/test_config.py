@@ -122,7 +122,10 @@ def test_duplicate_tensor_names_rejected() -> None:
             {"task": "text_generation", "generation": {"context_length": 8, "engine": "process"}},
             "engine: process runs the KV-cache step model in child processes, and this model has no step_model",
         ),
-        ({"task": "text_generation", "generation": {"context_length": 8, "engine": "fork"}}, "'thread' or 'process'"),
+        (
+            {"task": "text_generation", "generation": {"context_length": 8, "engine": "fork"}},
+            "'thread', 'process' or 'auto'",
+        ),
     ],
 )
 def test_task_sections_required(changes: dict, expected: str) -> None:
@@ -132,6 +135,16 @@ def test_task_sections_required(changes: dict, expected: str) -> None:
 def test_task_with_its_sections_is_accepted() -> None:
     cfg = parse_model_config(config(task="sentiment", labels="labels.txt", text={"max_length": 16}), "m")
     assert cfg.task is Task.SENTIMENT and cfg.text is not None and cfg.text.tokenizer == "tokenizer.json"
+
+
+@pytest.mark.parametrize("engine", ["thread", "auto"])
+def test_generation_without_a_step_model_accepts_thread_or_auto_lanes(engine: str) -> None:
+    """`auto` chooses thread lanes for a model without a step model; only `process` needs one."""
+    text = {"max_length": 8}
+    cfg = parse_model_config(
+        config(task="text_generation", text=text, generation={"context_length": 8, "engine": engine}), "m"
+    )
+    assert cfg.generation is not None and cfg.generation.engine == engine and cfg.generation.step_model is None
 
 
 def test_name_must_match_folder() -> None:
