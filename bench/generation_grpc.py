@@ -186,7 +186,7 @@ async def compare(
         if process_lanes(generation.engine, step.session.providers[0]):
             engines = engine_processes(args.model, step, task)  # started before the clock starts
             runs.processes.append(
-                await scheduled("in-process, process lanes", engines, task, requests, slots, generation.eos_id)
+                await scheduled("in-process, process lanes", engines, task, requests, slots, generation.eos_id, True)
             )
         runs.remote.append(await over_grpc(address, args.model, requests, prompts, args.sampling))
         runs.transport.append(await over_grpc(echo, args.model, requests, prompts, args.sampling))

@@ -43,6 +43,9 @@ class Timings:
     batches: list[int] = field(default_factory=list)
     """Rows of each model step, in order."""
 
+    def reset(self) -> None:
+        self.__dict__.update(Timings().__dict__)
+
     def sequences(self, active: int, waiting: int) -> None:
         pass
 
@@ -99,15 +102,24 @@ async def scheduled(
     requests: list[GenerationInput],
     slots: int,
     eos_id: int | None = None,
+    warm: bool = False,
 ) -> Result:
     """`eos_id`: None generates every request's max_new_tokens; the model's end-of-text token stops a request
-    where the server would stop it."""
+    where the server would stop it. `warm`: the requests run once before the clock starts, on the same
+    scheduler (process lanes: fresh children, whose first burst pays their first runs of its shapes, as a
+    server's do only once)."""
     timings = Timings()
     config = replace(
         handlers.scheduler_config(task), max_active_sequences=slots, max_waiting=len(requests), eos_id=eos_id
     )
     scheduler = GenerationScheduler(name, decoders, config, timings)
     scheduler.start()
+    if warm:
+        streams = [
+            scheduler.submit(r.prompt_ids, r.max_new_tokens, r.sampling, task.detokenizer(r.stop)) for r in requests
+        ]
+        await asyncio.gather(*(_drain(s) for s in streams))
+        timings.reset()
     start = time.perf_counter()
     streams = [scheduler.submit(r.prompt_ids, r.max_new_tokens, r.sampling, task.detokenizer(r.stop)) for r in requests]
     await asyncio.gather(*(_drain(s) for s in streams))
