@@ -23,6 +23,7 @@ the rest still run), with the text of each in DIR/gpu.log:
 8. lanes: `generation.engine: process` on the device (bench/gpu_lanes.py): process lanes generate the text
    thread lanes do, the GPU memory of the server and its engine children, and generation over gRPC on
    process lanes against thread lanes.
+9. gaps: a batch-1 run's time back to back and after idle gaps (bench/gpu_gaps.py).
 
 `--device cpu` runs the same code on the CPU (CUDA's sections compare the CPU with itself): a dry run for
 machines without a GPU.
@@ -40,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_gaps import gaps  # noqa: E402
 from bench.gpu_lanes import lanes  # noqa: E402
 from bench.gpu_memory import generation, memory, probe  # noqa: E402
 from bench.gpu_providers import env, parity, providers  # noqa: E402
@@ -79,6 +81,7 @@ def main() -> None:
         "generation": lambda: generation(run, args.quick),
         "memory": lambda: memory(run),
         "lanes": lambda: lanes(run),
+        "gaps": lambda: gaps(run),
     }
     for name, body in sections.items():
         if args.only is None or name in args.only:

@@ -6,10 +6,10 @@ on the device what the CPU tests check on the CPU, and measures what it costs th
 
 1. same text: process lanes generate the same text as thread lanes, in-process, for seeded sampling and greedy
    decoding, both on the device; and greedy text on the device against the CPU's.
-2. memory: `deepserve serve` on the committed models, after a generation, the GPU memory of the server and of
-   each engine child (nvidia-smi, processes matched by pid), with `engine: process` and with `engine: thread`
-   (the same repository, the textgen_transformer's config overridden).
-3. speed: bench/generation_grpc.py on both repositories, alternating, 16 streams over gRPC.
+2. memory: `deepserve serve` after a generation, the GPU memory of the server and of each engine child
+   (nvidia-smi, processes matched by pid), on the committed models (`engine: auto`, which starts no child where
+   the step model runs on CUDA), and on copies with `engine: process` and `engine: thread`.
+3. speed: bench/generation_grpc.py on the process and thread copies, alternating, 16 streams over gRPC.
 """
 
 from __future__ import annotations
@@ -45,11 +45,10 @@ SAMPLING: dict[str, dict[str, Any]] = {
 def lanes(run: Run, repeats: int = 2) -> dict[str, Any]:
     found: dict[str, Any] = {"same_text": same_text(run)}
     run.say(f"same text: {found['same_text']}")
-    thread_repo = thread_repository(run.repository)
-    repositories = {"process": run.repository, "thread": thread_repo}
-    for engine, repository in repositories.items():
+    repositories = {engine: engine_repository(run.repository, engine) for engine in ("process", "thread")}
+    for engine, repository in {"committed": run.repository, **repositories}.items():
         found[f"memory_{engine}"] = server_memory(run, repository)
-        run.say(f"server memory, engine {engine}: {found[f'memory_{engine}']}")
+        run.say(f"server memory, {engine}: {found[f'memory_{engine}']}")
     for i in range(repeats):
         for engine, repository in repositories.items():
             bench = ["bench/generation_grpc.py", "--device", run.device.value, "--model-repository", str(repository)]
@@ -57,12 +56,12 @@ def lanes(run: Run, repeats: int = 2) -> dict[str, Any]:
     return found
 
 
-def thread_repository(source: Path) -> Path:
-    """The model repository with the textgen_transformer on thread lanes (`generation.engine: thread`)."""
-    repository = Path(tempfile.mkdtemp(prefix="deepserve-thread-lanes-"))
+def engine_repository(source: Path, engine: str) -> Path:
+    """The model repository with the textgen_transformer's `generation.engine` set to `engine`."""
+    repository = Path(tempfile.mkdtemp(prefix=f"deepserve-{engine}-lanes-"))
     for model in source.iterdir():
         if (model / "config.yaml").exists():
-            model_copy(model, repository, {"generation": {"engine": "thread"}} if model.name == MODEL else None)
+            model_copy(model, repository, {"generation": {"engine": engine}} if model.name == MODEL else None)
     return repository
 
 
