@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import Browser, Page, require_browser
-from tests.conftest import RunningServer, start_server
-from tests.ports import free_port
+from tests.conftest import FREE_PORT, RunningServer, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +26,7 @@ PROMPT = "import os"
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
     require_browser()
-    running = start_server(ROOT / "models", http_port=free_port(), device="cpu")
+    running = start_server(ROOT / "models", http_port=FREE_PORT, device="cpu")
     yield running
     running.stop()
 

@@ -11,8 +11,7 @@ import pytest
 import tritonclient.grpc as tc
 
 from service.grpc._generated.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.conftest import RunningServer, start_server
-from tests.ports import free_port
+from tests.conftest import FREE_PORT, RunningServer, start_server
 from tests.tiny_task_models import make_task_repository
 
 
@@ -32,7 +31,7 @@ def task_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def http_task_server(task_repo: Path) -> Iterator[RunningServer]:
     """The tiny task models with the HTTP port open, and requests limited to 256 KiB."""
-    yield from serving(task_repo, http_port=free_port(), max_message_bytes=256 * 1024)
+    yield from serving(task_repo, http_port=FREE_PORT, max_message_bytes=256 * 1024)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.conftest import start_server
-from tests.ports import free_port
+from tests.conftest import FREE_PORT, start_server
 from tests.tiny_task_models import write_lm
 
 MODEL = "lm"
@@ -30,7 +29,7 @@ def _generate(port: int, stream: bool) -> tuple[int, bytes]:
 
 def test_requests_cut_by_the_drain_are_counted_as_503(tmp_path: Path) -> None:
     write_lm(tmp_path / "models", MODEL, context=1024, slow_repeats=120, max_active_sequences=4)
-    server = start_server(tmp_path / "models", http_port=free_port())
+    server = start_server(tmp_path / "models", http_port=FREE_PORT)
     port = server.app.http_port
     assert port
     try:

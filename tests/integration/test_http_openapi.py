@@ -22,10 +22,9 @@ from service.http.errors import STATUS
 from service.http.routes import OPERATIONS
 from service.http.schemas import SCHEMAS
 from service.http.tasks import GENERATE_FIELDS, SENTIMENT_FIELDS
-from tests.conftest import RunningServer, start_server
+from tests.conftest import FREE_PORT, RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
 from tests.integration.tasks.calls import IMAGE, events, multipart
-from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +224,7 @@ def test_stream_events_match_their_schemas(server: RunningServer) -> None:
 def test_openapi_and_docs_are_served_open_and_the_page_only_loads_from_the_server(
     task_repo: Path, tmp_path: Path
 ) -> None:
-    running = start_server(task_repo, http_port=free_port(), auth_tokens_file=tokens_file(tmp_path))
+    running = start_server(task_repo, http_port=FREE_PORT, auth_tokens_file=tokens_file(tmp_path))
     try:
         got, content_type, data, _ = call(running, "GET", "/openapi.json")
         assert (got, content_type) == (200, "application/json")

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from bench import perf_analyzer, venvs
-from tests.conftest import RunningServer
+from tests.conftest import FREE_PORT, RunningServer
 from tests.integration.conftest import serving
-from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def perf() -> tuple[Path, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def server(model_repo: Path) -> Iterator[RunningServer]:
-    yield from serving(model_repo, http_port=free_port())
+    yield from serving(model_repo, http_port=FREE_PORT)
 
 
 def _answered(server: RunningServer, code: str) -> float:

@@ -16,11 +16,10 @@ import tritonclient.http as tc
 from tritonclient.utils import InferenceServerException
 
 from service.http import openapi
-from tests.conftest import RunningServer, start_server
+from tests.conftest import FREE_PORT, RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
 from tests.integration.conftest import serving
 from tests.integration.http_calls import call
-from tests.ports import free_port
 from tests.tiny_models import make_repository
 from tests.triton_inputs import add_sub_inputs
 
@@ -32,7 +31,7 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def running(repo: Path) -> Iterator[RunningServer]:
-    yield from serving(repo, model_control_mode="explicit", http_port=free_port())
+    yield from serving(repo, model_control_mode="explicit", http_port=FREE_PORT)
 
 
 @pytest.fixture
@@ -112,7 +111,7 @@ def test_statistics_count_http_requests(client: tc.InferenceServerClient) -> Non
 
 
 def test_model_control_off_is_403(repo: Path) -> None:
-    server = start_server(repo, http_port=free_port())
+    server = start_server(repo, http_port=FREE_PORT)
     try:
         client = tc.InferenceServerClient(f"127.0.0.1:{server.app.http_port}")
         for action in (client.load_model, client.unload_model):
@@ -127,7 +126,7 @@ def test_model_control_off_is_403(repo: Path) -> None:
 
 def test_load_and_unload_need_the_admin_scope(repo: Path, tmp_path: Path) -> None:
     server = start_server(
-        repo, http_port=free_port(), model_control_mode="explicit", auth_tokens_file=tokens_file(tmp_path)
+        repo, http_port=FREE_PORT, model_control_mode="explicit", auth_tokens_file=tokens_file(tmp_path)
     )
     url = f"127.0.0.1:{server.app.http_port}"
     reader, ops = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {OPS}"}

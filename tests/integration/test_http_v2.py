@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import RunningServer, start_server
+import tests.conftest as harness
+from service.errors import BindError
+from tests.conftest import FREE_PORT, RunningServer, start_server
 from tests.http_tokens import OPS, TOKEN, tokens_file
 from tests.integration.conftest import serving
 from tests.integration.http_calls import call, post_json
@@ -27,7 +30,7 @@ from tests.ports import free_port
 
 @pytest.fixture(scope="module")
 def server(model_repo: Path) -> Iterator[RunningServer]:
-    yield from serving(model_repo, http_port=free_port(), max_message_bytes=64 * 1024)
+    yield from serving(model_repo, http_port=FREE_PORT, max_message_bytes=64 * 1024)
 
 
 @pytest.fixture(scope="module")
@@ -264,11 +267,32 @@ def test_http_port_zero_disables_it(model_repo: Path) -> None:
         running.stop()
 
 
+def test_a_test_server_whose_free_http_port_was_taken_starts_on_another(
+    model_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`start_server(..., http_port=FREE_PORT)` (tests/conftest.py): a port that another process takes between the
+    kernel's pick and the server's bind (here on purpose) costs a second start, not the tests."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with pytest.raises(BindError, match=f"cannot bind HTTP port 127.0.0.1:{busy}"):
+            start_server(model_repo, http_port=busy)
+        picks = iter([busy, free_port()])
+        monkeypatch.setattr(harness, "free_port", lambda: next(picks))
+        running = start_server(model_repo, http_port=FREE_PORT)
+        try:
+            assert running.app.http_port not in (None, busy)
+            assert next(picks, None) is None  # both picks were used
+        finally:
+            running.stop()
+
+
 # ---- tokens ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def secured(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = tokens_file(tmp_path_factory.mktemp("tokens"))
-    running = start_server(model_repo, http_port=free_port(), auth_tokens_file=path)
+    running = start_server(model_repo, http_port=FREE_PORT, auth_tokens_file=path)
     yield f"127.0.0.1:{running.app.http_port}"
     running.stop()
 

@@ -23,9 +23,8 @@ from service.grpc._generated.inference import grpc_service_pb2 as pb
 from service.grpc.boundary import api_of
 from service.http import routes
 from service.http.server import APIS
-from tests.conftest import RunningServer
+from tests.conftest import FREE_PORT, RunningServer
 from tests.integration.conftest import serving
-from tests.ports import free_port
 from tests.waiting import eventually
 
 SERVICES = [
@@ -42,7 +41,7 @@ PATH_PARAMS = {"name": "quadrants", "version": "1"}
 
 @pytest.fixture(scope="module")
 def served(task_repo: Path) -> Iterator[RunningServer]:
-    yield from serving(task_repo, http_port=free_port())
+    yield from serving(task_repo, http_port=FREE_PORT)
 
 
 def counted(served: RunningServer, api: str) -> Counter[str]:

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import tritonclient.http as tc
 
-from tests.conftest import RunningServer, start_server
+from tests.conftest import FREE_PORT, RunningServer, start_server
 from tests.http_tokens import TOKEN, tokens_file
-from tests.ports import free_port
 from tests.security.certs import CertAuthority, Issued, broken_pairs, replace_server_files, write_each_broken_pair
 from tests.security.tls_clients import handshake, presented_certificate, refused
 
@@ -29,7 +28,7 @@ REFUSED = (ssl.SSLError, ConnectionError, http.client.HTTPException, OSError)
 def server(repo: Path, first: Issued, tmp_path: Path) -> Iterator[RunningServer]:
     cert, key = first.write(tmp_path, "server")
     running = start_server(
-        repo, tls_cert_file=cert, tls_key_file=key, http_port=free_port(), auth_tokens_file=tokens_file(tmp_path)
+        repo, tls_cert_file=cert, tls_key_file=key, http_port=FREE_PORT, auth_tokens_file=tokens_file(tmp_path)
     )
     yield running
     running.stop()
@@ -157,7 +156,7 @@ def test_mutual_tls_on_https_and_its_client_ca_rotates(repo: Path, ca: CertAutho
     cert, key = ca.server().write(tmp_path, "server")
     client_ca = ca.write(tmp_path, "clients")
     running = start_server(
-        repo, tls_cert_file=cert, tls_key_file=key, tls_client_ca_file=client_ca, http_port=free_port()
+        repo, tls_cert_file=cert, tls_key_file=key, tls_client_ca_file=client_ca, http_port=FREE_PORT
     )
     port = _port(running)
     try:

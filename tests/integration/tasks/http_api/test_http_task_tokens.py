@@ -7,19 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import FREE_PORT, RunningServer
 from tests.http_tokens import OPS, TOKEN, tokens_file
 from tests.integration.conftest import serving
 from tests.integration.tasks.calls import PROMPT, events, open_stream, post, request
 from tests.integration.tasks.test_image import ink_box
-from tests.ports import free_port
 from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
 def secured(task_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     path = tokens_file(tmp_path_factory.mktemp("tokens"))
-    yield from serving(task_repo, http_port=free_port(), auth_tokens_file=path)
+    yield from serving(task_repo, http_port=FREE_PORT, auth_tokens_file=path)
 
 
 def test_task_endpoints_need_an_infer_token(secured: RunningServer) -> None:
