@@ -34,7 +34,7 @@ from service.accounting import Accounting
 from service.config import Task
 from service.errors import InvalidInputError
 from service.grpc.backpressure import PendingResponses
-from service.grpc.errors import cancelled_status, fail, status_of
+from service.grpc.errors import cancelled_status, fail, gone_by_deadline, status_of
 from service.grpc.parsing import Unparsable, lenient
 from service.logs import RefusalLog
 
@@ -145,6 +145,8 @@ def guarded(handler: grpc.RpcMethodHandler, method: str, boundary: Boundary) -> 
             raise
         except Exception as err:  # noqa: BLE001 - every failure gets a status
             code = fail(context, err, getattr(request, "id", "") if request is not None else "")
+            if code == "DEADLINE_EXCEEDED":
+                await gone_by_deadline(context)  # cancelled (and counted as it was) when gRPC ends the call first
             return None
         finally:
             if release is not None:
