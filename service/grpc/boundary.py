@@ -8,7 +8,8 @@ its service registers (`requests.GuardedServer`), so a call pays no interceptor 
 4. for the inference methods (`INFERENCE`), unread response bytes are bounded (`backpressure.py`);
 5. the handler runs; a streaming handler's messages are written here;
 6. a failure is answered through the one error table (`errors.py`); a cancelled call is CANCELLED or
-   DEADLINE_EXCEEDED (`cancelled_status`), whether the handler was computing or gRPC was writing;
+   DEADLINE_EXCEEDED (`cancelled_status`), whether the handler was computing or gRPC was writing; a call that
+   fails at its deadline is left for gRPC to end (`gone_by_deadline`);
 7. the call ends, counted under the model it went to, with the status its client sees; its token's in-flight
    count is released.
 
