@@ -58,7 +58,7 @@ async def gone_by_deadline(context: grpc.aio.ServicerContext) -> None:
     deadline timer, or the client's reset after the client's own timer), up to `DEADLINE_SLACK_S` past the deadline;
     this coroutine is then cancelled, and the client has its DEADLINE_EXCEEDED. Answering at the same moment races
     that end: a status sent into a call that gRPC's core has just ended fails there, and grpc.aio logs that failure
-    as an ERROR with a traceback when it has not yet heard of the end (about one in a hundred such calls under load).
+    as an ERROR with a traceback when it has not yet heard of the end (one to three such calls in a hundred under load).
     A call whose deadline is further off (a request refused early) is answered at once."""
     remaining = context.time_remaining()
     if remaining is not None and remaining <= DEADLINE_SLACK_S:
