@@ -127,7 +127,7 @@ def test_a_storm_of_cancelled_timed_out_and_stalled_streams_leaves_the_server_cl
     child = next(iter(children))
     spent = cpu_seconds(child)
     time.sleep(1.0)
-    assert cpu_seconds(child) - spent < 0.05  # it computes nothing for the calls that ended
+    assert cpu_seconds(child) - spent < 0.1  # nothing computed for the calls that ended (a busy child: ~1 s)
 
     async def fresh() -> int:
         async with grpc.aio.insecure_channel(committed.address) as channel:
