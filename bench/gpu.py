@@ -24,6 +24,8 @@ the rest still run), with the text of each in DIR/gpu.log:
    thread lanes do, the GPU memory of the server and its engine children, and generation over gRPC on
    process lanes against thread lanes.
 9. gaps: a batch-1 run's time back to back and after idle gaps (bench/gpu_gaps.py).
+10. placement: each committed model's time per batch on the device and on the CPU, and the providers each loads
+    on in `deepserve serve` (bench/gpu_placement.py).
 
 `--device cpu` runs the same code on the CPU (CUDA's sections compare the CPU with itself): a dry run for
 machines without a GPU.
@@ -44,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench.gpu_gaps import gaps  # noqa: E402
 from bench.gpu_lanes import lanes  # noqa: E402
 from bench.gpu_memory import generation, memory, probe  # noqa: E402
+from bench.gpu_placement import placement  # noqa: E402
 from bench.gpu_providers import env, parity, providers  # noqa: E402
 from bench.gpu_raw import raw  # noqa: E402
 from bench.gpu_run import Run  # noqa: E402
@@ -82,6 +85,7 @@ def main() -> None:
         "memory": lambda: memory(run),
         "lanes": lambda: lanes(run),
         "gaps": lambda: gaps(run),
+        "placement": lambda: placement(run),
     }
     for name, body in sections.items():
         if args.only is None or name in args.only:
