@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, f1_score
 
-from service.config import DynamicBatching, ModelConfig, TensorSpec, TextPreprocessing
+from service.config import DynamicBatching, Execution, ModelConfig, TensorSpec, TextPreprocessing
 from training import data as datasets
 from training import recipe
 from training import reviews as composed
@@ -78,6 +78,10 @@ def _config(settings: SentimentSettings, classes: list[str], source: str) -> Mod
         inputs=(TensorSpec(name="token_ids", datatype="INT64", dims=(-1,), pad_value=PAD_ID),),
         outputs=(TensorSpec(name="probabilities", datatype="FP32", dims=(len(classes),)),),
         dynamic_batching=DynamicBatching(),  # dispatch when an instance is free (bench/serving.py)
+        # tf2onnx exports the LSTMs and GRUs as ONNX Loops, one iteration per token with many tiny kernels and
+        # host-device copies: on an H200 ten times slower than two CPU cores (docs/gpu.md), so even a GPU server
+        # runs this model on the CPU
+        execution=Execution(providers=("cpu",)),
         labels="labels.txt",
         text=TextPreprocessing(
             tokenizer="tokenizer.json", max_length=settings.max_length, pad_id=PAD_ID, lowercase=settings.lowercase

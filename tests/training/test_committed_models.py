@@ -109,6 +109,27 @@ def test_sentiment_beats_tfidf_baseline(models_dir: Path) -> None:
         assert info["metrics"]["test"][metric] > info["baseline"]["test"][metric]
 
 
+def test_sentiment_runs_on_the_cpu_even_on_a_gpu_server(models_dir: Path) -> None:
+    """tf2onnx exports its LSTMs and GRUs as ONNX Loops, which ran ten times slower on an H200 than on two CPU
+    cores (docs/gpu.md): its config asks for the CPU, as training writes it, and `--device cuda` or `auto` follow
+    the model's own choice. Re-exported with ONNX LSTM/GRU operators (cuDNN's kernels), it should be measured
+    on a GPU again (`bench/gpu.py --only placement`)."""
+    import onnx
+
+    from service.config import Device
+    from service.runtime import CPU, CUDA, choose_providers
+    from training.sentiment import _config
+    from training.sentiment_settings import SentimentSettings
+
+    entry = models_dir / "sentiment_rnn"
+    assert any(node.op_type == "Loop" for node in onnx.load(str(entry / "1" / "model.onnx")).graph.node)
+    preferred = load_model_config(entry).execution.providers
+    assert preferred == ("cpu",)
+    assert _config(SentimentSettings(), ["negative", "neutral", "positive"], "tweets").execution.providers == preferred
+    for device in (Device.CUDA, Device.AUTO):
+        assert choose_providers(device, preferred, [CUDA, CPU]) == [CPU]
+
+
 def test_sentiment_probabilities_ignore_right_padding(models_dir: Path) -> None:
     entry = models_dir / "sentiment_rnn"
     config = load_model_config(entry)
