@@ -114,15 +114,17 @@ async def scheduled(
     )
     scheduler = GenerationScheduler(name, decoders, config, timings)
     scheduler.start()
-    if warm:
-        streams = [
-            scheduler.submit(r.prompt_ids, r.max_new_tokens, r.sampling, task.detokenizer(r.stop)) for r in requests
-        ]
+
+    async def all_at_once() -> None:
+        submit = scheduler.submit
+        streams = [submit(r.prompt_ids, r.max_new_tokens, r.sampling, task.detokenizer(r.stop)) for r in requests]
         await asyncio.gather(*(_drain(s) for s in streams))
+
+    if warm:
+        await all_at_once()
         timings.reset()
     start = time.perf_counter()
-    streams = [scheduler.submit(r.prompt_ids, r.max_new_tokens, r.sampling, task.detokenizer(r.stop)) for r in requests]
-    await asyncio.gather(*(_drain(s) for s in streams))
+    await all_at_once()
     seconds = time.perf_counter() - start
     await scheduler.close()
     return Result(name, seconds, timings)

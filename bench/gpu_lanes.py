@@ -24,14 +24,15 @@ from bench.generation import load
 from bench.generation_grpc import over_grpc, ready
 from bench.generation_modes import PROMPTS, workload
 from bench.gpu_run import Run, gpu_processes, script
-from bench.load import free_port, model_copy, serve_command
+from bench.load import descendants, free_port, model_copy, serve_command
 from service import handlers
 from service.batching.decoders import Decoder
 from service.batching.engine_process import EngineProcess
 from service.batching.scheduler import GenerationScheduler
 from service.batching.sequences import Finished
 from service.config import Device
-from service.tasks.text_generation import TextGeneration
+from service.runtime import ModelSession, StepModel
+from service.tasks.text_generation import GenerationInput, TextGeneration
 from service.types import GenerationRequest, TextChunk
 
 MODEL = "textgen_transformer"
@@ -43,11 +44,14 @@ SAMPLING: dict[str, dict[str, Any]] = {
 
 
 def lanes(run: Run, repeats: int = 2) -> dict[str, Any]:
-    found: dict[str, Any] = {"same_text": same_text(run)}
+    session, step, task, _ = load(run.repository, MODEL, run.device)
+    assert step is not None, f"{MODEL} has no step model"
+    found: dict[str, Any] = {"same_text": same_text(run, session, step, task)}
     run.say(f"same text: {found['same_text']}")
+    requests = workload(task, 16, 0)
     repositories = {engine: engine_repository(run.repository, engine) for engine in ("process", "thread")}
     for engine, repository in {"committed": run.repository, **repositories}.items():
-        found[f"memory_{engine}"] = server_memory(run, repository)
+        found[f"memory_{engine}"] = server_memory(run, repository, requests)
         run.say(f"server memory, {engine}: {found[f'memory_{engine}']}")
     for i in range(repeats):
         for engine, repository in repositories.items():
@@ -65,19 +69,16 @@ def engine_repository(source: Path, engine: str) -> Path:
     return repository
 
 
-def same_text(run: Run) -> dict[str, Any]:
-    _, step, task, _ = load(run.repository, MODEL, run.device)
-    assert step is not None, f"{MODEL} has no step model"
-    _, cpu_step, _, _ = load(run.repository, MODEL, Device.CPU)
-    assert cpu_step is not None
+def same_text(run: Run, session: ModelSession, step: StepModel, task: TextGeneration) -> dict[str, Any]:
+    cpu_session, cpu_step, _, _ = load(run.repository, MODEL, Device.CPU)
     rows = task.generation.max_active_sequences
     found: dict[str, Any] = {"providers": step.session.providers}
     for name, params in SAMPLING.items():
-        thread = texts(task, [handlers.lane_decoder(None, step, task, rows)], params)  # type: ignore[arg-type]
+        thread = texts(task, [handlers.lane_decoder(session, step, task, rows)], params)
         process = texts(task, handlers.engine_processes(MODEL, step, task), params)
         found[name] = {"process == thread": process == thread, "texts": len(thread), "first": thread[0][:80]}
         if name == "greedy":
-            cpu = texts(task, [handlers.lane_decoder(None, cpu_step, task, rows)], params)  # type: ignore[arg-type]
+            cpu = texts(task, [handlers.lane_decoder(cpu_session, cpu_step, task, rows)], params)
             found[name]["device == cpu"] = thread == cpu
     return found
 
@@ -107,17 +108,15 @@ def texts(task: TextGeneration, decoders: list[Decoder] | list[EngineProcess], p
     return asyncio.run(go())
 
 
-def server_memory(run: Run, repository: Path) -> dict[str, Any]:
-    """GPU memory of `deepserve serve` and of each engine child, after 16 streams of generation."""
+def server_memory(run: Run, repository: Path, requests: list[GenerationInput]) -> dict[str, Any]:
+    """GPU memory of `deepserve serve` and of each engine child, after `requests` as gRPC streams."""
     port = free_port()
     flags = ("--http-port", "0", "--log-level", "warning", "--device", run.device.value)
     server = subprocess.Popen(serve_command(repository, port, free_port(), *flags))
     try:
         address = f"127.0.0.1:{port}"
         asyncio.run(ready(address, MODEL))
-        _, _, task, _ = load(repository, MODEL, Device.CPU)
-        requests = workload(task, 16, 0)
-        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(16)]
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(requests))]
         result = asyncio.run(over_grpc(address, MODEL, requests, prompts, "workload"))
         children = descendants(server.pid)
         used: dict[str, Any] = {"tokens": result.timings.tokens, "engine children": len(children)}
@@ -130,19 +129,3 @@ def server_memory(run: Run, repository: Path) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(30)
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid` (from /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found

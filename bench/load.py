@@ -46,6 +46,22 @@ def model_copy(source: Path, repository: Path, override: dict[str, Any] | None =
     return copy
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (its children, theirs, ...), read from /proc: a server's engine processes."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):  # a process that ended while we read
+            continue
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.load import descendants
 from service.grpc._generated.deepserve.v1 import text_generator_pb2 as tg
 from service.grpc._generated.deepserve.v1 import text_generator_pb2_grpc as tg_grpc
 from tests.adversarial.clients import requests_counted
@@ -62,21 +63,6 @@ async def storm(address: str, calls: int, at_once: int, seed: int = 7) -> Counte
         stub = tg_grpc.TextGeneratorStub(channel)
         await asyncio.gather(*(one(stub, i) for i in range(calls)))
     return outcomes
-
-
-def descendants(pid: int) -> set[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def cpu_seconds(pid: int) -> float:
